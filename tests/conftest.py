@@ -1,0 +1,59 @@
+"""Shared fixtures: the control-plane binaries and one real cluster per test session.
+
+e2e tests need etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
+from hack/controlplane. When they are missing they are built (Go needed); where Go is
+missing the e2e tests are skipped with that reason, unless VK_FARGATE_REQUIRE_E2E=1
+(as in CI), where a missing binary fails the run instead of hiding it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vk_fargate import errors, settings
+from vk_fargate.devcluster import binaries, cluster
+from vk_fargate.k8s import client
+
+
+def _required() -> bool:
+    return os.environ.get("VK_FARGATE_REQUIRE_E2E") == "1"
+
+
+@pytest.fixture(scope="session")
+def control_plane_binaries() -> binaries.Binaries:
+    config = settings.load()
+    try:
+        if binaries.missing(binaries.default_dir(config)) and binaries.go_available():
+            binaries.build(config, log=config.cache / "logs" / "controlplane-build.log")
+        return binaries.locate(config)
+    except errors.BinariesError as exc:
+        if _required():
+            raise
+        pytest.skip(f"e2e needs the control-plane binaries: {exc}")
+
+
+@pytest.fixture(scope="session")
+async def local_cluster(
+    control_plane_binaries: binaries.Binaries,
+) -> AsyncIterator[cluster.Cluster]:
+    keep = os.environ.get("VK_FARGATE_KEEP") == "1"
+    async with cluster.Cluster(control_plane_binaries, keep_files=keep) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def api(local_cluster: cluster.Cluster) -> AsyncIterator[client.ApiClient]:
+    api_client = await client.connect(local_cluster.kubeconfig)
+    try:
+        yield api_client
+    finally:
+        await api_client.close()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(local_cluster: cluster.Cluster) -> Path:
+    return local_cluster.kubeconfig

@@ -1,0 +1,145 @@
+"""The ``vk-fargate`` command line.
+
+``dev`` manages the local cluster the demo and tests run against (like ``kind``):
+``dev up`` starts it in the background and returns, ``dev status`` describes it,
+``dev down`` stops it, ``dev build`` builds the control-plane binaries once per machine.
+Errors are printed as one line naming the failed step and its log; exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+from vk_fargate import __version__, errors, settings
+from vk_fargate.devcluster import binaries, cluster, state
+
+
+def _say(line: str) -> None:
+    print(f" • {line}", flush=True)
+
+
+def _ensure_binaries(config: settings.Settings) -> binaries.Binaries:
+    folder = binaries.default_dir(config)
+    if binaries.missing(folder):
+        log = config.cache / "logs" / "controlplane-build.log"
+        _say(
+            f"building the Kubernetes {binaries.KUBERNETES_VERSION} control plane from the "
+            f"Go module proxy, once per machine (about 15 min on 2 cores; log: {log})"
+        )
+        began = time.monotonic()
+        binaries.build(config, log=log)
+        _say(f"built in {time.monotonic() - began:.0f}s into {folder}")
+    return binaries.locate(config)
+
+
+def _export_hint(status: dict[str, object]) -> None:
+    print(f"\nexport KUBECONFIG={status['kubeconfig']}")
+    print(f"kubectl is {binaries.kubectl_path()}; stop with: vk-fargate dev down")
+
+
+async def _dev_up(config: settings.Settings) -> int:
+    root = state.dev_root(config.state_dir)
+    recorded = state.load(root)
+    if recorded is not None:
+        alive = state.liveness(recorded)
+        if all(alive.values()):
+            _say(f"a dev cluster is already running at {recorded['server']}")
+            _export_hint(recorded)
+            return 0
+        dead = ", ".join(name for name, ok in alive.items() if not ok)
+        _say(f"cleaning up a dev cluster that is no longer whole ({dead} not running)")
+        state.stop_all(recorded)
+    shutil.rmtree(root, ignore_errors=True)
+    bins = _ensure_binaries(config)
+    began = time.monotonic()
+    local = cluster.Cluster(bins, root=root, detach=True, keep_files=True)
+    await local.start(progress=_say)
+    status = local.status()
+    state.save(root, status)
+    _say(f"cluster ready in {time.monotonic() - began:.1f}s at {local.server}")
+    _export_hint(status)
+    return 0
+
+
+def _dev_status(config: settings.Settings, *, as_json: bool) -> int:
+    recorded = state.load(state.dev_root(config.state_dir))
+    if recorded is None:
+        print("no dev cluster is recorded; start one with: vk-fargate dev up", file=sys.stderr)
+        return 1
+    alive = state.liveness(recorded)
+    for name, ok in alive.items():
+        recorded["components"][name]["running"] = ok
+    recorded["running"] = all(alive.values())
+    if as_json:
+        print(json.dumps(recorded, indent=2))
+    else:
+        print(f"kubeconfig: {recorded['kubeconfig']}")
+        for name, component in recorded["components"].items():
+            word = "running" if component["running"] else "STOPPED"
+            print(f"{name:<24} {word:<8} pid {component['pid']:<8} {component['url']}")
+    return 0 if recorded["running"] else 1
+
+
+def _dev_down(config: settings.Settings, *, keep_files: bool) -> int:
+    root = state.dev_root(config.state_dir)
+    recorded = state.load(root)
+    if recorded is None:
+        _say("no dev cluster is recorded; nothing to stop")
+        return 0
+    for name in state.stop_all(recorded):
+        _say(f"stopped {name}")
+    if keep_files:
+        _say(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _dev_build(config: settings.Settings) -> int:
+    bins = _ensure_binaries(config)
+    print(bins.kube_apiserver.parent)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="vk-fargate", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action="version", version=f"vk-fargate {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="a local cluster for trying vk-fargate out")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    dev_commands.add_parser("up", help="start the local cluster in the background")
+    status = dev_commands.add_parser("status", help="describe the local cluster")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    down = dev_commands.add_parser("down", help="stop the local cluster")
+    down.add_argument("--keep-files", action="store_true", help="keep certificates and logs")
+    dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = settings.load()
+    try:
+        if args.dev_command == "up":
+            return asyncio.run(_dev_up(config))
+        if args.dev_command == "status":
+            return _dev_status(config, as_json=args.json)
+        if args.dev_command == "down":
+            return _dev_down(config, keep_files=args.keep_files)
+        return _dev_build(config)
+    except errors.VkFargateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The Kubernetes adapter: the only package that imports kubernetes_asyncio.
+
+Everything above it talks to the API server through these modules, so the client
+library's quirks are handled once, here.
+"""

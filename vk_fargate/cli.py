@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,8 +40,15 @@ def _ensure_binaries(config: settings.Settings) -> binaries.Binaries:
 
 
 def _export_hint(status: dict[str, object]) -> None:
+    kubectl = binaries.kubectl_path()
+    print("\n$ kubectl get namespaces", flush=True)
+    subprocess.run(
+        [str(kubectl), "--kubeconfig", str(status["kubeconfig"]), "get", "namespaces"],
+        check=False,
+        timeout=30,
+    )
     print(f"\nexport KUBECONFIG={status['kubeconfig']}")
-    print(f"kubectl is {binaries.kubectl_path()}; stop with: vk-fargate dev down")
+    print(f"kubectl is {kubectl}; stop with: vk-fargate dev down")
 
 
 async def _dev_up(config: settings.Settings) -> int:

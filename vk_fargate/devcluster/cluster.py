@@ -142,7 +142,10 @@ class Cluster:
         layout.pki.mkdir(parents=True, exist_ok=True)
         layout.pki.chmod(0o700)
         ca = pki.new_ca()
+        front_proxy_ca = pki.new_ca("vk-fargate-dev-front-proxy-ca")
         pairs = {
+            "front-proxy-ca": front_proxy_ca,
+            "front-proxy-client": pki.issue(front_proxy_ca, "front-proxy-client", client=True),
             "ca": ca,
             "apiserver": pki.issue(
                 ca, "kube-apiserver", hosts=components.APISERVER_HOSTS, server=True

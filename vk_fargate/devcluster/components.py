@@ -129,6 +129,14 @@ def commands(layout: Layout, ports: Ports, bins: binaries.Binaries) -> list[Comm
             f"--kubelet-client-key={pem('kubelet-client.key')}",
             # The `kubernetes` Service cannot point at a loopback address.
             "--endpoint-reconciler-type=none",
+            # Front proxy (aggregated APIs such as metrics-server), as kubeadm sets it up.
+            f"--requestheader-client-ca-file={pem('front-proxy-ca.crt')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pem('front-proxy-client.crt')}",
+            f"--proxy-client-key-file={pem('front-proxy-client.key')}",
             "--profiling=false",
         ),
         f"{apiserver_url(ports)}/readyz",

@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from vk_fargate import __version__, errors, settings
 from vk_fargate.devcluster import binaries, cluster, state
+from vk_fargate.fleetd import config as fleet_config
+from vk_fargate.fleetd import server
 
 
 def _say(line: str) -> None:
@@ -115,6 +119,14 @@ def _dev_build(config: settings.Settings) -> int:
     return 0
 
 
+def _fleetd(path: Path, *, stop_on_exit: bool) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(server.serve(fleet_config.load(path), stop_microvms=stop_on_exit))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="vk-fargate", description=__doc__.splitlines()[0])
     top.add_argument("--version", action="version", version=f"vk-fargate {__version__}")
@@ -127,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
     down = dev_commands.add_parser("down", help="stop the local cluster")
     down.add_argument("--keep-files", action="store_true", help="keep certificates and logs")
     dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
+    fleetd = commands.add_parser("fleetd", help="run the reference bare-metal fleet daemon")
+    fleetd.add_argument("--config", type=Path, required=True, help="fleet.yaml")
+    fleetd.add_argument(
+        "--stop-on-exit",
+        action="store_true",
+        help="stop every microVM and remove the bridges on exit (default: leave them running)",
+    )
     return top
 
 
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = settings.load()
     try:
+        if args.command == "fleetd":
+            return _fleetd(args.config, stop_on_exit=args.stop_on_exit)
         if args.dev_command == "up":
             return asyncio.run(_dev_up(config))
         if args.dev_command == "status":

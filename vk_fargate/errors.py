@@ -5,7 +5,16 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
     VkFargateError                 anything vk-fargate raises on purpose
     +-- ConfigError                a setting or input file is wrong
     +-- HarnessError               the local control plane could not be started
-        +-- BinariesError          the control-plane binaries are missing or failed to build
+    |   +-- BinariesError          the control-plane binaries are missing or failed to build
+    +-- FleetError                 a fleet API call failed; ``status`` and ``code`` as on the wire
+        +-- BadRequest             400: malformed request (not JSON, bad query parameter)
+        +-- Unauthorized           401: missing or wrong bearer token
+        +-- NotFound               404: no such microVM, host or container
+        +-- Conflict               409: the id exists with another spec
+        +-- CursorExpired          410: the event cursor was pruned; list again
+        +-- InvalidSpec            422: the spec breaks a rule; ``field`` names it
+        +-- InsufficientCapacity   503: nothing fits now; retry after ``retry_after`` seconds
+        +-- FleetUnavailable       the fleet could not be reached or answered 5xx
 """
 
 from __future__ import annotations
@@ -36,3 +45,81 @@ class HarnessError(VkFargateError):
 
 class BinariesError(HarnessError):
     """The control-plane binaries are missing and could not be built."""
+
+
+class FleetError(VkFargateError):
+    """A fleet API call failed. ``status`` is the HTTP status, ``code`` the error code."""
+
+    status = 500
+    code = "Internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class BadRequest(FleetError):
+    """The request is malformed: not JSON, or a bad query parameter."""
+
+    status, code = 400, "BadRequest"
+
+
+class Unauthorized(FleetError):
+    """The bearer token is missing or wrong."""
+
+    status, code = 401, "Unauthorized"
+
+
+class NotFound(FleetError):
+    """No such microVM, host or container."""
+
+    status, code = 404, "NotFound"
+
+
+class Conflict(FleetError):
+    """The microVM id exists with a different spec."""
+
+    status, code = 409, "Conflict"
+
+
+class CursorExpired(FleetError):
+    """The event cursor is older than what the fleet keeps; list again."""
+
+    status, code = 410, "CursorExpired"
+
+
+class InvalidSpec(FleetError):
+    """The spec breaks a rule; ``field`` names the offending field."""
+
+    status, code = 422, "InvalidSpec"
+
+
+class InsufficientCapacity(FleetError):
+    """No active host has room now; retry after ``retry_after`` seconds."""
+
+    status, code = 503, "InsufficientCapacity"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FleetUnavailable(FleetError):
+    """The fleet could not be reached, or failed with a 5xx."""
+
+    status, code = 503, "Unavailable"
+
+
+FLEET_ERRORS: dict[str, type[FleetError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        Conflict,
+        CursorExpired,
+        InvalidSpec,
+        InsufficientCapacity,
+    )
+}

@@ -1,0 +1,169 @@
+"""Pydantic models of the fleet API, field for field the schemas of ``openapi.yaml``.
+
+A unit test compares each model with its schema (properties, required fields, enums),
+so the two cannot drift apart. Validation limits live here too: the daemon answers
+422 naming the offending field when a spec breaks them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+import pydantic
+
+MicroVMId = Annotated[str, pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+MicroVMState = Literal["pending", "provisioning", "running", "stopping", "stopped", "failed"]
+ContainerState = Literal["waiting", "running", "terminated"]
+RestartPolicy = Literal["Always", "OnFailure", "Never"]
+HostState = Literal["active", "draining"]
+RuntimeName = Literal["process", "microvm"]
+EventType = Literal["microvm", "deleted", "host", "maintenance", "heartbeat"]
+# A microVM in one of these states holds no host resources any more.
+FINAL_STATES: frozenset[str] = frozenset({"stopped", "failed"})
+
+
+class Model(pydantic.BaseModel):
+    """Strict about unknown fields, as the OpenAPI schemas are."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class Error(Model):
+    fault_message: str
+    code: str
+    field: str | None = None
+
+
+class Resources(Model):
+    vcpu_millis: int = pydantic.Field(ge=0)
+    mem_mib: int = pydantic.Field(ge=0)
+
+
+class Host(Model):
+    id: str
+    zone: str
+    state: HostState
+    runtime: RuntimeName
+    capacity: Resources
+    allocated: Resources
+    microvms: int = pydantic.Field(ge=0)
+    limits: Literal["cgroup-v2", "cgroup-v1", "none"]
+    networking: Literal["netns", "nominal"]
+    notes: list[str]
+    drain_deadline: datetime.datetime | None = None
+
+
+class HostList(Model):
+    items: list[Host]
+
+
+class HostAction(Model):
+    action_type: Literal["Drain", "Activate"]
+    grace_seconds: int = pydantic.Field(default=120, ge=0, le=86400)
+
+
+class EnvVar(Model):
+    name: str = pydantic.Field(min_length=1)
+    value: str = ""
+
+
+class Container(Model):
+    name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    image: str = pydantic.Field(min_length=1)
+    command: list[str] = []
+    args: list[str] = []
+    env: list[EnvVar] = []
+    working_dir: str | None = None
+
+
+class MicroVMSpec(Model):
+    vcpu_millis: int = pydantic.Field(ge=250, le=16000)
+    mem_mib: int = pydantic.Field(ge=512, le=122880)
+    ephemeral_gib: int = pydantic.Field(default=20, ge=20, le=175)
+    subnet: str | None = None
+    zone: str | None = None
+    private_ip: str | None = None
+    spread_group: str | None = None
+    labels: dict[str, str] = {}
+    init_containers: list[Container] = []
+    containers: list[Container] = pydantic.Field(min_length=1)
+    restart_policy: RestartPolicy = "Always"
+    termination_grace_seconds: int = pydantic.Field(default=30, ge=0, le=3600)
+
+    @pydantic.model_validator(mode="after")
+    def _unique_container_names(self) -> MicroVMSpec:
+        names = [c.name for c in [*self.init_containers, *self.containers]]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"container names must be unique: {', '.join(duplicates)}")
+        return self
+
+
+class Termination(Model):
+    exit_code: int
+    reason: str | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+
+
+class ContainerStatus(Model):
+    name: str
+    state: ContainerState
+    reason: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    restart_count: int = pydantic.Field(ge=0)
+    container_id: str | None = None
+    last_termination: Termination | None = None
+
+
+class MicroVMStatus(Model):
+    state: MicroVMState
+    reason: str | None = None
+    message: str | None = None
+    host: str | None = None
+    zone: str | None = None
+    subnet: str | None = None
+    private_ip: str | None = None
+    init_containers: list[ContainerStatus] = []
+    containers: list[ContainerStatus] = []
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    updated_at: datetime.datetime
+
+
+class MicroVM(Model):
+    id: MicroVMId
+    spec: MicroVMSpec
+    status: MicroVMStatus
+
+
+class MicroVMList(Model):
+    items: list[MicroVM]
+    cursor: int = pydantic.Field(ge=0)
+
+
+class MaintenanceNotice(Model):
+    host: str
+    microvm_id: str
+    not_after: datetime.datetime
+    message: str
+
+
+class Event(Model):
+    cursor: int = pydantic.Field(ge=0)
+    type: EventType
+    time: datetime.datetime
+    microvm: MicroVM | None = None
+    microvm_id: str | None = None
+    host: Host | None = None
+    notice: MaintenanceNotice | None = None
+
+
+def now() -> datetime.datetime:
+    """The current time, timezone-aware UTC (what every timestamp of the API is)."""
+    return datetime.datetime.now(datetime.UTC)

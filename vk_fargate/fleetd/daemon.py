@@ -1,0 +1,573 @@
+"""The fleet: hosts, placement, and the life of every microVM, persisted and announced.
+
+Life of a microVM: ``put`` places it (host, subnet, address) under one lock, so two
+creates never take the same room, records it ``pending`` and starts a named task that
+provisions it (cgroups, network namespace, shim) to ``provisioning``. From then on the
+shim's status file drives it (``running`` .. ``stopped``/``failed``), read when the
+shim pings the notify socket and, as a safety net, by a sweep every second that also
+notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets it once
+stopped (a ``deleted`` event). Every change is stored, then published as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import logging
+import shutil
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from vk_fargate import errors
+from vk_fargate.fleet import models
+from vk_fargate.fleetd import (
+    cgroups,
+    config,
+    events,
+    hostinfo,
+    images,
+    ipam,
+    network,
+    placement,
+    sandbox,
+    store,
+    supervisor,
+)
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
+# Extra seconds past the grace period before a stuck shim and its cgroups are SIGKILLed.
+KILL_MARGIN = 5.0
+SHIM_PHASE_STATE: dict[str, models.MicroVMState] = {
+    "starting": "provisioning",
+    "init": "running",
+    "running": "running",
+    "stopping": "stopping",
+    "exited": "stopped",
+}
+FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
+
+
+class Record:
+    """A microVM plus what the daemon needs to run it."""
+
+    def __init__(self, vm: models.MicroVM, vm_dir: Path) -> None:
+        self.vm = vm
+        self.dir = vm_dir
+        self.shim: supervisor.Shim | None = None
+        self.cgroups: list[str] = []
+        self.deleting = False
+        self.status_mtime = 0.0
+
+    @property
+    def state(self) -> models.MicroVMState:
+        return self.vm.status.state
+
+    @property
+    def holds_resources(self) -> bool:
+        return self.state not in models.FINAL_STATES
+
+
+class Fleet:
+    def __init__(self, cfg: config.FleetConfig, db: store.Store) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.bus = events.Bus(db, retention=cfg.event_retention)
+        self.vms: dict[str, Record] = {}
+        self.pools = {s.id: ipam.SubnetPool(s.id, s.cidr, s.zone) for s in cfg.subnets}
+        self.hosts = {h.id: hostinfo.HostInfo(h) for h in cfg.hosts}
+        self.networking: network.Mode = network.detect(cfg.networking)
+        self.limits: cgroups.Mode = cgroups.detect()
+        self._place_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bridges: dict[str, str] = {}
+
+    # start and stop
+
+    async def start(self) -> None:
+        if self.networking == "netns":
+            for pool in self.pools.values():
+                self._bridges[pool.id] = network.ensure_bridge(pool.id, pool.cidr, pool.gateway)
+        for host_id, (state, deadline) in self.db.host_states().items():
+            if host_id in self.hosts:
+                self.hosts[host_id].restore(state, deadline)
+        for doc, pid, start in self.db.microvms():
+            self._adopt(models.MicroVM.model_validate(doc), pid, start)
+        for host in self.hosts.values():
+            if host.state == "draining":
+                self._spawn(self._enforce_drain(host.config.id), f"drain-{host.config.id}")
+        self._spawn(self._sweep_forever(), "fleet-sweep")
+
+    def _adopt(self, vm: models.MicroVM, pid: int | None, start: int | None) -> None:
+        record = Record(vm, self.cfg.state_dir / "microvms" / vm.id)
+        record.cgroups = [str(p) for p in cgroups.paths(self.limits, vm.id)]
+        self.vms[vm.id] = record
+        if vm.status.private_ip and vm.status.subnet in self.pools:
+            self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
+        if not record.holds_resources:
+            return
+        record.shim = supervisor.adopt(pid, start)
+        if record.shim is None:
+            self._set_state(
+                record,
+                "failed",
+                reason="HostLost",
+                message="the microVM did not survive a restart of the fleet daemon",
+            )
+            self._spawn(self._cleanup(record), f"cleanup-{vm.id}")
+        else:
+            self.refresh(vm.id)
+
+    async def close(self, *, stop_microvms: bool) -> None:
+        """Stop background work; with ``stop_microvms`` also every microVM and bridge."""
+        if stop_microvms:
+            await asyncio.gather(
+                *(self.delete(i, grace=2) for i in list(self.vms)), return_exceptions=True
+            )
+            await self._wait_until(lambda: not self.vms, timeout=30)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.networking == "netns":
+            used = {r.vm.status.subnet for r in self.vms.values() if r.holds_resources}
+            for subnet_id in self._bridges:
+                if subnet_id not in used:
+                    network.remove_bridge(subnet_id)
+
+    # queries
+
+    def get(self, vm_id: str) -> models.MicroVM:
+        record = self.vms.get(vm_id)
+        if record is None:
+            raise errors.NotFound(f"microVM {vm_id} not found")
+        return record.vm
+
+    def select(self, selector: dict[str, str]) -> models.MicroVMList:
+        items = [
+            r.vm
+            for r in self.vms.values()
+            if all(r.vm.spec.labels.get(k) == v for k, v in selector.items())
+        ]
+        return models.MicroVMList(items=items, cursor=self.bus.cursor)
+
+    def host_models(self) -> list[models.Host]:
+        return [self._host_model(h) for h in self.hosts.values()]
+
+    def _host_model(self, host: hostinfo.HostInfo) -> models.Host:
+        placed = [
+            r for r in self.vms.values() if r.holds_resources and r.vm.status.host == host.config.id
+        ]
+        return host.model(
+            placed=[r.vm.spec for r in placed], limits=self.limits, networking=self.networking
+        )
+
+    # create
+
+    async def put(self, vm_id: str, spec: models.MicroVMSpec) -> tuple[models.MicroVM, bool]:
+        """Create the microVM, or return the existing one with this very spec."""
+        async with self._place_lock:
+            existing = self.vms.get(vm_id)
+            if existing is not None:
+                if existing.vm.spec != spec:
+                    raise errors.Conflict(f"microVM {vm_id} exists with a different spec")
+                return existing.vm, False
+            vm = self._place(vm_id, spec)
+            record = Record(vm, self.cfg.state_dir / "microvms" / vm_id)
+            self.vms[vm_id] = record
+            self._save(record)
+        self._spawn(self._provision(record), f"provision-{vm_id}")
+        return vm, True
+
+    def _place(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
+        zones: set[str] | None = {spec.zone} if spec.zone else None
+        if spec.subnet is not None:
+            if spec.subnet not in self.pools:
+                raise errors.InvalidSpec(f"unknown subnet {spec.subnet}", field="subnet")
+            zone = self.pools[spec.subnet].zone
+            if zones is not None and zone not in zones:
+                raise errors.InvalidSpec(
+                    f"subnet {spec.subnet} is not in zone {spec.zone}", field="zone"
+                )
+            zones = {zone}
+        if zones is not None and not any(h.config.zone in zones for h in self.hosts.values()):
+            raise errors.InvalidSpec(f"no host in zone {spec.zone}", field="zone")
+        wanted = None
+        if spec.private_ip is not None:
+            try:
+                wanted = ipaddress.IPv4Address(spec.private_ip)
+            except ValueError as exc:
+                raise errors.InvalidSpec(str(exc), field="private_ip") from exc
+            pool = next((p for p in self.pools.values() if wanted in p.cidr), None)
+            if pool is None or (spec.subnet and pool.id != spec.subnet):
+                raise errors.InvalidSpec(
+                    f"{wanted} is in none of the allowed subnets", field="private_ip"
+                )
+            zones = {pool.zone} if zones is None else zones & {pool.zone}
+        spread: dict[str, int] | None = None
+        if spec.spread_group is not None:
+            spread = {}
+            for r in self.vms.values():
+                placed_in = r.vm.status.zone
+                if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
+                    spread[placed_in] = spread.get(placed_in, 0) + 1
+        loads = [self._load(h) for h in self.hosts.values()]
+        chosen = placement.choose(
+            loads, vcpu_millis=spec.vcpu_millis, mem_mib=spec.mem_mib, zones=zones, spread=spread
+        )
+        if chosen is None:
+            raise errors.InsufficientCapacity(
+                f"no active host has {spec.vcpu_millis}m vCPU and {spec.mem_mib} MiB free"
+                + (f" in {', '.join(sorted(zones))}" if zones else ""),
+                retry_after=self.cfg.retry_after_seconds,
+            )
+        if wanted is not None:
+            pool = next(p for p in self.pools.values() if wanted in p.cidr)
+        else:
+            candidates = [
+                p
+                for p in self.pools.values()
+                if p.zone == chosen.zone and (spec.subnet in (None, p.id)) and p.free
+            ]
+            if not candidates:
+                raise errors.InsufficientCapacity(
+                    f"no free address in zone {chosen.zone}",
+                    retry_after=self.cfg.retry_after_seconds,
+                )
+            pool = max(candidates, key=lambda p: (p.free, p.id))
+        address = pool.allocate(wanted)
+        now = models.now()
+        status = models.MicroVMStatus(
+            state="pending",
+            host=chosen.id,
+            zone=chosen.zone,
+            subnet=pool.id,
+            private_ip=str(address),
+            created_at=now,
+            updated_at=now,
+        )
+        return models.MicroVM(id=vm_id, spec=spec, status=status)
+
+    def _load(self, host: hostinfo.HostInfo) -> placement.HostLoad:
+        placed = [
+            r.vm.spec
+            for r in self.vms.values()
+            if r.holds_resources and r.vm.status.host == host.config.id
+        ]
+        return host.load(placed)
+
+    async def _provision(self, record: Record) -> None:
+        vm = record.vm
+        try:
+            self._set_state(record, "provisioning")
+            record.dir.mkdir(parents=True, exist_ok=True)
+            record.cgroups = cgroups.create(
+                self.limits,
+                vm.id,
+                vcpu_millis=vm.spec.vcpu_millis,
+                mem_mib=self._cgroup_mem(record),
+            )
+            netns = None
+            shim_network = None
+            pool = self.pools[vm.status.subnet or ""]
+            if self.networking == "netns":
+                shim_network = sandbox.ShimNetwork(
+                    ip=vm.status.private_ip or "",
+                    prefix_len=pool.cidr.prefixlen,
+                    gateway=str(pool.gateway),
+                    bridge=self._bridges[pool.id],
+                )
+                if self.hosts[vm.status.host or ""].config.runtime == "process":
+                    netns = await network.create_sandbox(
+                        vm.id,
+                        ip=ipaddress.IPv4Address(vm.status.private_ip),
+                        prefix_len=pool.cidr.prefixlen,
+                        gateway=pool.gateway,
+                        bridge=self._bridges[pool.id],
+                    )
+            if record.deleting:
+                return
+            record.shim = supervisor.launch(
+                record.dir, self._shim_spec(record, netns, shim_network)
+            )
+            self._save(record)
+        except Exception as exc:  # any provisioning failure fails the VM
+            log.exception("provisioning microVM %s failed", vm.id)
+            self._set_state(record, "failed", reason="ProvisioningFailed", message=str(exc))
+            await self._cleanup(record)
+
+    def _cgroup_mem(self, record: Record) -> int:
+        # A QEMU process needs guest RAM plus ~100 MB of its own (microvm-facts.md).
+        host = self.hosts[record.vm.status.host or ""]
+        return record.vm.spec.mem_mib + (256 if host.config.runtime == "microvm" else 0)
+
+    def _shim_spec(
+        self, record: Record, netns: str | None, net: sandbox.ShimNetwork | None
+    ) -> sandbox.ShimSpec:
+        spec = record.vm.spec
+        host = self.hosts[record.vm.status.host or ""]
+
+        def containers(items: list[models.Container]) -> list[sandbox.ShimContainer]:
+            out = []
+            for c in items:
+                resolved = images.resolve(c, self.cfg.images, sandbox=str(record.dir))
+                shim_c = sandbox.ShimContainer(
+                    name=c.name,
+                    argv=resolved.argv,
+                    env={e.name: e.value for e in c.env},
+                    working_dir=c.working_dir,
+                )
+                if resolved.error:
+                    shim_c["error"] = resolved.error
+                out.append(shim_c)
+            return out
+
+        return sandbox.ShimSpec(
+            id=record.vm.id,
+            runtime=host.config.runtime,
+            vcpu_millis=spec.vcpu_millis,
+            mem_mib=spec.mem_mib,
+            restart_policy=spec.restart_policy,
+            termination_grace_seconds=spec.termination_grace_seconds,
+            backoff_initial_seconds=self.cfg.restart_backoff.initial_seconds,
+            backoff_max_seconds=self.cfg.restart_backoff.max_seconds,
+            init_containers=containers(spec.init_containers),
+            containers=containers(spec.containers),
+            netns=netns,
+            cgroups=record.cgroups,
+            network=net,
+            notify_socket=str(self.notify_socket),
+        )
+
+    @property
+    def notify_socket(self) -> Path:
+        return self.cfg.state_dir / "notify.sock"
+
+    # status from shims
+
+    def refresh(self, vm_id: str) -> None:
+        """Fold the shim's status file into the record, if it changed."""
+        record = self.vms.get(vm_id)
+        if record is None or record.shim is None or not record.holds_resources:
+            return
+        path = record.dir / "status.json"
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == record.status_mtime:
+            return
+        shim = supervisor.read_status(record.dir)
+        if shim is None:
+            return
+        record.status_mtime = mtime
+        self._apply(record, shim)
+
+    def _apply(self, record: Record, shim: dict[str, Any]) -> None:
+        state = SHIM_PHASE_STATE.get(shim["phase"], "provisioning")
+        reason = shim.get("reason")
+        if record.deleting and state in ("provisioning", "running"):
+            state = "stopping"
+        if shim["phase"] == "exited" and reason in FAILED_REASONS:
+            state = "failed"
+        status = models.MicroVMStatus.model_validate(
+            {
+                **record.vm.status.model_dump(),
+                "init_containers": shim["init_containers"],
+                "containers": shim["containers"],
+                "started_at": shim.get("started_at"),
+            }
+        )
+        record.vm = record.vm.model_copy(update={"status": status})
+        self._set_state(record, state, reason=reason, message=shim.get("message"), force=True)
+        if state in models.FINAL_STATES:
+            self._spawn(self._cleanup(record), f"cleanup-{record.vm.id}")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for vm_id, record in list(self.vms.items()):
+                self.refresh(vm_id)
+                if (
+                    record.holds_resources
+                    and record.shim is not None
+                    and not supervisor.alive(record.shim)
+                ):
+                    self.refresh(vm_id)
+                    if record.holds_resources:
+                        self._set_state(
+                            record,
+                            "failed",
+                            reason="HostLost",
+                            message="the microVM's shim process died",
+                        )
+                        self._spawn(self._cleanup(record), f"cleanup-{vm_id}")
+
+    # delete
+
+    async def delete(self, vm_id: str, *, grace: float | None = None) -> models.MicroVM:
+        record = self.vms.get(vm_id)
+        if record is None:
+            raise errors.NotFound(f"microVM {vm_id} not found")
+        if record.deleting:
+            return record.vm
+        record.deleting = True
+        if not record.holds_resources or record.shim is None:
+            if record.state in ("pending", "provisioning"):
+                self._set_state(record, "stopping")
+            self._spawn(self._purge_when_final(record), f"purge-{vm_id}")
+            return record.vm
+        grace = record.vm.spec.termination_grace_seconds if grace is None else grace
+        self._set_state(record, "stopping")
+        supervisor.stop(record.shim, record.dir, grace)
+        self._spawn(self._stop_and_purge(record, grace), f"stop-{vm_id}")
+        return record.vm
+
+    async def _stop_and_purge(self, record: Record, grace: float) -> None:
+        shim = record.shim
+        assert shim is not None
+        await self._wait_until(lambda: not supervisor.alive(shim), timeout=grace + KILL_MARGIN)
+        supervisor.kill(shim, record.cgroups)
+        self.refresh(record.vm.id)
+        if record.holds_resources:
+            self._set_state(record, "stopped", reason="Stopped", force=True)
+        await self._cleanup(record)
+        self._purge(record)
+
+    async def _purge_when_final(self, record: Record) -> None:
+        # A delete that raced provisioning: wait for the shim (if any) to appear, then stop it.
+        await self._wait_until(
+            lambda: (
+                record.shim is not None
+                or not record.holds_resources
+                or self._provision_done(record)
+            ),
+            timeout=30,
+        )
+        if record.shim is not None and record.holds_resources:
+            supervisor.stop(record.shim, record.dir, 0)
+            await self._stop_and_purge(record, 0)
+            return
+        if record.holds_resources:
+            self._set_state(record, "stopped", reason="Stopped")
+        await self._cleanup(record)
+        self._purge(record)
+
+    def _provision_done(self, record: Record) -> bool:
+        return not any(t.get_name() == f"provision-{record.vm.id}" for t in self._tasks)
+
+    def _purge(self, record: Record) -> None:
+        vm = record.vm
+        if self.vms.pop(vm.id, None) is None:
+            return
+        if vm.status.private_ip and vm.status.subnet in self.pools:
+            self.pools[vm.status.subnet].release(ipaddress.IPv4Address(vm.status.private_ip))
+        self.db.delete_microvm(vm.id)
+        shutil.rmtree(record.dir, ignore_errors=True)
+        self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))
+
+    async def _cleanup(self, record: Record) -> None:
+        """Release what a stopped microVM held on the host (not its record or address)."""
+        if record.shim is not None:
+            shim = record.shim
+            await self._wait_until(lambda: not supervisor.alive(shim), timeout=KILL_MARGIN)
+            supervisor.kill(shim, record.cgroups)
+        if self.networking == "netns":
+            await network.delete_sandbox(record.vm.id)
+        cgroups.remove(self.limits, record.vm.id)
+
+    # hosts
+
+    async def host_action(self, host_id: str, action: models.HostAction) -> models.Host:
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise errors.NotFound(f"host {host_id} not found")
+        if action.action_type == "Activate":
+            host.activate()
+        else:
+            deadline = models.now() + datetime.timedelta(seconds=action.grace_seconds)
+            host.drain(deadline)
+            for record in self.vms.values():
+                if record.holds_resources and record.vm.status.host == host_id:
+                    notice = models.MaintenanceNotice(
+                        host=host_id,
+                        microvm_id=record.vm.id,
+                        not_after=deadline,
+                        message=f"host {host_id} draining, microVM {record.vm.id} will be "
+                        f"stopped after {deadline.isoformat()}",
+                    )
+                    self.bus.publish(
+                        "maintenance",
+                        microvm_id=record.vm.id,
+                        notice=notice.model_dump(mode="json"),
+                    )
+            self._spawn(self._enforce_drain(host_id), f"drain-{host_id}")
+        self.db.put_host_state(host_id, host.state, host.deadline_text)
+        model = self._host_model(host)
+        self.bus.publish("host", host=model.model_dump(mode="json"))
+        return model
+
+    async def _enforce_drain(self, host_id: str) -> None:
+        host = self.hosts[host_id]
+        while host.state == "draining" and host.drain_deadline is not None:
+            left = (host.drain_deadline - models.now()).total_seconds()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 1.0))
+        if host.state != "draining":
+            return
+        for record in list(self.vms.values()):
+            if record.holds_resources and record.vm.status.host == host_id and record.shim:
+                supervisor.stop(record.shim, record.dir, record.vm.spec.termination_grace_seconds)
+                self._set_state(record, "stopping", reason="HostMaintenance")
+
+    # plumbing
+
+    def _set_state(
+        self,
+        record: Record,
+        state: models.MicroVMState,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        force: bool = False,
+    ) -> None:
+        status = record.vm.status
+        if not force and status.state == state and status.reason == reason:
+            return
+        now = models.now()
+        update: dict[str, Any] = {
+            "state": state,
+            "reason": reason,
+            "message": message,
+            "updated_at": now,
+        }
+        if state in models.FINAL_STATES and status.finished_at is None:
+            update["finished_at"] = now
+        record.vm = record.vm.model_copy(update={"status": status.model_copy(update=update)})
+        self._save(record)
+
+    def _save(self, record: Record) -> None:
+        doc = record.vm.model_dump(mode="json")
+        self.db.put_microvm(record.vm.id, doc, record.shim.identity if record.shim else None)
+        self.bus.publish("microvm", microvm_id=record.vm.id, microvm=doc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    @staticmethod
+    async def _wait_until(done: Callable[[], bool], *, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not done():
+                    await asyncio.sleep(0.05)

@@ -1,0 +1,164 @@
+"""The files a shim and the daemon share for one microVM, and the shim's status book.
+
+``<vm_dir>/spec.json`` (``ShimSpec``, written by the daemon) says what to run;
+``<vm_dir>/status.json`` (written by the shim, atomically, after every change) says
+how it goes, with container statuses shaped like the API's ``ContainerStatus``;
+``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/logs/<name>/<n>.log``
+holds instance ``n`` of each container's output. After each write the shim sends the
+microVM id as a datagram to the daemon's notify socket (lost when the daemon is down;
+the daemon re-reads every status file when it starts).
+
+Standard library only: this module runs inside every shim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
+
+Phase = Literal["starting", "init", "running", "stopping", "exited"]
+
+
+class ShimContainer(TypedDict):
+    name: str
+    argv: list[str] | None  # None: the image could not be resolved, see ``error``
+    error: NotRequired[str]
+    env: dict[str, str]
+    working_dir: str | None
+
+
+class ShimNetwork(TypedDict):
+    ip: str
+    prefix_len: int
+    gateway: str
+    bridge: str
+    tap: NotRequired[str]
+
+
+class ShimSpec(TypedDict):
+    id: str
+    runtime: Literal["process", "microvm"]
+    vcpu_millis: int
+    mem_mib: int
+    restart_policy: Literal["Always", "OnFailure", "Never"]
+    termination_grace_seconds: int
+    backoff_initial_seconds: float
+    backoff_max_seconds: float
+    init_containers: list[ShimContainer]
+    containers: list[ShimContainer]
+    netns: str | None
+    cgroups: list[str]
+    network: ShimNetwork | None
+    notify_socket: str | None
+
+
+def iso(moment: datetime.datetime | None = None) -> str:
+    return (moment or datetime.datetime.now(datetime.UTC)).isoformat()
+
+
+def log_path(vm_dir: Path, container: str, instance: int) -> Path:
+    return vm_dir / "logs" / container / f"{instance}.log"
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``, or None when it is missing or half-written."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, document: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document))
+    tmp.replace(path)
+
+
+class Status:
+    """The shim's account of its microVM; ``flush`` publishes it."""
+
+    def __init__(self, vm_dir: Path, spec: ShimSpec) -> None:
+        self.vm_dir = vm_dir
+        self._notify = spec["notify_socket"]
+        self._id = spec["id"]
+        self.doc: dict[str, Any] = {
+            "shim_pid": os.getpid(),
+            "phase": "starting",
+            "reason": None,
+            "message": None,
+            "started_at": iso(),
+            "finished_at": None,
+            "init_containers": [self._fresh(c["name"]) for c in spec["init_containers"]],
+            "containers": [self._fresh(c["name"]) for c in spec["containers"]],
+        }
+
+    @staticmethod
+    def _fresh(name: str) -> dict[str, Any]:
+        return {"name": name, "state": "waiting", "reason": "ContainerCreating", "restart_count": 0}
+
+    def container(self, name: str) -> dict[str, Any]:
+        for item in [*self.doc["init_containers"], *self.doc["containers"]]:
+            if item["name"] == name:
+                return item  # type: ignore[no-any-return]
+        raise KeyError(name)
+
+    def phase(self, phase: Phase, reason: str | None = None, message: str | None = None) -> None:
+        self.doc.update(phase=phase, reason=reason, message=message)
+        if phase == "exited":
+            self.doc["finished_at"] = iso()
+        self.flush()
+
+    def waiting(self, name: str, reason: str, message: str | None = None) -> None:
+        c = self.container(name)
+        for key in ("exit_code", "started_at", "finished_at", "container_id"):
+            c.pop(key, None)
+        c.update(state="waiting", reason=reason, message=message)
+        self.flush()
+
+    def running(self, name: str, container_id: str) -> None:
+        c = self.container(name)
+        c.update(
+            state="running", reason=None, message=None, started_at=iso(), container_id=container_id
+        )
+        c.pop("exit_code", None)
+        c.pop("finished_at", None)
+        self.flush()
+
+    def terminated(
+        self, name: str, exit_code: int, reason: str, message: str | None = None
+    ) -> None:
+        c = self.container(name)
+        c.update(
+            state="terminated",
+            exit_code=exit_code,
+            reason=reason,
+            message=message,
+            finished_at=iso(),
+        )
+        self.flush()
+
+    def restarting(self, name: str, delay: float) -> None:
+        """The container ended and comes back after ``delay`` seconds (CrashLoopBackOff)."""
+        c = self.container(name)
+        c["last_termination"] = {
+            "exit_code": c.get("exit_code", 0),
+            "reason": c.get("reason"),
+            "started_at": c.get("started_at"),
+            "finished_at": c.get("finished_at"),
+        }
+        c["restart_count"] += 1
+        self.waiting(name, "CrashLoopBackOff", f"back-off {delay:g}s restarting failed container")
+
+    def flush(self) -> None:
+        write_json(self.vm_dir / "status.json", self.doc)
+        if self._notify:
+            with (
+                contextlib.suppress(OSError),
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+            ):
+                sock.sendto(self._id.encode(), self._notify)

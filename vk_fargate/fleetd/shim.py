@@ -1,0 +1,71 @@
+"""The per-microVM shim: ``python -m vk_fargate.fleetd.shim <vm_dir>``.
+
+Started by the daemon in a session of its own. It joins the microVM's cgroups and
+network namespace (so every container inherits them), runs the runtime named in
+``spec.json`` and exits when the microVM has stopped. SIGTERM asks for a stop; the
+grace period comes from ``stop.json``. Standard library only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+from vk_fargate.fleetd import sandbox
+from vk_fargate.fleetd.runtimes import process
+
+CLONE_NEWNET = 0x40000000  # from <sched.h>
+
+
+def join_cgroups(paths: list[str]) -> None:
+    """Move this process into each cgroup (v1: one per controller; v2: one)."""
+    for path in paths:
+        Path(path, "cgroup.procs").write_text(str(os.getpid()))
+
+
+def join_netns(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns({path}): {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+
+
+async def run(vm_dir: Path) -> int:
+    spec: sandbox.ShimSpec = sandbox.read_json(vm_dir / "spec.json")
+    status = sandbox.Status(vm_dir, spec)
+    try:
+        join_cgroups(spec["cgroups"])
+        if spec["netns"]:
+            join_netns(spec["netns"])
+    except OSError as exc:
+        status.phase("exited", "SandboxError", str(exc))
+        return 1
+    if spec["runtime"] == "microvm":
+        from vk_fargate.fleetd.runtimes import microvm
+
+        runtime: microvm.MicroVMRuntime | process.ProcessRuntime = microvm.MicroVMRuntime(
+            vm_dir, spec, status
+        )
+    else:
+        runtime = process.ProcessRuntime(vm_dir, spec, status)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    await runtime.run()
+    return 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run(Path(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

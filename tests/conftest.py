@@ -16,6 +16,8 @@ import pytest
 
 from vk_fargate import errors, settings
 from vk_fargate.devcluster import binaries, cluster
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import client
 
 
@@ -57,3 +59,19 @@ async def api(local_cluster: cluster.Cluster) -> AsyncIterator[client.ApiClient]
 @pytest.fixture(scope="session")
 def kubeconfig(local_cluster: cluster.Cluster) -> Path:
     return local_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[devfleet.Fleet]:
+    """A real fleetd on loopback (process runtime), stopped with all its microVMs."""
+    running = await devfleet.start(tmp_path_factory.mktemp("fleet"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def fleet_client(fleet: devfleet.Fleet) -> AsyncIterator[fleet_api.FleetClient]:
+    async with fleet_api.FleetClient(fleet.url, fleet.token) as api_client:
+        yield api_client

@@ -110,6 +110,10 @@ class FleetUnavailable(FleetError):
 
     status, code = 503, "Unavailable"
 
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 FLEET_ERRORS: dict[str, type[FleetError]] = {
     cls.code: cls

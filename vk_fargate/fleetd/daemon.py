@@ -61,6 +61,7 @@ class Record:
         self.shim: supervisor.Shim | None = None
         self.cgroups: list[str] = []
         self.deleting = False
+        self.stop_reason: str | None = None  # why the daemon stopped it, if it did
         self.status_mtime = 0.0
 
     @property
@@ -373,6 +374,8 @@ class Fleet:
             state = "stopping"
         if shim["phase"] == "exited" and reason in FAILED_REASONS:
             state = "failed"
+        elif shim["phase"] in ("stopping", "exited") and record.stop_reason:
+            reason = record.stop_reason
         status = models.MicroVMStatus.model_validate(
             {
                 **record.vm.status.model_dump(),
@@ -521,6 +524,7 @@ class Fleet:
             return
         for record in list(self.vms.values()):
             if record.holds_resources and record.vm.status.host == host_id and record.shim:
+                record.stop_reason = "HostMaintenance"
                 supervisor.stop(record.shim, record.dir, record.vm.spec.termination_grace_seconds)
                 self._set_state(record, "stopping", reason="HostMaintenance")
 

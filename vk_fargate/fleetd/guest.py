@@ -153,7 +153,9 @@ def qemu_binary() -> str:
     """Path of ``qemu-system-x86_64``, or AssetError saying which package is missing."""
     found = shutil.which("qemu-system-x86_64")
     if found is None:
-        raise AssetError("start QEMU: qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+        raise AssetError(
+            "start QEMU: qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+        )
     return found
 
 
@@ -219,9 +221,9 @@ def vm_initrd(assets: Assets, spec: sandbox.ShimSpec, out: Path) -> None:
     tmp.replace(out)
 
 
-def vcpus(spec: sandbox.ShimSpec) -> int:
-    """Whole vCPUs for ``vcpu_millis``: rounded up, at least one."""
-    return max(1, math.ceil(spec["vcpu_millis"] / 1000))
+def vcpus(vcpu_millis: int) -> int:
+    """Whole vCPUs for a spec's ``vcpu_millis``: rounded up, at least one."""
+    return max(1, math.ceil(vcpu_millis / 1000))
 
 
 def _vm_script(spec: sandbox.ShimSpec) -> str:
@@ -327,8 +329,22 @@ def _ensure_base_initrd(home: Path) -> Path:
         return path
     entries: list[tuple[str, int, bytes]] = [
         (d, _CPIO_DIR | 0o755, b"")
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "run",
-                  "tmp", "root", "etc", "lib", "lib/modules")
+        for d in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "root",
+            "etc",
+            "lib",
+            "lib/modules",
+        )
     ]
     entries.append(("bin/busybox", _CPIO_FILE | 0o755, busybox))
     for applet in _applets():
@@ -372,7 +388,7 @@ def _elf_segments(elf: bytes) -> list[tuple[int, int, int]]:
     """(type, file offset, file size) of each program header of a 64-bit ELF."""
     if not elf.startswith(b"\x7fELF\x02\x01"):
         return []
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     segments = []
     for i in range(phnum):

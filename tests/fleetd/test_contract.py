@@ -1,0 +1,98 @@
+"""The fleet API contract, against the real daemon on loopback (process runtime)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.fleetd import helpers
+from vk_fargate import errors
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.fleet import client
+
+
+async def test_create_get_list_delete(fleet_client: client.FleetClient) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(helpers.shell("app", "echo up; sleep 300"), labels={"cluster": "c1"})
+    created = await fleet_client.put_microvm(vm_id, spec)
+    assert created.id == vm_id
+    assert created.status.state in ("pending", "provisioning")
+    assert created.status.private_ip and created.status.host and created.status.zone
+
+    running = await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: v.status.state == "running" and helpers.container(v, "app").state == "running",
+    )
+    app = helpers.container(running, "app")
+    assert app.container_id and app.container_id.startswith("vkfargate://")
+    assert app.started_at is not None
+
+    listed = await fleet_client.list_microvms({"cluster": "c1"})
+    assert vm_id in [v.id for v in listed.items]
+    assert vm_id not in [
+        v.id for v in (await fleet_client.list_microvms({"cluster": "nope"})).items
+    ]
+
+    deleted = await fleet_client.delete_microvm(vm_id, grace_seconds=5)
+    assert deleted.status.state == "stopping"
+
+    async def gone() -> bool:
+        try:
+            await fleet_client.get_microvm(vm_id)
+        except errors.NotFound:
+            return True
+        return False
+
+    from tests import waiting
+
+    await waiting.until(gone, what="the microVM to be forgotten")
+    with pytest.raises(errors.NotFound):
+        await fleet_client.delete_microvm(vm_id)
+
+
+async def test_create_is_idempotent_and_a_different_spec_conflicts(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(helpers.shell("app", "sleep 300"))
+    first = await fleet_client.put_microvm(vm_id, spec)
+    again = await fleet_client.put_microvm(vm_id, spec)
+    assert again.status.private_ip == first.status.private_ip
+    assert len([v for v in (await fleet_client.list_microvms()).items if v.id == vm_id]) == 1
+    other = spec.model_copy(update={"vcpu_millis": 500})
+    with pytest.raises(errors.Conflict):
+        await fleet_client.put_microvm(vm_id, other)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
+async def test_bad_requests_get_clear_4xx(fleet: devfleet.Fleet) -> None:
+    auth = {"Authorization": f"Bearer {fleet.token}"}
+    async with aiohttp.ClientSession(fleet.url) as http:
+        async with http.get("/v1/microvms") as r:
+            assert r.status == 401
+            assert (await r.json())["code"] == "Unauthorized"
+        async with http.get("/v1/microvms", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+        async with http.put("/v1/microvms/x1", data=b"{not json", headers=auth) as r:
+            assert r.status == 400
+            assert (await r.json())["code"] == "BadRequest"
+        body = {"vcpu_millis": 100, "mem_mib": 512, "containers": [{"name": "a", "image": "b"}]}
+        async with http.put("/v1/microvms/x1", json=body, headers=auth) as r:
+            assert r.status == 422
+            error = await r.json()
+            assert error["code"] == "InvalidSpec"
+            assert error["field"] == "vcpu_millis"
+        async with http.put(
+            "/v1/microvms/x1", json={**body, "vcpu_millis": 250, "containers": []}, headers=auth
+        ) as r:
+            assert r.status == 422
+            assert (await r.json())["field"] == "containers"
+        async with http.get("/v1/microvms/does-not-exist", headers=auth) as r:
+            assert r.status == 404
+        async with http.get("/v1/microvms/bad%20id!", headers=auth) as r:
+            assert r.status == 400
+        async with http.get("/v1/events?since=abc", headers=auth) as r:
+            assert r.status == 400
+        async with http.get("/healthz") as r:
+            assert r.status == 200

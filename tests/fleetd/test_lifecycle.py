@@ -1,0 +1,222 @@
+"""What runs inside a microVM: init containers, restart policy, grace periods, logs,
+limits and networking, against the real daemon (process runtime)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.fleetd import helpers
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.fleet import client, models
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+
+async def _logs(fleet: client.FleetClient, vm_id: str, name: str, **options: object) -> str:
+    return b"".join([c async for c in fleet.logs(vm_id, name, **options)]).decode()
+
+
+async def test_init_containers_run_in_order_before_app_containers(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(
+        helpers.shell("app", "cat order; echo app >> order; cat order"),
+        init_containers=[
+            {"name": "first", "image": "busybox", "command": ["sh", "-c", "echo first > order"]},
+            {"name": "second", "image": "busybox", "command": ["sh", "-c", "echo second >> order"]},
+        ],
+        restart_policy="Never",
+    )
+    await fleet_client.put_microvm(vm_id, spec)
+    done = await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+    assert done.status.reason == "Completed"
+    assert [c.state for c in done.status.init_containers] == ["terminated", "terminated"]
+    assert helpers.container(done, "first").exit_code == 0
+    assert await _logs(fleet_client, vm_id, "app") == "first\nsecond\nfirst\nsecond\napp\n"
+    await fleet_client.delete_microvm(vm_id)
+
+
+async def test_failing_init_container_with_never_stops_the_microvm(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(
+        helpers.shell("app", "echo never runs"),
+        init_containers=[{"name": "init", "image": "busybox", "command": ["sh", "-c", "exit 7"]}],
+        restart_policy="Never",
+    )
+    await fleet_client.put_microvm(vm_id, spec)
+    done = await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+    assert done.status.reason == "InitError"
+    assert helpers.container(done, "init").exit_code == 7
+    assert helpers.container(done, "app").state == "waiting"
+    await fleet_client.delete_microvm(vm_id)
+
+
+@pytest.mark.parametrize(
+    ("policy", "script", "restarts"),
+    [
+        ("OnFailure", "exit 1", True),
+        ("OnFailure", "exit 0", False),
+        ("Always", "exit 0", True),
+        ("Never", "exit 1", False),
+    ],
+)
+async def test_restart_policy(
+    fleet_client: client.FleetClient, policy: str, script: str, restarts: bool
+) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(helpers.shell("app", f"echo run; {script}"), restart_policy=policy)
+    await fleet_client.put_microvm(vm_id, spec)
+    if restarts:
+        vm = await helpers.until_vm(
+            fleet_client,
+            vm_id,
+            lambda v: helpers.container(v, "app").restart_count >= 2,
+            what="two restarts",
+        )
+        app = helpers.container(vm, "app")
+        assert app.last_termination is not None
+        assert vm.status.state == "running"
+        assert await _logs(fleet_client, vm_id, "app", previous=True) == "run\n"
+    else:
+        vm = await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+        assert helpers.container(vm, "app").restart_count == 0
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
+async def test_delete_kills_after_the_grace_period(fleet_client: client.FleetClient) -> None:
+    vm_id = helpers.new_id()
+    stubborn = "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done"
+    events_from = (await fleet_client.list_microvms()).cursor
+    await fleet_client.put_microvm(vm_id, helpers.spec(helpers.shell("app", stubborn)))
+    await helpers.until_vm(
+        fleet_client, vm_id, lambda v: helpers.container(v, "app").state == "running"
+    )
+    await asyncio.sleep(0.3)  # let the shell install its trap
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await fleet_client.delete_microvm(vm_id, grace_seconds=1)
+    last: models.MicroVM | None = None
+    async for event in fleet_client.events(events_from):
+        if event.microvm_id != vm_id:
+            continue
+        if event.type == "deleted":
+            assert event.microvm is not None
+            last = event.microvm
+            break
+    elapsed = loop.time() - began
+    assert last is not None
+    app = helpers.container(last, "app")
+    assert app.state == "terminated"
+    assert app.exit_code == 137, "SIGKILL after the grace period"
+    assert elapsed >= 1.0
+
+
+async def test_logs_tail_timestamps_limit_and_follow(fleet_client: client.FleetClient) -> None:
+    vm_id = helpers.new_id()
+    script = "for i in 1 2 3 4 5; do echo line $i; done; sleep 1; echo late; sleep 1; exit 0"
+    await fleet_client.put_microvm(
+        vm_id, helpers.spec(helpers.shell("app", script), restart_policy="Never")
+    )
+    await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: helpers.container(v, "app").state in ("running", "terminated"),
+    )
+    followed = fleet_client.logs(vm_id, "app", follow=True, tail_lines=2)
+    first = b""
+    async for chunk in followed:
+        first += chunk
+        if b"line 5\n" in first:
+            break
+    assert first.decode().startswith("line 4\n")
+    rest = b"".join([c async for c in followed]).decode()
+    assert "late\n" in rest, "follow streams what is written later, then ends"
+    assert (await _logs(fleet_client, vm_id, "app", tail_lines=1)) == "late\n"
+    stamped = await _logs(fleet_client, vm_id, "app", timestamps=True, tail_lines=1)
+    assert stamped.endswith("Z late\n") and stamped[:4].isdigit()
+    assert await _logs(fleet_client, vm_id, "app", limit_bytes=9) == "line 1\nli"
+    assert await _logs(fleet_client, vm_id, "app", tail_lines=0) == ""
+    await fleet_client.delete_microvm(vm_id)
+
+
+async def test_cgroup_limits_match_the_size(fleet_client: client.FleetClient) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec(helpers.shell("app", "cat /proc/self/cgroup; sleep 300"))
+    spec = spec.model_copy(update={"vcpu_millis": 500, "mem_mib": 1024})
+    await fleet_client.put_microvm(vm_id, spec)
+    await helpers.until_vm(
+        fleet_client, vm_id, lambda v: helpers.container(v, "app").state == "running"
+    )
+    hosts = await fleet_client.hosts()
+    limits = hosts[0].limits
+    if limits == "cgroup-v1":
+        assert (
+            Path(f"/sys/fs/cgroup/cpu/vk-fargate/{vm_id}/cpu.cfs_quota_us").read_text().strip()
+            == "50000"
+        )
+        memory = Path(f"/sys/fs/cgroup/memory/vk-fargate/{vm_id}/memory.limit_in_bytes")
+        assert int(memory.read_text()) == 1024 * 1024 * 1024
+        assert f"vk-fargate/{vm_id}" in await _logs(fleet_client, vm_id, "app")
+    elif limits == "cgroup-v2":
+        assert Path(f"/sys/fs/cgroup/vk-fargate/{vm_id}/cpu.max").read_text().split()[0] == "50000"
+    else:
+        assert any("not enforced" in note for note in hosts[0].notes)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
+def _route_via_bridge(ip: str) -> bool:
+    """True when the kernel would send to ``ip`` over one of fleetd's bridges."""
+    route = json.loads(
+        subprocess.run(
+            ["ip", "-j", "route", "get", ip], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    return str(route.get("dev", "")).startswith("vkfbr")
+
+
+@needs_root
+async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
+    fleet_client: client.FleetClient, fleet: devfleet.Fleet
+) -> None:
+    ids = [helpers.new_id(), helpers.new_id()]
+    for vm_id in ids:
+        await fleet_client.put_microvm(vm_id, helpers.spec({"name": "nginx", "image": "nginx"}))
+    ips = []
+    for vm_id in ids:
+        vm = await helpers.until_vm(
+            fleet_client, vm_id, lambda v: helpers.container(v, "nginx").state == "running"
+        )
+        assert vm.status.private_ip is not None
+        assert ipaddress.ip_address(vm.status.private_ip).is_private
+        ips.append(vm.status.private_ip)
+    assert len(set(ips)) == 2
+    async with aiohttp.ClientSession() as http:
+        for ip in ips:
+            assert _route_via_bridge(ip), f"no route to {ip} via a fleetd bridge"
+
+            async def welcome(address: str = ip) -> str | None:
+                try:
+                    async with http.get(
+                        f"http://{address}/", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as r:
+                        return await r.text()
+                except aiohttp.ClientError:
+                    return None
+
+            from tests import waiting
+
+            page = await waiting.until(welcome, timeout=20, what=f"nginx on {ip}:80")
+            assert "Welcome to nginx!" in page
+    for vm_id in ids:
+        await fleet_client.delete_microvm(vm_id, grace_seconds=2)

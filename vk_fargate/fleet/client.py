@@ -1,0 +1,213 @@
+"""An async client of the fleet API (aiohttp), with retries where they are safe.
+
+Every call is idempotent by the API's design (client-chosen ids, PUT, DELETE), so
+connection errors and 5xx answers are retried with jittered exponential back-off,
+never sooner than a ``Retry-After``. ``InsufficientCapacity`` is not retried here:
+the caller decides (the scheduler reports it on the pod and tries again later).
+Errors come back as the typed ``errors.FleetError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import pydantic
+import tenacity
+
+from vk_fargate import errors
+from vk_fargate.fleet import models
+
+# A stream that sent nothing (not even a heartbeat, every 5 s) for this long is dead.
+EVENT_READ_TIMEOUT = 20.0
+# Seconds between reconnects of a broken event stream (doubling, jittered).
+RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
+
+
+def _retry_wait(state: tenacity.RetryCallState) -> float:
+    backoff = tenacity.wait_random_exponential(multiplier=0.2, max=5)(state)
+    exc = state.outcome.exception() if state.outcome else None
+    return max(backoff, float(getattr(exc, "retry_after", 0) or 0))
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, errors.FleetUnavailable)
+
+
+class FleetClient:
+    """One fleet endpoint and token; ``close`` when done."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        attempts: int = 6,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+        self._retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=_retry_wait,
+            retry=tenacity.retry_if_exception(_retryable),
+            reraise=True,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> FleetClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # calls
+
+    async def hosts(self) -> list[models.Host]:
+        return models.HostList.model_validate(await self._call("GET", "/v1/hosts")).items
+
+    async def host_action(self, host_id: str, action: models.HostAction) -> models.Host:
+        body = action.model_dump(mode="json")
+        return models.Host.model_validate(
+            await self._call("PUT", f"/v1/hosts/{host_id}/actions", json_body=body)
+        )
+
+    async def put_microvm(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
+        body = spec.model_dump(mode="json", exclude_defaults=False)
+        return models.MicroVM.model_validate(
+            await self._call("PUT", f"/v1/microvms/{vm_id}", json_body=body)
+        )
+
+    async def get_microvm(self, vm_id: str) -> models.MicroVM:
+        return models.MicroVM.model_validate(await self._call("GET", f"/v1/microvms/{vm_id}"))
+
+    async def list_microvms(self, labels: Mapping[str, str] | None = None) -> models.MicroVMList:
+        params = {}
+        if labels:
+            params["label_selector"] = ",".join(f"{k}={v}" for k, v in labels.items())
+        return models.MicroVMList.model_validate(
+            await self._call("GET", "/v1/microvms", params=params)
+        )
+
+    async def delete_microvm(
+        self, vm_id: str, *, grace_seconds: int | None = None
+    ) -> models.MicroVM:
+        params = {} if grace_seconds is None else {"grace_seconds": str(grace_seconds)}
+        return models.MicroVM.model_validate(
+            await self._call("DELETE", f"/v1/microvms/{vm_id}", params=params)
+        )
+
+    async def logs(self, vm_id: str, container: str, **options: Any) -> AsyncIterator[bytes]:
+        """The container's log as it comes; options as the API's query (snake_case)."""
+        params = {
+            k: (str(v).lower() if isinstance(v, bool) else str(v))
+            for k, v in options.items()
+            if v is not None
+        }
+        url = f"{self.base_url}/v1/microvms/{vm_id}/containers/{container}/logs"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        try:
+            async with self._session.get(
+                url, params=params, headers=self._headers, timeout=timeout
+            ) as response:
+                await _raise_for(response)
+                async for chunk in response.content.iter_any():
+                    yield chunk
+        except aiohttp.ClientError as exc:
+            raise errors.FleetUnavailable(f"fleet logs stream failed: {exc}") from exc
+
+    async def events(self, since: int) -> AsyncIterator[models.Event]:
+        """Every event after ``since``, forever, reconnecting from the last cursor seen.
+
+        Heartbeats are not yielded. A pruned cursor raises CursorExpired: list again.
+        """
+        cursor = since
+        delay = RECONNECT_MIN
+        while True:
+            try:
+                async for event in self._event_stream(cursor):
+                    cursor, delay = event.cursor, RECONNECT_MIN
+                    if event.type != "heartbeat":
+                        yield event
+            except errors.FleetUnavailable:
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _event_stream(self, since: int) -> AsyncIterator[models.Event]:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=EVENT_READ_TIMEOUT)
+        try:
+            async with self._session.get(
+                f"{self.base_url}/v1/events",
+                params={"since": str(since)},
+                headers=self._headers,
+                timeout=timeout,
+            ) as response:
+                await _raise_for(response)
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield models.Event.model_validate_json(line)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.FleetUnavailable(f"fleet event stream broke: {exc!r}") from exc
+        raise errors.FleetUnavailable("fleet event stream ended")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        async for attempt in self._retrying:
+            with attempt:
+                return await self._once(method, path, json_body=json_body, params=params)
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _once(
+        self, method: str, path: str, *, json_body: Any, params: Mapping[str, str] | None
+    ) -> Any:
+        try:
+            async with self._session.request(
+                method, self.base_url + path, json=json_body, params=params, headers=self._headers
+            ) as response:
+                await _raise_for(response)
+                return await response.json()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise errors.FleetUnavailable(f"{method} {path}: {exc!r}") from exc
+
+
+async def _raise_for(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    text = await response.text()
+    try:
+        error = models.Error.model_validate_json(text)
+    except pydantic.ValidationError:
+        error = models.Error(fault_message=text[:500] or response.reason or "", code="Unknown")
+    if error.code == "InsufficientCapacity":
+        retry_after = float(response.headers.get("Retry-After", "5") or 5)
+        raise errors.InsufficientCapacity(error.fault_message, retry_after=retry_after)
+    kind = errors.FLEET_ERRORS.get(error.code)
+    if kind is not None and response.status < 500:
+        raise kind(error.fault_message, field=error.field)
+    if response.status >= 500:
+        raise errors.FleetUnavailable(
+            f"{response.status} {error.code}: {error.fault_message}",
+            retry_after=float(response.headers.get("Retry-After", "0") or 0),
+        )
+    raise errors.FleetError(f"{response.status} {error.code}: {error.fault_message}")

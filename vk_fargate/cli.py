@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vk_fargate import __version__, errors, settings
 from vk_fargate.devcluster import binaries, cluster, state
+from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
 
@@ -74,6 +75,22 @@ async def _dev_up(config: settings.Settings) -> int:
     await local.start(progress=_say)
     status = local.status()
     state.save(root, status)
+    try:
+        _say("starting fleetd (the reference bare-metal fleet)")
+        fleet = await devfleet.start(root / "fleet", detach=True)
+    except BaseException:
+        state.stop_all(status)
+        raise
+    status["components"]["fleetd"] = {
+        "pid": fleet.process.pid,
+        "url": fleet.url,
+        "log": str(fleet.log),
+        "program": sys.executable,
+        "grace": 60,
+    }
+    status["fleet"] = {"url": fleet.url, "token_file": str(fleet.token_file)}
+    state.save(root, status)
+    _say(f"fleetd serving the fleet API at {fleet.url}")
     _say(f"cluster ready in {time.monotonic() - began:.1f}s at {local.server}")
     _export_hint(status)
     return 0

@@ -119,7 +119,18 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             "kube-apiserver",
             "kube-controller-manager",
             "kube-scheduler",
+            "fleetd",
         }
+        fleet = described["fleet"]
+        token = Path(fleet["token_file"]).read_text().strip()
+        hosts = subprocess.run(
+            ["curl", "-sf", f"{fleet['url']}/v1/hosts", "-H", f"Authorization: Bearer {token}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        assert len(json.loads(hosts.stdout)["items"]) == 2
         for component in described["components"].values():
             assert component["running"] is True
             assert Path(component["log"]).exists()

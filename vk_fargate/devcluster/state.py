@@ -52,6 +52,6 @@ def stop_all(status: dict[str, Any]) -> list[str]:
     stopped = []
     for name, component in reversed(list(status["components"].items())):
         if _ours(component):
-            processes.stop(int(component["pid"]))
+            processes.stop(int(component["pid"]), grace=float(component.get("grace", 10)))
             stopped.append(name)
     return stopped

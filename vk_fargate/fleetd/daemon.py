@@ -28,11 +28,11 @@ from vk_fargate.fleetd import (
     config,
     events,
     hostinfo,
-    images,
     ipam,
     network,
     placement,
     sandbox,
+    shims,
     store,
     supervisor,
 )
@@ -42,14 +42,6 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
 # Extra seconds past the grace period before a stuck shim and its cgroups are SIGKILLed.
 KILL_MARGIN = 5.0
-SHIM_PHASE_STATE: dict[str, models.MicroVMState] = {
-    "starting": "provisioning",
-    "init": "running",
-    "running": "running",
-    "stopping": "stopping",
-    "exited": "stopped",
-}
-FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
 
 
 class Record:
@@ -184,30 +176,6 @@ class Fleet:
         return vm, True
 
     def _place(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
-        zones: set[str] | None = {spec.zone} if spec.zone else None
-        if spec.subnet is not None:
-            if spec.subnet not in self.pools:
-                raise errors.InvalidSpec(f"unknown subnet {spec.subnet}", field="subnet")
-            zone = self.pools[spec.subnet].zone
-            if zones is not None and zone not in zones:
-                raise errors.InvalidSpec(
-                    f"subnet {spec.subnet} is not in zone {spec.zone}", field="zone"
-                )
-            zones = {zone}
-        if zones is not None and not any(h.config.zone in zones for h in self.hosts.values()):
-            raise errors.InvalidSpec(f"no host in zone {spec.zone}", field="zone")
-        wanted = None
-        if spec.private_ip is not None:
-            try:
-                wanted = ipaddress.IPv4Address(spec.private_ip)
-            except ValueError as exc:
-                raise errors.InvalidSpec(str(exc), field="private_ip") from exc
-            pool = next((p for p in self.pools.values() if wanted in p.cidr), None)
-            if pool is None or (spec.subnet and pool.id != spec.subnet):
-                raise errors.InvalidSpec(
-                    f"{wanted} is in none of the allowed subnets", field="private_ip"
-                )
-            zones = {pool.zone} if zones is None else zones & {pool.zone}
         spread: dict[str, int] | None = None
         if spec.spread_group is not None:
             spread = {}
@@ -215,36 +183,19 @@ class Fleet:
                 placed_in = r.vm.status.zone
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
-        loads = [self._load(h) for h in self.hosts.values()]
-        chosen = placement.choose(
-            loads, vcpu_millis=spec.vcpu_millis, mem_mib=spec.mem_mib, zones=zones, spread=spread
+        host, pool, wanted = placement.plan(
+            spec,
+            hosts=[self._load(h) for h in self.hosts.values()],
+            pools=self.pools,
+            spread=spread,
+            retry_after=self.cfg.retry_after_seconds,
         )
-        if chosen is None:
-            raise errors.InsufficientCapacity(
-                f"no active host has {spec.vcpu_millis}m vCPU and {spec.mem_mib} MiB free"
-                + (f" in {', '.join(sorted(zones))}" if zones else ""),
-                retry_after=self.cfg.retry_after_seconds,
-            )
-        if wanted is not None:
-            pool = next(p for p in self.pools.values() if wanted in p.cidr)
-        else:
-            candidates = [
-                p
-                for p in self.pools.values()
-                if p.zone == chosen.zone and (spec.subnet in (None, p.id)) and p.free
-            ]
-            if not candidates:
-                raise errors.InsufficientCapacity(
-                    f"no free address in zone {chosen.zone}",
-                    retry_after=self.cfg.retry_after_seconds,
-                )
-            pool = max(candidates, key=lambda p: (p.free, p.id))
         address = pool.allocate(wanted)
         now = models.now()
         status = models.MicroVMStatus(
             state="pending",
-            host=chosen.id,
-            zone=chosen.zone,
+            host=host.id,
+            zone=host.zone,
             subnet=pool.id,
             private_ip=str(address),
             created_at=now,
@@ -291,9 +242,17 @@ class Fleet:
                     )
             if record.deleting:
                 return
-            record.shim = supervisor.launch(
-                record.dir, self._shim_spec(record, netns, shim_network)
+            spec = shims.spec_for(
+                vm,
+                cfg=self.cfg,
+                runtime=self.hosts[vm.status.host or ""].config.runtime,
+                vm_dir=record.dir,
+                cgroups=record.cgroups,
+                netns=netns,
+                network=shim_network,
+                notify_socket=self.notify_socket,
             )
+            record.shim = supervisor.launch(record.dir, spec)
             self._save(record)
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)
@@ -304,44 +263,6 @@ class Fleet:
         # A QEMU process needs guest RAM plus ~100 MB of its own (microvm-facts.md).
         host = self.hosts[record.vm.status.host or ""]
         return record.vm.spec.mem_mib + (256 if host.config.runtime == "microvm" else 0)
-
-    def _shim_spec(
-        self, record: Record, netns: str | None, net: sandbox.ShimNetwork | None
-    ) -> sandbox.ShimSpec:
-        spec = record.vm.spec
-        host = self.hosts[record.vm.status.host or ""]
-
-        def containers(items: list[models.Container]) -> list[sandbox.ShimContainer]:
-            out = []
-            for c in items:
-                resolved = images.resolve(c, self.cfg.images, sandbox=str(record.dir))
-                shim_c = sandbox.ShimContainer(
-                    name=c.name,
-                    argv=resolved.argv,
-                    env={e.name: e.value for e in c.env},
-                    working_dir=c.working_dir,
-                )
-                if resolved.error:
-                    shim_c["error"] = resolved.error
-                out.append(shim_c)
-            return out
-
-        return sandbox.ShimSpec(
-            id=record.vm.id,
-            runtime=host.config.runtime,
-            vcpu_millis=spec.vcpu_millis,
-            mem_mib=spec.mem_mib,
-            restart_policy=spec.restart_policy,
-            termination_grace_seconds=spec.termination_grace_seconds,
-            backoff_initial_seconds=self.cfg.restart_backoff.initial_seconds,
-            backoff_max_seconds=self.cfg.restart_backoff.max_seconds,
-            init_containers=containers(spec.init_containers),
-            containers=containers(spec.containers),
-            netns=netns,
-            cgroups=record.cgroups,
-            network=net,
-            notify_socket=str(self.notify_socket),
-        )
 
     @property
     def notify_socket(self) -> Path:
@@ -368,21 +289,8 @@ class Fleet:
         self._apply(record, shim)
 
     def _apply(self, record: Record, shim: dict[str, Any]) -> None:
-        state = SHIM_PHASE_STATE.get(shim["phase"], "provisioning")
-        reason = shim.get("reason")
-        if record.deleting and state in ("provisioning", "running"):
-            state = "stopping"
-        if shim["phase"] == "exited" and reason in FAILED_REASONS:
-            state = "failed"
-        elif shim["phase"] in ("stopping", "exited") and record.stop_reason:
-            reason = record.stop_reason
-        status = models.MicroVMStatus.model_validate(
-            {
-                **record.vm.status.model_dump(),
-                "init_containers": shim["init_containers"],
-                "containers": shim["containers"],
-                "started_at": shim.get("started_at"),
-            }
+        status, state, reason = shims.fold(
+            record.vm.status, shim, deleting=record.deleting, stop_reason=record.stop_reason
         )
         record.vm = record.vm.model_copy(update={"status": status})
         self._set_state(record, state, reason=reason, message=shim.get("message"), force=True)

@@ -220,3 +220,26 @@ async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
             assert "Welcome to nginx!" in page
     for vm_id in ids:
         await fleet_client.delete_microvm(vm_id, grace_seconds=2)
+
+
+async def test_env_is_passed_and_expanded_with_the_address(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    env = [
+        {"name": "GREETING", "value": "hi {private_ip}"},
+        {"name": "POD_IP", "value": "{private_ip}", "expand": True},
+        {"name": "NODE", "value": "fargate-ip-{private_ip_dashed}.x", "expand": True},
+    ]
+    spec = helpers.spec(
+        helpers.shell("app", 'echo "$GREETING|$POD_IP|$NODE"', env=env), restart_policy="Never"
+    )
+    vm = await fleet_client.put_microvm(vm_id, spec)
+    ip = vm.status.private_ip
+    assert ip is not None
+    await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+    dashed = ip.replace(".", "-")
+    assert await _logs(fleet_client, vm_id, "app") == (
+        f"hi {{private_ip}}|{ip}|fargate-ip-{dashed}.x\n"
+    )
+    await fleet_client.delete_microvm(vm_id)

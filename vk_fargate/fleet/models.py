@@ -66,6 +66,14 @@ class HostAction(Model):
 class EnvVar(Model):
     name: str = pydantic.Field(min_length=1)
     value: str = ""
+    # Fill in {private_ip} and {private_ip_dashed} once placed (pod IP, node name).
+    expand: bool = False
+
+    def rendered(self, private_ip: str) -> str:
+        if not self.expand:
+            return self.value
+        dashed = private_ip.replace(".", "-")
+        return self.value.replace("{private_ip}", private_ip).replace("{private_ip_dashed}", dashed)
 
 
 class Container(Model):

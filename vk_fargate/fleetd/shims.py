@@ -25,7 +25,7 @@ FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
 
 
 def _containers(
-    items: list[models.Container], table: dict[str, config.Image], vm_dir: Path
+    items: list[models.Container], table: dict[str, config.Image], vm_dir: Path, ip: str
 ) -> list[sandbox.ShimContainer]:
     out = []
     for c in items:
@@ -33,7 +33,7 @@ def _containers(
         shim_c = sandbox.ShimContainer(
             name=c.name,
             argv=resolved.argv,
-            env={e.name: e.value for e in c.env},
+            env={e.name: e.rendered(ip) for e in c.env},
             working_dir=c.working_dir,
         )
         if resolved.error:
@@ -54,6 +54,7 @@ def spec_for(
     notify_socket: Path,
 ) -> sandbox.ShimSpec:
     spec = vm.spec
+    ip = vm.status.private_ip or ""
     return sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
@@ -63,8 +64,8 @@ def spec_for(
         termination_grace_seconds=spec.termination_grace_seconds,
         backoff_initial_seconds=cfg.restart_backoff.initial_seconds,
         backoff_max_seconds=cfg.restart_backoff.max_seconds,
-        init_containers=_containers(spec.init_containers, cfg.images, vm_dir),
-        containers=_containers(spec.containers, cfg.images, vm_dir),
+        init_containers=_containers(spec.init_containers, cfg.images, vm_dir, ip),
+        containers=_containers(spec.containers, cfg.images, vm_dir, ip),
         netns=netns,
         cgroups=cgroups,
         network=network,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vk_fargate import __version__, errors, settings
+from vk_fargate import __version__, app, errors, settings
 from vk_fargate.devcluster import binaries, cluster, state
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleetd import config as fleet_config
@@ -136,10 +136,15 @@ def _dev_build(config: settings.Settings) -> int:
     return 0
 
 
-def _fleetd(path: Path, *, stop_on_exit: bool) -> int:
+def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _fleetd(path: Path, *, stop_on_exit: bool) -> int:
+    _logging()
     asyncio.run(server.serve(fleet_config.load(path), stop_microvms=stop_on_exit))
     return 0
 
@@ -156,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     down = dev_commands.add_parser("down", help="stop the local cluster")
     down.add_argument("--keep-files", action="store_true", help="keep certificates and logs")
     dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
+    commands.add_parser(
+        "run", help="run the provider (settings from VK_FARGATE_* environment variables)"
+    )
     fleetd = commands.add_parser("fleetd", help="run the reference bare-metal fleet daemon")
     fleetd.add_argument("--config", type=Path, required=True, help="fleet.yaml")
     fleetd.add_argument(
@@ -170,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = settings.load()
     try:
+        if args.command == "run":
+            _logging()
+            return asyncio.run(app.run(settings.ProviderSettings()))
         if args.command == "fleetd":
             return _fleetd(args.config, stop_on_exit=args.stop_on_exit)
         if args.dev_command == "up":

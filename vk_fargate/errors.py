@@ -6,6 +6,7 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
     +-- ConfigError                a setting or input file is wrong
     +-- HarnessError               the local control plane could not be started
     |   +-- BinariesError          the control-plane binaries are missing or failed to build
+    +-- KubeError                  the Kubernetes API answered an error; ``status``, ``reason``
     +-- FleetError                 a fleet API call failed; ``status`` and ``code`` as on the wire
         +-- BadRequest             400: malformed request (not JSON, bad query parameter)
         +-- Unauthorized           401: missing or wrong bearer token
@@ -45,6 +46,24 @@ class HarnessError(VkFargateError):
 
 class BinariesError(HarnessError):
     """The control-plane binaries are missing and could not be built."""
+
+
+class KubeError(VkFargateError):
+    """The Kubernetes API answered with an error status (``status``, ``reason``)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
 
 
 class FleetError(VkFargateError):

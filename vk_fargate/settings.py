@@ -39,3 +39,38 @@ class Settings(pydantic_settings.BaseSettings):
 def load() -> Settings:
     """Read the settings from the environment."""
     return Settings()
+
+
+class ProviderSettings(pydantic_settings.BaseSettings):
+    """``vk-fargate run``: where the cluster and the fleet are, and how to present nodes.
+
+    Every field can be set as ``VK_FARGATE_<FIELD>`` (e.g. ``VK_FARGATE_FLEET_URL``).
+    """
+
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="VK_FARGATE_")
+
+    cluster_name: str = "vk-fargate"
+    region: str = "eu-central-1"
+    kubeconfig: Path | None = pydantic.Field(
+        default=None, description="Default: $KUBECONFIG, then the in-cluster service account."
+    )
+    scheduler_name: str = "fargate-scheduler"
+    fleet_url: str = "http://127.0.0.1:8400"
+    fleet_token_file: Path | None = None
+    kubelet_bind: str = "0.0.0.0"
+    kubelet_port: int = pydantic.Field(default=10250, ge=0, le=65535)
+    kubelet_advertise_address: str = pydantic.Field(
+        default="127.0.0.1",
+        description=(
+            "The Hostname address of every virtual node: where the API server reaches this "
+            "provider's kubelet API (in a cluster: this pod's IP)."
+        ),
+    )
+    kubelet_client_ca_file: Path | None = pydantic.Field(
+        default=None, description="CA of the API server's kubelet client certificate."
+    )
+    kubelet_tls_cert_file: Path | None = None
+    kubelet_tls_key_file: Path | None = None
+    workers: int = pydantic.Field(default=16, ge=1, le=256)
+    lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
+    node_status_seconds: float = pydantic.Field(default=60.0, gt=0)

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,9 @@ def container(name: str, argv: list[str], **env: str) -> sandbox.ShimContainer:
 
 
 def make_spec(vm_id: str, **overrides: Any) -> sandbox.ShimSpec:
+    """A spec for ``vm_id`` made unique to this test run (its tap name derives from it)."""
     spec: dict[str, Any] = {
-        "id": vm_id,
+        "id": f"{vm_id}-{os.getpid()}",
         "runtime": "microvm",
         "vcpu_millis": 250,
         "mem_mib": 256,
@@ -165,29 +167,35 @@ async def test_restarts_are_counted_and_logged_per_instance(
 async def test_stop_gives_the_grace_period_then_ends_qemu(
     assets: guest.Assets, tmp_path: Path
 ) -> None:
-    script = "trap 'echo got TERM; exit 143' TERM; echo up; while :; do sleep 1; done"
-    spec = make_spec("vm-e2e-stop", containers=[container("server", ["/bin/sh", "-c", script])])
-    shim = await start_shim(tmp_path, spec)
-    await waiting.until(
-        _async(
-            lambda: (
-                status(tmp_path).get("phase") == "running"
-                and sandbox.log_path(tmp_path, "server", 0).exists()
-            )
-        ),
-        timeout=SHIM_TIMEOUT,
-        what="the container to run",
+    loop = "echo up; while :; do sleep 1; done"
+    spec = make_spec(
+        "vm-e2e-stop",
+        containers=[
+            container("polite", ["/bin/sh", "-c", f"trap 'echo got TERM; exit 143' TERM; {loop}"]),
+            container("stubborn", ["/bin/sh", "-c", f"trap '' TERM; {loop}"]),
+        ],
     )
-    (tmp_path / "stop.json").write_text(json.dumps({"grace_seconds": 5}))
+    shim = await start_shim(tmp_path, spec)
+
+    def both_up() -> bool:
+        paths = [sandbox.log_path(tmp_path, name, 0) for name in ("polite", "stubborn")]
+        return all(path.exists() and " up" in path.read_text() for path in paths)
+
+    await waiting.until(_async(both_up), timeout=SHIM_TIMEOUT, what="both containers up")
+    (tmp_path / "stop.json").write_text(json.dumps({"grace_seconds": 3}))
+    asked = time.monotonic()
     shim.send_signal(signal.SIGTERM)
     await finish(shim)
+    took = time.monotonic() - asked
 
     doc = status(tmp_path)
-    server = doc["containers"][0]
+    polite, stubborn = doc["containers"]
     assert (doc["phase"], doc["reason"]) == ("exited", "Stopped"), doc
-    assert (server["state"], server["exit_code"]) == ("terminated", 143)
-    texts = [r.text for r in records(tmp_path, "server")]  # ash also says "Terminated"
-    assert texts[0] == "up" and "got TERM" in texts, texts
+    assert (polite["state"], polite["exit_code"]) == ("terminated", 143)
+    assert (stubborn["state"], stubborn["exit_code"]) == ("terminated", 137)
+    assert "got TERM" in [r.text for r in records(tmp_path, "polite")]
+    # stop.json's 3 s grace, not the spec's 30 s, then a KILL.
+    assert 3 <= took < 3 + microvm.STOP_MARGIN, took
     assert not qemu_running(spec["id"])
 
 
@@ -203,14 +211,14 @@ def free_subnet() -> ipaddress.IPv4Network:
     out = subprocess.run(
         ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=True
     ).stdout
+    kinds = ("local", "broadcast", "unreachable", "blackhole", "prohibit", "multicast", "anycast")
     taken = []
     for line in out.splitlines():
-        word = line.split()[0] if line.split() else ""
-        with contextlib.suppress(ValueError):
-            if word not in ("default", "broadcast", "local", "unreachable", "multicast"):
-                taken.append(ipaddress.ip_network(word, strict=False))
-            elif word in ("broadcast", "local"):
-                taken.append(ipaddress.ip_network(line.split()[1], strict=False))
+        words = line.split()
+        if words and words[0] in kinds:
+            words = words[1:]
+        with contextlib.suppress(ValueError, IndexError):  # "default" and the like
+            taken.append(ipaddress.ip_network(words[0], strict=False))
     for third in range(213, 256):
         candidate = ipaddress.IPv4Network(f"10.213.{third}.0/24")
         if not any(candidate.overlaps(net) for net in taken if net.version == 4):
@@ -232,6 +240,14 @@ def bridge() -> Iterator[tuple[str, ipaddress.IPv4Network]]:
         yield name, subnet
     finally:
         subprocess.run(["ip", "link", "del", "dev", name], check=False)
+
+
+async def ip(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
 
 
 def fetch(url: str) -> str:
@@ -257,9 +273,7 @@ async def test_guest_serves_http_on_the_bridge(
         containers=[container("web", ["/bin/sh", "-c", serve])],
     )
     tap = microvm.tap_name(spec)
-    route = subprocess.run(
-        ["ip", "route", "get", guest_ip], capture_output=True, text=True, check=True
-    ).stdout
+    _, route = await ip("route", "get", guest_ip)
     assert f"dev {name} " in route, f"{guest_ip} would not go through {name}: {route}"
     shim = await start_shim(tmp_path, spec)
     try:
@@ -268,10 +282,8 @@ async def test_guest_serves_http_on_the_bridge(
             timeout=SHIM_TIMEOUT,
             what="the web container",
         )
-        links = subprocess.run(
-            ["ip", "-o", "link", "show", "master", name], capture_output=True, text=True, check=True
-        ).stdout
-        assert f" {tap}:" in links
+        _, links = await ip("-o", "link", "show", "master", name)
+        assert f" {tap}:" in links, links
 
         async def page() -> str | None:
             with contextlib.suppress(OSError):
@@ -288,5 +300,5 @@ async def test_guest_serves_http_on_the_bridge(
     assert (doc["phase"], doc["reason"]) == ("exited", "Stopped"), doc
     assert doc["containers"][0]["exit_code"] in (137, 143)
     assert not qemu_running(spec["id"])
-    shown = subprocess.run(["ip", "link", "show", "dev", tap], capture_output=True, check=False)
-    assert shown.returncode != 0, "the tap device outlived the microVM"
+    code, _ = await ip("link", "show", "dev", tap)
+    assert code != 0, "the tap device outlived the microVM"

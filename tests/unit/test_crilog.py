@@ -151,13 +151,13 @@ def test_timestamp_is_rfc3339_nano_utc() -> None:
 @pytest.mark.parametrize(
     ("text", "want"),
     [
-        ("2024-05-06T07:08:09.123456789Z", (2024, 5, 6, 7, 8, 9, 123456)),
-        ("2024-05-06T07:08:09.1Z", (2024, 5, 6, 7, 8, 9, 100000)),
-        ("2024-05-06T07:08:09Z", (2024, 5, 6, 7, 8, 9, 0)),
+        ("2024-05-06T07:08:09.123456789Z", 123456),
+        ("2024-05-06T07:08:09.1Z", 100000),
+        ("2024-05-06T07:08:09Z", 0),
     ],
 )
-def test_parse_timestamp_truncates_to_microseconds(text: str, want: tuple[int, ...]) -> None:
-    assert crilog.parse_timestamp(text) == datetime.datetime(*want, tzinfo=UTC)
+def test_parse_timestamp_truncates_to_microseconds(text: str, want: int) -> None:
+    assert crilog.parse_timestamp(text) == datetime.datetime(2024, 5, 6, 7, 8, 9, want, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -327,7 +327,7 @@ async def test_stream_follow_honours_limit_bytes_across_new_data(tmp_path: Path)
         calls.append(True)
         with path.open("a") as out:
             out.write(f"{at(9)} stdout F 0123456789\n")
-        return True
+        return len(calls) < 3  # ends the stream even if the budget were ignored
 
     options = logs.Options(follow=True, limit_bytes=6)
     got = b"".join([chunk async for chunk in logs.stream(path, options, active=active)])

@@ -1,12 +1,16 @@
-"""Table-driven tests of placement.choose: best fit, zones, draining hosts and spreading."""
+"""Table-driven tests of placement: choose (best fit, zones, draining, spread) and plan."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+from typing import Any
 
 import pytest
 
-from vk_fargate.fleetd import placement
+from vk_fargate import errors
+from vk_fargate.fleet import models
+from vk_fargate.fleetd import ipam, placement
 
 
 def host(
@@ -202,3 +206,104 @@ def test_filling_hosts_one_by_one() -> None:
         )
     assert placed == ["h1", "h1", "h2", "h2"]
     assert placement.choose(hosts.values(), vcpu_millis=250, mem_mib=1024) is None
+
+
+# plan: host, subnet pool and wanted address for a whole spec
+
+POOLS_CIDRS = {
+    "sub-a1": ("10.0.0.0/28", "a"),
+    "sub-a2": ("10.0.1.0/28", "a"),
+    "sub-b1": ("10.0.2.0/28", "b"),
+}
+
+
+def pools(used: dict[str, int] | None = None) -> dict[str, ipam.SubnetPool]:
+    """Three /28 pools (11 addresses each); ``used`` takes that many from a pool."""
+    made = {
+        pool_id: ipam.SubnetPool(pool_id, ipaddress.IPv4Network(cidr), zone)
+        for pool_id, (cidr, zone) in POOLS_CIDRS.items()
+    }
+    for pool_id, count in (used or {}).items():
+        for _ in range(count):
+            made[pool_id].allocate()
+    return made
+
+
+def spec(**fields: Any) -> models.MicroVMSpec:
+    return models.MicroVMSpec.model_validate(
+        {"vcpu_millis": 250, "mem_mib": 512, "containers": [{"name": "c", "image": "i"}], **fields}
+    )
+
+
+TWO_ZONES = [host("ha", "a", mem=4096), host("hb", "b", mem=8192)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "used", "want"),
+    [
+        ({}, {}, ("ha", "sub-a2", None)),  # best fit; pools tied on free: the largest id
+        ({}, {"sub-a2": 1}, ("ha", "sub-a1", None)),  # the pool with the most free
+        ({}, {"sub-a1": 1}, ("ha", "sub-a2", None)),
+        ({"zone": "b"}, {}, ("hb", "sub-b1", None)),
+        ({"subnet": "sub-b1"}, {}, ("hb", "sub-b1", None)),
+        ({"subnet": "sub-a1"}, {"sub-a1": 5}, ("ha", "sub-a1", None)),
+        ({"subnet": "sub-b1", "zone": "b"}, {}, ("hb", "sub-b1", None)),
+        ({"private_ip": "10.0.2.9"}, {}, ("hb", "sub-b1", "10.0.2.9")),
+        ({"private_ip": "10.0.1.4", "zone": "a"}, {}, ("ha", "sub-a2", "10.0.1.4")),
+        ({"private_ip": "10.0.1.4", "subnet": "sub-a2"}, {}, ("ha", "sub-a2", "10.0.1.4")),
+    ],
+)
+def test_plan(
+    fields: dict[str, Any], used: dict[str, int], want: tuple[str, str, str | None]
+) -> None:
+    chosen, pool, wanted = placement.plan(
+        spec(**fields), hosts=TWO_ZONES, pools=pools(used), spread=None, retry_after=5
+    )
+    assert (chosen.id, pool.id, str(wanted) if wanted else None) == want
+
+
+def test_plan_with_spread_prefers_the_emptier_zone() -> None:
+    chosen, pool, _ = placement.plan(
+        spec(spread_group="web"), hosts=TWO_ZONES, pools=pools(), spread={"a": 1}, retry_after=5
+    )
+    assert (chosen.id, pool.id) == ("hb", "sub-b1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"subnet": "sub-zz"}, "subnet", "unknown subnet sub-zz"),
+        ({"subnet": "sub-a1", "zone": "b"}, "zone", "subnet sub-a1 is not in zone b"),
+        ({"private_ip": "not-an-ip"}, "private_ip", "not-an-ip"),
+        ({"private_ip": "192.168.9.9"}, "private_ip", "in none of the allowed subnets"),
+        ({"private_ip": "10.0.2.9", "subnet": "sub-a1"}, "private_ip", "none of the allowed"),
+        ({"private_ip": "10.0.2.9", "zone": "a"}, "private_ip", "none of the allowed"),
+        ({"zone": "z"}, "zone", "no host in zone z"),
+    ],
+)
+def test_plan_refuses_a_spec_no_fleet_state_could_satisfy(
+    fields: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(errors.InvalidSpec, match=message) as caught:
+        placement.plan(spec(**fields), hosts=TWO_ZONES, pools=pools(), spread=None, retry_after=5)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("fields", "hosts", "used", "message"),
+    [
+        ({"mem_mib": 16384}, TWO_ZONES, {}, "no active host has 250m vCPU and 16384 MiB free"),
+        ({"mem_mib": 8192, "zone": "a"}, TWO_ZONES, {}, "8192 MiB free in a$"),
+        ({}, [host("ha", "a", active=False)], {}, "no active host"),
+        ({"subnet": "sub-b1"}, TWO_ZONES, {"sub-b1": 11}, "no free address in zone b"),
+    ],
+)
+def test_plan_says_insufficient_capacity_for_what_merely_does_not_fit_now(
+    fields: dict[str, Any],
+    hosts: list[placement.HostLoad],
+    used: dict[str, int],
+    message: str,
+) -> None:
+    with pytest.raises(errors.InsufficientCapacity, match=message) as caught:
+        placement.plan(spec(**fields), hosts=hosts, pools=pools(used), spread=None, retry_after=7)
+    assert caught.value.retry_after == 7

@@ -51,7 +51,9 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(command: components.Command, *, detach: bool) -> subprocess.Popen[bytes]:
+def spawn(
+    command: components.Command, *, detach: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``command`` with its output appended to its log file."""
     command.log.parent.mkdir(parents=True, exist_ok=True)
     preexec: Callable[[], None] | None = None if detach else _die_with_parent
@@ -64,6 +66,7 @@ def spawn(command: components.Command, *, detach: bool) -> subprocess.Popen[byte
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=preexec,
+                env=env,
             )
         except OSError as exc:
             raise errors.HarnessError(

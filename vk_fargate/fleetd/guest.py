@@ -46,14 +46,13 @@ _APT_TIMEOUT = 600  # seconds for apt-get to fetch a ~70 MB package
 _CPIO_DIR, _CPIO_FILE, _CPIO_LINK, _CPIO_CHR = 0o040000, 0o100000, 0o120000, 0o020000
 
 INIT = r"""#!/bin/sh
-# The guest's supervisor, written by vk_fargate/fleetd/guest.py. Speaks MARK lines.
-P='@@vkf@@'
+# The guest's supervisor, written by vk_fargate/fleetd/guest.py; $P is MARK.
+. /vk/vm.sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /run /tmp; mount -t tmpfs run /run; mount -t tmpfs tmp /tmp; mkdir -p /run/vk
 echo 1 > /proc/sys/kernel/printk
 stty -F /dev/console -echo 2>/dev/null
 echo "$P - I"
-. /vk/vm.sh
 hostname "$VK_HOSTNAME"; ip link set lo up
 if [ -n "$VK_NET" ]; then
   for m in $VK_MODULES; do insmod /lib/modules/$m.ko || echo "$P - W insmod $m failed"; done
@@ -151,19 +150,17 @@ def default_cache() -> Path:
 
 def qemu_binary() -> str:
     """Path of ``qemu-system-x86_64``, or AssetError saying which package is missing."""
-    found = shutil.which("qemu-system-x86_64")
-    if found is None:
-        raise AssetError(
-            "start QEMU: qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
-        )
-    return found
+    if found := shutil.which("qemu-system-x86_64"):
+        return found
+    raise AssetError("start QEMU: qemu-system-x86_64 not found (install qemu-system-x86)")
 
 
 def busybox_binary() -> Path:
-    """The static busybox, or AssetError: a dynamic one would find no libc in the guest."""
+    """The static busybox, or AssetError: a dynamic one (a PT_INTERP segment, type 3)
+    would find no libc in the guest."""
     for candidate in (Path("/usr/bin/busybox"), Path("/bin/busybox")):
         if candidate.is_file():
-            if _elf_interpreter(candidate.read_bytes()):
+            if any(kind == 3 for kind, _, _ in _elf_segments(candidate.read_bytes())):
                 raise AssetError(
                     f"build initramfs: {candidate} is dynamically linked "
                     "(apt-get install busybox-static)"
@@ -177,10 +174,8 @@ def latest_kernel_version() -> str:
     out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE], "find the kernel version")
     found = re.search(r"Depends: linux-image-(\S+-amd64)\b", out)
     if found is None:
-        raise AssetError(
-            f"find the kernel version: apt-cache knows no {KERNEL_META_PACKAGE} "
-            "(run apt-get update)"
-        )
+        step = "find the kernel version: apt-cache knows no"
+        raise AssetError(f"{step} {KERNEL_META_PACKAGE} (run apt-get update)")
     return found.group(1)
 
 
@@ -208,12 +203,7 @@ def vm_initrd(assets: Assets, spec: sandbox.ShimSpec, out: Path) -> None:
     for index, container in enumerate([*spec["init_containers"], *spec["containers"]]):
         if container["argv"] is not None:
             files[f"vk/c/{index}/run"] = _run_script(spec, container)
-    entries: list[tuple[str, int, bytes]] = [("vk", _CPIO_DIR | 0o755, b"")]
-    entries += [("vk/c", _CPIO_DIR | 0o755, b"")]
-    for name in files:
-        if name.startswith("vk/c/"):
-            entries.append((name.rsplit("/", 1)[0], _CPIO_DIR | 0o755, b""))
-        entries.append((name, _CPIO_FILE | 0o755, files[name].encode()))
+    entries = [(name, _CPIO_FILE | 0o755, text.encode()) for name, text in files.items()]
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "wb") as sink:
         sink.write(assets.initrd.read_bytes())
@@ -235,6 +225,7 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
     ]
     net = spec["network"]
     values = {
+        "P": MARK,
         "VK_HOSTNAME": spec["id"][:HOSTNAME_MAX],
         "VK_POLICY": spec["restart_policy"],
         "VK_BACKOFF_MS": str(max(1, round(spec["backoff_initial_seconds"] * 1000))),
@@ -271,9 +262,6 @@ def _cached_kernel(root: Path) -> str | None:
 def _fetch_kernel(version: str, home: Path) -> None:
     """Download and unpack the kernel package into ``home``: vmlinux and modules."""
     package = f"linux-image-{version}"
-    for tool, debian in (("apt-get", "apt"), ("dpkg", "dpkg")):
-        if shutil.which(tool) is None:
-            raise AssetError(f"fetch {package}: {tool} not found (Debian package {debian})")
     with tempfile.TemporaryDirectory(dir=home.parent, prefix=".fetch-") as scratch:
         work = Path(scratch)
         _run(["apt-get", "download", package], f"download {package} (apt-get)", cwd=work)
@@ -327,25 +315,8 @@ def _ensure_base_initrd(home: Path) -> Path:
     path = home / f"initrd-{digest.hexdigest()[:12]}.gz"
     if path.is_file():
         return path
-    entries: list[tuple[str, int, bytes]] = [
-        (d, _CPIO_DIR | 0o755, b"")
-        for d in (
-            "bin",
-            "sbin",
-            "usr",
-            "usr/bin",
-            "usr/sbin",
-            "dev",
-            "proc",
-            "sys",
-            "run",
-            "tmp",
-            "root",
-            "etc",
-            "lib",
-            "lib/modules",
-        )
-    ]
+    mount_points = ("dev", "proc", "sys", "run", "tmp", "root", "etc")
+    entries = [(d, _CPIO_DIR | 0o755, b"") for d in mount_points]
     entries.append(("bin/busybox", _CPIO_FILE | 0o755, busybox))
     for applet in _applets():
         if applet != "bin/busybox":
@@ -368,9 +339,16 @@ def _applets() -> list[str]:
 
 
 def _newc(entries: Iterable[tuple[str, int, bytes]]) -> bytes:
-    """A newc cpio archive; character devices are /dev/console (5:1)."""
+    """A newc cpio archive of (path, mode, data), parent folders first; character devices
+    are /dev/console (5:1)."""
+    listed: dict[str, tuple[int, bytes]] = {}
+    for name, mode, data in entries:
+        for parent in reversed(Path(name).parents[:-1]):
+            listed.setdefault(str(parent), (_CPIO_DIR | 0o755, b""))
+        listed[name] = (mode, data)
     parts: list[bytes] = []
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+    items = [*((n, m, d) for n, (m, d) in listed.items()), ("TRAILER!!!", 0, b"")]
+    for ino, (name, mode, data) in enumerate(items, start=1):
         rdev = (5, 1) if mode & 0o170000 == _CPIO_CHR else (0, 0)
         nlink = 2 if mode & 0o170000 == _CPIO_DIR else 1
         fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
@@ -399,10 +377,6 @@ def _elf_segments(elf: bytes) -> list[tuple[int, int, int]]:
     return segments
 
 
-def _elf_interpreter(elf: bytes) -> bool:
-    return any(kind == 3 for kind, _, _ in _elf_segments(elf))  # PT_INTERP
-
-
 def _has_pvh_note(elf: bytes) -> bool:
     """Whether a PT_NOTE holds Xen's XEN_ELFNOTE_PHYS32_ENTRY (18), the PVH entry."""
     for kind, offset, size in _elf_segments(elf):
@@ -424,7 +398,7 @@ def _run(argv: list[str], step: str, cwd: Path | None = None) -> str:
             argv, cwd=cwd, capture_output=True, text=True, timeout=_APT_TIMEOUT, check=False
         )
     except FileNotFoundError as exc:
-        raise AssetError(f"{step}: {argv[0]} not found") from exc
+        raise AssetError(f"{step}: {argv[0]} not found (a Debian host with apt?)") from exc
     except subprocess.TimeoutExpired as exc:
         raise AssetError(f"{step}: {argv[0]} took over {_APT_TIMEOUT}s") from exc
     if done.returncode != 0:

@@ -35,6 +35,7 @@ import secrets
 import shutil
 import signal
 import time
+from asyncio.subprocess import DEVNULL, PIPE
 from pathlib import Path
 from typing import IO
 
@@ -56,14 +57,11 @@ def accelerator() -> str:
     An openable ``/dev/kvm`` is not enough: nested paravirtual KVM without vmx/svm runs
     only patched kernels (see the project's microvm notes).
     """
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "tcg"
-    flags = {word for line in cpuinfo.splitlines() if line.startswith("flags")
-             for word in line.split(":", 1)[1].split()}
-    usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    return "kvm" if usable and flags & {"vmx", "svm"} else "tcg"
+    with contextlib.suppress(OSError):
+        words = set(Path("/proc/cpuinfo").read_text().split())  # the flags are words
+        if words & {"vmx", "svm"} and os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return "kvm"
+    return "tcg"
 
 
 def tsc_khz() -> int | None:
@@ -91,22 +89,22 @@ def mac_address(vm_id: str) -> str:
 def qemu_argv(
     assets: guest.Assets, spec: sandbox.ShimSpec, initrd: Path, tap: str | None
 ) -> list[str]:
+    """The command line of the VM's QEMU; the guest's console is its stdin/stdout."""
     accel = accelerator()
     append = "console=ttyS0 quiet pci=off panic=-1"
     if (khz := tsc_khz()) is not None:
         append += f" tsc_early_khz={khz}"
-    argv = [
-        guest.qemu_binary(), "-name", f"vkf-{spec['id']}",
-        "-M", "microvm,x-option-roms=off,isa-serial=on",
-        "-accel", accel + (",tb-size=32" if accel == "tcg" else ""), *(["-cpu", "host"] if accel == "kvm" else []),
-        "-smp", str(guest.vcpus(spec["vcpu_millis"])), "-m", str(spec["mem_mib"]),
-        "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-        "-no-reboot", "-kernel", str(assets.vmlinux), "-initrd", str(initrd),
-        "-append", append,
-    ]
+    argv = [guest.qemu_binary(), "-name", f"vkf-{spec['id']}"]
+    argv += ["-M", "microvm,x-option-roms=off,isa-serial=on"]
+    # TCG's translation cache defaults to 1 GiB of address space; 32 MiB holds a guest's code.
+    argv += ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,tb-size=32"]
+    argv += ["-smp", str(guest.vcpus(spec["vcpu_millis"])), "-m", str(spec["mem_mib"])]
+    argv += ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"]
+    argv += ["-no-reboot"]  # the guest's reboot (panic=-1 after a crash) ends QEMU
+    argv += ["-kernel", str(assets.vmlinux), "-initrd", str(initrd), "-append", append]
     if tap is not None:
-        argv += ["-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
-                 "-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec['id'])}"]
+        argv += ["-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no"]
+        argv += ["-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec['id'])}"]
     setpriv = shutil.which("setpriv")  # QEMU dies with the shim, even a SIGKILLed one
     return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else argv
 
@@ -115,8 +113,13 @@ class MicroVMRuntime:
     """Runs one microVM's containers in a QEMU microvm guest."""
 
     def __init__(
-        self, vm_dir: Path, spec: sandbox.ShimSpec, status: sandbox.Status, *,
-        cache: Path | None = None, boot_timeout: float = BOOT_TIMEOUT,
+        self,
+        vm_dir: Path,
+        spec: sandbox.ShimSpec,
+        status: sandbox.Status,
+        *,
+        cache: Path | None = None,
+        boot_timeout: float = BOOT_TIMEOUT,
     ) -> None:
         self.vm_dir = vm_dir
         self.spec = spec
@@ -132,7 +135,8 @@ class MicroVMRuntime:
         self._tap: str | None = None
         self._failure: tuple[str, str] | None = None
         self._done = False
-        self._kill_at: float | None = None
+        self._kill_at: float | None = None  # when to signal QEMU next
+        self._termed = False
         self._logs: dict[int, tuple[IO[str], crilog.Writer, crilog.Writer]] = {}
         self._console: IO[str] | None = None
         self._tail: list[str] = []
@@ -148,15 +152,12 @@ class MicroVMRuntime:
             await self._end_qemu()
             await self._delete_tap()
             self._finish_containers()
-            if self._console is not None:
-                self._console.close()
             with contextlib.suppress(OSError):
                 (self.vm_dir / "initrd.gz").unlink()
             self.status.phase("exited", *self._outcome())
 
     async def _run(self) -> None:
-        every = [*self.spec["init_containers"], *self.spec["containers"]]
-        for c in every:
+        for c in [*self.spec["init_containers"], *self.spec["containers"]]:
             if c["argv"] is None:
                 self.status.waiting(c["name"], "ErrImagePull", c.get("error"))
                 if c in self.spec["init_containers"]:
@@ -178,18 +179,26 @@ class MicroVMRuntime:
             except OSError as exc:
                 self._failure = ("NetworkError", str(exc))
                 return
-        self._console = open(self.vm_dir / "console.log", "a", encoding="utf-8")
-        with open(self.vm_dir / "qemu.stderr", "wb") as stderr:
+        argv = qemu_argv(assets, self.spec, initrd, self._tap)
+        with (
+            (self.vm_dir / "console.log").open("a", encoding="utf-8") as console,
+            (self.vm_dir / "qemu.stderr").open("wb") as stderr,
+        ):
+            self._console = console
+            if self.spec["network"] is not None and self._tap is None:
+                self._log_console("vk-fargate: not root, no tap: the guest has no network")
             self.timings["qemu_start"] = time.monotonic()
             self._proc = await asyncio.create_subprocess_exec(
-                *qemu_argv(assets, self.spec, initrd, self._tap),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                *argv,
+                stdin=PIPE,
+                stdout=PIPE,
+                stderr=stderr,
                 start_new_session=True,  # a Ctrl-C at the shim's terminal is a stop, not a kill
             )
-        self.qemu_pid = self._proc.pid
-        assert self._proc.stdout is not None
-        reader = asyncio.create_task(self._read_console(self._proc.stdout), name="microvm-console")
-        await self._watch(reader)
+            self.qemu_pid = self._proc.pid
+            assert self._proc.stdout is not None
+            reader = asyncio.create_task(self._read_console(self._proc.stdout), name="vm-console")
+            await self._watch(reader)
 
     async def _watch(self, reader: asyncio.Task[None]) -> None:
         """Enforce the boot deadline, stops and power-off until the console closes."""
@@ -204,20 +213,22 @@ class MicroVMRuntime:
                 if self._stopping.is_set() and not stop_seen:
                     stop_seen = True
                     self._begin_stop()
-                booted = "init" in self.timings
-                if not booted and not stop_seen and now > boot_deadline and not reader.done():
-                    self._failure = ("BootTimeout", f"the guest did not reach init within "
-                                     f"{self.boot_timeout:g}s{self._tail_text()}")
+                booted = "init" in self.timings or reader.done()
+                if not booted and not stop_seen and now > boot_deadline and not self._failure:
+                    late = f"{self.boot_timeout:g}s{self._tail_text()}"
+                    self._failure = ("BootTimeout", f"the guest did not reach init within {late}")
                     self._kill_at = now
                 if self._kill_at is not None and now >= self._kill_at:
-                    self._terminate()
+                    self._signal_qemu()
             await reader
         finally:
             stop_wait.cancel()
             reader.cancel()
         if "init" not in self.timings and self._failure is None and not self._stopping.is_set():
-            self._failure = ("BootFailed", f"QEMU ended before the guest reached init"
-                             f"{self._tail_text()}")
+            self._failure = (
+                "BootFailed",
+                f"QEMU ended before the guest reached init{self._tail_text()}",
+            )
 
     def _begin_stop(self) -> None:
         self.status.phase("stopping")
@@ -245,17 +256,15 @@ class MicroVMRuntime:
             self._on_line(pending)
 
     def _on_line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace")
-        text = text.removesuffix("\r")
-        at = text.find(guest.MARK + " ")
-        if at != 0:
-            self._log_console(text if at < 0 else text[:at])
-            if at < 0:
-                return
-        who, _, rest = text[at + len(guest.MARK) + 1 :].partition(" ")
+        text = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        kernel, mark, line = text.partition(guest.MARK + " ")
+        self._log_console(kernel)  # kernel messages, or their piece before a protocol line
+        who, _, rest = line.partition(" ")
         kind, _, arg = rest.partition(" ")
+        if not mark:
+            return
         if who == "-":
-            self._log_console(text[at:])
+            self._log_console(mark + line)
             self._on_vm_event(kind, arg)
         elif who.isdigit() and int(who) < len(self._names):
             self._on_container_event(int(who), kind, arg)
@@ -291,14 +300,11 @@ class MicroVMRuntime:
             reason = "Completed" if code == 0 else "OOMKilled" if flag == "oom" else "Error"
             self.status.terminated(name, code, reason)
         elif kind == "N":
-            argv = self._container(index)["argv"] or ["?"]
-            self.status.terminated(name, 128, "StartError",
-                                   f"cannot start {argv[0]}: not found in the guest")
+            argv = [*self.spec["init_containers"], *self.spec["containers"]][index]["argv"]
+            missing = f"cannot start {(argv or ['?'])[0]}: not found in the guest"
+            self.status.terminated(name, 128, "StartError", missing)
         elif kind == "R" and arg.isdigit():
             self.status.restarting(name, int(arg) / 1000)
-
-    def _container(self, index: int) -> sandbox.ShimContainer:
-        return [*self.spec["init_containers"], *self.spec["containers"]][index]
 
     def _open_log(self, index: int) -> tuple[IO[str], crilog.Writer, crilog.Writer]:
         name = self._names[index]
@@ -309,7 +315,7 @@ class MicroVMRuntime:
             with contextlib.suppress(ValueError, OSError):
                 if int(old.stem) <= instance - process.KEPT_INSTANCES:
                     old.unlink()
-        out = open(path, "a", encoding="utf-8")
+        out = path.open("a", encoding="utf-8")  # closed by _close_log when the instance ends
         self._logs[index] = (out, crilog.Writer(out, "stdout"), crilog.Writer(out, "stderr"))
         return self._logs[index]
 
@@ -323,7 +329,7 @@ class MicroVMRuntime:
         if not text.strip():
             return
         self._tail = [*self._tail[-(TAIL_LINES - 1) :], text]
-        if self._console is not None:
+        if self._console is not None and not self._console.closed:
             self._console.write(f"{crilog.timestamp()} {text}\n")
             self._console.flush()
 
@@ -334,23 +340,23 @@ class MicroVMRuntime:
         lines = [line for line in lines if line.strip()][-TAIL_LINES:]
         return (": " + " | ".join(lines)) if lines else ""
 
-    def _terminate(self) -> None:
+    def _signal_qemu(self) -> None:
+        """SIGTERM to QEMU (it exits at once), SIGKILL when that was KILL_WAIT ago."""
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGTERM)
-        self._kill_at = None
+                self._proc.send_signal(signal.SIGKILL if self._termed else signal.SIGTERM)
+        self._termed = True
+        self._kill_at = time.monotonic() + KILL_WAIT
 
     async def _end_qemu(self) -> None:
         proc = self._proc
         if proc is None:
             return
         if proc.returncode is None:
-            self._terminate()
-            try:
+            self._signal_qemu()
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_WAIT)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            self._signal_qemu()
         await proc.wait()
 
     def _finish_containers(self) -> None:
@@ -359,14 +365,13 @@ class MicroVMRuntime:
             self._close_log(index)
         for item in [*self.status.doc["init_containers"], *self.status.doc["containers"]]:
             if item["state"] == "running":
-                self.status.terminated(item["name"], 128 + signal.SIGKILL, "Error",
-                                       "the microVM ended")
+                self.status.terminated(
+                    item["name"], 128 + signal.SIGKILL, "Error", "the microVM ended"
+                )
 
     def _outcome(self) -> tuple[str | None, str | None]:
-        if self._failure is not None:
-            return self._failure
-        if self._stopping.is_set():
-            return "Stopped", None
+        if self._failure is not None or self._stopping.is_set():
+            return self._failure or ("Stopped", None)
         if self._proc is not None and not self._done:
             return "VMExited", f"QEMU exited ({self._proc.returncode}){self._tail_text()}"
         codes = [c.get("exit_code") for c in self.status.doc["containers"]]
@@ -396,8 +401,7 @@ async def _ip(*args: str) -> None:
     """Run ``ip`` (iproute2); OSError naming the command when it fails."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "ip", *args, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            "ip", *args, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE
         )
     except FileNotFoundError as exc:
         raise OSError(f"network setup: ip not found (Debian package iproute2): {exc}") from exc

@@ -1,0 +1,446 @@
+"""The kubelet API against the real control plane: who may read logs is the cluster's
+decision (client certificates, TokenReview, SubjectAccessReview), logs stream chunk by
+chunk, and `kubectl logs` reaches the backend through the API server.
+
+The backend is a test double of the provider: a canned pod and log chunks the test
+controls. Everything else (TLS, API server, RBAC, kubectl) is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests import waiting
+from vk_fargate import errors
+from vk_fargate.devcluster import binaries, cluster, pki
+from vk_fargate.k8s import client, kube
+from vk_fargate.kubelet import auth, server, tls
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "logs-ns"
+POD = "web"
+NODE = "fargate-ip-127-0-0-1"
+LINES = [b"line 1\n", b"line 2\n", b"line 3\n"]
+
+
+def _pod(namespace: str, name: str, node: str) -> kube.JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "app", "image": "busybox"}],
+            "initContainers": [{"name": "setup", "image": "busybox"}],
+        },
+    }
+
+
+class FakeBackend:
+    """Serves pods it is given; logs are LINES, or a queue the test feeds on ``follow``."""
+
+    def __init__(self) -> None:
+        self.served: dict[tuple[str, str], tuple[kube.JSON, str]] = {}
+        self.requests: list[tuple[str, str, server.LogOptions]] = []
+        self.feed: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    def serve(self, pod: kube.JSON, node: str) -> None:
+        meta = pod["metadata"]
+        self.served[(meta["namespace"], meta["name"])] = (pod, node)
+
+    def pod(self, namespace: str, name: str) -> tuple[kube.JSON, str] | None:
+        return self.served.get((namespace, name))
+
+    def pods(self) -> list[kube.JSON]:
+        return [pod for pod, _ in self.served.values()]
+
+    async def logs(
+        self, pod: kube.JSON, container: str, options: server.LogOptions
+    ) -> AsyncIterator[bytes]:
+        self.requests.append((pod["metadata"]["name"], container, options))
+        if options.previous:
+            raise errors.BadRequest(f'previous terminated container "{container}" not found')
+        try:
+            if not options.follow:
+                for line in LINES:
+                    yield line
+                return
+            while (chunk := await self.feed.get()) is not None:
+                yield chunk
+        finally:
+            self.closed.set()
+
+
+class Kubelet:
+    """The server under test and what a test needs to reach it."""
+
+    def __init__(self, backend: FakeBackend, guard: auth.Guard, serving: tls.Serving) -> None:
+        self.backend = backend
+        self.guard = guard
+        self.serving = serving
+        self.server = server.KubeletServer(backend, guard, serving.context)
+        self.now = 0.0  # the guard's clock: tests move it to expire cached decisions
+        self.url = ""
+
+    def client_tls(self, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+        """Trusts only the kubelet's self-signed certificate, checking its SAN."""
+        context = ssl.create_default_context(cadata=self.serving.cert.decode())
+        if cert is not None and key is not None:
+            context.load_cert_chain(cert, key)
+        return context
+
+    def logs_url(self, pod: str = POD, container: str = "app", namespace: str = NAMESPACE) -> str:
+        return f"{self.url}/containerLogs/{namespace}/{pod}/{container}"
+
+
+@pytest.fixture(scope="module")
+async def kubelet(local_cluster: cluster.Cluster, api: client.ApiClient) -> AsyncIterator[Kubelet]:
+    backend = FakeBackend()
+    backend.serve(_pod(NAMESPACE, POD, NODE), NODE)
+    serving = tls.server_context(
+        client_ca=local_cluster.layout.pem("ca.crt"), hosts=("127.0.0.1", "localhost")
+    )
+    holder: list[Kubelet] = []
+    guard = auth.Guard(kube.Kube(api), clock=lambda: holder[0].now)
+    running = Kubelet(backend, guard, serving)
+    holder.append(running)
+    port = await running.server.start()
+    running.url = f"https://127.0.0.1:{port}"
+    try:
+        yield running
+    finally:
+        await running.server.stop()
+
+
+@pytest.fixture
+async def apiserver_client(
+    kubelet: Kubelet, local_cluster: cluster.Cluster
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """Presents the certificate kube-apiserver presents to kubelets."""
+    pem = local_cluster.layout.pem
+    context = kubelet.client_tls(pem("kubelet-client.crt"), pem("kubelet-client.key"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        yield session
+
+
+@pytest.fixture
+async def anonymous(kubelet: Kubelet) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=kubelet.client_tls())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def _get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, str]:
+    async with session.get(url, **kwargs) as response:
+        return response.status, await response.text()
+
+
+async def test_healthz_needs_no_credentials(
+    kubelet: Kubelet, anonymous: aiohttp.ClientSession
+) -> None:
+    assert await _get(anonymous, f"{kubelet.url}/healthz") == (200, "ok")
+
+
+async def test_no_or_bad_credentials_are_401(
+    kubelet: Kubelet, anonymous: aiohttp.ClientSession
+) -> None:
+    for url in (kubelet.logs_url(), f"{kubelet.url}/pods", kubelet.logs_url() + "?tailLines=-1"):
+        status, text = await _get(anonymous, url)
+        assert status == 401, url
+        assert "client certificate" in text
+    before = kubelet.guard.reviews
+    status, text = await _get(
+        anonymous, kubelet.logs_url(), headers={"Authorization": "Bearer not-a-real-token"}
+    )
+    assert (status, text) == (401, "Unauthorized: the API server did not accept the bearer token")
+    assert kubelet.guard.reviews == before + 1  # a real TokenReview said no
+
+
+async def test_apiserver_certificate_reads_streamed_logs(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    async with apiserver_client.get(kubelet.logs_url(), params={"tailLines": "3"}) as response:
+        assert response.status == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert await response.read() == b"".join(LINES)
+    assert kubelet.backend.requests[-1] == (POD, "app", server.LogOptions(tail_lines=3))
+
+    status, text = await _get(apiserver_client, kubelet.logs_url(), params={"limitBytes": "10"})
+    assert (status, text) == (200, "line 1\nlin")
+    status, text = await _get(apiserver_client, kubelet.logs_url(container="setup"))
+    assert (status, text) == (200, "line 1\nline 2\nline 3\n")
+
+
+async def test_certificate_from_another_ca_is_refused_at_the_handshake(
+    kubelet: Kubelet, tmp_path: Path
+) -> None:
+    stranger = pki.issue(pki.new_ca(), "kube-apiserver-kubelet-client", client=True)
+    (tmp_path / "c.crt").write_bytes(stranger.cert)
+    (tmp_path / "c.key").write_bytes(stranger.key)
+    context = kubelet.client_tls(tmp_path / "c.crt", tmp_path / "c.key")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        with pytest.raises(aiohttp.ClientError):
+            await _get(session, kubelet.logs_url())
+
+
+async def test_pods_lists_what_the_backend_serves(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    async with apiserver_client.get(f"{kubelet.url}/pods") as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["kind"] == "PodList"
+    assert [p["metadata"]["name"] for p in body["items"]] == [POD]
+
+
+async def test_unknown_pod_or_container_is_404(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    status, text = await _get(apiserver_client, kubelet.logs_url(pod="nope"))
+    assert (status, text) == (404, f'pod "{NAMESPACE}/nope" does not exist')
+    status, text = await _get(apiserver_client, kubelet.logs_url(container="nope"))
+    assert (status, text) == (404, f'container "nope" not found in pod "{NAMESPACE}/{POD}"')
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"tailLines": "-1"}, "tailLines must be at least 0, not -1"),
+        ({"limitBytes": "0"}, "limitBytes must be at least 1, not 0"),
+        ({"sinceSeconds": "0"}, "sinceSeconds must be at least 1, not 0"),
+        ({"sinceTime": "yesterday"}, "sinceTime must be an RFC 3339 time"),
+        ({"sinceSeconds": "5", "sinceTime": "2024-05-01T12:00:00Z"}, "at most one of"),
+        ({"follow": "yes"}, "follow must be true, false, 1 or 0, not 'yes'"),
+        # An error the backend raises before the first chunk is a status too.
+        ({"previous": "true"}, 'previous terminated container "app" not found'),
+    ],
+)
+async def test_bad_parameters_are_400(
+    kubelet: Kubelet,
+    apiserver_client: aiohttp.ClientSession,
+    params: dict[str, str],
+    message: str,
+) -> None:
+    status, text = await _get(apiserver_client, kubelet.logs_url(), params=params)
+    assert status == 400
+    assert message in text
+
+
+async def test_follow_streams_each_chunk_and_stops_when_the_client_hangs_up(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    backend = kubelet.backend
+    backend.closed.clear()
+    # Nothing logged yet: the headers still come, after FIRST_CHUNK_WAIT.
+    response = await asyncio.wait_for(
+        apiserver_client.get(kubelet.logs_url(), params={"follow": "true"}), timeout=10
+    )
+    try:
+        assert response.status == 200
+        for chunk in (b"first\n", b"second\n"):
+            backend.feed.put_nowait(chunk)
+            # Each chunk arrives on its own: the server flushed it without waiting for more.
+            assert await asyncio.wait_for(response.content.readexactly(len(chunk)), 5) == chunk
+        assert not backend.closed.is_set()
+    finally:
+        response.close()  # the client hangs up mid-follow
+    await asyncio.wait_for(backend.closed.wait(), timeout=5)
+
+
+async def test_follow_ends_when_the_backend_ends(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    kubelet.backend.feed.put_nowait(b"only\n")
+    kubelet.backend.feed.put_nowait(None)
+    status, text = await asyncio.wait_for(
+        _get(apiserver_client, kubelet.logs_url(), params={"follow": "1"}), timeout=10
+    )
+    assert (status, text) == (200, "only\n")
+
+
+async def _service_account_token(api: kube.Kube, namespace: str, name: str) -> str:
+    await api.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}}
+    )
+    request = await api.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+    )
+    return str(request["status"]["token"])
+
+
+async def test_service_account_needs_rbac_on_nodes_log(
+    kubelet: Kubelet, anonymous: aiohttp.ClientSession, api: client.ApiClient
+) -> None:
+    k = kube.Kube(api)
+    namespace = f"kubelet-authz-{uuid.uuid4().hex[:6]}"
+    role = f"{namespace}-node-logs"
+    await k.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    try:
+        token = await _service_account_token(k, namespace, "reader")
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, text = await _get(anonymous, kubelet.logs_url(), headers=bearer)
+        assert status == 403
+        assert f"user=system:serviceaccount:{namespace}:reader" in text
+        assert f"subresource=log or proxy, name={NODE}" in text
+
+        await k.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            {
+                "metadata": {"name": role},
+                "rules": [{"apiGroups": [""], "resources": ["nodes/log"], "verbs": ["get"]}],
+            },
+        )
+        await k.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "metadata": {"name": role},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+            },
+        )
+        # The denial is cached (30 s on the guard's clock): no review is sent.
+        reviews = kubelet.guard.reviews
+        assert (await _get(anonymous, kubelet.logs_url(), headers=bearer))[0] == 403
+        assert kubelet.guard.reviews == reviews
+
+        async def allowed() -> str | None:
+            kubelet.now += auth.DENIED_TTL + 1
+            status, text = await _get(anonymous, kubelet.logs_url(), headers=bearer)
+            assert status in (200, 403), text
+            return text if status == 200 else None
+
+        assert await waiting.until(allowed, timeout=30, what="RBAC to allow nodes/log") == (
+            "line 1\nline 2\nline 3\n"
+        )
+        # The allowance is cached too.
+        reviews = kubelet.guard.reviews
+        assert (await _get(anonymous, kubelet.logs_url(), headers=bearer))[0] == 200
+        assert kubelet.guard.reviews == reviews
+        # nodes/log is not nodes/pods nor nodes/proxy: the pod list stays closed.
+        status, text = await _get(anonymous, f"{kubelet.url}/pods", headers=bearer)
+        assert status == 403
+        assert "subresource=pods or proxy, name=<all nodes>" in text
+    finally:
+        for kind in ("clusterrolebindings", "clusterroles"):
+            try:
+                await k.delete(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{role}")
+            except errors.KubeError as exc:
+                if not exc.not_found:
+                    raise
+        await k.delete(f"/api/v1/namespaces/{namespace}")
+
+
+async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
+    kubelet: Kubelet, local_cluster: cluster.Cluster, api: client.ApiClient
+) -> None:
+    k = kube.Kube(api)
+    suffix = uuid.uuid4().hex[:6]
+    namespace, node = f"kubelet-e2e-{suffix}", f"fargate-ip-127-0-0-1-{suffix}"
+    port = int(kubelet.url.rsplit(":", 1)[1])
+    await k.create(
+        "/api/v1/nodes",
+        {
+            "metadata": {"name": node, "labels": {"type": "virtual-kubelet"}},
+            "spec": {
+                "taints": [
+                    {
+                        "key": "virtual-kubelet.io/provider",
+                        "value": "fargate",
+                        "effect": "NoSchedule",
+                    }
+                ]
+            },
+        },
+    )
+    try:
+        status = {
+            "addresses": [
+                {"type": "Hostname", "address": "127.0.0.1"},
+                {"type": "InternalIP", "address": "127.0.0.1"},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        }
+        await k.patch(f"/api/v1/nodes/{node}/status", {"status": status})
+        await k.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+
+        async def default_sa() -> kube.JSON | None:
+            try:
+                return await k.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+            except errors.KubeError as exc:
+                if exc.not_found:
+                    return None
+                raise
+
+        await waiting.until(default_sa, what="the default ServiceAccount")
+        pod = await k.create(
+            f"/api/v1/namespaces/{namespace}/pods", _pod(namespace, "logs-demo", node)
+        )
+        kubelet.backend.serve(pod, node)
+
+        # The API server's pods/log, as client libraries call it.
+        response = await k.raw(
+            f"/api/v1/namespaces/{namespace}/pods/logs-demo/log", container="app"
+        )
+        async with response:
+            assert await response.read() == b"".join(LINES)
+
+        # kubectl itself (in a subprocess: this event loop is also serving the kubelet).
+        kubectl = await asyncio.create_subprocess_exec(
+            str(binaries.kubectl_path()),
+            "--kubeconfig",
+            str(local_cluster.kubeconfig),
+            "-n",
+            namespace,
+            "logs",
+            "logs-demo",
+            "-c",
+            "setup",
+            "--tail=2",
+            "--timestamps",
+            "--limit-bytes=1000",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(kubectl.communicate(), timeout=30)
+        assert kubectl.returncode == 0, err.decode()
+        assert out == b"".join(LINES)
+        assert kubelet.backend.requests[-1] == (
+            "logs-demo",
+            "setup",
+            server.LogOptions(tail_lines=2, timestamps=True, limit_bytes=1000),
+        )
+    finally:
+        try:
+            await k.delete(
+                f"/api/v1/namespaces/{namespace}/pods/logs-demo", {"gracePeriodSeconds": 0}
+            )
+        except errors.KubeError as exc:
+            if not exc.not_found:
+                raise
+        for path in (f"/api/v1/namespaces/{namespace}", f"/api/v1/nodes/{node}"):
+            try:
+                await k.delete(path)
+            except errors.KubeError as exc:
+                if not exc.not_found:
+                    raise

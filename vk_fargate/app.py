@@ -1,0 +1,203 @@
+"""Wiring of ``vk-fargate run``: the watches, the reconcilers, the kubelet API.
+
+Start order: the kubelet API (so the API server can reach new nodes at once), the
+watches (pods of fargate-scheduler, our nodes, the fleet), then, once all three
+have synced, the reconcilers: nothing is decided on a partial view, which is what
+makes a restart safe (orphans are only deleted when we know they are orphans).
+Every background task is named; one that ends unexpectedly stops the process with
+an error (the Deployment restarts it) instead of dying silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from vk_fargate import errors, settings
+from vk_fargate.controllers import fleetwatch, nodes, pods, queueing
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import client as fleet_client
+from vk_fargate.k8s import client, events, informers, kube
+from vk_fargate.kubelet import auth, server, tls
+from vk_fargate.scheduler import scheduling, world
+
+log = logging.getLogger(__name__)
+SYNC_TIMEOUT = 120.0  # seconds to wait for the first list of pods, nodes and microVMs
+
+
+class Backend:
+    """The provider as the kubelet API sees it."""
+
+    def __init__(self, state: world.World, fleet: fleet_client.FleetClient) -> None:
+        self.state = state
+        self.fleet = fleet
+
+    def pod(self, namespace: str, name: str) -> tuple[kube.JSON, str] | None:
+        pod = self.state.pod_by_name(namespace, name)
+        node = (pod.get("spec") or {}).get("nodeName") if pod else None
+        return (pod, node) if pod is not None and node else None
+
+    def pods(self) -> list[kube.JSON]:
+        return [p for p in self.state.pods.values() if (p.get("spec") or {}).get("nodeName")]
+
+    async def logs(
+        self, pod: kube.JSON, container: str, options: server.LogOptions
+    ) -> AsyncIterator[bytes]:
+        since_time = options.since_time.isoformat() if options.since_time else None
+        async for chunk in self.fleet.logs(
+            pod["metadata"]["uid"],
+            container,
+            follow=options.follow,
+            tail_lines=options.tail_lines,
+            limit_bytes=options.limit_bytes,
+            previous=options.previous,
+            since_seconds=options.since_seconds,
+            since_time=since_time,
+            timestamps=options.timestamps,
+        ):
+            yield chunk
+
+
+class Provider:
+    def __init__(
+        self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_client.FleetClient
+    ) -> None:
+        self.cfg = cfg
+        self.api = api
+        self.fleet = fleet
+        self.world = world.World()
+        self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
+        self.queue = queueing.Queue(self._reconcile, workers=cfg.workers, name="pods")
+        self.scheduler = scheduling.Scheduler(
+            api, fleet, self.recorder, self.world, cfg, retry=self.queue.later
+        )
+        self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
+        self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
+        self.pod_informer = informers.Informer(
+            api,
+            "/api/v1/pods",
+            name="pods",
+            field_selector=f"spec.schedulerName={cfg.scheduler_name}",
+        )
+        self.node_informer = informers.Informer(
+            api,
+            "/api/v1/nodes",
+            name="nodes",
+            label_selector=f"{fargate_nodes.CLUSTER_LABEL}={cfg.cluster_name}",
+        )
+        self.pod_informer.subscribe(self._on_pod)
+        self.node_informer.subscribe(self._on_node)
+        self.kubelet: server.KubeletServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()
+
+    async def _reconcile(self, uid: str) -> None:
+        await self.pods.reconcile(uid)
+
+    def _on_pod(self, kind: str, pod: kube.JSON) -> None:
+        self.queue.add(self.world.set_pod(pod, deleted=kind == "DELETED"))
+
+    def _on_node(self, kind: str, node: kube.JSON) -> None:
+        uid = self.world.set_node(node, deleted=kind == "DELETED")
+        if uid:
+            self.queue.add(uid)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        log.critical(
+            "background task %s ended unexpectedly", task.get_name(), exc_info=task.exception()
+        )
+        self.failed.set()
+
+    async def start(self) -> None:
+        serving = tls.server_context(
+            client_ca=self.cfg.kubelet_client_ca_file,
+            cert_file=self.cfg.kubelet_tls_cert_file,
+            key_file=self.cfg.kubelet_tls_key_file,
+            hosts=(self.cfg.kubelet_advertise_address,),
+        )
+        self.kubelet = server.KubeletServer(
+            Backend(self.world, self.fleet),
+            auth.Guard(self.api),
+            serving.context,
+            host=self.cfg.kubelet_bind,
+            port=self.cfg.kubelet_port,
+        )
+        self.cfg.kubelet_port = await self.kubelet.start()
+        self._spawn(self.pod_informer.run(), "watch-pods")
+        self._spawn(self.node_informer.run(), "watch-nodes")
+        self._spawn(
+            fleetwatch.run(self.fleet, self.world, self.queue.add, cluster=self.cfg.cluster_name),
+            "watch-fleet",
+        )
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await self.pod_informer.synced.wait()
+                await self.node_informer.synced.wait()
+                await self.world.fleet_synced.wait()
+        except TimeoutError:
+            raise errors.ConfigError(
+                f"the cluster or the fleet ({self.cfg.fleet_url}) did not answer within "
+                f"{SYNC_TIMEOUT:.0f}s"
+            ) from None
+        for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
+            self.queue.add(uid)
+        self.queue.start()
+        self._spawn(self.heartbeats.run(), "node-heartbeats")
+        log.info(
+            "provider running: %d pods, %d microVMs, %d nodes",
+            len(self.world.pods),
+            len(self.world.vms),
+            len(self.world.nodes),
+        )
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.kubelet is not None:
+            await self.kubelet.stop()
+
+
+async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = None) -> int:
+    """Run the provider until SIGTERM/SIGINT; 1 if a background task failed."""
+    token_file = cfg.fleet_token_file
+    if token_file is None:
+        raise errors.ConfigError("set VK_FARGATE_FLEET_TOKEN_FILE (the fleet's bearer token)")
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read the fleet token {token_file}: {exc}") from exc
+    api = kube.Kube(await client.connect(cfg.kubeconfig))
+    fleet = fleet_client.FleetClient(cfg.fleet_url, token)
+    provider = Provider(cfg, api, fleet)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await provider.start()
+        if ready is not None:
+            ready.set()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(provider.failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+    finally:
+        await provider.stop()
+        await fleet.close()
+        await api.close()
+    return 1 if provider.failed.is_set() else 0

@@ -1,0 +1,61 @@
+"""The fleet's side of the world: list this cluster's microVMs, then follow the event
+stream from the list's cursor, so no change is missed; relist when the cursor has
+expired or the fleet was unreachable. Every change enqueues the pod (same UID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from vk_fargate import errors
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import client, models
+from vk_fargate.scheduler import world
+
+log = logging.getLogger(__name__)
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
+
+
+async def run(
+    fleet: client.FleetClient,
+    state: world.World,
+    enqueue: Callable[[str], None],
+    *,
+    cluster: str,
+    on_notice: Callable[[models.Event], None] | None = None,
+) -> None:
+    """Follow the fleet forever (returns only when cancelled)."""
+    labels = {fargate_nodes.CLUSTER_LABEL: cluster}
+    delay = BACKOFF_MIN
+    while True:
+        try:
+            listed = await fleet.list_microvms(labels)
+            fresh = {vm.id: vm for vm in listed.items}
+            for gone in set(state.vms) - set(fresh):
+                del state.vms[gone]
+                enqueue(gone)
+            for vm in fresh.values():
+                state.vms[vm.id] = vm
+                enqueue(vm.id)
+            state.fleet_synced.set()
+            delay = BACKOFF_MIN
+            async for event in fleet.events(listed.cursor):
+                changed = event.microvm
+                if event.type == "microvm" and changed is not None:
+                    if changed.spec.labels.get(fargate_nodes.CLUSTER_LABEL) == cluster:
+                        state.vms[changed.id] = changed
+                        enqueue(changed.id)
+                elif event.type == "deleted" and event.microvm_id in state.vms:
+                    del state.vms[event.microvm_id]
+                    enqueue(event.microvm_id)
+                elif event.type == "maintenance" and on_notice is not None:
+                    on_notice(event)
+        except errors.CursorExpired:
+            log.info("fleet event cursor expired; listing again")
+        except errors.FleetError as exc:
+            log.warning("fleet unreachable (%s); listing again in %.1fs", exc, delay)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, BACKOFF_MAX)

@@ -1,0 +1,92 @@
+"""Heartbeats for every virtual node, from one reconciler (not one timer per node).
+
+Each node's Lease is renewed every ``lease_renew_seconds`` and its status (conditions'
+heartbeat times) patched every ``node_status_seconds``, each node at its own phase of
+the period, so 1,000 nodes make a steady trickle of requests rather than bursts. The
+node-lifecycle controller thus never sees a healthy virtual node go stale. A node
+whose microVM failed is reported NotReady with the fleet's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from vk_fargate import errors, settings
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.k8s import kube
+from vk_fargate.k8s import nodes as k8s_nodes
+from vk_fargate.scheduler import scheduling, world
+
+log = logging.getLogger(__name__)
+TICK = 0.5  # seconds between looks at what is due
+CONCURRENCY = 16  # heartbeat requests in flight at once
+
+
+@dataclasses.dataclass
+class Heartbeats:
+    api: kube.Kube
+    world: world.World
+    cfg: settings.ProviderSettings
+    lease_due: dict[str, float] = dataclasses.field(default_factory=dict)
+    status_due: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_lag: float = 0.0  # worst lateness of a lease renewal, seconds (a metric)
+
+    async def run(self) -> None:
+        gate = asyncio.Semaphore(CONCURRENCY)
+        while True:
+            now = time.monotonic()
+            names = list(self.world.nodes)
+            for gone in set(self.lease_due) - set(names):
+                self.lease_due.pop(gone, None)
+                self.status_due.pop(gone, None)
+            work = []
+            for name in names:
+                if name not in self.lease_due:  # a new node: its own phase of the period
+                    self.lease_due[name] = now + random.uniform(0, self.cfg.lease_renew_seconds)
+                    self.status_due[name] = now + random.uniform(0, self.cfg.node_status_seconds)
+                if self.lease_due[name] <= now:
+                    self.max_lag = max(self.max_lag, now - self.lease_due[name])
+                    self.lease_due[name] = now + self.cfg.lease_renew_seconds
+                    work.append(self._guarded(gate, self._renew(name)))
+                if self.status_due[name] <= now:
+                    self.status_due[name] = now + self.cfg.node_status_seconds
+                    work.append(self._guarded(gate, self._status(name)))
+            if work:
+                await asyncio.gather(*work)
+            await asyncio.sleep(TICK)
+
+    async def _guarded(self, gate: asyncio.Semaphore, call: Coroutine[Any, Any, None]) -> None:
+        async with gate:
+            try:
+                await call
+            except (errors.KubeError, OSError, TimeoutError) as exc:
+                log.warning("node heartbeat failed: %s", exc)
+
+    async def _renew(self, name: str) -> None:
+        node = self.world.nodes.get(name)
+        if node is not None:
+            await k8s_nodes.renew_lease(self.api, node, holder=name)
+
+    async def _status(self, name: str) -> None:
+        node = self.world.nodes.get(name)
+        if node is None:
+            return
+        uid = (node["metadata"].get("annotations") or {}).get(fargate_nodes.POD_UID_ANNOTATION)
+        vm = self.world.vms.get(uid or "")
+        ready = vm is None or vm.status.state != "failed"
+        message = "" if ready else f"microVM failed: {vm.status.reason if vm else ''}"
+        await k8s_nodes.patch_status(
+            self.api,
+            name,
+            {
+                "conditions": fargate_nodes.conditions(
+                    scheduling.now(), ready=ready, message=message
+                )
+            },
+        )

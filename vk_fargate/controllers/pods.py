@@ -1,0 +1,206 @@
+"""The pod reconciler: for one pod UID, make the cluster and the fleet agree.
+
+Level-triggered: it reads the pod, its microVM and its node from the world and does
+the next step, whatever happened before (a restart, a lost event, a retry):
+
+- no pod: stop and forget its microVM, then remove its node and lease;
+- pod deleting: stop the microVM with the pod's grace period; once the fleet has
+  forgotten it, delete the pod (grace 0, UID precondition), its node and its lease;
+- pod unbound: the scheduler places it;
+- pod bound, microVM known: re-register a missing node; patch the pod's status when
+  it changed; record events for what changed (Started, BackOff, Killing, ...);
+- pod bound, microVM gone: the pod Failed with reason ``NotFound``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from vk_fargate import errors
+from vk_fargate.controllers import podstatus
+from vk_fargate.fargate import sizing
+from vk_fargate.fleet import client, models
+from vk_fargate.k8s import events, kube, pods
+from vk_fargate.k8s import nodes as k8s_nodes
+from vk_fargate.scheduler import scheduling, world
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PodReconciler:
+    api: kube.Kube
+    fleet: client.FleetClient
+    recorder: events.Recorder
+    world: world.World
+    scheduler: scheduling.Scheduler
+    _sent: dict[str, kube.JSON] = dataclasses.field(default_factory=dict)
+    _seen: dict[str, dict[str, tuple[str, str | None, str | None]]] = dataclasses.field(
+        default_factory=dict
+    )
+    _stopping: set[str] = dataclasses.field(default_factory=set)
+
+    async def reconcile(self, uid: str) -> None:
+        pod = self.world.pods.get(uid)
+        vm = self.world.vms.get(uid)
+        if pod is None:
+            await self._orphan(uid, vm)
+        elif pod["metadata"].get("deletionTimestamp"):
+            await self._deleting(pod, vm)
+        elif not (pod.get("spec") or {}).get("nodeName"):
+            await self.scheduler.place(pod)
+        elif vm is None:
+            await self._vanished(pod)
+        else:
+            await self._sync(pod, vm)
+
+    async def _orphan(self, uid: str, vm: models.MicroVM | None) -> None:
+        if vm is not None:
+            await self._stop(uid, grace=0)
+            return
+        await self._remove_node(uid)
+        self._forget(uid)
+
+    async def _deleting(self, pod: kube.JSON, vm: models.MicroVM | None) -> None:
+        uid = pod["metadata"]["uid"]
+        if vm is not None:
+            if vm.status.state != "stopping" and uid not in self._stopping:
+                grace = pod["metadata"].get("deletionGracePeriodSeconds")
+                node = (pod.get("spec") or {}).get("nodeName")
+                for c in vm.status.containers:
+                    if c.state == "running":
+                        await self.recorder.record(
+                            pod,
+                            "Killing",
+                            f"Stopping container {c.name}",
+                            component="kubelet",
+                            host=node,
+                        )
+                await self._stop(uid, grace=grace)
+            return
+        try:
+            await pods.delete_now(self.api, pod)
+        except errors.KubeError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
+        await self._remove_node(uid)
+        self._forget(uid)
+
+    async def _stop(self, uid: str, *, grace: int | None) -> None:
+        try:
+            await self.fleet.delete_microvm(uid, grace_seconds=grace)
+            self._stopping.add(uid)
+        except errors.NotFound:
+            self.world.vms.pop(uid, None)
+
+    async def _remove_node(self, uid: str) -> None:
+        name = self.world.node_by_pod.get(uid)
+        if name is None:
+            return
+        await k8s_nodes.delete(self.api, name)
+        try:
+            await self.api.delete(k8s_nodes.lease_path(name))
+        except errors.KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    def _forget(self, uid: str) -> None:
+        self._sent.pop(uid, None)
+        self._seen.pop(uid, None)
+        self._stopping.discard(uid)
+        self.scheduler.attempts.pop(uid, None)
+
+    async def _vanished(self, pod: kube.JSON) -> None:
+        if not self.world.fleet_synced.is_set():
+            return
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        status = {
+            "phase": "Failed",
+            "reason": "NotFound",
+            "message": "the pod's microVM is gone from the fleet",
+        }
+        await pods.patch_status(self.api, pod, status)
+        await self.recorder.record(
+            pod,
+            "NotFound",
+            status["message"],
+            warning=True,
+            component="kubelet",
+            host=pod["spec"]["nodeName"],
+        )
+
+    async def _sync(self, pod: kube.JSON, vm: models.MicroVM) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid not in self.world.node_by_pod and vm.status.private_ip:
+            try:
+                size = sizing.size(pod.get("spec") or {})
+            except (sizing.TooLarge, ValueError):
+                size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
+            await self.scheduler.ensure_node(pod, vm, size)
+        status = podstatus.compute(pod, vm)
+        if self._sent.get(uid) != status:
+            await pods.patch_status(self.api, pod, status)
+            self._sent[uid] = status
+        await self._events(pod, vm)
+
+    async def _events(self, pod: kube.JSON, vm: models.MicroVM) -> None:
+        uid = pod["metadata"]["uid"]
+        node = (pod.get("spec") or {}).get("nodeName")
+        seen = self._seen.setdefault(uid, {})
+        images = {
+            c["name"]: c.get("image", "")
+            for c in [
+                *(pod["spec"].get("initContainers") or []),
+                *(pod["spec"].get("containers") or []),
+            ]
+        }
+        for c in [*vm.status.init_containers, *vm.status.containers]:
+            now = (c.state, c.container_id, c.reason)
+            if seen.get(c.name) == now:
+                continue
+            seen[c.name] = now
+            if c.state == "running":
+                await self.recorder.record(
+                    pod,
+                    "Pulled",
+                    f'Container image "{images.get(c.name)}" already present on machine',
+                    component="kubelet",
+                    host=node,
+                )
+                await self.recorder.record(
+                    pod, "Created", f"Created container: {c.name}", component="kubelet", host=node
+                )
+                await self.recorder.record(
+                    pod, "Started", f"Started container {c.name}", component="kubelet", host=node
+                )
+            elif c.state == "waiting" and c.reason == "CrashLoopBackOff":
+                await self.recorder.record(
+                    pod,
+                    "BackOff",
+                    f"Back-off restarting failed container {c.name} in pod "
+                    f"{pod['metadata']['name']}",
+                    warning=True,
+                    component="kubelet",
+                    host=node,
+                )
+            elif c.state == "waiting" and c.reason == "ErrImagePull":
+                await self.recorder.record(
+                    pod,
+                    "Failed",
+                    f"Error: ErrImagePull: {c.message}",
+                    warning=True,
+                    component="kubelet",
+                    host=node,
+                )
+        if vm.status.state == "failed" and seen.get("") != ("failed", None, vm.status.reason):
+            seen[""] = ("failed", None, vm.status.reason)
+            await self.recorder.record(
+                pod,
+                "ProviderFailed",
+                f"{vm.status.reason}: {vm.status.message}",
+                warning=True,
+                component="kubelet",
+                host=node,
+            )

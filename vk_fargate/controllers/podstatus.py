@@ -1,0 +1,151 @@
+"""A pod's status, computed from its microVM. Pure.
+
+Kubelet's rules: Pending until the sandbox runs and init containers are done;
+Running while any container runs or is restarting; Succeeded or Failed once all have
+stopped for good. Conditions, container statuses and IPs follow from the same
+microVM record, so the pod says what the fleet says and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from vk_fargate.fleet import models
+
+JSON = dict[str, Any]
+
+
+def timestamp(moment: datetime.datetime | None) -> str | None:
+    """Kubernetes' RFC 3339 with second precision."""
+    if moment is None:
+        return None
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state(c: models.ContainerStatus) -> JSON:
+    if c.state == "running":
+        return {"running": {"startedAt": timestamp(c.started_at)}}
+    if c.state == "terminated":
+        terminated: JSON = {
+            "exitCode": c.exit_code if c.exit_code is not None else 0,
+            "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
+            "startedAt": timestamp(c.started_at),
+            "finishedAt": timestamp(c.finished_at),
+            "containerID": c.container_id,
+        }
+        if c.message:
+            terminated["message"] = c.message
+        return {"terminated": {k: v for k, v in terminated.items() if v is not None}}
+    waiting: JSON = {"reason": c.reason or "ContainerCreating"}
+    if c.message:
+        waiting["message"] = c.message
+    return {"waiting": waiting}
+
+
+def _last_state(c: models.ContainerStatus) -> JSON:
+    last = c.last_termination
+    if last is None:
+        return {}
+    return {
+        "terminated": {
+            k: v
+            for k, v in {
+                "exitCode": last.exit_code,
+                "reason": last.reason or "Error",
+                "startedAt": timestamp(last.started_at),
+                "finishedAt": timestamp(last.finished_at),
+            }.items()
+            if v is not None
+        }
+    }
+
+
+def _statuses(
+    spec_containers: list[JSON], reported: list[models.ContainerStatus], *, init: bool
+) -> list[JSON]:
+    by_name = {c.name: c for c in reported}
+    out = []
+    for container in spec_containers:
+        name = container["name"]
+        c = by_name.get(name) or models.ContainerStatus(name=name, state="waiting", restart_count=0)
+        # An init container is ready once it succeeded; an app container while it runs.
+        ready = (c.state == "terminated" and c.exit_code == 0) if init else c.state == "running"
+        status: JSON = {
+            "name": name,
+            "image": container.get("image", ""),
+            "imageID": "",
+            "ready": ready,
+            "started": c.state == "running",
+            "restartCount": c.restart_count,
+            "state": _state(c),
+            "lastState": _last_state(c),
+        }
+        if c.container_id:
+            status["containerID"] = c.container_id
+        out.append(status)
+    return out
+
+
+def _phase(vm: models.MicroVM, init_done: bool) -> str:
+    state = vm.status.state
+    if state == "failed":
+        return "Failed"
+    if state == "stopped":
+        codes = [c.exit_code for c in vm.status.containers]
+        ok = vm.status.reason != "InitError" and codes and all(code == 0 for code in codes)
+        return "Succeeded" if ok else "Failed"
+    if state in ("pending", "provisioning") or not init_done:
+        return "Pending"
+    return "Running"
+
+
+def _condition(kind: str, ok: bool, since: str | None, reason: str | None = None) -> JSON:
+    condition: JSON = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "lastProbeTime": None,
+        "lastTransitionTime": since,
+    }
+    if reason and not ok:
+        condition["reason"] = reason
+    return condition
+
+
+def compute(pod: JSON, vm: models.MicroVM) -> JSON:
+    """The ``status`` fields the provider owns, for a strategic-merge patch."""
+    spec = pod.get("spec") or {}
+    init_specs = spec.get("initContainers") or []
+    init = _statuses(init_specs, vm.status.init_containers, init=True)
+    main = _statuses(spec.get("containers") or [], vm.status.containers, init=False)
+    init_done = all(
+        s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
+        for s, spec_c in zip(init, init_specs, strict=True)
+    )
+    phase = _phase(vm, init_done)
+    ready = phase == "Running" and all(s["ready"] for s in main)
+    since = timestamp(vm.status.updated_at)
+    sandbox_up = vm.status.state in ("running", "stopping")
+    status: JSON = {
+        "phase": phase,
+        "conditions": [
+            _condition("PodReadyToStartContainers", sandbox_up, since),
+            _condition("Initialized", init_done, since, "ContainersNotInitialized"),
+            _condition("ContainersReady", ready, since, "ContainersNotReady"),
+            _condition("Ready", ready, since, "ContainersNotReady"),
+            _condition("PodScheduled", True, timestamp(vm.status.created_at)),
+        ],
+        "containerStatuses": main,
+        "startTime": timestamp(vm.status.created_at),
+    }
+    if init:
+        status["initContainerStatuses"] = init
+    if vm.status.private_ip:
+        ips = [{"ip": vm.status.private_ip}]
+        status.update(
+            podIP=vm.status.private_ip, podIPs=ips, hostIP=vm.status.private_ip, hostIPs=ips
+        )
+    if vm.status.state == "failed":
+        status["reason"] = vm.status.reason or "ProviderFailed"
+        status["message"] = vm.status.message or "the microVM failed"
+    return status

@@ -1,0 +1,93 @@
+"""A keyed work queue, as client-go's: level-triggered reconciliation by key.
+
+A key added many times before a worker takes it is worked once; a key is never
+worked by two workers at once (added while in work, it is worked again after);
+``later`` re-adds a key after a delay (retries with back-off). A failing handler is
+logged and retried with back-off, never lost, and never kills a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN, RETRY_MAX = 0.5, 60.0  # seconds between retries of a failing key
+
+
+class Queue:
+    def __init__(
+        self, handler: Callable[[str], Awaitable[None]], *, workers: int, name: str
+    ) -> None:
+        self._handler = handler
+        self._workers = workers
+        self._name = name
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._failures: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    def later(self, key: str, delay: float) -> None:
+        """Add ``key`` after ``delay`` seconds (an earlier ``add`` wins)."""
+        if key in self._timers or key in self._queued:
+            return
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._active)
+
+    def start(self) -> None:
+        for n in range(self._workers):
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(
+                    self._work(), name=f"{self._name}-worker-{n}"
+                )
+            )
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._ready.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await self._handler(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(RETRY_MIN * 2 ** (failures - 1), RETRY_MAX)
+                log.exception("%s: reconciling %s failed (retry in %.1fs)", self._name, key, delay)
+                self.later(key, delay)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)

@@ -1,0 +1,124 @@
+"""A small JSON door to the API server on top of kubernetes_asyncio's ApiClient.
+
+Objects travel as plain JSON dicts, never as generated models: patches stay exact,
+unknown fields survive, and no response is parsed into classes (which also avoids
+the client's bogus ``ValueError`` when it parses a Binding response). Errors come
+back as ``errors.KubeError`` with the API's status, reason and message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from vk_fargate import errors
+
+JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class Kube:
+    """Raw JSON calls through an ApiClient (authentication and TLS are its business)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.requests = 0  # every request made, for the benchmarks
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: Any = None,
+    ) -> aiohttp.ClientResponse:
+        self.requests += 1
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        params = [
+            (k, str(v).lower() if isinstance(v, bool) else str(v))
+            for k, v in (query or {}).items()
+            if v is not None
+        ]
+        response: aiohttp.ClientResponse = await self.api.call_api(
+            path,
+            method,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        if response.status >= 400:
+            async with response:
+                raise _error(response.status, await response.read())
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        response = await self._send(method, path, query=query, body=body, content_type=content_type)
+        async with response:
+            data = await response.read()
+        return json.loads(data) if data else {}
+
+    async def get(self, path: str, **query: Any) -> JSON:
+        return await self.request("GET", path, query=query)
+
+    async def create(self, path: str, body: JSON) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def patch(self, path: str, body: Any, *, kind: str = STRATEGIC_MERGE_PATCH) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=kind)
+
+    async def delete(self, path: str, body: JSON | None = None) -> JSON:
+        return await self.request("DELETE", path, body=body)
+
+    async def stream_lines(self, path: str, **query: Any) -> AsyncIterator[JSON]:
+        """A watch: one JSON object per line until the server ends the stream."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        response = await self._send("GET", path, query=query, timeout=timeout)
+        async with response:
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+
+    async def raw(self, path: str, **query: Any) -> aiohttp.ClientResponse:
+        """A streaming GET whose body the caller reads (and closes)."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        return await self._send("GET", path, query=query, timeout=timeout)
+
+
+def _error(status: int, body: bytes) -> errors.KubeError:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = {}
+    if not isinstance(document, dict):
+        document = {}
+    return errors.KubeError(
+        status,
+        str(document.get("reason", "")),
+        str(document.get("message", body[:300].decode(errors="replace"))),
+    )

@@ -1,0 +1,74 @@
+"""Pod operations the provider needs: bind, status patches, final deletion, and the
+objects env resolution reads (ConfigMaps, Secrets, Services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vk_fargate.k8s import kube
+
+
+def path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+async def bind(api: kube.Kube, pod: kube.JSON, node: str) -> None:
+    """Bind with a Binding; the response is read raw (the client's model parser
+    raises a bogus ValueError on it)."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    await api.create(path(meta["namespace"], meta["name"]) + "/binding", body)
+
+
+async def patch_status(api: kube.Kube, pod: kube.JSON, status: kube.JSON) -> kube.JSON:
+    """Strategic-merge the fields we own into ``status`` (others' fields survive)."""
+    meta = pod["metadata"]
+    body = {"metadata": {"uid": meta["uid"]}, "status": status}
+    return await api.patch(path(meta["namespace"], meta["name"]) + "/status", body)
+
+
+async def annotate(api: kube.Kube, pod: kube.JSON, annotations: dict[str, str | None]) -> kube.JSON:
+    meta = pod["metadata"]
+    body = {"metadata": {"uid": meta["uid"], "annotations": annotations}}
+    return await api.patch(path(meta["namespace"], meta["name"]), body, kind=kube.MERGE_PATCH)
+
+
+async def delete_now(api: kube.Kube, pod: kube.JSON) -> None:
+    """Delete with grace 0 and a UID precondition (never a same-named successor)."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": meta["uid"]},
+    }
+    await api.delete(path(meta["namespace"], meta["name"]), body)
+
+
+async def evict(api: kube.Kube, pod: kube.JSON) -> None:
+    """Ask for an eviction (PodDisruptionBudgets apply); KubeError 429 when refused."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+    }
+    await api.create(path(meta["namespace"], meta["name"]) + "/eviction", body)
+
+
+async def config_map(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
+    return await api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
+
+async def secret(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
+    return await api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+
+async def services(api: kube.Kube, namespace: str) -> list[Any]:
+    listed = await api.get(f"/api/v1/namespaces/{namespace}/services")
+    return list(listed.get("items") or [])

@@ -1,0 +1,269 @@
+"""Placing one pending pod: size it, resolve its environment, ask the fleet for its
+microVM (id = pod UID, so a retry never makes a second one), register its node,
+annotate ``CapacityProvisioned`` and bind it.
+
+Every step is idempotent, so the pod's reconciler may run this again at any point (a
+restart, a retry) and end in the same place. What cannot be placed stays Pending and
+unbound with a ``FailedScheduling`` event from fargate-scheduler; what merely does
+not fit now is retried with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from vk_fargate import errors, settings
+from vk_fargate.fargate import environment, sizing
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import client, models
+from vk_fargate.k8s import events, kube, pods
+from vk_fargate.k8s import nodes as k8s_nodes
+from vk_fargate.scheduler import world
+
+log = logging.getLogger(__name__)
+SCHEDULER = "fargate-scheduler"
+CAPACITY_ANNOTATION = "CapacityProvisioned"
+CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
+RETRY_MIN, RETRY_MAX = 5.0, 300.0  # seconds between placement retries (doubling)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class Scheduler:
+    api: kube.Kube
+    fleet: client.FleetClient
+    recorder: events.Recorder
+    world: world.World
+    cfg: settings.ProviderSettings
+    retry: Callable[[str, float], None]  # re-run the pod's reconcile after a delay
+    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    _master_services: list[Any] | None = None
+
+    async def place(self, pod: kube.JSON) -> None:
+        uid = pod["metadata"]["uid"]
+        try:
+            size = sizing.size(pod.get("spec") or {})
+        except (sizing.TooLarge, ValueError) as exc:
+            await self._refuse(pod, f"Pod not supported on Fargate: {exc}")
+            return
+        vm = self.world.vms.get(uid)
+        if vm is None:
+            vm = await self._create_microvm(pod, size)
+            if vm is None:
+                return
+        ip = vm.status.private_ip
+        if not ip:
+            raise errors.VkFargateError(f"microVM {uid} has no address")
+        node = await self.ensure_node(pod, vm, size)
+        await pods.annotate(self.api, pod, {CAPACITY_ANNOTATION: size.capacity_provisioned})
+        try:
+            await pods.bind(self.api, pod, node)
+        except errors.KubeError as exc:
+            if not exc.conflict:
+                raise
+            return  # already bound: the pod's next version says so
+        self.attempts.pop(uid, None)
+        meta = pod["metadata"]
+        await self.recorder.record(
+            pod,
+            "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}",
+            component=SCHEDULER,
+        )
+
+    async def ensure_node(self, pod: kube.JSON, vm: models.MicroVM, size: sizing.Size) -> str:
+        """The pod's node, registered (with its lease) if it is not already."""
+        ip = vm.status.private_ip or ""
+        name = fargate_nodes.node_name(ip, self.cfg.region)
+        if name in self.world.nodes:
+            return name
+        meta = pod["metadata"]
+        placement = fargate_nodes.Placement(
+            pod_uid=meta["uid"],
+            pod=f"{meta['namespace']}/{meta['name']}",
+            ip=ip,
+            zone=vm.status.zone or "",
+            region=self.cfg.region,
+            cluster=self.cfg.cluster_name,
+            size=size,
+            kubelet_host=self.cfg.kubelet_advertise_address,
+            kubelet_port=self.cfg.kubelet_port,
+        )
+        created = await k8s_nodes.create(self.api, fargate_nodes.node(placement, now()))
+        self.world.set_node(created)
+        await k8s_nodes.renew_lease(self.api, created, holder=name)
+        return name
+
+    async def _create_microvm(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVM | None:
+        uid = pod["metadata"]["uid"]
+        meta = pod["metadata"]
+        try:
+            spec = await self._spec(pod, size)
+        except environment.ConfigError as exc:
+            await self.recorder.record(
+                pod, "Failed", f"Error: {exc}", warning=True, component="kubelet"
+            )
+            await self._waiting(pod, "CreateContainerConfigError", str(exc))
+            self._later(uid)
+            return None
+        try:
+            return await self.fleet.put_microvm(uid, spec)
+        except errors.Conflict:
+            return await self.fleet.get_microvm(uid)  # ours already, from an earlier spec
+        except errors.InsufficientCapacity as exc:
+            await self.recorder.record(
+                pod,
+                "FailedScheduling",
+                "Pod provisioning timed out (will retry) for pod: "
+                f"{meta['namespace']}/{meta['name']}",
+                warning=True,
+                component=SCHEDULER,
+            )
+            self._later(uid, minimum=exc.retry_after)
+            return None
+        except errors.InvalidSpec as exc:
+            await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
+            return None
+
+    def _later(self, uid: str, *, minimum: float = 0.0) -> None:
+        tries = self.attempts.get(uid, 0) + 1
+        self.attempts[uid] = tries
+        self.retry(uid, max(minimum, min(RETRY_MIN * 2 ** (tries - 1), RETRY_MAX)))
+
+    async def _refuse(self, pod: kube.JSON, message: str) -> None:
+        await self.recorder.record(
+            pod, "FailedScheduling", message, warning=True, component=SCHEDULER
+        )
+        status = {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now(),
+                }
+            ]
+        }
+        await pods.patch_status(self.api, pod, status)
+
+    async def _waiting(self, pod: kube.JSON, reason: str, message: str) -> None:
+        statuses = [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }
+            for c in (pod.get("spec") or {}).get("containers") or []
+        ]
+        await pods.patch_status(self.api, pod, {"containerStatuses": statuses})
+
+    async def _sources(self, pod: kube.JSON, size: sizing.Size) -> environment.Sources:
+        namespace = pod["metadata"]["namespace"]
+        spec = pod.get("spec") or {}
+        wanted: dict[str, set[str]] = {"configMap": set(), "secret": set()}
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            for source in c.get("envFrom") or []:
+                if "configMapRef" in source:
+                    wanted["configMap"].add(source["configMapRef"]["name"])
+                if "secretRef" in source:
+                    wanted["secret"].add(source["secretRef"]["name"])
+            for var in c.get("env") or []:
+                value_from = var.get("valueFrom") or {}
+                if "configMapKeyRef" in value_from:
+                    wanted["configMap"].add(value_from["configMapKeyRef"]["name"])
+                if "secretKeyRef" in value_from:
+                    wanted["secret"].add(value_from["secretKeyRef"]["name"])
+
+        async def fetch(kind: str, name: str) -> tuple[str, kube.JSON | None]:
+            try:
+                if kind == "configMap":
+                    return name, await pods.config_map(self.api, namespace, name)
+                return name, await pods.secret(self.api, namespace, name)
+            except errors.KubeError as exc:
+                if exc.not_found:
+                    return name, None
+                raise
+
+        maps = dict(await asyncio.gather(*(fetch("configMap", n) for n in wanted["configMap"])))
+        secrets = dict(await asyncio.gather(*(fetch("secret", n) for n in wanted["secret"])))
+        services = (
+            await pods.services(self.api, namespace) if spec.get("enableServiceLinks", True) else []
+        )
+        if self._master_services is None:
+            self._master_services = [
+                s
+                for s in await pods.services(self.api, "default")
+                if s["metadata"]["name"] == "kubernetes"
+            ]
+        return environment.Sources(
+            config_maps=maps,
+            secrets=secrets,
+            services=services,
+            master_services=self._master_services,
+            node_name_template=fargate_nodes.node_name("{private_ip}", self.cfg.region).replace(
+                "{private_ip}", "{private_ip_dashed}"
+            ),
+            size=size,
+        )
+
+    async def _spec(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVMSpec:
+        spec = pod.get("spec") or {}
+        meta = pod["metadata"]
+        sources = await self._sources(pod, size)
+
+        def containers(items: list[kube.JSON]) -> list[models.Container]:
+            return [
+                models.Container(
+                    name=c["name"],
+                    image=c.get("image") or "",
+                    command=c.get("command") or [],
+                    args=c.get("args") or [],
+                    env=environment.resolve(pod, c, sources),
+                    working_dir=c.get("workingDir"),
+                )
+                for c in items
+            ]
+
+        owners = meta.get("ownerReferences") or []
+        # Sidecars (init containers with restartPolicy Always) run beside the app
+        # containers for the pod's whole life, so the fleet runs them as app containers.
+        return models.MicroVMSpec(
+            vcpu_millis=size.vcpu_millis,
+            mem_mib=size.mem_mib,
+            ephemeral_gib=size.ephemeral_gib,
+            labels={
+                CLUSTER_LABEL: self.cfg.cluster_name,
+                "namespace": meta["namespace"],
+                "pod": meta["name"],
+            },
+            init_containers=containers(
+                [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") != "Always"]
+            ),
+            containers=containers(
+                [
+                    *(
+                        c
+                        for c in spec.get("initContainers") or []
+                        if c.get("restartPolicy") == "Always"
+                    ),
+                    *(spec.get("containers") or []),
+                ]
+            ),
+            restart_policy=spec.get("restartPolicy", "Always"),
+            termination_grace_seconds=min(int(spec.get("terminationGracePeriodSeconds", 30)), 3600),
+            spread_group=owners[0]["uid"] if owners else None,
+        )

@@ -270,6 +270,15 @@ async def test_follow_ends_when_the_backend_ends(
     assert (status, text) == (200, "only\n")
 
 
+async def _delete(k: kube.Kube, path: str, *, grace: int | None = None) -> None:
+    """Delete ``path``; already gone is fine."""
+    try:
+        await k.delete(path, None if grace is None else {"gracePeriodSeconds": grace})
+    except errors.KubeError as exc:
+        if not exc.not_found:
+            raise
+
+
 async def _service_account_token(api: kube.Kube, namespace: str, name: str) -> str:
     await api.create(
         f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}}
@@ -343,12 +352,8 @@ async def test_service_account_needs_rbac_on_nodes_log(
         assert "subresource=pods or proxy, name=<all nodes>" in text
     finally:
         for kind in ("clusterrolebindings", "clusterroles"):
-            try:
-                await k.delete(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{role}")
-            except errors.KubeError as exc:
-                if not exc.not_found:
-                    raise
-        await k.delete(f"/api/v1/namespaces/{namespace}")
+            await _delete(k, f"/apis/rbac.authorization.k8s.io/v1/{kind}/{role}")
+        await _delete(k, f"/api/v1/namespaces/{namespace}")
 
 
 async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
@@ -405,6 +410,18 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
         async with response:
             assert await response.read() == b"".join(LINES)
 
+        # A follow through the API server: each chunk is passed on as it is written, and
+        # the API server hanging up on the kubelet (its client left) ends the stream.
+        kubelet.backend.closed.clear()
+        response = await asyncio.wait_for(
+            k.raw(f"/api/v1/namespaces/{namespace}/pods/logs-demo/log", follow=True), 10
+        )
+        async with response:
+            for chunk in (b"live 1\n", b"live 2\n"):
+                kubelet.backend.feed.put_nowait(chunk)
+                assert await asyncio.wait_for(response.content.readexactly(len(chunk)), 5) == chunk
+        await asyncio.wait_for(kubelet.backend.closed.wait(), timeout=10)
+
         # kubectl itself (in a subprocess: this event loop is also serving the kubelet).
         kubectl = await asyncio.create_subprocess_exec(
             str(binaries.kubectl_path()),
@@ -431,16 +448,7 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
             server.LogOptions(tail_lines=2, timestamps=True, limit_bytes=1000),
         )
     finally:
-        try:
-            await k.delete(
-                f"/api/v1/namespaces/{namespace}/pods/logs-demo", {"gracePeriodSeconds": 0}
-            )
-        except errors.KubeError as exc:
-            if not exc.not_found:
-                raise
-        for path in (f"/api/v1/namespaces/{namespace}", f"/api/v1/nodes/{node}"):
-            try:
-                await k.delete(path)
-            except errors.KubeError as exc:
-                if not exc.not_found:
-                    raise
+        # Grace 0: no kubelet will confirm the pod stopped, so it goes at once.
+        await _delete(k, f"/api/v1/namespaces/{namespace}/pods/logs-demo", grace=0)
+        await _delete(k, f"/api/v1/namespaces/{namespace}")
+        await _delete(k, f"/api/v1/nodes/{node}")

@@ -108,17 +108,22 @@ async def test_simple_web_runs_on_a_fargate_node(
     await asyncio.sleep(3)
     logs = run(kubectl, "-n", ns, "logs", pod.metadata.name)
     assert logs.startswith("line 1\nline 2\n")
-    follow = subprocess.Popen(
-        [*kubectl, "-n", ns, "logs", "-f", "--tail=2", pod.metadata.name],
-        stdout=subprocess.PIPE,
-        text=True,
+    follow = await asyncio.create_subprocess_exec(
+        *kubectl,
+        "-n",
+        ns,
+        "logs",
+        "-f",
+        "--tail=2",
+        pod.metadata.name,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert follow.stdout is not None
-        lines = [follow.stdout.readline() for _ in range(4)]
+        lines = [(await follow.stdout.readline()).decode() for _ in range(4)]
     finally:
         follow.kill()
-        follow.wait()
+        await follow.wait()
     numbers = [int(line.split()[1]) for line in lines]
     assert numbers == list(range(numbers[0], numbers[0] + 4)), lines
 

@@ -160,15 +160,19 @@ def test_parse_timestamp_truncates_to_microseconds(text: str, want: int) -> None
     assert crilog.parse_timestamp(text) == datetime.datetime(2024, 5, 6, 7, 8, 9, want, tzinfo=UTC)
 
 
+T = "2024-05-06T07:08:09.123456789Z"
+
+
 @pytest.mark.parametrize(
     ("line", "want"),
     [
-        ("T stdout F hello world\n", crilog.Record("T", "stdout", True, "hello world")),
-        ("T stderr P piece", crilog.Record("T", "stderr", False, "piece")),
-        ("T stdout F \n", crilog.Record("T", "stdout", True, "")),
-        ("T stdout F\n", crilog.Record("T", "stdout", True, "")),
-        ("T stdout F  two  spaces \n", crilog.Record("T", "stdout", True, " two  spaces ")),
-        ("T stdout X text\n", None),
+        (f"{T} stdout F hello world\n", crilog.Record(T, "stdout", True, "hello world")),
+        (f"{T} stderr P piece", crilog.Record(T, "stderr", False, "piece")),
+        (f"{T} stdout F \n", crilog.Record(T, "stdout", True, "")),
+        (f"{T} stdout F\n", crilog.Record(T, "stdout", True, "")),
+        (f"{T} stdout F  two  spaces \n", crilog.Record(T, "stdout", True, " two  spaces ")),
+        (f"{T} stdout X text\n", None),
+        ("garbage stdout F text\n", None),
         ("just some text\n", None),
         ("\n", None),
     ],

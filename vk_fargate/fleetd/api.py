@@ -115,7 +115,7 @@ async def list_hosts(request: web.Request) -> web.Response:
 
 async def host_action(request: web.Request) -> web.Response:
     try:
-        action = models.HostAction.model_validate(await _json(request))
+        action = models.HostAction.model_validate(await _json(request), strict=True)
     except pydantic.ValidationError as exc:
         raise _invalid(exc) from exc
     return _dump(await request.app[FLEET].host_action(request.match_info["host_id"], action))
@@ -134,7 +134,7 @@ async def list_microvms(request: web.Request) -> web.Response:
 async def put_microvm(request: web.Request) -> web.Response:
     vm_id = _vm_id(request)
     try:
-        spec = models.MicroVMSpec.model_validate(await _json(request))
+        spec = models.MicroVMSpec.model_validate(await _json(request), strict=True)
     except pydantic.ValidationError as exc:
         raise _invalid(exc) from exc
     vm, created = await request.app[FLEET].put(vm_id, spec)

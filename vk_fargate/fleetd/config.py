@@ -95,7 +95,7 @@ class FleetConfig(Model):
             if host.zone not in zones:
                 raise ValueError(f"host {host.id}: no subnet in zone {host.zone}")
         host_part, _, port = self.listen.rpartition(":")
-        if not host_part or not port.isdigit():
+        if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, not {self.listen!r}")
         return self
 

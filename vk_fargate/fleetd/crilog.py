@@ -47,6 +47,10 @@ def parse(line: str) -> Record | None:
     parts = line.rstrip("\n").split(" ", 3)
     if len(parts) < 3 or parts[2] not in ("P", "F"):
         return None
+    try:
+        parse_timestamp(parts[0])
+    except ValueError:
+        return None
     text = parts[3] if len(parts) == 4 else ""
     return Record(parts[0], parts[1], parts[2] == "F", text)
 

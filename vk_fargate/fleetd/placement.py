@@ -108,6 +108,15 @@ def plan(
         zones = {owner.zone}
     if zones is not None and not any(h.zone in zones for h in hosts):
         raise errors.InvalidSpec(f"no host in zone {', '.join(sorted(zones))}", field="zone")
+    if wanted is None:  # only zones that still have an address can take the microVM
+        addressable = {p.zone for p in pools.values() if p.free and spec.subnet in (None, p.id)}
+        narrowed = addressable if zones is None else zones & addressable
+        if not narrowed:
+            where = f"zone {', '.join(sorted(zones))}" if zones else "any subnet"
+            raise errors.InsufficientCapacity(
+                f"no free address in {where}", retry_after=retry_after
+            )
+        zones = narrowed
     chosen = choose(
         hosts, vcpu_millis=spec.vcpu_millis, mem_mib=spec.mem_mib, zones=zones, spread=spread
     )

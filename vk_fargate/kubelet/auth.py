@@ -33,7 +33,7 @@ AUTHENTICATED = "system:authenticated"
 # the order they are checked. ``/containerLogs`` is checked as ``log`` first: reading a
 # pod's logs is what ``nodes/log`` is for, and ``proxy`` (kubelet's rule) still works.
 SUBRESOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("/containerLogs", ("proxy",)),
+    ("/containerLogs", ("log", "proxy")),
     ("/logs", ("log",)),
     ("/stats", ("stats",)),
     ("/metrics", ("metrics",)),

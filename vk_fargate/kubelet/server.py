@@ -223,7 +223,7 @@ class KubeletServer:
             log.exception("unexpected error serving %s %s", request.method, request.path)
             return _text("internal error; see the virtual kubelet's log", 500)
 
-    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+    async def _healthz(self, _: web.Request) -> web.StreamResponse:
         return _text("ok", 200)
 
     async def _pods(self, request: web.Request) -> web.StreamResponse:
@@ -280,8 +280,7 @@ async def _stream(
         except (errors.FleetError, errors.KubeError) as exc:
             log.info("log stream of %s ended early: %s", what, exc)
             response.force_close()
-        except ConnectionError:
-            log.debug("the client of %s hung up", what)
+        except ConnectionError:  # the client hung up: nothing to tell it
             raise
         except Exception:
             log.exception("log stream of %s failed", what)

@@ -18,7 +18,9 @@ binaries: setup
 	$(BIN)/vk-fargate dev build
 
 up: binaries
+	bash hack/install-system-packages.sh
 	$(BIN)/vk-fargate dev up
+	$(BIN)/vk-fargate dev demo
 
 status: setup
 	$(BIN)/vk-fargate dev status

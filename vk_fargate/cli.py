@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vk_fargate import __version__, app, errors, settings
-from vk_fargate.devcluster import binaries, cluster, state
-from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import binaries, demo, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
 
@@ -70,28 +69,7 @@ async def _dev_up(config: settings.Settings) -> int:
         state.stop_all(recorded)
     shutil.rmtree(root, ignore_errors=True)
     bins = _ensure_binaries(config)
-    began = time.monotonic()
-    local = cluster.Cluster(bins, root=root, detach=True, keep_files=True)
-    await local.start(progress=_say)
-    status = local.status()
-    state.save(root, status)
-    try:
-        _say("starting fleetd (the reference bare-metal fleet)")
-        fleet = await devfleet.start(root / "fleet", detach=True)
-    except BaseException:
-        state.stop_all(status)
-        raise
-    status["components"]["fleetd"] = {
-        "pid": fleet.process.pid,
-        "url": fleet.url,
-        "log": str(fleet.log),
-        "program": sys.executable,
-        "grace": 60,
-    }
-    status["fleet"] = {"url": fleet.url, "token_file": str(fleet.token_file)}
-    state.save(root, status)
-    _say(f"fleetd serving the fleet API at {fleet.url}")
-    _say(f"cluster ready in {time.monotonic() - began:.1f}s at {local.server}")
+    status = await stack.up(bins, root, _say)
     _export_hint(status)
     return 0
 
@@ -130,6 +108,17 @@ def _dev_down(config: settings.Settings, *, keep_files: bool) -> int:
     return 0
 
 
+def _dev_demo(config: settings.Settings) -> int:
+    recorded = state.load(state.dev_root(config.state_dir))
+    if recorded is None or not all(state.liveness(recorded).values()):
+        print("no running dev stack; start one with: vk-fargate dev up", file=sys.stderr)
+        return 1
+    demo.run(str(recorded["kubeconfig"]))
+    print(f"\nexport KUBECONFIG={recorded['kubeconfig']}   # then: kubectl get nodes")
+    print("stop everything with: vk-fargate dev down")
+    return 0
+
+
 def _dev_build(config: settings.Settings) -> int:
     bins = _ensure_binaries(config)
     print(bins.kube_apiserver.parent)
@@ -161,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
     down = dev_commands.add_parser("down", help="stop the local cluster")
     down.add_argument("--keep-files", action="store_true", help="keep certificates and logs")
     dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
+    dev_commands.add_parser("demo", help="replay the seed's walkthrough on the running stack")
     commands.add_parser(
         "run", help="run the provider (settings from VK_FARGATE_* environment variables)"
     )
@@ -189,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dev_status(config, as_json=args.json)
         if args.dev_command == "down":
             return _dev_down(config, keep_files=args.keep_files)
+        if args.dev_command == "demo":
+            return _dev_demo(config)
         return _dev_build(config)
     except errors.VkFargateError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -120,6 +120,7 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             "kube-controller-manager",
             "kube-scheduler",
             "fleetd",
+            "provider",
         }
         fleet = described["fleet"]
         token = Path(fleet["token_file"]).read_text().strip()
@@ -154,10 +155,18 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             check=False,
         )
         assert kubectl.stdout.strip() == "namespace/default", kubectl.stderr
+
+        demo = _cli(state_dir, "dev", "demo")
+        assert demo.returncode == 0, demo.stderr
+        assert "CapacityProvisioned: 0.25vCPU 0.5GB" in demo.stdout
+        assert "Running" in demo.stdout and "fargate-ip-" in demo.stdout
+        if os.geteuid() == 0:
+            assert "<title>Welcome to nginx!</title>" in demo.stdout
     finally:
         down = _cli(state_dir, "dev", "down")
     assert down.returncode == 0, down.stderr
     assert "stopped kube-apiserver" in down.stdout
+    assert "stopped provider" in down.stdout and "stopped fleetd" in down.stdout
     assert not [pid for pid in pids if processes.alive(pid)]
     assert not (state_dir / "dev").exists()
     gone = _cli(state_dir, "dev", "status")

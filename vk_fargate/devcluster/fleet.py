@@ -23,8 +23,19 @@ import yaml
 from vk_fargate.devcluster import components, processes
 
 ZONES = ("eu-central-1a", "eu-central-1b")
+NGINX_CONF = Path(__file__).resolve().parents[1] / "fleetd" / "nginx.conf"
 IMAGES: dict[str, Any] = {
-    "nginx": {"command": ["/usr/sbin/nginx", "-e", "stderr", "-g", "daemon off;"]},
+    "nginx": {
+        "command": [
+            "/usr/sbin/nginx",
+            "-e",
+            "stderr",
+            "-c",
+            str(NGINX_CONF),
+            "-g",
+            "daemon off; pid {sandbox}/nginx.pid;",
+        ],
+    },
     "busybox": {"command": ["/usr/bin/busybox", "sh"], "multicall": "/usr/bin/busybox"},
 }
 

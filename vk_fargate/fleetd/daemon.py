@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import logging
 import shutil
@@ -78,6 +79,8 @@ class Fleet:
         self._place_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}
+        state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
+        self.netns_prefix = f"{state_key}-"
 
     # start and stop
 
@@ -93,6 +96,9 @@ class Fleet:
         for host in self.hosts.values():
             if host.state == "draining":
                 self._spawn(self._enforce_drain(host.config.id), f"drain-{host.config.id}")
+        if self.networking == "netns":  # namespaces of microVMs that did not survive
+            live = {self.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
+            await network.sweep(self.netns_prefix, live)
         self._spawn(self._sweep_forever(), "fleet-sweep")
 
     def _adopt(self, vm: models.MicroVM, pid: int | None, start: int | None) -> None:
@@ -125,6 +131,8 @@ class Fleet:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.networking == "netns" and stop_microvms:
+            await network.sweep(self.netns_prefix, set())
         if self.networking == "netns":
             used = {r.vm.status.subnet for r in self.vms.values() if r.holds_resources}
             for subnet_id in self._bridges:
@@ -234,7 +242,7 @@ class Fleet:
                 )
                 if self.hosts[vm.status.host or ""].config.runtime == "process":
                     netns = await network.create_sandbox(
-                        vm.id,
+                        self.sandbox_key(vm.id),
                         ip=ipaddress.IPv4Address(vm.status.private_ip),
                         prefix_len=pool.cidr.prefixlen,
                         gateway=pool.gateway,
@@ -263,6 +271,10 @@ class Fleet:
         # A QEMU process needs guest RAM plus ~100 MB of its own (microvm-facts.md).
         host = self.hosts[record.vm.status.host or ""]
         return record.vm.spec.mem_mib + (256 if host.config.runtime == "microvm" else 0)
+
+    def sandbox_key(self, vm_id: str) -> str:
+        """Names this fleet's network namespaces apart from other fleets' on the host."""
+        return f"{self.netns_prefix}{vm_id}"
 
     @property
     def notify_socket(self) -> Path:
@@ -387,7 +399,7 @@ class Fleet:
             await self._wait_until(lambda: not supervisor.alive(shim), timeout=KILL_MARGIN)
             supervisor.kill(shim, record.cgroups)
         if self.networking == "netns":
-            await network.delete_sandbox(record.vm.id)
+            await network.delete_sandbox(self.sandbox_key(record.vm.id))
         cgroups.remove(self.limits, record.vm.id)
 
     # hosts

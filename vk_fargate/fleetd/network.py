@@ -114,7 +114,10 @@ async def create_sandbox(
     gateway: ipaddress.IPv4Address,
     bridge: str,
 ) -> str:
-    """A network namespace whose eth0 holds ``ip``, wired to ``bridge``; its path."""
+    """A network namespace whose eth0 holds ``ip``, wired to ``bridge``; its path.
+
+    ``vm_id`` is the fleet's key for the sandbox (its prefix plus the microVM id).
+    """
     ns = netns_name(vm_id)
     host_end = _short("vkfv", vm_id)
     await delete_sandbox(vm_id)  # a leftover of a crash would make `netns add` fail
@@ -138,9 +141,23 @@ async def create_sandbox(
     return netns_path(vm_id)
 
 
+async def sweep(prefix: str, keep: set[str]) -> list[str]:
+    """Delete this fleet's namespaces (ids starting with ``prefix``) not in ``keep``."""
+    root = Path(NETNS_DIR)
+    stale = [
+        entry.name.removeprefix("vkf-")
+        for entry in (root.iterdir() if root.is_dir() else [])
+        if entry.name.startswith(f"vkf-{prefix}") and entry.name.removeprefix("vkf-") not in keep
+    ]
+    for key in stale:
+        await delete_sandbox(key)
+    return stale
+
+
 async def delete_sandbox(vm_id: str) -> None:
     """Remove the namespace (its veth pair goes with it); a no-op when absent."""
-    if Path(netns_path(vm_id)).exists():
+    path = Path(netns_path(vm_id))
+    if path.exists():
         proc = await asyncio.create_subprocess_exec(
             "ip",
             "netns",
@@ -150,6 +167,8 @@ async def delete_sandbox(vm_id: str) -> None:
             stderr=subprocess.DEVNULL,
         )
         await proc.wait()
+        # A namespace whose mount is already gone leaves its (empty) file behind.
+        path.unlink(missing_ok=True)
 
 
 def _check(done: subprocess.CompletedProcess[str], step: str) -> None:

@@ -1,0 +1,66 @@
+"""`vk-fargate run` as a process of the local stack (demo and tests), wired to the
+local control plane and fleetd through its environment, like a Deployment's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vk_fargate.devcluster import cluster, components, processes
+from vk_fargate.devcluster import fleet as devfleet
+
+
+def environment(
+    local: cluster.Cluster | Path, fleet: devfleet.Fleet, *, port: int, cluster_name: str
+) -> dict[str, str]:
+    """``VK_FARGATE_*`` settings for a provider of ``local`` (a Cluster or its root)."""
+    layout = local.layout if isinstance(local, cluster.Cluster) else components.Layout(local)
+    return {
+        **os.environ,
+        "VK_FARGATE_CLUSTER_NAME": cluster_name,
+        "VK_FARGATE_KUBECONFIG": str(layout.kubeconfig),
+        "VK_FARGATE_FLEET_URL": fleet.url,
+        "VK_FARGATE_FLEET_TOKEN_FILE": str(fleet.token_file),
+        "VK_FARGATE_KUBELET_BIND": "127.0.0.1",
+        "VK_FARGATE_KUBELET_PORT": str(port),
+        "VK_FARGATE_KUBELET_ADVERTISE_ADDRESS": "127.0.0.1",
+        "VK_FARGATE_KUBELET_CLIENT_CA_FILE": str(layout.pem("ca.crt")),
+    }
+
+
+class Provider:
+    """A `vk-fargate run` process that can be killed and started again."""
+
+    def __init__(self, env: dict[str, str], log: Path, *, detach: bool = False) -> None:
+        self.env = env
+        self.log = log
+        self.port = int(env["VK_FARGATE_KUBELET_PORT"])
+        self.detach = detach
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        command = components.Command(
+            "vk-fargate-run",
+            (sys.executable, "-m", "vk_fargate.cli", "run"),
+            f"{self.url}/healthz",
+            self.log,
+        )
+        self.process = processes.spawn(command, detach=self.detach, env=self.env)
+        await processes.wait_healthy(self.process, command, ssl_context=False, timeout=90)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            processes.stop(self.process.pid, grace=15, child=self.process)
+            self.process = None

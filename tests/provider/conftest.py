@@ -3,10 +3,13 @@ control plane and fleetd."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from kubernetes_asyncio import client as k8s
 
+from tests import waiting
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
@@ -32,3 +35,17 @@ async def provider(
 @pytest.fixture
 def kubectl(local_cluster: cluster.Cluster) -> list[str]:
     return [str(binaries.kubectl_path()), "--kubeconfig", str(local_cluster.kubeconfig)]
+
+
+async def namespace(api: k8s.ApiClient, prefix: str) -> str:
+    """A fresh namespace, once its default ServiceAccount exists (pods need it)."""
+    core = k8s.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+
+    async def default_sa() -> bool:
+        accounts = await core.list_namespaced_service_account(name)
+        return any(sa.metadata.name == "default" for sa in accounts.items)
+
+    await waiting.until(default_sa, what=f"the default ServiceAccount of {name}")
+    return name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from kubernetes_asyncio import client as k8s
@@ -18,9 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def _ns(api: k8s.ApiClient) -> str:
-    name = f"scale-{uuid.uuid4().hex[:6]}"
-    await k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    return name
+    return await conftest.namespace(api, "scale")
 
 
 async def _scale(api: k8s.ApiClient, ns: str, replicas: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import uuid
 from typing import Any
 
 import pytest
@@ -49,9 +48,7 @@ def run(kubectl: list[str], *args: str, timeout: float = 30) -> str:
 
 
 async def _namespace(api: k8s.ApiClient) -> str:
-    name = f"fargate-workload-{uuid.uuid4().hex[:6]}"
-    await k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    return name
+    return await conftest.namespace(api, "fargate-workload")
 
 
 async def _fargate_nodes(core: k8s.CoreV1Api) -> list[k8s.V1Node]:

@@ -163,6 +163,12 @@ class Provider:
         )
 
     async def stop(self) -> None:
+        log.info(
+            "stopping; API requests: %d (watch restarts: pods %d, nodes %d)",
+            self.api.requests,
+            self.pod_informer.restarts,
+            self.node_informer.restarts,
+        )
         await self.queue.stop()
         for task in self._tasks:
             task.cancel()

@@ -1,0 +1,142 @@
+"""Benchmark: N pods through the whole stack (control plane + fleetd + provider).
+
+Usage: python benchmarks/provider_pods.py [--pods 200]
+Creates one Deployment of N replicas (busybox `sleep`) for fargate-scheduler and
+prints: pods/s to Running, p50/p99 create-to-Running latency (pod creationTimestamp to
+the Ready condition's transition, both set by the API server's clock), API requests
+per pod made by the provider, the provider's peak RSS, and the time to scale to 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from kubernetes_asyncio import client as k8s
+
+from vk_fargate import settings
+from vk_fargate.devcluster import binaries, cluster, processes
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.k8s import client
+
+NAMESPACE = "bench"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def requests_made(log: Path) -> int:
+    """The provider logs its request counter on exit (see app.Provider.stop)."""
+    for line in reversed(log.read_text().splitlines()):
+        if "API requests:" in line:
+            return int(line.rsplit("API requests:", 1)[1].split()[0])
+    return -1
+
+
+async def main(count: int) -> None:
+    bins = binaries.locate(settings.load())
+    root = Path(tempfile.mkdtemp(prefix="vk-fargate-bench-"))
+    hosts = [
+        {"id": f"metal-{z[-1]}", "zone": z, "vcpus": 256, "mem_mib": 1 << 20}
+        for z in devfleet.ZONES
+    ]
+    async with cluster.Cluster(bins) as local:
+        fleet = await devfleet.start(root / "fleet", hosts=hosts)
+        port = processes.free_ports(1)[0]
+        env = devprovider.environment(local, fleet, port=port, cluster_name="bench")
+        provider = devprovider.Provider(env, root / "provider.log")
+        await provider.start()
+        assert provider.process is not None
+        pid = provider.process.pid
+        api = await client.connect(local.kubeconfig)
+        try:
+            core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+            await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
+            while not [
+                sa
+                for sa in (await core.list_namespaced_service_account(NAMESPACE)).items
+                if sa.metadata.name == "default"
+            ]:
+                await asyncio.sleep(0.2)
+            labels = {"app": "bench"}
+            body = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "replicas": count,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "schedulerName": "fargate-scheduler",
+                            "terminationGracePeriodSeconds": 1,
+                            "containers": [
+                                {"name": "app", "image": "busybox", "command": ["sleep", "3600"]}
+                            ],
+                        },
+                    },
+                },
+            }
+            began = time.monotonic()
+            await apps.create_namespaced_deployment(NAMESPACE, body)
+            while True:
+                pods = (await core.list_namespaced_pod(NAMESPACE)).items
+                ready = [p for p in pods if p.status.phase == "Running"]
+                if len(ready) >= count:
+                    break
+                await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - began
+            latencies = []
+            for pod in pods:
+                created: datetime.datetime = pod.metadata.creation_timestamp
+                ready_at = next(
+                    c.last_transition_time for c in pod.status.conditions if c.type == "Ready"
+                )
+                latencies.append((ready_at - created).total_seconds())
+            latencies.sort()
+            peak = rss_mib(pid)
+            began = time.monotonic()
+            await apps.patch_namespaced_deployment_scale(
+                NAMESPACE, "bench", {"spec": {"replicas": 0}}
+            )
+            while (await core.list_namespaced_pod(NAMESPACE)).items or [
+                n
+                for n in (await core.list_node()).items
+                if (n.metadata.labels or {}).get("vk-fargate.io/cluster") == "bench"
+            ]:
+                await asyncio.sleep(0.5)
+            teardown = time.monotonic() - began
+        finally:
+            await api.close()
+            provider.stop()
+            fleet.stop()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"pods                      {count}")
+    print(f"all Running after         {elapsed:.1f}s  ({count / elapsed:.1f} pods/s)")
+    print(
+        f"create->Running latency   p50 {statistics.median(latencies):.1f}s  p99 {p99:.1f}s "
+        "(API server timestamps, 1 s resolution)"
+    )
+    print(
+        f"provider API requests     {requests_made(provider.log) / count:.1f} per pod "
+        "(create to Running, then scale to 0)"
+    )
+    print(f"provider peak RSS         {peak:.0f} MiB")
+    print(f"scale to 0 (pods+nodes)   {teardown:.1f}s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=200)
+    asyncio.run(main(parser.parse_args().pods))

@@ -16,13 +16,19 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any
 
+import pydantic
+import yaml
+
 from vk_fargate import errors, settings
-from vk_fargate.controllers import fleetwatch, nodes, pods, queueing
+from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
 from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube
+from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.kubelet import auth, server, tls
 from vk_fargate.scheduler import scheduling, world
 
@@ -63,6 +69,17 @@ class Backend:
             yield chunk
 
 
+def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
+    """Profiles from the provider's config file (a YAML list), for clusters without the CRD."""
+    if path is None:
+        return []
+    try:
+        documents = yaml.safe_load(path.read_text()) or []
+        return [fargate_profiles.Profile.model_validate(d) for d in documents]
+    except (OSError, yaml.YAMLError, pydantic.ValidationError, TypeError) as exc:
+        raise errors.ConfigError(f"invalid profiles file {path}: {exc}") from exc
+
+
 class Provider:
     def __init__(
         self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_client.FleetClient
@@ -78,6 +95,16 @@ class Provider:
         )
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
+        self.profiles = profiles.ProfileController(
+            api, self.world, load_profiles(cfg.profiles_file)
+        )
+        self.evictions = evictions.Evictions(
+            api,
+            self.recorder,
+            self.world,
+            self.profiles.profiles,
+            retry_seconds=cfg.eviction_retry_seconds,
+        )
         self.pod_informer = informers.Informer(
             api,
             "/api/v1/pods",
@@ -138,9 +165,18 @@ class Provider:
         self._spawn(self.pod_informer.run(), "watch-pods")
         self._spawn(self.node_informer.run(), "watch-nodes")
         self._spawn(
-            fleetwatch.run(self.fleet, self.world, self.queue.add, cluster=self.cfg.cluster_name),
+            fleetwatch.run(
+                self.fleet,
+                self.world,
+                self.queue.add,
+                cluster=self.cfg.cluster_name,
+                on_notice=self.evictions.notice,
+            ),
             "watch-fleet",
         )
+        crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
+        if crd:
+            self._spawn(self.profiles.run(), "fargate-profiles")
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
@@ -155,6 +191,8 @@ class Provider:
             self.queue.add(uid)
         self.queue.start()
         self._spawn(self.heartbeats.run(), "node-heartbeats")
+        self._spawn(self.evictions.run(), "patch-evictions")
+        self._spawn(self.evictions.watch_budgets(), "budget-warnings")
         log.info(
             "provider running: %d pods, %d microVMs, %d nodes",
             len(self.world.pods),

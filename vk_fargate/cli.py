@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vk_fargate import __version__, app, errors, settings
+from vk_fargate import __version__, app, errors, profilecli, settings
 from vk_fargate.devcluster import binaries, demo, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
@@ -125,6 +126,26 @@ def _dev_build(config: settings.Settings) -> int:
     return 0
 
 
+async def _profile(args: argparse.Namespace, config: settings.Settings) -> int:
+    kubeconfig = args.kubeconfig
+    if kubeconfig is None and not os.environ.get("KUBECONFIG"):
+        recorded = state.load(state.dev_root(config.state_dir))
+        kubeconfig = Path(recorded["kubeconfig"]) if recorded else None
+    if args.profile_command == "create":
+        return await profilecli.create(
+            kubeconfig,
+            name=args.name,
+            namespace=args.namespace,
+            labels=args.labels,
+            subnets=args.subnets,
+            role=args.role,
+            cluster=args.cluster,
+        )
+    if args.profile_command == "get":
+        return await profilecli.get(kubeconfig, output=args.output)
+    return await profilecli.delete(kubeconfig, name=args.name, cluster=args.cluster)
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -154,6 +175,20 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="run the provider (settings from VK_FARGATE_* environment variables)"
     )
+    profile = commands.add_parser("profile", help="Fargate profiles (like eksctl fargateprofile)")
+    profile.add_argument("--kubeconfig", type=Path, default=None)
+    profile.add_argument("--cluster", default="vk-fargate-dev", help="name shown in messages")
+    profile_commands = profile.add_subparsers(dest="profile_command", required=True)
+    create = profile_commands.add_parser("create", help="create a profile")
+    create.add_argument("--name", required=True)
+    create.add_argument("--namespace", required=True, help="selector namespace (* and ? allowed)")
+    create.add_argument("--labels", help="selector labels: k=v[,k=v]")
+    create.add_argument("--subnets", help="comma-separated private subnet ids")
+    create.add_argument("--pod-execution-role-arn", dest="role")
+    get = profile_commands.add_parser("get", help="list profiles")
+    get.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    remove = profile_commands.add_parser("delete", help="delete a profile (stops its pods)")
+    remove.add_argument("--name", required=True)
     fleetd = commands.add_parser("fleetd", help="run the reference bare-metal fleet daemon")
     fleetd.add_argument("--config", type=Path, required=True, help="fleet.yaml")
     fleetd.add_argument(
@@ -171,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _logging()
             return asyncio.run(app.run(settings.ProviderSettings()))
+        if args.command == "profile":
+            return asyncio.run(_profile(args, config))
         if args.command == "fleetd":
             return _fleetd(args.config, stop_on_exit=args.stop_on_exit)
         if args.dev_command == "up":

@@ -71,6 +71,27 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     )
     kubelet_tls_cert_file: Path | None = None
     kubelet_tls_key_file: Path | None = None
+    profiles_file: Path | None = pydantic.Field(
+        default=None,
+        description="Fargate profiles as a YAML list, for clusters that may not install CRDs.",
+    )
+    install_crd: bool = True
+    eviction_retry_seconds: float = pydantic.Field(default=30.0, ge=0)
+    webhook_bind: str = "0.0.0.0"
+    webhook_port: int = pydantic.Field(default=9443, ge=0, le=65535)
+    webhook_register: bool = pydantic.Field(
+        default=True, description="Register the webhook configurations at start."
+    )
+    webhook_url: str | None = pydantic.Field(
+        default=None,
+        description="Base URL the API server calls (e.g. https://127.0.0.1:9443); else a Service.",
+    )
+    webhook_service: str = pydantic.Field(
+        default="vk-fargate/vk-fargate-webhook", description="namespace/name of the Service."
+    )
+    namespace: str = pydantic.Field(
+        default="vk-fargate", description="The provider's own namespace (never mutated)."
+    )
     workers: int = pydantic.Field(default=16, ge=1, le=256)
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
     node_status_seconds: float = pydantic.Field(default=60.0, gt=0)

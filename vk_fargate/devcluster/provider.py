@@ -27,6 +27,8 @@ def environment(
         "VK_FARGATE_KUBELET_PORT": str(port),
         "VK_FARGATE_KUBELET_ADVERTISE_ADDRESS": "127.0.0.1",
         "VK_FARGATE_KUBELET_CLIENT_CA_FILE": str(layout.pem("ca.crt")),
+        # A blocked patch eviction is retried after this long (Fargate: minutes).
+        "VK_FARGATE_EVICTION_RETRY_SECONDS": "5",
     }
 
 

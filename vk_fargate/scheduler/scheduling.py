@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vk_fargate import errors, settings
-from vk_fargate.fargate import environment, sizing
+from vk_fargate.fargate import environment, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client, models
 from vk_fargate.k8s import events, kube, pods
@@ -28,6 +28,8 @@ from vk_fargate.scheduler import world
 log = logging.getLogger(__name__)
 SCHEDULER = "fargate-scheduler"
 CAPACITY_ANNOTATION = "CapacityProvisioned"
+LOGGING_ANNOTATION = "Logging"
+LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = "aws-observability", "aws-logging"
 CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
 RETRY_MIN, RETRY_MAX = 5.0, 300.0  # seconds between placement retries (doubling)
 
@@ -49,6 +51,10 @@ class Scheduler:
 
     async def place(self, pod: kube.JSON) -> None:
         uid = pod["metadata"]["uid"]
+        refused = validation.refusal(pod.get("spec") or {})
+        if refused is not None:
+            await self._refuse(pod, refused)
+            return
         try:
             size = sizing.size(pod.get("spec") or {})
         except (sizing.TooLarge, ValueError) as exc:
@@ -63,7 +69,12 @@ class Scheduler:
         if not ip:
             raise errors.VkFargateError(f"microVM {uid} has no address")
         node = await self.ensure_node(pod, vm, size)
-        await pods.annotate(self.api, pod, {CAPACITY_ANNOTATION: size.capacity_provisioned})
+        logging_state = await self._logging(pod)
+        await pods.annotate(
+            self.api,
+            pod,
+            {CAPACITY_ANNOTATION: size.capacity_provisioned, LOGGING_ANNOTATION: logging_state},
+        )
         try:
             await pods.bind(self.api, pod, node)
         except errors.KubeError as exc:
@@ -133,28 +144,46 @@ class Scheduler:
             await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
             return None
 
+    async def _logging(self, pod: kube.JSON) -> str:
+        """EKS's Logging annotation: enabled when aws-observability/aws-logging exists."""
+        try:
+            await pods.config_map(self.api, LOGGING_NAMESPACE, LOGGING_CONFIG_MAP)
+        except errors.KubeError as exc:
+            if not exc.not_found:
+                raise
+            await self.recorder.record(
+                pod,
+                "LoggingDisabled",
+                "LOGGING_CONFIGMAP_NOT_FOUND",
+                warning=True,
+                component=SCHEDULER,
+            )
+            return "LoggingDisabled: LOGGING_CONFIGMAP_NOT_FOUND"
+        return "LoggingEnabled"
+
     def _later(self, uid: str, *, minimum: float = 0.0) -> None:
         tries = self.attempts.get(uid, 0) + 1
         self.attempts[uid] = tries
         self.retry(uid, max(minimum, min(RETRY_MIN * 2 ** (tries - 1), RETRY_MAX)))
 
     async def _refuse(self, pod: kube.JSON, message: str) -> None:
+        """Leave the pod Pending and unbound, saying why (once: a repeat changes nothing)."""
+        current = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+        scheduled = current.get("PodScheduled") or {}
+        if scheduled.get("reason") == "Unschedulable" and scheduled.get("message") == message:
+            return
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": now(),
+        }
+        await pods.patch_status(self.api, pod, {"conditions": [condition]})
         await self.recorder.record(
             pod, "FailedScheduling", message, warning=True, component=SCHEDULER
         )
-        status = {
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": message,
-                    "lastProbeTime": None,
-                    "lastTransitionTime": now(),
-                }
-            ]
-        }
-        await pods.patch_status(self.api, pod, status)
 
     async def _waiting(self, pod: kube.JSON, reason: str, message: str) -> None:
         statuses = [

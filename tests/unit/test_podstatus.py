@@ -1,0 +1,358 @@
+"""Tests of podstatus.compute: phase, conditions, container statuses and IPs from a microVM."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from vk_fargate.controllers import podstatus
+from vk_fargate.fleet import models
+
+JSON = dict[str, Any]
+UTC = datetime.UTC
+CREATED = datetime.datetime(2024, 5, 1, 12, 0, 0, 987654, tzinfo=UTC)
+STARTED = datetime.datetime(2024, 5, 1, 12, 0, 3, 500000, tzinfo=UTC)
+FINISHED = datetime.datetime(2024, 5, 1, 12, 5, 9, 999999, tzinfo=UTC)
+UPDATED = datetime.datetime(2024, 5, 1, 12, 6, 0, 250000, tzinfo=UTC)
+IP = "10.0.1.2"
+
+
+def cs(name: str, state: str, **fields: Any) -> models.ContainerStatus:
+    fields.setdefault("restart_count", 0)
+    return models.ContainerStatus.model_validate({"name": name, "state": state, **fields})
+
+
+def running(name: str, **fields: Any) -> models.ContainerStatus:
+    return cs(name, "running", started_at=STARTED, container_id=f"vk://{name}", **fields)
+
+
+def exited(name: str, code: int, **fields: Any) -> models.ContainerStatus:
+    return cs(
+        name,
+        "terminated",
+        exit_code=code,
+        started_at=STARTED,
+        finished_at=FINISHED,
+        container_id=f"vk://{name}",
+        **fields,
+    )
+
+
+def microvm(
+    state: str,
+    *,
+    containers: list[models.ContainerStatus] | None = None,
+    init: list[models.ContainerStatus] | None = None,
+    ip: str | None = IP,
+    reason: str | None = None,
+    message: str | None = None,
+) -> models.MicroVM:
+    return models.MicroVM(
+        id="vm-1",
+        spec=models.MicroVMSpec(
+            vcpu_millis=250, mem_mib=512, containers=[models.Container(name="app", image="i")]
+        ),
+        status=models.MicroVMStatus.model_validate(
+            {
+                "state": state,
+                "reason": reason,
+                "message": message,
+                "private_ip": ip,
+                "containers": containers or [],
+                "init_containers": init or [],
+                "created_at": CREATED,
+                "updated_at": UPDATED,
+            }
+        ),
+    )
+
+
+def pod(containers: tuple[str, ...] = ("app",), init: tuple[str, ...] = ()) -> JSON:
+    spec: JSON = {"containers": [{"name": n, "image": f"registry/{n}:1"} for n in containers]}
+    if init:
+        spec["initContainers"] = [{"name": n, "image": f"registry/{n}:1"} for n in init]
+    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": spec}
+
+
+def conditions(status: JSON) -> dict[str, JSON]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def truth(status: JSON) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+# --- phase ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["pending", "provisioning"])
+def test_pending_and_provisioning_microvms_make_pending_pods(state: str) -> None:
+    status = podstatus.compute(pod(), microvm(state, ip=None))
+    assert status["phase"] == "Pending"
+    assert truth(status) == {
+        "PodReadyToStartContainers": "False",
+        "Initialized": "True",
+        "ContainersReady": "False",
+        "Ready": "False",
+        "PodScheduled": "True",
+    }
+
+
+def test_an_unfinished_init_container_keeps_the_pod_pending() -> None:
+    vm = microvm("running", init=[running("setup")])
+    status = podstatus.compute(pod(init=("setup",)), vm)
+    assert status["phase"] == "Pending"
+    assert truth(status)["Initialized"] == "False"
+    assert conditions(status)["Initialized"]["reason"] == "ContainersNotInitialized"
+    assert truth(status)["PodReadyToStartContainers"] == "True"
+
+
+def test_running_once_init_containers_succeeded() -> None:
+    vm = microvm("running", init=[exited("setup", 0)], containers=[running("app")])
+    status = podstatus.compute(pod(init=("setup",)), vm)
+    assert status["phase"] == "Running"
+    assert set(truth(status).values()) == {"True"}
+    assert all("reason" not in c for c in status["conditions"])
+
+
+def test_running_but_not_ready_while_a_container_waits() -> None:
+    vm = microvm(
+        "running",
+        containers=[running("app"), cs("log", "waiting", reason="CrashLoopBackOff")],
+    )
+    status = podstatus.compute(pod(("app", "log")), vm)
+    assert status["phase"] == "Running"
+    assert truth(status)["ContainersReady"] == "False"
+    assert truth(status)["Ready"] == "False"
+    assert conditions(status)["Ready"]["reason"] == "ContainersNotReady"
+    assert conditions(status)["ContainersReady"]["reason"] == "ContainersNotReady"
+
+
+def test_a_stopping_microvm_still_runs_the_pod() -> None:
+    status = podstatus.compute(pod(), microvm("stopping", containers=[running("app")]))
+    assert status["phase"] == "Running"
+    assert truth(status)["PodReadyToStartContainers"] == "True"
+
+
+def test_succeeded_when_every_container_exited_zero() -> None:
+    vm = microvm("stopped", containers=[exited("app", 0), exited("log", 0)], reason="Completed")
+    status = podstatus.compute(pod(("app", "log")), vm)
+    assert status["phase"] == "Succeeded"
+    assert truth(status)["Ready"] == "False"
+    assert truth(status)["PodReadyToStartContainers"] == "False"
+    assert "reason" not in status
+
+
+@pytest.mark.parametrize("code", [1, 137])
+def test_failed_when_a_container_exited_non_zero(code: int) -> None:
+    vm = microvm("stopped", containers=[exited("app", 0), exited("log", code)])
+    assert podstatus.compute(pod(("app", "log")), vm)["phase"] == "Failed"
+
+
+def test_failed_when_a_container_never_ran() -> None:
+    vm = microvm("stopped", containers=[exited("app", 0), cs("log", "waiting")])
+    assert podstatus.compute(pod(("app", "log")), vm)["phase"] == "Failed"
+
+
+def test_failed_on_init_error() -> None:
+    vm = microvm(
+        "stopped",
+        init=[exited("setup", 2)],
+        reason="InitError",
+        message="init container setup failed",
+    )
+    status = podstatus.compute(pod(init=("setup",)), vm)
+    assert status["phase"] == "Failed"
+    assert truth(status)["Initialized"] == "False"
+    init = status["initContainerStatuses"][0]
+    assert init["ready"] is False
+    assert init["state"]["terminated"]["exitCode"] == 2
+    assert status["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+
+
+def test_init_error_fails_the_pod_even_with_zero_exit_codes() -> None:
+    vm = microvm("stopped", containers=[exited("app", 0)], reason="InitError")
+    assert podstatus.compute(pod(), vm)["phase"] == "Failed"
+
+
+def test_a_failed_microvm_copies_reason_and_message() -> None:
+    vm = microvm("failed", reason="BootTimeout", message="the guest did not boot in 30s")
+    status = podstatus.compute(pod(), vm)
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "BootTimeout"
+    assert status["message"] == "the guest did not boot in 30s"
+
+
+def test_a_failed_microvm_without_reason_is_provider_failed() -> None:
+    status = podstatus.compute(pod(), microvm("failed"))
+    assert (status["phase"], status["reason"]) == ("Failed", "ProviderFailed")
+    assert status["message"] == "the microVM failed"
+
+
+# --- conditions and timestamps ----------------------------------------------------------
+
+
+def test_conditions_shape_and_second_precision_timestamps() -> None:
+    status = podstatus.compute(pod(), microvm("running", containers=[running("app")]))
+    assert [c["type"] for c in status["conditions"]] == [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ]
+    by_type = conditions(status)
+    assert by_type["PodScheduled"] == {
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": None,
+        "lastTransitionTime": "2024-05-01T12:00:00Z",
+    }
+    assert by_type["Ready"]["lastTransitionTime"] == "2024-05-01T12:06:00Z"
+    assert status["startTime"] == "2024-05-01T12:00:00Z"
+
+
+def test_timestamp_converts_to_utc_and_drops_fractions() -> None:
+    plus_two = datetime.timezone(datetime.timedelta(hours=2))
+    moment = datetime.datetime(2024, 5, 1, 14, 30, 15, 999999, tzinfo=plus_two)
+    assert podstatus.timestamp(moment) == "2024-05-01T12:30:15Z"
+    assert podstatus.timestamp(None) is None
+
+
+# --- container statuses -----------------------------------------------------------------
+
+
+def test_a_running_container() -> None:
+    status = podstatus.compute(pod(), microvm("running", containers=[running("app")]))
+    assert status["containerStatuses"] == [
+        {
+            "name": "app",
+            "image": "registry/app:1",
+            "imageID": "",
+            "ready": True,
+            "started": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": "2024-05-01T12:00:03Z"}},
+            "lastState": {},
+            "containerID": "vk://app",
+        }
+    ]
+
+
+def test_an_unreported_container_is_creating() -> None:
+    status = podstatus.compute(pod(), microvm("provisioning", ip=None))
+    assert status["containerStatuses"] == [
+        {
+            "name": "app",
+            "image": "registry/app:1",
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+            "lastState": {},
+        }
+    ]
+
+
+def test_a_waiting_container_keeps_its_reason_and_message() -> None:
+    waiting = cs("app", "waiting", reason="ErrImagePull", message="no such image")
+    status = podstatus.compute(pod(), microvm("running", containers=[waiting]))
+    c = status["containerStatuses"][0]
+    assert c["state"] == {"waiting": {"reason": "ErrImagePull", "message": "no such image"}}
+    assert (c["ready"], c["started"]) == (False, False)
+
+
+def test_a_terminated_container() -> None:
+    vm = microvm("stopped", containers=[exited("app", 3, reason="Error", message="boom")])
+    c = podstatus.compute(pod(), vm)["containerStatuses"][0]
+    assert c["state"] == {
+        "terminated": {
+            "exitCode": 3,
+            "reason": "Error",
+            "message": "boom",
+            "startedAt": "2024-05-01T12:00:03Z",
+            "finishedAt": "2024-05-01T12:05:09Z",
+            "containerID": "vk://app",
+        }
+    }
+    assert (c["ready"], c["started"]) == (False, False)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(0, "Completed"), (1, "Error")])
+def test_a_terminated_container_without_reason_gets_kubelets(code: int, reason: str) -> None:
+    vm = microvm("stopped", containers=[exited("app", code)])
+    terminated = podstatus.compute(pod(), vm)["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (code, reason)
+    assert "message" not in terminated
+
+
+def test_last_state_and_restart_count() -> None:
+    last = models.Termination(
+        exit_code=137, reason="OOMKilled", started_at=CREATED, finished_at=STARTED
+    )
+    vm = microvm("running", containers=[running("app", restart_count=4, last_termination=last)])
+    c = podstatus.compute(pod(), vm)["containerStatuses"][0]
+    assert c["restartCount"] == 4
+    assert c["lastState"] == {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "OOMKilled",
+            "startedAt": "2024-05-01T12:00:00Z",
+            "finishedAt": "2024-05-01T12:00:03Z",
+        }
+    }
+
+
+def test_last_state_without_times_or_reason() -> None:
+    vm = microvm("running", containers=[running("app", last_termination={"exit_code": 1})])
+    c = podstatus.compute(pod(), vm)["containerStatuses"][0]
+    assert c["lastState"] == {"terminated": {"exitCode": 1, "reason": "Error"}}
+
+
+def test_statuses_follow_the_spec_order_and_images() -> None:
+    vm = microvm("running", containers=[running("b"), running("a")])
+    status = podstatus.compute(pod(("a", "b")), vm)
+    assert [(c["name"], c["image"]) for c in status["containerStatuses"]] == [
+        ("a", "registry/a:1"),
+        ("b", "registry/b:1"),
+    ]
+
+
+def test_init_container_statuses() -> None:
+    vm = microvm(
+        "running",
+        init=[exited("one", 0), running("two")],
+        containers=[],
+    )
+    status = podstatus.compute(pod(init=("one", "two", "three")), vm)
+    one, two, three = status["initContainerStatuses"]
+    assert (one["name"], one["ready"], one["started"]) == ("one", True, False)
+    assert one["state"]["terminated"]["reason"] == "Completed"
+    assert one["image"] == "registry/one:1"
+    assert (two["name"], two["ready"], two["started"]) == ("two", False, True)
+    assert three["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    assert status["phase"] == "Pending"
+
+
+def test_no_init_container_statuses_without_init_containers() -> None:
+    status = podstatus.compute(pod(), microvm("running", containers=[running("app")]))
+    assert "initContainerStatuses" not in status
+
+
+# --- addresses --------------------------------------------------------------------------
+
+
+def test_pod_and_host_ips_are_the_microvms() -> None:
+    status = podstatus.compute(pod(), microvm("running", containers=[running("app")]))
+    assert status["podIP"] == IP
+    assert status["hostIP"] == IP
+    assert status["podIPs"] == [{"ip": IP}]
+    assert status["hostIPs"] == [{"ip": IP}]
+
+
+def test_no_ips_before_the_microvm_has_one() -> None:
+    status = podstatus.compute(pod(), microvm("pending", ip=None))
+    assert not {"podIP", "podIPs", "hostIP", "hostIPs"} & set(status)

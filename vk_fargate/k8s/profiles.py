@@ -1,0 +1,86 @@
+"""FargateProfile custom resources: install the CRD, create, list, delete, patch status."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from vk_fargate import errors
+from vk_fargate.k8s import kube
+
+log = logging.getLogger(__name__)
+GROUP, VERSION, PLURAL = "fargate.vk-fargate.io", "v1", "fargateprofiles"
+PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+FINALIZER = "fargate.vk-fargate.io/stop-pods"
+
+
+def crd() -> dict[str, Any]:
+    text = resources.files("vk_fargate.k8s").joinpath("fargateprofile-crd.yaml").read_text()
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
+async def ensure_crd(api: kube.Kube) -> bool:
+    """Install the CRD when missing and wait until it is served; False when not allowed."""
+    document = crd()
+    name = document["metadata"]["name"]
+    try:
+        await api.get(f"{CRD_PATH}/{name}")
+    except errors.KubeError as exc:
+        if not exc.not_found:
+            if exc.status == 403:
+                log.warning("may not read CRDs; expecting %s to be installed (Helm chart)", name)
+                return False
+            raise
+        try:
+            await api.create(CRD_PATH, document)
+        except errors.KubeError as again:
+            if again.status == 403:
+                log.warning("may not install %s; profiles come from the config file only", name)
+                return False
+            if not again.conflict:
+                raise
+    return True
+
+
+def body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FargateProfile",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+async def create(api: kube.Kube, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return await api.create(PATH, body(name, spec))
+
+
+async def get(api: kube.Kube, name: str) -> dict[str, Any]:
+    return await api.get(f"{PATH}/{name}")
+
+
+async def list_all(api: kube.Kube) -> list[dict[str, Any]]:
+    return list((await api.get(PATH)).get("items") or [])
+
+
+async def delete(api: kube.Kube, name: str) -> None:
+    await api.delete(f"{PATH}/{name}")
+
+
+async def set_status(api: kube.Kube, name: str, status: str, message: str = "") -> None:
+    await api.patch(
+        f"{PATH}/{name}/status",
+        {"status": {"status": status, "message": message}},
+        kind=kube.MERGE_PATCH,
+    )
+
+
+async def set_finalizers(api: kube.Kube, obj: dict[str, Any], finalizers: list[str]) -> None:
+    meta = obj["metadata"]
+    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+    await api.patch(f"{PATH}/{meta['name']}", patch, kind=kube.MERGE_PATCH)

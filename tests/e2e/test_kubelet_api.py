@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 from tests import waiting
-from vk_fargate import errors
-from vk_fargate.devcluster import binaries, cluster, pki
+from vk_fargate import errors, pki
+from vk_fargate.devcluster import binaries, cluster
 from vk_fargate.k8s import client, kube
 from vk_fargate.kubelet import auth, server, tls
 

@@ -372,6 +372,10 @@ def plausible_reviews(draw: st.DrawFn) -> JSON:
     return _review(pod, namespace, operation=operation, uid=draw(st.text(min_size=1)))
 
 
+SHAPED = {"request", "object", "metadata", "labels", "annotations", "ownerReferences", "spec"}
+SHAPED |= {"kind", "uid", "operation", "namespace", "subResource"}
+
+
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     found = [prefix]
     if isinstance(value, dict):
@@ -390,9 +394,9 @@ def mutated_reviews(draw: st.DrawFn) -> tuple[Any, bool]:
     rounds = draw(st.integers(0, 3))
     for _ in range(rounds):
         paths = _paths(document)
-        in_pod = [p for p in paths if p[:2] == ("request", "object")]
-        # Half the time inside the pod, where the shapes are richest.
-        path = draw(st.sampled_from(in_pod if in_pod and draw(st.booleans()) else paths))
+        # Favour the members whose shape the webhook relies on.
+        shaped = [p for p in paths if p and (p[-1] in SHAPED or isinstance(p[-1], int))]
+        path = draw(st.sampled_from(draw(st.sampled_from([paths, shaped or paths]))))
         if not path:
             document = draw(JSON_VALUES)
             continue

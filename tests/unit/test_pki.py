@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vk_fargate.devcluster import pki
+from vk_fargate import pki
 
 
 def test_leaf_is_signed_by_ca_with_sans_and_usages() -> None:

@@ -101,11 +101,11 @@ def _pod(request: JSON) -> tuple[JSON, JSON]:
     if meta is not None and not isinstance(meta, dict):
         raise MalformedReview(f"the Pod's metadata must be an object, not {_show(meta)}")
     meta = meta or {}
-    _string_map(meta, "labels")
+    pass
     _string_map(meta, "annotations")
     owners = meta.get("ownerReferences")
     if owners is not None and not (
-        isinstance(owners, list)
+        isinstance(owners, list) and all(isinstance(o, dict) for o in owners)
     ):
         raise MalformedReview(
             f"metadata.ownerReferences must be a list of objects, not {_show(owners)}"

@@ -52,7 +52,7 @@ def _last_state(c: models.ContainerStatus) -> JSON:
             k: v
             for k, v in {
                 "exitCode": last.exit_code,
-                "reason": last.reason or "Error",
+                "reason": last.reason or ("Completed" if last.exit_code == 0 else "Error"),
                 "startedAt": timestamp(last.started_at),
                 "finishedAt": timestamp(last.finished_at),
             }.items()
@@ -64,13 +64,18 @@ def _last_state(c: models.ContainerStatus) -> JSON:
 def _statuses(
     spec_containers: list[JSON], reported: list[models.ContainerStatus], *, init: bool
 ) -> list[JSON]:
+    sidecars = {c["name"] for c in spec_containers if init and c.get("restartPolicy") == "Always"}
     by_name = {c.name: c for c in reported}
     out = []
     for container in spec_containers:
         name = container["name"]
         c = by_name.get(name) or models.ContainerStatus(name=name, state="waiting", restart_count=0)
-        # An init container is ready once it succeeded; an app container while it runs.
-        ready = (c.state == "terminated" and c.exit_code == 0) if init else c.state == "running"
+        # An init container is ready once it succeeded; app containers and sidecars while
+        # they run.
+        if init and name not in sidecars:
+            ready = c.state == "terminated" and c.exit_code == 0
+        else:
+            ready = c.state == "running"
         status: JSON = {
             "name": name,
             "image": container.get("image", ""),
@@ -87,12 +92,12 @@ def _statuses(
     return out
 
 
-def _phase(vm: models.MicroVM, init_done: bool) -> str:
+def _phase(vm: models.MicroVM, init_done: bool, sidecars: set[str]) -> str:
     state = vm.status.state
     if state == "failed":
         return "Failed"
     if state == "stopped":
-        codes = [c.exit_code for c in vm.status.containers]
+        codes = [c.exit_code for c in vm.status.containers if c.name not in sidecars]
         ok = vm.status.reason != "InitError" and codes and all(code == 0 for code in codes)
         return "Succeeded" if ok else "Failed"
     if state in ("pending", "provisioning") or not init_done:
@@ -116,13 +121,19 @@ def compute(pod: JSON, vm: models.MicroVM) -> JSON:
     """The ``status`` fields the provider owns, for a strategic-merge patch."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
-    init = _statuses(init_specs, vm.status.init_containers, init=True)
+    # The scheduler runs sidecars as the fleet's app containers (scheduling._spec).
+    sidecars = {c["name"] for c in init_specs if c.get("restartPolicy") == "Always"}
+    reported = [
+        *vm.status.init_containers,
+        *(c for c in vm.status.containers if c.name in sidecars),
+    ]
+    init = _statuses(init_specs, reported, init=True)
     main = _statuses(spec.get("containers") or [], vm.status.containers, init=False)
     init_done = all(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)
     )
-    phase = _phase(vm, init_done)
+    phase = _phase(vm, init_done, sidecars)
     ready = phase == "Running" and all(s["ready"] for s in main)
     since = timestamp(vm.status.updated_at)
     sandbox_up = vm.status.state in ("running", "stopping")

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from vk_fargate.devcluster import binaries, components, kubeconfigs, pki, processes
+from vk_fargate import pki
+from vk_fargate.devcluster import binaries, components, kubeconfigs, processes
 
 # Seconds each component gets to become healthy; a cold apiserver on 2 cores takes ~10.
 HEALTH_TIMEOUT = 90.0

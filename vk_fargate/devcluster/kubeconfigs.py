@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from vk_fargate.devcluster import pki
+from vk_fargate import pki
 
 CLUSTER_NAME = "vk-fargate-dev"
 

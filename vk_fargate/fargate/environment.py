@@ -101,7 +101,7 @@ def _resource(container: JSON, ref: JSON, size: sizing.Size) -> str:
     kind, _, name = resource.partition(".")
     value = (resources.get(kind) or {}).get(name)
     if value is None and kind == "requests":
-        value = (resources.get("limits") or {}).get(name)
+        value = (resources.get("limits") or {}).get(name) or "0"  # kubelet: unset request is 0
     if value is None:  # no limit: the node's allocatable, i.e. the Fargate size
         value = {
             "cpu": f"{size.vcpu_millis}m",
@@ -172,7 +172,7 @@ def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]
                 if obj is None:
                     raise ConfigError(f'{noun} "{ref["name"]}" not found')
                 raise ConfigError(
-                    f"couldn't find key {ref['key']} in {noun.capitalize()} "
+                    f"couldn't find key {ref['key']} in {'ConfigMap' if is_cm else 'Secret'} "
                     f"{namespace}/{ref['name']}"
                 )
             text = obj["data"][ref["key"]] if is_cm else _decode(obj, ref["key"])

@@ -12,22 +12,12 @@ kubelet certificates unless it is started with ``--kubelet-certificate-authority
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import ssl
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from vk_fargate import errors
-
-SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)  # kubelet's self-signed cert: one year
-BACKDATE = datetime.timedelta(minutes=5)  # tolerates a caller's clock running a little behind
+from vk_fargate import errors, pki
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,47 +34,8 @@ def self_signed(
     """A self-signed serving certificate for ``hosts`` (IPs or DNS names): (cert, key) PEM."""
     if not hosts:
         raise errors.ConfigError("a self-signed serving certificate needs at least one host")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + SELF_SIGNED_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    pair = pki.self_signed(tuple(hosts), common_name)
+    return pair.cert, pair.key
 
 
 def server_context(

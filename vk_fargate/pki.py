@@ -1,4 +1,5 @@
-"""Throw-away certificates for a local cluster: one CA, serving and client certs.
+"""Certificates: a throw-away CA with serving and client certs for the local cluster,
+and self-signed serving certificates for the kubelet API and the webhook.
 
 Everything here is pure: keys and certificates come back as PEM bytes and the caller
 decides where they go. ECDSA P-256 keys keep generation fast (a few ms each), and
@@ -16,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# Long enough for any dev session or test run, short enough that a leaked key expires.
-VALIDITY = datetime.timedelta(days=30)
+# A year, as kubelet's self-signed certificates: a provider restarted within a year
+# never serves an expired one (it makes a new one at every start).
+VALIDITY = datetime.timedelta(days=365)
 # Tolerates clocks that disagree a little between the writer and the reader.
 BACKDATE = datetime.timedelta(minutes=5)
 
@@ -135,3 +137,14 @@ def new_signing_key() -> KeyPair:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return KeyPair(public, _key_pem(key))
+
+
+def self_signed(hosts: tuple[str, ...], common_name: str) -> KeyPair:
+    """A serving certificate for ``hosts``, signed by a CA made for it alone.
+
+    Clients that must trust it (the API server calling a webhook) get the returned
+    ``cert`` (leaf, then CA) as their bundle; nothing else ever trusts that CA.
+    """
+    ca = new_ca(f"{common_name}-ca")
+    leaf = issue(ca, common_name, hosts=hosts, server=True)
+    return KeyPair(leaf.cert + ca.cert, leaf.key)

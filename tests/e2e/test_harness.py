@@ -159,7 +159,7 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
         demo = _cli(state_dir, "dev", "demo")
         assert demo.returncode == 0, demo.stderr
         assert "CapacityProvisioned: 0.25vCPU 0.5GB" in demo.stdout
-        assert "Running" in demo.stdout and "fargate-ip-" in demo.stdout
+        assert "Running" in demo.stdout and "fargate-ip-" in demo.stdout, demo.stdout
         if os.geteuid() == 0:
             assert "<title>Welcome to nginx!</title>" in demo.stdout
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -29,7 +30,7 @@ def _profile(name: str, namespace: str, labels: dict[str, str] | None = None, **
     return profiles.Profile(name=name, selectors=[selector], **kw)
 
 
-def _pod(
+def a_pod(
     labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
     owner: str | None = None,
@@ -49,7 +50,7 @@ def _pod(
     }
 
 
-def _review(
+def a_review(
     obj: Any,
     namespace: str = "fargate-workload",
     *,
@@ -122,29 +123,29 @@ ALL = [WEB, BATCH, WILD, DEV, ZETA, ALPHA]  # not in name order on purpose
 
 CASES = [
     # (id, pod, namespace, expected profile or None)
-    ("namespace", _pod(), "fargate-workload", "web"),
-    ("other namespace", _pod(), "default", None),
-    ("namespace and label", _pod({"tier": "batch", "x": "y"}), "jobs", "batch"),
-    ("label missing", _pod({"x": "y"}), "jobs", None),
-    ("label value differs", _pod({"tier": "web"}), "jobs", None),
-    ("label key differs", _pod({"tierx": "batch"}), "jobs", None),
-    ("wildcards", _pod({"app": "api-1"}), "team-payments", "wild"),
-    ("? is one character", _pod({"app": "api-10"}), "team-payments", None),
-    ("* needs its prefix", _pod({"app": "api-1"}), "teams", None),
-    ("? in namespace", _pod(), "dev-1", "dev"),
-    ("? not two", _pod(), "dev-12", None),
-    ("first by name wins", _pod({"app": "a"}), "shared", "alpha"),
-    ("label picks a match", _pod({LABEL: "zeta"}), "shared", "zeta"),
-    ("label naming a non-match", _pod({LABEL: "web"}), "shared", "alpha"),
-    ("label naming nothing", _pod({LABEL: "nope"}), "shared", "alpha"),
-    ("label cannot pull in", _pod({LABEL: "web"}), "default", None),
-    ("opted out", _pod(annotations={"eks.amazonaws.com/compute-type": "ec2"}), "shared", None),
-    ("compute-type fargate", _pod(annotations={"eks.amazonaws.com/compute-type": "fargate"}),
+    ("namespace", a_pod(), "fargate-workload", "web"),
+    ("other namespace", a_pod(), "default", None),
+    ("namespace and label", a_pod({"tier": "batch", "x": "y"}), "jobs", "batch"),
+    ("label missing", a_pod({"x": "y"}), "jobs", None),
+    ("label value differs", a_pod({"tier": "web"}), "jobs", None),
+    ("label key differs", a_pod({"tierx": "batch"}), "jobs", None),
+    ("wildcards", a_pod({"app": "api-1"}), "team-payments", "wild"),
+    ("? is one character", a_pod({"app": "api-10"}), "team-payments", None),
+    ("* needs its prefix", a_pod({"app": "api-1"}), "teams", None),
+    ("? in namespace", a_pod(), "dev-1", "dev"),
+    ("? not two", a_pod(), "dev-12", None),
+    ("first by name wins", a_pod({"app": "a"}), "shared", "alpha"),
+    ("label picks a match", a_pod({LABEL: "zeta"}), "shared", "zeta"),
+    ("label naming a non-match", a_pod({LABEL: "web"}), "shared", "alpha"),
+    ("label naming nothing", a_pod({LABEL: "nope"}), "shared", "alpha"),
+    ("label cannot pull in", a_pod({LABEL: "web"}), "default", None),
+    ("opted out", a_pod(annotations={"eks.amazonaws.com/compute-type": "ec2"}), "shared", None),
+    ("compute-type fargate", a_pod(annotations={"eks.amazonaws.com/compute-type": "fargate"}),
      "shared", "alpha"),
-    ("DaemonSet pod", _pod(owner="DaemonSet"), "shared", None),
-    ("ReplicaSet pod", _pod(owner="ReplicaSet"), "shared", "alpha"),
-    ("no labels at all", _pod(), "shared", "alpha"),
-    ("empty labels", _pod({}), "shared", "alpha"),
+    ("DaemonSet pod", a_pod(owner="DaemonSet"), "shared", None),
+    ("ReplicaSet pod", a_pod(owner="ReplicaSet"), "shared", "alpha"),
+    ("no labels at all", a_pod(), "shared", "alpha"),
+    ("empty labels", a_pod({}), "shared", "alpha"),
 ]  # fmt: skip
 
 
@@ -153,7 +154,7 @@ CASES = [
 def test_review_sends_matching_pods_to_fargate(
     pod: JSON, namespace: str, expected: str | None
 ) -> None:
-    reply = mutation.review(_review(pod, namespace), ALL)
+    reply = mutation.review(a_review(pod, namespace), ALL)
     check_envelope(reply, "0b2c6f3e-1")
     assert reply["response"]["allowed"] is True
     patch = decoded_patch(reply)
@@ -168,7 +169,7 @@ def test_review_sends_matching_pods_to_fargate(
 
 
 def test_the_label_key_is_escaped_into_existing_labels() -> None:
-    patch = decoded_patch(mutation.review(_review(_pod({"app": "web"})), [WEB]))
+    patch = decoded_patch(mutation.review(a_review(a_pod({"app": "web"})), [WEB]))
     assert patch == [
         {"op": "add", "path": "/spec/schedulerName", "value": "fargate-scheduler"},
         {
@@ -180,14 +181,14 @@ def test_the_label_key_is_escaped_into_existing_labels() -> None:
 
 
 def test_labels_are_created_when_the_pod_has_none() -> None:
-    patch = decoded_patch(mutation.review(_review(_pod()), [WEB]))
+    patch = decoded_patch(mutation.review(a_review(a_pod()), [WEB]))
     assert patch is not None
     assert patch[1] == {"op": "add", "path": "/metadata/labels", "value": {LABEL: "web"}}
 
 
 @pytest.mark.parametrize("pod", [{}, {"metadata": None, "spec": None}], ids=["absent", "null"])
 def test_missing_metadata_and_spec_are_added_whole(pod: JSON) -> None:
-    patch = decoded_patch(mutation.review(_review(pod), [WEB]))
+    patch = decoded_patch(mutation.review(a_review(pod), [WEB]))
     assert patch is not None
     patched = apply_patch(pod, patch)
     assert patched == {
@@ -197,28 +198,28 @@ def test_missing_metadata_and_spec_are_added_whole(pod: JSON) -> None:
 
 
 def test_another_scheduler_is_replaced_and_the_name_is_configurable() -> None:
-    pod = _pod()
+    pod = a_pod()
     pod["spec"]["schedulerName"] = "default-scheduler"
-    reply = mutation.review(_review(pod), [WEB], scheduler="my-fargate")
+    reply = mutation.review(a_review(pod), [WEB], scheduler="my-fargate")
     patched = apply_patch(pod, decoded_patch(reply) or [])
     assert patched["spec"]["schedulerName"] == "my-fargate"
 
 
 def test_namespace_comes_from_the_request_when_the_pod_has_none() -> None:
-    pod = _pod()
+    pod = a_pod()
     assert "namespace" not in pod["metadata"]
-    assert decoded_patch(mutation.review(_review(pod, "fargate-workload"), [WEB])) is not None
-    assert decoded_patch(mutation.review(_review(pod, "default"), [WEB])) is None
+    assert decoded_patch(mutation.review(a_review(pod, "fargate-workload"), [WEB])) is not None
+    assert decoded_patch(mutation.review(a_review(pod, "default"), [WEB])) is None
     # No request.namespace: the pod's own is used.
     pod["metadata"]["namespace"] = "fargate-workload"
-    assert decoded_patch(mutation.review(_review(pod, ""), [WEB])) is not None
+    assert decoded_patch(mutation.review(a_review(pod, ""), [WEB])) is not None
 
 
 @pytest.mark.parametrize("status", ["CREATING", "DELETING", "FAILED"])
 def test_only_active_profiles_take_pods(status: str) -> None:
     inactive = _profile("aaa", "fargate-workload", status=status)
     patched = apply_patch(
-        _pod(), decoded_patch(mutation.review(_review(_pod()), [inactive, WEB])) or []
+        a_pod(), decoded_patch(mutation.review(a_review(a_pod()), [inactive, WEB])) or []
     )
     assert patched["metadata"]["labels"][LABEL] == "web"  # fmt: skip
 
@@ -226,8 +227,8 @@ def test_only_active_profiles_take_pods(status: str) -> None:
 @pytest.mark.parametrize(
     ("operation", "kind", "extra"),
     [
-        ("UPDATE", POD, {"oldObject": _pod()}),
-        ("DELETE", POD, {"oldObject": _pod()}),
+        ("UPDATE", POD, {"oldObject": a_pod()}),
+        ("DELETE", POD, {"oldObject": a_pod()}),
         ("CONNECT", POD, {}),
         ("CREATE", {"group": "", "version": "v1", "kind": "Binding"}, {"subResource": "binding"}),
         ("CREATE", POD, {"subResource": "ephemeralcontainers"}),
@@ -239,13 +240,13 @@ def test_only_active_profiles_take_pods(status: str) -> None:
 def test_anything_but_a_pod_create_passes_unchanged(
     operation: str, kind: JSON, extra: JSON
 ) -> None:
-    reply = mutation.review(_review(_pod(), operation=operation, kind=kind, **extra), [WEB])
+    reply = mutation.review(a_review(a_pod(), operation=operation, kind=kind, **extra), [WEB])
     check_envelope(reply, "0b2c6f3e-1")
     assert reply["response"] == {"uid": "0b2c6f3e-1", "allowed": True}
 
 
 def _with(path: tuple[str, ...], value: Any) -> JSON:
-    document = _review(_pod({"a": "b"}))
+    document = a_review(a_pod({"a": "b"}))
     target = document
     for key in path[:-1]:
         target = target[key]
@@ -257,7 +258,7 @@ def _with(path: tuple[str, ...], value: Any) -> JSON:
 
 
 MALFORMED = [
-    ("list", [_review(_pod())]),
+    ("list", [a_review(a_pod())]),
     ("null", None),
     ("string", "AdmissionReview"),
     ("old apiVersion", _with(("apiVersion",), "admission.k8s.io/v1beta1")),
@@ -296,7 +297,7 @@ def test_malformed_reviews_raise_a_value_error_that_says_why(document: Any) -> N
 def _profile_review(operation: str = "CREATE", kind: str = "FargateProfile") -> JSON:
     gvk = {"group": "fargate.vk-fargate.io", "version": "v1", "kind": kind}
     obj = {"apiVersion": "fargate.vk-fargate.io/v1", "kind": kind, "metadata": {"name": "p11"}}
-    return _review(obj, "", operation=operation, kind=gvk, uid="p-1")
+    return a_review(obj, "", operation=operation, kind=gvk, uid="p-1")
 
 
 @pytest.mark.parametrize("count", [0, 9])
@@ -369,11 +370,29 @@ def plausible_reviews(draw: st.DrawFn) -> JSON:
         pod["spec"] = {"containers": []} if draw(st.booleans()) else {}
     namespace = draw(st.sampled_from(["team-a", "team-ab", "default"]) | st.text(min_size=1))
     operation = draw(st.sampled_from(["CREATE", "CREATE", "UPDATE", "DELETE"]))
-    return _review(pod, namespace, operation=operation, uid=draw(st.text(min_size=1)))
+    return a_review(pod, namespace, operation=operation, uid=draw(st.text(min_size=1)))
 
 
-SHAPED = {"request", "object", "metadata", "labels", "annotations", "ownerReferences", "spec"}
-SHAPED |= {"kind", "uid", "operation", "namespace", "subResource"}
+# Members whose shape the webhook relies on: corrupting exactly these finds missing checks.
+SHAPES = [
+    ("apiVersion",),
+    ("kind",),
+    ("request",),
+    ("request", "uid"),
+    ("request", "operation"),
+    ("request", "kind"),
+    ("request", "kind", "kind"),
+    ("request", "subResource"),
+    ("request", "namespace"),
+    ("request", "object"),
+    ("request", "object", "metadata"),
+    ("request", "object", "metadata", "namespace"),
+    ("request", "object", "metadata", "labels"),
+    ("request", "object", "metadata", "annotations"),
+    ("request", "object", "metadata", "ownerReferences"),
+    ("request", "object", "metadata", "ownerReferences", 0),
+    ("request", "object", "spec"),
+]
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -387,16 +406,34 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+def _put(document: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Set ``path`` to ``value``, making missing objects on the way (where they can be)."""
+    parent = document
+    for step, following in itertools.pairwise(path):
+        if isinstance(parent, dict):
+            parent = parent.setdefault(step, [] if isinstance(following, int) else {})
+        elif isinstance(parent, list) and isinstance(step, int):
+            if not parent:
+                parent.append({})
+            parent = parent[0]
+        else:
+            return
+    if isinstance(parent, dict):
+        parent[path[-1]] = value
+    elif isinstance(parent, list):
+        parent[:1] = [value]
+
+
 @st.composite
 def mutated_reviews(draw: st.DrawFn) -> tuple[Any, bool]:
-    """A plausible review with up to three values replaced or deleted; (review, mutated)."""
+    """A plausible review with up to three members replaced or deleted; (review, mutated)."""
     document: Any = draw(plausible_reviews())
     rounds = draw(st.integers(0, 3))
     for _ in range(rounds):
-        paths = _paths(document)
-        # Favour the members whose shape the webhook relies on.
-        shaped = [p for p in paths if p and (p[-1] in SHAPED or isinstance(p[-1], int))]
-        path = draw(st.sampled_from(draw(st.sampled_from([paths, shaped or paths]))))
+        if draw(st.booleans()):
+            _put(document, draw(st.sampled_from(SHAPES)), draw(JSON_VALUES))
+            continue
+        path = draw(st.sampled_from(_paths(document)))
         if not path:
             document = draw(JSON_VALUES)
             continue

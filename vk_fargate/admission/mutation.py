@@ -101,7 +101,7 @@ def _pod(request: JSON) -> tuple[JSON, JSON]:
     if meta is not None and not isinstance(meta, dict):
         raise MalformedReview(f"the Pod's metadata must be an object, not {_show(meta)}")
     meta = meta or {}
-    pass
+    _string_map(meta, "labels")
     _string_map(meta, "annotations")
     owners = meta.get("ownerReferences")
     if owners is not None and not (

@@ -49,12 +49,17 @@ def _running_pod(kubeconfig: str) -> dict[str, object]:
         running = [
             p
             for p in pods
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            if not p["metadata"].get("deletionTimestamp")
+            and {c["type"]: c["status"] for c in p["status"].get("conditions") or []}.get("Ready")
+            == "True"
         ]
         if running:
             return running[0]  # type: ignore[no-any-return]
         time.sleep(1)
-    raise errors.HarnessError("wait for simple-web", f"no Running pod after {WAIT_SECONDS}s")
+    states = [c.get("state") for p in pods for c in p["status"].get("containerStatuses") or []]
+    raise errors.HarnessError(
+        "wait for simple-web", f"no Ready pod after {WAIT_SECONDS}s (containers: {states})"
+    )
 
 
 def _welcome(ip: str) -> str:

@@ -23,6 +23,8 @@ import pydantic
 import yaml
 
 from vk_fargate import errors, settings
+from vk_fargate.admission import registration
+from vk_fargate.admission import server as admission_server
 from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -120,6 +122,7 @@ class Provider:
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
         self.kubelet: server.KubeletServer | None = None
+        self.admission: admission_server.AdmissionServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = asyncio.Event()
 
@@ -162,6 +165,7 @@ class Provider:
             port=self.cfg.kubelet_port,
         )
         self.cfg.kubelet_port = await self.kubelet.start()
+        await self._start_webhooks()
         self._spawn(self.pod_informer.run(), "watch-pods")
         self._spawn(self.node_informer.run(), "watch-nodes")
         self._spawn(
@@ -200,6 +204,36 @@ class Provider:
             len(self.world.nodes),
         )
 
+    async def _start_webhooks(self) -> None:
+        """Serve the admission webhooks and register them with the API server."""
+        if self.cfg.webhook_url:
+            target: registration.Target = registration.UrlTarget(self.cfg.webhook_url.rstrip("/"))
+            hosts: tuple[str, ...] = (
+                self.cfg.webhook_url.split("//", 1)[1].split(":")[0].strip("[]"),
+            )
+        else:
+            namespace, _, name = self.cfg.webhook_service.partition("/")
+            target = registration.ServiceTarget(namespace, name)
+            hosts = (f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local")
+        serving = tls.server_context(client_ca=None, hosts=hosts)
+        self.admission = admission_server.AdmissionServer(
+            self.profiles,
+            serving.context,
+            host=self.cfg.webhook_bind,
+            port=self.cfg.webhook_port,
+            scheduler=self.cfg.scheduler_name,
+        )
+        await self.admission.start()
+        if self.cfg.webhook_register:
+            await registration.register(
+                self.api,
+                registration.documents(
+                    target=target,
+                    ca_bundle=serving.cert,
+                    provider_namespace=self.cfg.namespace,
+                ),
+            )
+
     async def stop(self) -> None:
         log.info(
             "stopping; API requests: %d (watch restarts: pods %d, nodes %d)",
@@ -213,6 +247,8 @@ class Provider:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.kubelet is not None:
             await self.kubelet.stop()
+        if self.admission is not None:
+            await self.admission.stop()
 
 
 async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = None) -> int:

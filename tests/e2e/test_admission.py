@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from tests import waiting
 from tests.unit import test_mutation
 from vk_fargate import errors
-from vk_fargate.admission import mutation, registration, server
+from vk_fargate.admission import registration, server
 from vk_fargate.fargate import profiles
 from vk_fargate.k8s import client, kube, webhooks
+from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.kubelet import tls
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +53,9 @@ class FixedProfiles:
             raise RuntimeError("the profile cache is broken (on purpose)")
         return list(self.items)
 
+    def count(self) -> int:
+        return len(self.items)
+
 
 @dataclasses.dataclass
 class Webhook:
@@ -74,6 +78,11 @@ def _pod(namespace: str, **meta: Any) -> JSON:
             "containers": [{"name": "app", "image": "nginx"}],
         },
     }
+
+
+def _review(**request: Any) -> JSON:
+    """An AdmissionReview as the API server sends it, for requests made by hand."""
+    return test_mutation.a_review(test_mutation.a_pod(), "fargate-workload", **request)
 
 
 @contextlib.asynccontextmanager
@@ -128,12 +137,14 @@ async def webhook(api: client.ApiClient) -> AsyncIterator[Webhook]:
 
         async def steered() -> bool:  # the API server picks the configuration up shortly
             async with created(kube_api, _pod(fargate_ns)) as pod:
-                return pod["spec"]["schedulerName"] == "fargate-scheduler"
+                return bool(pod["spec"]["schedulerName"] == "fargate-scheduler")
 
         await waiting.until(steered, timeout=30, what="the API server to call the webhook")
         yield hook
     finally:
         await registration.unregister(kube_api, hook.name)
+        for kind in (registration.MUTATING, registration.VALIDATING):
+            assert await webhooks.get(kube_api, kind, hook.name) is None
         for namespace in (fargate_ns, other_ns):
             with contextlib.suppress(errors.KubeError):
                 await kube_api.delete(f"/api/v1/namespaces/{namespace}")
@@ -191,48 +202,69 @@ async def test_a_broken_webhook_blocks_no_pod(
         assert stored["spec"]["schedulerName"] == "fargate-scheduler"
 
 
-async def test_registering_again_changes_nothing(webhook: Webhook) -> None:
-    kinds = (registration.MUTATING, registration.VALIDATING)
-    before = [await webhooks.get(webhook.api, kind, webhook.name) for kind in kinds]
-    documents = registration.documents(
+def _documents(webhook: Webhook) -> list[JSON]:
+    return registration.documents(
         target=registration.UrlTarget(webhook.url),
         ca_bundle=webhook.serving.cert,
         name=webhook.name,
     )
-    stored = await registration.register(webhook.api, documents)
+
+
+async def test_registering_again_changes_nothing(webhook: Webhook) -> None:
+    kinds = (registration.MUTATING, registration.VALIDATING)
+    before = [await webhooks.get(webhook.api, kind, webhook.name) for kind in kinds]
+    stored = await registration.register(webhook.api, _documents(webhook))
     assert [s["metadata"]["resourceVersion"] for s in stored] == [
         b["metadata"]["resourceVersion"] for b in before if b is not None
     ]
     pods, limit = stored[0]["webhooks"][0], stored[1]["webhooks"][0]
     assert (pods["failurePolicy"], limit["failurePolicy"]) == ("Ignore", "Fail")
     assert pods["clientConfig"]["url"] == webhook.url + "/mutate-pods"
+    assert limit["clientConfig"]["url"] == webhook.url + "/validate-profiles"
+    assert pods["namespaceSelector"]["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["kube-system", "vk-fargate-system"],
+        }
+    ]
+    assert [r["resources"] for r in (pods["rules"][0], limit["rules"][0])] == [
+        ["pods"],
+        ["fargateprofiles"],
+    ]
+
+
+async def test_registering_replaces_a_changed_configuration(webhook: Webhook) -> None:
+    path = webhooks.path(registration.MUTATING, webhook.name)
+    patch = [{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 30}]
+    changed = await webhook.api.patch(path, patch, kind=kube.JSON_PATCH)
+    assert changed["webhooks"][0]["timeoutSeconds"] == 30
+    stored = await registration.register(webhook.api, _documents(webhook))
+    assert stored[0]["webhooks"][0]["timeoutSeconds"] == registration.TIMEOUT_SECONDS
+    assert stored[0]["metadata"]["resourceVersion"] != changed["metadata"]["resourceVersion"]
+
+
+def test_in_a_cluster_the_webhook_is_reached_through_its_service() -> None:
+    target = registration.ServiceTarget(namespace="vk-fargate-system", name="vk-fargate")
+    mutating, validating = registration.documents(target=target, ca_bundle=b"PEM")
+    assert mutating["webhooks"][0]["clientConfig"] == {
+        "caBundle": "UEVN",
+        "service": {
+            "namespace": "vk-fargate-system",
+            "name": "vk-fargate",
+            "path": "/mutate-pods",
+            "port": 443,
+        },
+    }
+    assert validating["webhooks"][0]["clientConfig"]["service"]["path"] == "/validate-profiles"
 
 
 @pytest.fixture
-async def profile_crd(webhook: Webhook) -> AsyncIterator[str]:
-    """A minimal FargateProfile CRD (unless one is installed), removed afterwards."""
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD}"
-    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD},
-        "spec": {
-            "group": mutation.PROFILE_GROUP,
-            "scope": "Cluster",
-            "names": {"plural": "fargateprofiles", "kind": "FargateProfile"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+async def profile_crd(webhook: Webhook) -> AsyncIterator[None]:
+    """The FargateProfile CRD, installed for the test unless it already was."""
+    path = f"{k8s_profiles.CRD_PATH}/{CRD}"
     try:
-        await webhook.api.create(path.rsplit("/", 1)[0], crd)
+        await webhook.api.create(k8s_profiles.CRD_PATH, k8s_profiles.crd())
         ours = True
     except errors.KubeError as exc:
         if not exc.conflict:
@@ -245,7 +277,7 @@ async def profile_crd(webhook: Webhook) -> AsyncIterator[str]:
 
     await waiting.until(established, what=f"CRD {CRD} to be established")
     try:
-        yield f"/apis/{mutation.PROFILE_GROUP}/v1/fargateprofiles"
+        yield
     finally:
         if ours:
             await webhook.api.delete(path)
@@ -260,32 +292,25 @@ async def profile_crd(webhook: Webhook) -> AsyncIterator[str]:
             await waiting.until(gone, what=f"CRD {CRD} to be deleted")
 
 
-async def test_the_eleventh_profile_is_refused(webhook: Webhook, profile_crd: str) -> None:
+@pytest.mark.usefixtures("profile_crd")
+async def test_the_eleventh_profile_is_refused(webhook: Webhook) -> None:
     kept = webhook.source.items
     name = f"p-{uuid.uuid4().hex[:8]}"
-    profile = {
-        "apiVersion": f"{mutation.PROFILE_GROUP}/v1",
-        "kind": "FargateProfile",
-        "metadata": {"name": name},
-    }
+    spec = {"selectors": [{"namespace": "nowhere"}]}
     selector = profiles.Selector(namespace="nowhere")
     try:
         webhook.source.items = [
             profiles.Profile(name=f"p{i}", selectors=[selector]) for i in range(10)
         ]
         with pytest.raises(errors.KubeError) as refused:
-            await webhook.api.create(profile_crd, profile)
+            await k8s_profiles.create(webhook.api, name, spec)
         assert refused.value.status == 403
         assert "at most 10 Fargate profiles (it has 10)" in refused.value.message
         webhook.source.items = webhook.source.items[:9]
-        await webhook.api.create(profile_crd, profile)  # the 10th is fine
-        await webhook.api.delete(f"{profile_crd}/{name}")
+        await k8s_profiles.create(webhook.api, name, spec)  # the 10th is fine
+        await k8s_profiles.delete(webhook.api, name)
     finally:
         webhook.source.items = kept
-
-
-def _review(**request: Any) -> JSON:
-    return test_mutation.a_review(test_mutation.a_pod(), "fargate-workload", **request)
 
 
 HOSTILE = [
@@ -306,7 +331,9 @@ async def test_hostile_requests_are_400_and_the_server_lives_on(
     webhook: Webhook, https: aiohttp.ClientSession, body: bytes, content_type: str, says: str
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    async with https.post(webhook.url + server.MUTATE_PATH, data=body, headers=headers) as reply:
+    url = webhook.url + server.MUTATE_PATH
+    skip = () if content_type else ("Content-Type",)  # really none, not aiohttp's default
+    async with https.post(url, data=body, headers=headers, skip_auto_headers=skip) as reply:
         assert reply.status == 400
         assert says in await reply.text()
     await _still_serving(webhook, https)

@@ -158,7 +158,16 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
 
         demo = _cli(state_dir, "dev", "demo")
         assert demo.returncode == 0, demo.stderr
-        assert "CapacityProvisioned: 0.25vCPU 0.5GB" in demo.stdout
+        for seen in (
+            "schedulerName: fargate-scheduler",
+            "eks.amazonaws.com/fargate-profile=fargate",
+            "CapacityProvisioned: 0.25vCPU 0.5GB",
+            "CapacityProvisioned: 2vCPU 4GB",
+            "fg-pdb",
+            "Pod not supported on Fargate: invalid SecurityContext fields: Privileged",
+            '[✔]  created Fargate profile "fargate"',
+        ):
+            assert seen in demo.stdout, (seen, demo.stdout)
         assert "Running" in demo.stdout and "fargate-ip-" in demo.stdout, demo.stdout
         if os.geteuid() == 0:
             assert "<title>Welcome to nginx!</title>" in demo.stdout

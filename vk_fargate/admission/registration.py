@@ -20,14 +20,14 @@ import dataclasses
 from collections.abc import Iterable
 
 from vk_fargate import errors
-from vk_fargate.admission import mutation, server
+from vk_fargate.admission import server
 from vk_fargate.k8s import kube, webhooks
+from vk_fargate.k8s import profiles as k8s_profiles
 
 NAME = "vk-fargate"
 PROVIDER_NAMESPACE = "vk-fargate-system"
 POD_WEBHOOK = "pods.fargate.vk-fargate.io"  # webhook names must be fully qualified
 PROFILE_WEBHOOK = "profiles.fargate.vk-fargate.io"
-PROFILE_RESOURCE = "fargateprofiles"
 TIMEOUT_SECONDS = 5  # a pod creation waits at most this long for us (the API's max is 30)
 MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"
 API_VERSION = "admissionregistration.k8s.io/v1"
@@ -122,10 +122,10 @@ def validating(*, target: Target, ca_bundle: bytes, name: str = NAME) -> kube.JS
         "name": PROFILE_WEBHOOK,
         "rules": [
             {
-                "apiGroups": [mutation.PROFILE_GROUP],
-                "apiVersions": ["v1"],
+                "apiGroups": [k8s_profiles.GROUP],
+                "apiVersions": [k8s_profiles.VERSION],
                 "operations": ["CREATE"],
-                "resources": [PROFILE_RESOURCE],
+                "resources": [k8s_profiles.PLURAL],
                 "scope": "*",
             }
         ],

@@ -6,7 +6,7 @@ and never fall over: a request that is not an AdmissionReview v1 (wrong content 
 not JSON, too deep or too big, wrong kind, no uid) is a 400 saying why, an unexpected
 error is logged and answered 500, and either way the server keeps serving. The
 decisions themselves are ``mutation``'s; profiles come from a ``ProfileSource`` (the
-provider's cache of FargateProfiles, or a fixed list) and are read per request.
+provider's cache of FargateProfiles, or a fixed list), read afresh for every request.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ MAX_BODY = 3 * 1024 * 1024
 
 
 class ProfileSource(Protocol):
-    """Where the webhook reads the cluster's Fargate profiles."""
+    """Where the webhook reads the cluster's Fargate profiles (``ProfileController`` is one).
+
+    Both are called per request, so they must answer from memory, without blocking.
+    """
 
     def profiles(self) -> list[profiles.Profile]:
-        """Every profile of the cluster, in any state; must not block (called per request)."""
+        """The profiles pods may match (``mutation`` uses only the ACTIVE ones)."""
+
+    def count(self) -> int:
+        """How many profiles the cluster has, in any state: what the limit counts."""
 
 
 def _text(message: str, status: int) -> web.Response:
@@ -145,7 +151,7 @@ class AdmissionServer:
 
     async def _validate_profiles(self, request: web.Request) -> web.StreamResponse:
         document = await self._document(request)
-        reply = mutation.validate_profile(document, len(self.source.profiles()))
+        reply = mutation.validate_profile(document, self.source.count())
         _log_reply(request, reply)
         return web.json_response(reply)
 

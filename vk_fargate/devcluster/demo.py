@@ -1,9 +1,10 @@
 """The seed's walkthrough on the local stack, as a transcript: `vk-fargate dev demo`.
 
-Applies ``examples/`` (the seed's namespace and simple-web Deployment) with the
-wheel's kubectl, waits for the pod to run on its Fargate node, then shows what the
-seed shows: nodes, pods with IPs, the CapacityProvisioned annotation, the nginx
-welcome page from the pod IP, and a few lines of `kubectl logs`.
+Creates the seed's namespace and `fargate` profile, applies the seed's simple-web
+Deployment unchanged (the webhook sends it to fargate-scheduler), shows what the seed
+shows (schedulerName, nodes, pods with IPs, `CapacityProvisioned: 0.25vCPU 0.5GB`, the
+nginx welcome page from the pod IP, logs), then the limits variant (`2vCPU 4GB`), the
+PodDisruptionBudget and a refused privileged pod. Uses the wheel's kubectl throughout.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from vk_fargate import errors
 from vk_fargate.devcluster import binaries
@@ -21,49 +24,80 @@ from vk_fargate.devcluster import binaries
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMESPACE = "fargate-workload"
 WAIT_SECONDS = 120
+CAPACITY = "CapacityProvisioned"
 
 
-def _kubectl(kubeconfig: str, *args: str, show: bool = True) -> str:
-    if show:
-        print(f"\n$ kubectl {' '.join(args)}", flush=True)
-    done = subprocess.run(
-        [str(binaries.kubectl_path()), "--kubeconfig", kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise errors.HarnessError(f"kubectl {' '.join(args)}", done.stderr.strip())
-    if show:
-        print(done.stdout.rstrip(), flush=True)
-    return done.stdout
+class Demo:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
 
+    def kubectl(self, *args: str, show: bool = True) -> str:
+        if show:
+            print(f"\n$ kubectl {' '.join(args)}", flush=True)
+        done = subprocess.run(
+            [str(binaries.kubectl_path()), "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise errors.HarnessError(f"kubectl {' '.join(args)}", done.stderr.strip())
+        if show:
+            print(done.stdout.rstrip(), flush=True)
+        return done.stdout
 
-def _running_pod(kubeconfig: str) -> dict[str, object]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        pods = json.loads(
-            _kubectl(kubeconfig, "-n", NAMESPACE, "get", "po", "-o", "json", show=False)
-        )["items"]
-        running = [
-            p
-            for p in pods
-            if not p["metadata"].get("deletionTimestamp")
-            and {c["type"]: c["status"] for c in p["status"].get("conditions") or []}.get("Ready")
-            == "True"
-        ]
-        if running:
-            return running[0]  # type: ignore[no-any-return]
-        time.sleep(1)
-    states = [c.get("state") for p in pods for c in p["status"].get("containerStatuses") or []]
-    raise errors.HarnessError(
-        "wait for simple-web", f"no Ready pod after {WAIT_SECONDS}s (containers: {states})"
-    )
+    def pods(self) -> list[dict[str, Any]]:
+        listed = self.kubectl("-n", NAMESPACE, "get", "po", "-o", "json", show=False)
+        items: list[dict[str, Any]] = json.loads(listed)["items"]
+        return items
+
+    def ready_pod(self, capacity: str) -> dict[str, Any]:
+        """The Ready simple-web pod provisioned at ``capacity``."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        pods: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            pods = self.pods()
+            for pod in pods:
+                conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions") or []}
+                annotations = pod["metadata"].get("annotations") or {}
+                if (
+                    conditions.get("Ready") == "True"
+                    and not pod["metadata"].get("deletionTimestamp")
+                    and annotations.get("CapacityProvisioned") == capacity
+                ):
+                    return pod
+            time.sleep(1)
+        states = [c.get("state") for p in pods for c in p["status"].get("containerStatuses") or []]
+        raise errors.HarnessError(
+            "wait for simple-web", f"no Ready {capacity} pod after {WAIT_SECONDS}s ({states})"
+        )
+
+    def events(self, name: str, reason: str) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            listed = json.loads(
+                self.kubectl(
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "events",
+                    "-o",
+                    "json",
+                    "--field-selector",
+                    f"involvedObject.name={name}",
+                    show=False,
+                )
+            )["items"]
+            found = [e for e in listed if e["reason"] == reason]
+            if found:
+                return found
+            time.sleep(1)
+        raise errors.HarnessError(f"wait for {reason} on {name}", "no such event")
 
 
 def _welcome(ip: str) -> str:
-    """The page at the pod IP, fetched only when the IP is a private address we route."""
+    """The page at the pod IP, fetched only when the IP is routed to fleetd's bridge."""
     if not ipaddress.ip_address(ip).is_private:
         return "(not fetched: not a private address)"
     route = subprocess.run(
@@ -74,39 +108,62 @@ def _welcome(ip: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{ip}/", timeout=10) as response:
         body: str = response.read().decode()
-    return "\n".join(line for line in body.splitlines() if "title" in line or "<h1>" in line)
+    return "\n".join(line for line in body.splitlines() if "<title>" in line)
+
+
+def _profile(kubeconfig: str) -> None:
+    print("\n$ vk-fargate profile create --name fargate --namespace fargate-workload", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vk_fargate.cli",
+            "profile",
+            "--kubeconfig",
+            kubeconfig,
+            "create",
+            "--name",
+            "fargate",
+            "--namespace",
+            NAMESPACE,
+        ],
+        check=False,
+        timeout=120,
+    )
 
 
 def run(kubeconfig: str) -> None:
-    _kubectl(
-        kubeconfig,
-        "apply",
-        "-f",
-        str(EXAMPLES / "namespace.yaml"),
-        "-f",
-        str(EXAMPLES / "simple-web.yaml"),
+    demo = Demo(kubeconfig)
+    demo.kubectl("apply", "-f", str(EXAMPLES / "namespace.yaml"))
+    existing = json.loads(demo.kubectl("get", "fargateprofiles", "-o", "json", show=False))
+    if not [p for p in existing["items"] if p["metadata"]["name"] == "fargate"]:
+        _profile(kubeconfig)
+    demo.kubectl("apply", "-f", str(EXAMPLES / "simple-web.yaml"))
+    pod = demo.ready_pod("0.25vCPU 0.5GB")
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    print(f"\n$ kubectl get pods -o yaml -n {NAMESPACE} {name} | grep schedulerName")
+    print(f"  schedulerName: {pod['spec']['schedulerName']}")
+    demo.kubectl("get", "nodes", "-o", "wide")
+    demo.kubectl("-n", NAMESPACE, "get", "po", "-o", "wide")
+    print(f"\n$ kubectl -n {NAMESPACE} describe po {name} | grep -A1 -e Labels -e Annotations")
+    labels = pod["metadata"].get("labels") or {}
+    print(
+        f"Labels:       eks.amazonaws.com/fargate-profile="
+        f"{labels.get('eks.amazonaws.com/fargate-profile')}"
     )
-    pod = _running_pod(kubeconfig)
-    meta = pod["metadata"]
-    assert isinstance(meta, dict)
-    name = meta["name"]
-    _kubectl(kubeconfig, "get", "nodes", "-o", "wide")
-    _kubectl(kubeconfig, "-n", NAMESPACE, "get", "po", "-o", "wide")
-    annotations = _kubectl(
-        kubeconfig,
-        "-n",
-        NAMESPACE,
-        "get",
-        "po",
-        name,
-        "-o",
-        "jsonpath={.metadata.annotations.CapacityProvisioned}",
-        show=False,
-    )
-    print(f"\n$ kubectl -n {NAMESPACE} describe po {name} | grep CapacityProvisioned")
-    print(f"Annotations:          CapacityProvisioned: {annotations}")
-    status = pod["status"]
-    assert isinstance(status, dict)
-    ip = str(status["podIP"])
+    print(f"Annotations:  CapacityProvisioned: {pod['metadata']['annotations'][CAPACITY]}")
     print(f"\n$ curl {ip}\n{_welcome(ip)}")
-    _kubectl(kubeconfig, "-n", NAMESPACE, "logs", name, "--tail=5")
+    demo.kubectl("-n", NAMESPACE, "logs", name, "--tail=3")
+    demo.kubectl("apply", "-f", str(EXAMPLES / "simple-web-limits.yaml"))
+    bigger = demo.ready_pod("2vCPU 4GB")
+    print(
+        f"\n$ kubectl -n {NAMESPACE} describe po {bigger['metadata']['name']} "
+        "| grep CapacityProvisioned"
+    )
+    print(f"Annotations:  CapacityProvisioned: {bigger['metadata']['annotations'][CAPACITY]}")
+    demo.kubectl("apply", "-f", str(EXAMPLES / "pdb.yaml"))
+    demo.kubectl("-n", NAMESPACE, "get", "poddisruptionbudgets")
+    demo.kubectl("apply", "-f", str(EXAMPLES / "privileged.yaml"))
+    refusal = demo.events("privileged", "FailedScheduling")[0]
+    print(f"\n$ kubectl -n {NAMESPACE} describe po privileged | grep FailedScheduling")
+    print(f"  Warning  FailedScheduling  {refusal['source']['component']}  {refusal['message']}")

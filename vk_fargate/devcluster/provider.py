@@ -13,10 +13,17 @@ from vk_fargate.devcluster import fleet as devfleet
 
 
 def environment(
-    local: cluster.Cluster | Path, fleet: devfleet.Fleet, *, port: int, cluster_name: str
+    local: cluster.Cluster | Path,
+    fleet: devfleet.Fleet,
+    *,
+    port: int,
+    cluster_name: str,
+    webhook_port: int | None = None,
 ) -> dict[str, str]:
     """``VK_FARGATE_*`` settings for a provider of ``local`` (a Cluster or its root)."""
     layout = local.layout if isinstance(local, cluster.Cluster) else components.Layout(local)
+    if webhook_port is None:
+        webhook_port = next(p for p in processes.free_ports(2) if p != port)
     return {
         **os.environ,
         "VK_FARGATE_CLUSTER_NAME": cluster_name,
@@ -29,6 +36,10 @@ def environment(
         "VK_FARGATE_KUBELET_CLIENT_CA_FILE": str(layout.pem("ca.crt")),
         # A blocked patch eviction is retried after this long (Fargate: minutes).
         "VK_FARGATE_EVICTION_RETRY_SECONDS": "5",
+        # The API server calls the webhooks on loopback (no Service without a cluster network).
+        "VK_FARGATE_WEBHOOK_BIND": "127.0.0.1",
+        "VK_FARGATE_WEBHOOK_PORT": str(webhook_port),
+        "VK_FARGATE_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
     }
 
 

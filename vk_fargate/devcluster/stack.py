@@ -42,6 +42,7 @@ async def up(bins: binaries.Binaries, root: Path, progress: Progress) -> dict[st
         progress("starting the provider (vk-fargate run)")
         port = processes.free_ports(1)[0]
         env = devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER_NAME)
+        env["VK_FARGATE_NAMESPACE"] = "vk-fargate"
         provider = devprovider.Provider(env, root / "logs" / "provider.log", detach=True)
         await provider.start()
         assert provider.process is not None

@@ -25,7 +25,9 @@ POD = {"group": "", "version": "v1", "kind": "Pod"}
 LABEL = profiles.PROFILE_LABEL
 
 
-def _profile(name: str, namespace: str, labels: dict[str, str] | None = None, **kw: Any) -> Any:
+def _profile(
+    name: str, namespace: str, labels: dict[str, str] | None = None, **kw: Any
+) -> profiles.Profile:
     selector = profiles.Selector(namespace=namespace, labels=labels or {})
     return profiles.Profile(name=name, selectors=[selector], **kw)
 
@@ -257,6 +259,10 @@ def _with(path: tuple[str, ...], value: Any) -> JSON:
     return document
 
 
+DEEP: list[Any] = []
+for _ in range(5000):  # deeper than repr() can go
+    DEEP = [DEEP]
+
 MALFORMED = [
     ("list", [a_review(a_pod())]),
     ("null", None),
@@ -283,6 +289,7 @@ MALFORMED = [
     ("spec list", _with(("request", "object", "spec"), [])),
     ("no namespace", _with(("request", "namespace"), KeyError)),
     ("namespace int", _with(("request", "namespace"), 3)),
+    ("deeply nested kind", _with(("request", "kind"), DEEP)),
 ]
 
 

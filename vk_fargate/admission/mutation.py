@@ -38,6 +38,11 @@ class MalformedReview(errors.VkFargateError, ValueError):
 
 
 def _show(value: object) -> str:
+    """A bad value for a message: short, and never a walk through a nested structure."""
+    if isinstance(value, dict):
+        return f"an object (of {len(value)} members)"
+    if isinstance(value, list):
+        return f"an array (of {len(value)} items)"
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 

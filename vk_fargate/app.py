@@ -106,6 +106,7 @@ class Provider:
             self.world,
             self.profiles.profiles,
             retry_seconds=cfg.eviction_retry_seconds,
+            budget_check_seconds=cfg.budget_check_seconds,
         )
         self.pod_informer = informers.Informer(
             api,

@@ -77,6 +77,7 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     )
     install_crd: bool = True
     eviction_retry_seconds: float = pydantic.Field(default=30.0, ge=0)
+    budget_check_seconds: float = pydantic.Field(default=60.0, gt=0)
     webhook_bind: str = "0.0.0.0"
     webhook_port: int = pydantic.Field(default=9443, ge=0, le=65535)
     webhook_register: bool = pydantic.Field(

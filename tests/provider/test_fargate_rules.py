@@ -279,3 +279,86 @@ async def test_a_drain_evicts_through_the_pdb_retries_once_then_deletes(
         finally:
             await fleet_client.host_action(host, models.HostAction(action_type="Activate"))
     await core.delete_namespace(ns)
+
+
+async def test_no_capacity_means_pending_with_a_retry_event_then_it_runs(
+    api: k8s.ApiClient, provider: conftest.Provider, fleet: devfleet.Fleet
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "capacity")
+    async with fleet_api.FleetClient(fleet.url, fleet.token) as fleet_client:
+        hosts = [h.id for h in await fleet_client.hosts()]
+        drain = models.HostAction(action_type="Drain", grace_seconds=3600)
+        try:
+            for host in hosts:  # nothing can be placed while every host drains
+                await fleet_client.host_action(host, drain)
+            await core.create_namespaced_pod(ns, _pod("waits"))
+
+            async def timed_out() -> bool:
+                return any(
+                    e.reason == "FailedScheduling"
+                    and e.message == f"Pod provisioning timed out (will retry) for pod: {ns}/waits"
+                    for e in await _events(core, ns, "waits")
+                )
+
+            await waiting.until(timed_out, what="the provisioning-timed-out event")
+            pod = await core.read_namespaced_pod("waits", ns)
+            assert pod.status.phase == "Pending" and not pod.spec.node_name
+        finally:
+            for host in hosts:
+                await fleet_client.host_action(host, models.HostAction(action_type="Activate"))
+
+    async def running() -> bool:
+        return (await core.read_namespaced_pod("waits", ns)).status.phase == "Running"
+
+    await waiting.until(running, timeout=90, what="the pod placed once capacity is back")
+    async with fleet_api.FleetClient(fleet.url, fleet.token) as fleet_client:
+        assert len((await fleet_client.list_microvms({"namespace": ns})).items) == 1
+    await core.delete_namespace(ns)
+
+
+async def test_a_budget_that_selects_nothing_gets_a_warning(
+    api: k8s.ApiClient, provider: conftest.Provider
+) -> None:
+    ns = await conftest.namespace(api, "typo")
+    custom = k8s.CustomObjectsApi(api)
+    await custom.create_cluster_custom_object(
+        "fargate.vk-fargate.io",
+        "v1",
+        "fargateprofiles",
+        {
+            "apiVersion": "fargate.vk-fargate.io/v1",
+            "kind": "FargateProfile",
+            "metadata": {"name": ns},
+            "spec": {"selectors": [{"namespace": ns}]},
+        },
+    )
+    try:
+        await k8s.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
+            ns,
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "fg-pdb"},
+                "spec": {
+                    "minAvailable": 1,
+                    "selector": {"matchLabels": {"app": "simple-ninx-app"}},
+                },
+            },
+        )
+
+        async def warned() -> k8s.CoreV1Event | None:
+            found = [
+                e
+                for e in await _events(k8s.CoreV1Api(api), ns, "fg-pdb")
+                if e.reason == "SelectsNoPods"
+            ]
+            return found[0] if found else None
+
+        event = await waiting.until(warned, timeout=60, what="the SelectsNoPods warning")
+        assert "app=simple-ninx-app" in event.message and event.type == "Warning"
+    finally:
+        await custom.delete_cluster_custom_object(
+            "fargate.vk-fargate.io", "v1", "fargateprofiles", ns
+        )
+        await k8s.CoreV1Api(api).delete_namespace(ns)

@@ -23,7 +23,6 @@ from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 COMPONENT = "fargate-scheduler"
-PDB_CHECK_SECONDS = 60.0
 
 
 @dataclasses.dataclass
@@ -33,6 +32,7 @@ class Evictions:
     world: world.World
     profiles: Callable[[], list[fargate_profiles.Profile]]
     retry_seconds: float = 30.0
+    budget_check_seconds: float = 60.0
     _pending: collections.OrderedDict[str, models.MaintenanceNotice] = dataclasses.field(
         default_factory=collections.OrderedDict
     )
@@ -116,7 +116,7 @@ class Evictions:
                 await self._check_budgets()
             except errors.KubeError as exc:
                 log.warning("checking PodDisruptionBudgets failed: %s", exc)
-            await asyncio.sleep(PDB_CHECK_SECONDS)
+            await asyncio.sleep(self.budget_check_seconds)
 
     async def _check_budgets(self) -> None:
         namespaces = [s.namespace for p in self.profiles() for s in p.selectors]
@@ -135,7 +135,7 @@ class Evictions:
             if not found.get("items"):
                 await self.recorder.record(
                     {**pdb, "apiVersion": "policy/v1", "kind": "PodDisruptionBudget"},
-                    "NoPods",
+                    "SelectsNoPods",
                     f"PodDisruptionBudget {ns}/{pdb['metadata']['name']} selects no "
                     f"pods ({selector or 'empty selector'}): it protects nothing from Fargate "
                     "patch evictions; check its selector",

@@ -36,6 +36,7 @@ def environment(
         "VK_FARGATE_KUBELET_CLIENT_CA_FILE": str(layout.pem("ca.crt")),
         # A blocked patch eviction is retried after this long (Fargate: minutes).
         "VK_FARGATE_EVICTION_RETRY_SECONDS": "5",
+        "VK_FARGATE_BUDGET_CHECK_SECONDS": "5",
         # The API server calls the webhooks on loopback (no Service without a cluster network).
         "VK_FARGATE_WEBHOOK_BIND": "127.0.0.1",
         "VK_FARGATE_WEBHOOK_PORT": str(webhook_port),

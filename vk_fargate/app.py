@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Coroutine
@@ -29,7 +30,7 @@ from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles,
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_client
-from vk_fargate.k8s import client, events, informers, kube
+from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.kubelet import auth, server, tls
 from vk_fargate.scheduler import scheduling, world
@@ -124,6 +125,15 @@ class Provider:
         self.node_informer.subscribe(self._on_node)
         self.kubelet: server.KubeletServer | None = None
         self.admission: admission_server.AdmissionServer | None = None
+        self.leading = asyncio.Event()
+        self.elector: leaderelection.Elector | None = None
+        if cfg.leader_elect:
+            self.elector = leaderelection.Elector(
+                api,
+                namespace=cfg.namespace,
+                name=cfg.leader_lease,
+                identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            )
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = asyncio.Event()
 
@@ -181,7 +191,7 @@ class Provider:
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
         if crd:
-            self._spawn(self.profiles.run(), "fargate-profiles")
+            self._spawn(self.profiles.run(self.leading), "fargate-profiles")
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
@@ -192,6 +202,23 @@ class Provider:
                 f"the cluster or the fleet ({self.cfg.fleet_url}) did not answer within "
                 f"{SYNC_TIMEOUT:.0f}s"
             ) from None
+        if self.elector is not None:
+            self._spawn(self.elector.run(), "leader-election")
+            self._spawn(self._follow_leadership(), "leadership")
+        else:
+            self.leading.set()
+            self._lead()
+
+    async def _follow_leadership(self) -> None:
+        assert self.elector is not None
+        await self.elector.leading.wait()
+        self.leading.set()
+        self._lead()
+        await self.elector.lost.wait()
+        raise errors.VkFargateError("lost the leader lease; exiting so a restart rejoins")
+
+    def _lead(self) -> None:
+        """What only the leader does: reconcile pods, heartbeat nodes, evict."""
         for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
             self.queue.add(uid)
         self.queue.start()
@@ -199,7 +226,7 @@ class Provider:
         self._spawn(self.evictions.run(), "patch-evictions")
         self._spawn(self.evictions.watch_budgets(), "budget-warnings")
         log.info(
-            "provider running: %d pods, %d microVMs, %d nodes",
+            "leading: %d pods, %d microVMs, %d nodes",
             len(self.world.pods),
             len(self.world.vms),
             len(self.world.nodes),
@@ -236,6 +263,8 @@ class Provider:
             )
 
     async def stop(self) -> None:
+        if self.elector is not None:
+            await self.elector.release()
         log.info(
             "stopping; API requests: %d (watch restarts: pods %d, nodes %d)",
             self.api.requests,

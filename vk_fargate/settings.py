@@ -93,6 +93,10 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     namespace: str = pydantic.Field(
         default="vk-fargate", description="The provider's own namespace (never mutated)."
     )
+    leader_elect: bool = pydantic.Field(
+        default=False, description="Several replicas: only the Lease holder schedules."
+    )
+    leader_lease: str = "vk-fargate-leader"
     workers: int = pydantic.Field(default=16, ge=1, le=256)
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
     node_status_seconds: float = pydantic.Field(default=60.0, gt=0)

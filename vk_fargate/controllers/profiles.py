@@ -9,6 +9,7 @@ and once none is left the finalizer comes off and the profile is gone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pydantic
@@ -101,9 +102,13 @@ class ProfileController:
             rest = [f for f in finalizers if f != k8s_profiles.FINALIZER]
             await k8s_profiles.set_finalizers(self.api, obj, rest)
 
-    async def run(self) -> None:
-        self.queue.start()
+    async def run(self, leading: asyncio.Event) -> None:
+        """Watch profiles (every replica answers the webhook); reconcile once leading."""
+        watch = asyncio.get_running_loop().create_task(self.informer.run(), name="watch-profiles")
         try:
-            await self.informer.run()
+            await leading.wait()
+            self.queue.start()
+            await watch
         finally:
+            watch.cancel()
             await self.queue.stop()

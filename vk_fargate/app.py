@@ -22,8 +22,9 @@ from typing import Any
 
 import pydantic
 import yaml
+from aiohttp import web
 
-from vk_fargate import errors, settings
+from vk_fargate import errors, metrics, settings
 from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
 from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
@@ -126,6 +127,7 @@ class Provider:
         self.kubelet: server.KubeletServer | None = None
         self.admission: admission_server.AdmissionServer | None = None
         self.leading = asyncio.Event()
+        self._metrics_runner: web.AppRunner | None = None
         self.elector: leaderelection.Elector | None = None
         if cfg.leader_elect:
             self.elector = leaderelection.Elector(
@@ -176,6 +178,7 @@ class Provider:
             port=self.cfg.kubelet_port,
         )
         self.cfg.kubelet_port = await self.kubelet.start()
+        await self._serve_metrics()
         await self._start_webhooks()
         self._spawn(self.pod_informer.run(), "watch-pods")
         self._spawn(self.node_informer.run(), "watch-nodes")
@@ -232,6 +235,55 @@ class Provider:
             len(self.world.nodes),
         )
 
+    def _state(self) -> dict[str, Any]:
+        """What the metrics' gauges show, read at scrape time."""
+        by_phase: dict[str, int] = {}
+        for pod in self.world.pods.values():
+            phase = (pod.get("status") or {}).get("phase") or "Pending"
+            by_phase[phase] = by_phase.get(phase, 0) + 1
+        running: dict[tuple[str, str], tuple[float, float]] = {}
+        for vm in self.world.vms.values():
+            if vm.status.state in ("stopped", "failed"):
+                continue
+            key = (vm.spec.labels.get("namespace", ""), vm.spec.labels.get("profile", ""))
+            cpus, gbs = running.get(key, (0.0, 0.0))
+            running[key] = (cpus + vm.spec.vcpu_millis / 1000, gbs + vm.spec.mem_mib / 1024)
+        return {
+            "pods_by_phase": by_phase,
+            "watch_restarts": {
+                "pods": self.pod_informer.restarts,
+                "nodes": self.node_informer.restarts,
+                "fargateprofiles": self.profiles.informer.restarts,
+            },
+            "lease_lag": self.heartbeats.max_lag,
+            "running": running,
+        }
+
+    async def _serve_metrics(self) -> None:
+        """/metrics, and /healthz and /readyz for the Deployment's probes."""
+        metrics.REGISTRY.register(metrics.StateCollector(self._state))
+
+        async def scrape(_: web.Request) -> web.Response:
+            return web.Response(
+                body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE}
+            )
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        async def readyz(_: web.Request) -> web.Response:
+            synced = self.pod_informer.synced.is_set() and self.world.fleet_synced.is_set()
+            return web.Response(text="ok" if synced else "syncing", status=200 if synced else 503)
+
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        self._metrics_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, self.cfg.metrics_bind, self.cfg.metrics_port)
+        await site.start()
+
     async def _start_webhooks(self) -> None:
         """Serve the admission webhooks and register them with the API server."""
         if self.cfg.webhook_url:
@@ -279,6 +331,8 @@ class Provider:
             await self.kubelet.stop()
         if self.admission is not None:
             await self.admission.stop()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
 
 
 async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = None) -> int:

@@ -93,6 +93,10 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     namespace: str = pydantic.Field(
         default="vk-fargate", description="The provider's own namespace (never mutated)."
     )
+    metrics_bind: str = "0.0.0.0"
+    metrics_port: int = pydantic.Field(
+        default=8080, ge=0, le=65535, description="/metrics, /healthz and /readyz (plain HTTP)."
+    )
     leader_elect: bool = pydantic.Field(
         default=False, description="Several replicas: only the Lease holder schedules."
     )

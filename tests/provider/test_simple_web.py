@@ -142,3 +142,35 @@ async def test_simple_web_runs_on_a_fargate_node(
 
 def _json(kubectl: list[str], *args: str) -> Any:
     return json.loads(run(kubectl, *args, "-o", "json"))
+
+
+async def test_metrics_and_probes(
+    api: k8s.ApiClient, provider: conftest.Provider, kubectl: list[str]
+) -> None:
+    """/metrics shows pods by phase, fleet call latency and the create-to-Running histogram."""
+    import aiohttp
+
+    core = k8s.CoreV1Api(api)
+    ns = await _namespace(api)
+    await k8s.AppsV1Api(api).create_namespaced_deployment(ns, deployment("simple-web"))
+
+    async def running() -> bool:
+        pods = (await core.list_namespaced_pod(ns)).items
+        return bool(pods) and pods[0].status.phase == "Running"
+
+    await waiting.until(running, timeout=60, what="a Running pod")
+    port = provider.env["VK_FARGATE_METRICS_PORT"]
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+        async with http.get("/readyz") as ready:
+            assert ready.status == 200
+        async with http.get("/healthz") as healthy:
+            assert healthy.status == 200
+        async with http.get("/metrics") as scraped:
+            text = await scraped.text()
+    assert 'vkfargate_pods{phase="Running"}' in text
+    assert "vkfargate_pod_create_to_running_seconds_count" in text
+    assert 'vkfargate_fleet_request_seconds_count{call="PUT /v1/microvms/{id}"}' in text
+    assert f'vkfargate_running_vcpu{{namespace="{ns}",profile=""}} 0.25' in text
+    assert "vkfargate_lease_renewal_lag_seconds" in text
+    assert 'vkfargate_watch_restarts_total{watch="pods"}' in text
+    await core.delete_namespace(ns)

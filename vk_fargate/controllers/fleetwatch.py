@@ -10,13 +10,22 @@ import logging
 import random
 from collections.abc import Callable
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client, models
 from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
+
+
+def _account(vm: models.MicroVM) -> None:
+    """Add a finished microVM's provisioned vCPU- and GB-seconds to the metrics."""
+    start = vm.status.started_at or vm.status.created_at
+    seconds = max(0.0, ((vm.status.finished_at or models.now()) - start).total_seconds())
+    labels = (vm.spec.labels.get("namespace", ""), vm.spec.labels.get("profile", ""))
+    metrics.PROVISIONED_VCPU_SECONDS.labels(*labels).inc(seconds * vm.spec.vcpu_millis / 1000)
+    metrics.PROVISIONED_GB_SECONDS.labels(*labels).inc(seconds * vm.spec.mem_mib / 1024)
 
 
 async def run(
@@ -49,7 +58,7 @@ async def run(
                         state.vms[changed.id] = changed
                         enqueue(changed.id)
                 elif event.type == "deleted" and event.microvm_id in state.vms:
-                    del state.vms[event.microvm_id]
+                    _account(state.vms.pop(event.microvm_id))
                     enqueue(event.microvm_id)
                 elif event.type == "maintenance" and on_notice is not None:
                     on_notice(event)

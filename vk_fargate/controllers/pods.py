@@ -15,9 +15,10 @@ the next step, whatever happened before (a restart, a lost event, a retry):
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 from vk_fargate.controllers import podstatus
 from vk_fargate.fargate import sizing
 from vk_fargate.fleet import client, models
@@ -140,6 +141,12 @@ class PodReconciler:
                 size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
             await self.scheduler.ensure_node(pod, vm, size)
         status = podstatus.compute(pod, vm)
+        before = (self._sent.get(uid) or pod.get("status") or {}).get("phase")
+        if status["phase"] == "Running" and before not in ("Running", "Succeeded", "Failed"):
+            created = pod["metadata"].get("creationTimestamp")
+            if created:
+                began = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+                metrics.SCHEDULING_LATENCY.observe((models.now() - began).total_seconds())
         if self._sent.get(uid) != status:
             await pods.patch_status(self.api, pod, status)
             self._sent[uid] = status

@@ -24,6 +24,7 @@ def environment(
     layout = local.layout if isinstance(local, cluster.Cluster) else components.Layout(local)
     if webhook_port is None:
         webhook_port = next(p for p in processes.free_ports(2) if p != port)
+    metrics_port = next(p for p in processes.free_ports(3) if p not in (port, webhook_port))
     return {
         **os.environ,
         "VK_FARGATE_CLUSTER_NAME": cluster_name,
@@ -41,6 +42,8 @@ def environment(
         "VK_FARGATE_WEBHOOK_BIND": "127.0.0.1",
         "VK_FARGATE_WEBHOOK_PORT": str(webhook_port),
         "VK_FARGATE_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+        "VK_FARGATE_METRICS_BIND": "127.0.0.1",
+        "VK_FARGATE_METRICS_PORT": str(metrics_port),
     }
 
 

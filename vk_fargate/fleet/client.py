@@ -19,7 +19,7 @@ import aiohttp
 import pydantic
 import tenacity
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 from vk_fargate.fleet import models
 
 # A stream that sent nothing (not even a heartbeat, every 5 s) for this long is dead.
@@ -173,8 +173,9 @@ class FleetClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
+        call = f"{method} {_route(path)}"
         async for attempt in self._retrying:
-            with attempt:
+            with attempt, metrics.Timer(call):
                 return await self._once(method, path, json_body=json_body, params=params)
         raise AssertionError("unreachable: tenacity reraises")
 
@@ -189,6 +190,14 @@ class FleetClient:
                 return await response.json()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise errors.FleetUnavailable(f"{method} {path}: {exc!r}") from exc
+
+
+def _route(path: str) -> str:
+    """A path with its ids replaced, as a low-cardinality metric label."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[2] in ("microvms", "hosts"):
+        parts[3] = "{id}"
+    return "/".join(parts)
 
 
 async def _raise_for(response: aiohttp.ClientResponse) -> None:

@@ -28,6 +28,7 @@ from vk_fargate.scheduler import world
 log = logging.getLogger(__name__)
 SCHEDULER = "fargate-scheduler"
 CAPACITY_ANNOTATION = "CapacityProvisioned"
+PROFILE_LABEL = "eks.amazonaws.com/fargate-profile"
 LOGGING_ANNOTATION = "Logging"
 LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = "aws-observability", "aws-logging"
 CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
@@ -278,6 +279,7 @@ class Scheduler:
                 CLUSTER_LABEL: self.cfg.cluster_name,
                 "namespace": meta["namespace"],
                 "pod": meta["name"],
+                "profile": (meta.get("labels") or {}).get(PROFILE_LABEL, ""),
             },
             init_containers=containers(
                 [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") != "Always"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
 from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
 from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fargate import pricing
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
@@ -241,13 +243,18 @@ class Provider:
         for pod in self.world.pods.values():
             phase = (pod.get("status") or {}).get("phase") or "Pending"
             by_phase[phase] = by_phase.get(phase, 0) + 1
-        running: dict[tuple[str, str], tuple[float, float]] = {}
+        running: dict[tuple[str, str], tuple[float, float, float]] = {}
+        region = self.cfg.region if self.cfg.region in pricing.RATES else "us-east-1"
+        rates = pricing.rates_for(pricing.RATES, region)
         for vm in self.world.vms.values():
             if vm.status.state in ("stopped", "failed"):
                 continue
             key = (vm.spec.labels.get("namespace", ""), vm.spec.labels.get("profile", ""))
-            cpus, gbs = running.get(key, (0.0, 0.0))
-            running[key] = (cpus + vm.spec.vcpu_millis / 1000, gbs + vm.spec.mem_mib / 1024)
+            cpus, gbs, usd = running.get(key, (0.0, 0.0, 0.0))
+            vcpu = decimal.Decimal(vm.spec.vcpu_millis) / 1000
+            memory = decimal.Decimal(vm.spec.mem_mib) / 1024
+            hourly = pricing.fargate_hourly(vcpu, memory, vm.spec.ephemeral_gib, rates)
+            running[key] = (cpus + float(vcpu), gbs + float(memory), usd + float(hourly))
         return {
             "pods_by_phase": by_phase,
             "watch_restarts": {

@@ -3,6 +3,7 @@
 ``dev`` manages the local cluster the demo and tests run against (like ``kind``):
 ``dev up`` starts it in the background and returns, ``dev status`` describes it,
 ``dev down`` stops it, ``dev build`` builds the control-plane binaries once per machine.
+``cost`` prices a what-if or the running Fargate pods (``vk_fargate.costcli``).
 Errors are printed as one line naming the failed step and its log; exit code 1.
 """
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vk_fargate import __version__, app, errors, profilecli, settings
+from vk_fargate import __version__, app, costcli, errors, profilecli, settings
 from vk_fargate.devcluster import binaries, demo, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
@@ -126,11 +127,16 @@ def _dev_build(config: settings.Settings) -> int:
     return 0
 
 
+def _kubeconfig(explicit: Path | None, config: settings.Settings) -> Path | None:
+    """``--kubeconfig``, else ``$KUBECONFIG`` (None here), else the dev cluster's."""
+    if explicit is not None or os.environ.get("KUBECONFIG"):
+        return explicit
+    recorded = state.load(state.dev_root(config.state_dir))
+    return Path(recorded["kubeconfig"]) if recorded else None
+
+
 async def _profile(args: argparse.Namespace, config: settings.Settings) -> int:
-    kubeconfig = args.kubeconfig
-    if kubeconfig is None and not os.environ.get("KUBECONFIG"):
-        recorded = state.load(state.dev_root(config.state_dir))
-        kubeconfig = Path(recorded["kubeconfig"]) if recorded else None
+    kubeconfig = _kubeconfig(args.kubeconfig, config)
     if args.profile_command == "create":
         return await profilecli.create(
             kubeconfig,
@@ -144,6 +150,32 @@ async def _profile(args: argparse.Namespace, config: settings.Settings) -> int:
     if args.profile_command == "get":
         return await profilecli.get(kubeconfig, output=args.output)
     return await profilecli.delete(kubeconfig, name=args.name, cluster=args.cluster)
+
+
+WHATIF_FLAGS = ("vcpu", "memory", "storage", "hours_per_day", "provisioned", "ec2_instance")
+
+
+def _cost(args: argparse.Namespace, config: settings.Settings) -> int:
+    if any(getattr(args, flag) not in (None, False) for flag in WHATIF_FLAGS):
+        return costcli.whatif(
+            vcpu=args.vcpu,
+            memory_gb=args.memory,
+            storage_gb=args.storage,
+            hours_per_day=args.hours_per_day,
+            region=args.region,
+            provisioned=args.provisioned,
+            ec2_instance=args.ec2_instance,
+            rates_file=args.rates,
+            as_json=args.json,
+        )
+    return asyncio.run(
+        costcli.running(
+            _kubeconfig(args.kubeconfig, config),
+            region=args.region,
+            rates_file=args.rates,
+            as_json=args.json,
+        )
+    )
 
 
 def _logging() -> None:
@@ -189,6 +221,32 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
     remove = profile_commands.add_parser("delete", help="delete a profile (stops its pods)")
     remove.add_argument("--name", required=True)
+    cost = commands.add_parser(
+        "cost",
+        help="what Fargate costs: a what-if (--vcpu/--memory), else the running pods",
+        description="With --vcpu and --memory: the monthly cost of one pod of that request "
+        "and of an always-on EC2 instance of that size. Without: every running pod with a "
+        "CapacityProvisioned annotation, per month at 24 h/day. Built-in rates: verify "
+        "before quoting; override with --rates.",
+    )
+    cost.add_argument("--vcpu", type=costcli.amount, help="what-if: vCPU requested")
+    cost.add_argument("--memory", type=costcli.amount, help="what-if: memory requested, GB")
+    cost.add_argument(
+        "--storage", type=costcli.amount, help="what-if: ephemeral storage, GB (default 20)"
+    )
+    cost.add_argument(
+        "--hours-per-day", type=costcli.amount, help="what-if: hours a day (default 24)"
+    )
+    cost.add_argument(
+        "--provisioned",
+        action="store_true",
+        help="what-if: price --vcpu/--memory as the billed size, without +256 MiB and rounding",
+    )
+    cost.add_argument("--ec2-instance", help="what-if: compare with this instance type")
+    cost.add_argument("--region", help="default: us-east-1 (running pods: each pod's node)")
+    cost.add_argument("--rates", type=Path, help="YAML overriding the built-in rates")
+    cost.add_argument("--json", action="store_true", help="machine-readable output")
+    cost.add_argument("--kubeconfig", type=Path, default=None, help="running pods: the cluster")
     fleetd = commands.add_parser("fleetd", help="run the reference bare-metal fleet daemon")
     fleetd.add_argument("--config", type=Path, required=True, help="fleet.yaml")
     fleetd.add_argument(
@@ -210,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_profile(args, config))
         if args.command == "fleetd":
             return _fleetd(args.config, stop_on_exit=args.stop_on_exit)
+        if args.command == "cost":
+            return _cost(args, config)
         if args.dev_command == "up":
             return asyncio.run(_dev_up(config))
         if args.dev_command == "status":

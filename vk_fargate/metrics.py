@@ -105,10 +105,16 @@ class StateCollector:
             "GB provisioned to live microVMs.",
             labels=["namespace", "profile"],
         )
-        for (namespace, profile), (cpus, gbs) in sorted(state["running"].items()):
+        cost = core.GaugeMetricFamily(
+            "vkfargate_running_cost_usd_per_hour",
+            "Estimated Fargate cost per hour of live microVMs (the pricing table's rates).",
+            labels=["namespace", "profile"],
+        )
+        for (namespace, profile), (cpus, gbs, usd) in sorted(state["running"].items()):
             vcpu.add_metric([namespace, profile], cpus)
             memory.add_metric([namespace, profile], gbs)
-        yield from (vcpu, memory)
+            cost.add_metric([namespace, profile], usd)
+        yield from (vcpu, memory, cost)
 
 
 def render() -> bytes:

@@ -7,6 +7,11 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
     +-- HarnessError               the local control plane could not be started
     |   +-- BinariesError          the control-plane binaries are missing or failed to build
     +-- KubeError                  the Kubernetes API answered an error; ``status``, ``reason``
+    +-- AwsError                   an AWS call failed or AWS holds something unusable; ``code``
+    |   +-- SubnetNotFound         a profile's subnet does not exist
+    |   +-- SubnetNotPrivate       a profile's subnet routes to an internet gateway
+    |   +-- RoleNotUsable          the pod execution role is missing or does not trust Fargate
+    |   +-- LoggingConfigInvalid   the aws-logging ConfigMap breaks a rule; ``problems`` lists all
     +-- FleetError                 a fleet API call failed; ``status`` and ``code`` as on the wire
         +-- BadRequest             400: malformed request (not JSON, bad query parameter)
         +-- Unauthorized           401: missing or wrong bearer token
@@ -20,6 +25,7 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -64,6 +70,53 @@ class KubeError(VkFargateError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class AwsError(VkFargateError):
+    """An AWS call failed or AWS holds something unusable; ``code`` is AWS's error code."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class SubnetNotFound(AwsError):
+    """A profile names a subnet that does not exist (in this region and account)."""
+
+    def __init__(self, subnet_id: str) -> None:
+        super().__init__(f"subnet {subnet_id} does not exist", code="InvalidSubnetID.NotFound")
+        self.subnet_id = subnet_id
+
+
+class SubnetNotPrivate(AwsError):
+    """A profile names a public subnet: its route table routes to an internet gateway."""
+
+    def __init__(self, subnet_id: str, *, route_table_id: str, gateway_id: str) -> None:
+        super().__init__(
+            f"subnet {subnet_id} is public: route table {route_table_id} has a route to "
+            f"internet gateway {gateway_id}; Fargate profiles take private subnets only"
+        )
+        self.subnet_id = subnet_id
+        self.route_table_id = route_table_id
+        self.gateway_id = gateway_id
+
+
+class RoleNotUsable(AwsError):
+    """The pod execution role is missing or does not trust ``eks-fargate-pods``."""
+
+    def __init__(self, role_arn: str, reason: str, *, code: str | None = None) -> None:
+        super().__init__(f"pod execution role {role_arn}: {reason}", code=code)
+        self.role_arn = role_arn
+        self.reason = reason
+
+
+class LoggingConfigInvalid(AwsError):
+    """The ``aws-observability/aws-logging`` ConfigMap breaks a rule; ``problems`` lists all."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("aws-logging ConfigMap is invalid: " + "; ".join(self.problems))
 
 
 class FleetError(VkFargateError):

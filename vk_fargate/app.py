@@ -302,7 +302,12 @@ class Provider:
             namespace, _, name = self.cfg.webhook_service.partition("/")
             target = registration.ServiceTarget(namespace, name)
             hosts = (f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local")
-        serving = tls.server_context(client_ca=None, hosts=hosts)
+        serving = tls.server_context(
+            client_ca=None,
+            cert_file=self.cfg.webhook_tls_cert_file,
+            key_file=self.cfg.webhook_tls_key_file,
+            hosts=hosts,
+        )
         self.admission = admission_server.AdmissionServer(
             self.profiles,
             serving.context,

@@ -90,6 +90,11 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     webhook_service: str = pydantic.Field(
         default="vk-fargate/vk-fargate-webhook", description="namespace/name of the Service."
     )
+    webhook_tls_cert_file: Path | None = pydantic.Field(
+        default=None,
+        description="Serving certificate shared by all replicas (else each makes its own CA).",
+    )
+    webhook_tls_key_file: Path | None = None
     namespace: str = pydantic.Field(
         default="vk-fargate", description="The provider's own namespace (never mutated)."
     )

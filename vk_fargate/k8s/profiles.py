@@ -24,16 +24,30 @@ def crd() -> dict[str, Any]:
     return document
 
 
+async def served(api: kube.Kube) -> bool:
+    """Whether the API server serves FargateProfiles (the CRD is installed)."""
+    try:
+        await api.get(PATH, limit=1)
+    except errors.KubeError as exc:
+        if exc.not_found:
+            return False
+        raise
+    return True
+
+
 async def ensure_crd(api: kube.Kube) -> bool:
-    """Install the CRD when missing and wait until it is served; False when not allowed."""
+    """Install the CRD when missing; whether FargateProfiles are served (False: the
+    provider may neither see nor install them, and uses its profiles file alone)."""
     document = crd()
     name = document["metadata"]["name"]
     try:
         await api.get(f"{CRD_PATH}/{name}")
     except errors.KubeError as exc:
         if not exc.not_found:
-            if exc.status == 403:
-                log.warning("may not read CRDs; expecting %s to be installed (Helm chart)", name)
+            if exc.status == 403:  # least privilege (Helm installs the CRD): is it served?
+                if await served(api):
+                    return True
+                log.warning("%s is not installed and may not be installed by us", name)
                 return False
             raise
         try:

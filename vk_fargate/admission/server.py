@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
 
-from vk_fargate import errors
+from vk_fargate import listening
 from vk_fargate.admission import mutation
 from vk_fargate.fargate import profiles
 
@@ -82,25 +81,9 @@ class AdmissionServer:
 
     async def start(self) -> int:
         """Serve; returns the bound port."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise errors.ConfigError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        runner = web.AppRunner(self.application(), handle_signals=False)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock, ssl_context=self.tls).start()
-        except BaseException:
-            await runner.cleanup()
-            sock.close()
-            raise
-        self._runner = runner
-        self.port = sock.getsockname()[1]
+        self._runner, self.port = await listening.serve(
+            self.application(), host=self.host, port=self.port, tls=self.tls
+        )
         log.info("admission webhooks serving on https://%s:%d", self.host, self.port)
         return self.port
 

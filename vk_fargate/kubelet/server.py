@@ -16,14 +16,13 @@ import dataclasses
 import datetime
 import logging
 import re
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
 
-from vk_fargate import errors
+from vk_fargate import errors, listening
 from vk_fargate.k8s import kube, reviews
 from vk_fargate.kubelet import auth
 
@@ -175,26 +174,14 @@ class KubeletServer:
 
     async def start(self) -> int:
         """Serve; returns the bound port."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise errors.ConfigError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         # Cancels a handler whose client hung up, which is what ends a ``follow``.
-        runner = web.AppRunner(self.application(), handle_signals=False, handler_cancellation=True)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock, ssl_context=self.tls).start()
-        except BaseException:
-            await runner.cleanup()
-            sock.close()
-            raise
-        self._runner = runner
-        self.port = sock.getsockname()[1]
+        self._runner, self.port = await listening.serve(
+            self.application(),
+            host=self.host,
+            port=self.port,
+            tls=self.tls,
+            handler_cancellation=True,
+        )
         log.info("kubelet API serving on https://%s:%d", self.host, self.port)
         return self.port
 

@@ -1,0 +1,44 @@
+"""Serving an aiohttp application on a host and port (0 picks a free one) with TLS.
+
+The kubelet API and the admission webhooks both need the bound port back (a node
+advertises it; a test picks a free one) and a clear error naming the address when it
+cannot be bound, so they share this.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from aiohttp import web
+
+from vk_fargate import errors
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    handler_cancellation: bool = False,
+) -> tuple[web.AppRunner, int]:
+    """Start serving ``app``; the runner (to ``cleanup``) and the bound port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise errors.ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        raise
+    return runner, sock.getsockname()[1]

@@ -53,6 +53,20 @@ async def stream(
 ) -> AsyncIterator[bytes]:
     """The log as chunks; ``active`` says whether the instance may still write."""
     budget = options.limit_bytes
+    async for record in _records(path, options, active=active):
+        chunk = record.render(with_timestamp=options.timestamps).encode()
+        if budget is not None:
+            chunk = chunk[:budget]
+            budget -= len(chunk)
+        yield chunk
+        if budget is not None and budget <= 0:
+            return
+
+
+async def _records(
+    path: Path, options: Options, *, active: Callable[[], bool]
+) -> AsyncIterator[crilog.Record]:
+    """The selected records of the file, then (with ``follow``) those written later."""
     try:
         handle = path.open("r", encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -60,34 +74,17 @@ async def stream(
     with handle:
         lines = handle.readlines()
         pending = lines.pop() if lines and not lines[-1].endswith("\n") else ""
-        records = [r for r in map(crilog.parse, lines) if r is not None]
-        for record in _selected(records, options):
-            chunk = record.render(with_timestamp=options.timestamps).encode()
-            if budget is not None:
-                chunk = chunk[:budget]
-                budget -= len(chunk)
-            yield chunk
-            if budget is not None and budget <= 0:
-                return
-        if not options.follow:
-            return
-        while True:
+        for record in _selected([r for r in map(crilog.parse, lines) if r is not None], options):
+            yield record
+        while options.follow:
             still_active = active()
             data = handle.read()
             if data:
                 pending += data
                 *complete, pending = pending.split("\n")
-                for line in complete:
-                    parsed = crilog.parse(line)
-                    if parsed is None:
-                        continue
-                    chunk = parsed.render(with_timestamp=options.timestamps).encode()
-                    if budget is not None:
-                        chunk = chunk[:budget]
-                        budget -= len(chunk)
-                    yield chunk
-                    if budget is not None and budget <= 0:
-                        return
+                for parsed in map(crilog.parse, complete):
+                    if parsed is not None:
+                        yield parsed
             elif not still_active:
                 return
             else:

@@ -18,8 +18,8 @@ import pytest
 from moto import mock_aws
 
 from vk_fargate import errors
+from vk_fargate.aws import logconfig, session
 from vk_fargate.aws import logging as awslogs
-from vk_fargate.aws import session
 
 OUTPUT_CONF = """\
 [OUTPUT]
@@ -54,10 +54,10 @@ def data(**overrides: str) -> dict[str, str]:
 
 
 def test_the_eks_example_is_valid_and_parsed() -> None:
-    assert awslogs.validate(data(flb_log_cw="true")) == []
-    config = awslogs.parse(data(flb_log_cw="true"))
+    assert logconfig.validate(data(flb_log_cw="true")) == []
+    config = logconfig.parse(data(flb_log_cw="true"))
     assert config.outputs == (
-        awslogs.CloudWatchOutput(
+        logconfig.CloudWatchOutput(
             plugin="cloudwatch_logs",
             match="*",
             region="eu-central-1",
@@ -76,16 +76,16 @@ def test_the_eks_example_is_valid_and_parsed() -> None:
 
 
 def test_a_configmap_over_5300_characters_is_refused() -> None:
-    comment = "#" + "x" * (awslogs.MAX_CONFIG_CHARS - len(OUTPUT_CONF) - 2) + "\n"
+    comment = "#" + "x" * (logconfig.MAX_CONFIG_CHARS - len(OUTPUT_CONF) - 2) + "\n"
     exactly = {"output.conf": OUTPUT_CONF, "filters.conf": comment}
-    assert sum(map(len, exactly.values())) == awslogs.MAX_CONFIG_CHARS
-    assert awslogs.validate(exactly) == []
-    [problem] = awslogs.validate({**exactly, "filters.conf": comment + "#"})
+    assert sum(map(len, exactly.values())) == logconfig.MAX_CONFIG_CHARS
+    assert logconfig.validate(exactly) == []
+    [problem] = logconfig.validate({**exactly, "filters.conf": comment + "#"})
     assert "5301 characters" in problem and "5300" in problem
 
 
 def test_keys_other_than_the_four_are_refused() -> None:
-    problems_found = awslogs.validate(data(**{"fluent-bit.conf": "[SERVICE]\n Flush 1\n"}))
+    problems_found = logconfig.validate(data(**{"fluent-bit.conf": "[SERVICE]\n Flush 1\n"}))
     assert len(problems_found) == 1
     assert "'fluent-bit.conf' is not allowed" in problems_found[0]
 
@@ -96,20 +96,20 @@ def test_keys_other_than_the_four_are_refused() -> None:
     ids=["absent", "empty", "comment", "wrong-section"],
 )
 def test_a_config_without_an_output_is_refused(output_conf: str) -> None:
-    found = awslogs.validate(data(**{"output.conf": output_conf}))
+    found = logconfig.validate(data(**{"output.conf": output_conf}))
     assert any("no [OUTPUT] section" in p for p in found)
 
 
 @pytest.mark.parametrize("plugin", ["cloudwatch", "cloudwatch_logs", "CloudWatch_Logs"])
 def test_both_cloudwatch_plugins_are_accepted(plugin: str) -> None:
     conf = OUTPUT_CONF.replace("cloudwatch_logs", plugin)
-    [output] = awslogs.parse(data(**{"output.conf": conf})).outputs
+    [output] = logconfig.parse(data(**{"output.conf": conf})).outputs
     assert output.plugin == plugin.lower()
 
 
 def test_a_cloudwatch_and_a_cloudwatch_logs_output_together_are_two_outputs() -> None:
     second = OUTPUT_CONF.replace("cloudwatch_logs", "cloudwatch").replace("my-logs", "other")
-    config = awslogs.parse(data(**{"output.conf": OUTPUT_CONF + second}))
+    config = logconfig.parse(data(**{"output.conf": OUTPUT_CONF + second}))
     assert [(o.plugin, o.log_group_name) for o in config.outputs] == [
         ("cloudwatch_logs", "my-logs"),
         ("cloudwatch", "other"),
@@ -118,7 +118,7 @@ def test_a_cloudwatch_and_a_cloudwatch_logs_output_together_are_two_outputs() ->
 
 def test_other_outputs_are_valid_but_not_shipped() -> None:
     firehose = "[OUTPUT]\n    Name kinesis_firehose\n    Match *\n    delivery_stream s\n"
-    config = awslogs.parse(data(**{"output.conf": OUTPUT_CONF + firehose}))
+    config = logconfig.parse(data(**{"output.conf": OUTPUT_CONF + firehose}))
     assert len(config.outputs) == 1
     assert config.unshipped_outputs == ("kinesis_firehose",)
 
@@ -146,22 +146,22 @@ def test_a_broken_cloudwatch_output_is_refused_with_the_reason(
 ) -> None:
     conf = OUTPUT_CONF.replace(old, new)
     assert conf != OUTPUT_CONF
-    found = awslogs.validate(data(**{"output.conf": conf}))
+    found = logconfig.validate(data(**{"output.conf": conf}))
     assert any(says in p for p in found), found
     with pytest.raises(errors.LoggingConfigInvalid) as caught:
-        awslogs.parse(data(**{"output.conf": conf}))
+        logconfig.parse(data(**{"output.conf": conf}))
     assert caught.value.problems == found
 
 
 def test_a_missing_auto_create_group_means_off_as_in_fluent_bit() -> None:
     conf = OUTPUT_CONF.replace("    auto_create_group true\n", "")
-    [output] = awslogs.parse(data(**{"output.conf": conf})).outputs
+    [output] = logconfig.parse(data(**{"output.conf": conf})).outputs
     assert output.auto_create_group is False
 
 
 def test_log_stream_name_is_used_as_is() -> None:
     conf = OUTPUT_CONF.replace("log_stream_prefix from-fluent-bit-", "log_stream_name all-pods")
-    [output] = awslogs.parse(data(**{"output.conf": conf})).outputs
+    [output] = logconfig.parse(data(**{"output.conf": conf})).outputs
     assert output.stream_name(namespace="a", pod="b", container="c") == "all-pods"
 
 
@@ -180,12 +180,12 @@ def test_log_stream_name_is_used_as_is() -> None:
     ],
 )
 def test_what_fargate_refuses_in_each_key(key: str, text: str, says: str) -> None:
-    found = awslogs.validate(data(**{key: text}))
+    found = logconfig.validate(data(**{key: text}))
     assert any(says in p for p in found), found
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = awslogs.validate({"output.conf": "", "extra": "x", "flb_log_cw": "x" * 5301})
+    found = logconfig.validate({"output.conf": "", "extra": "x", "flb_log_cw": "x" * 5301})
     assert len(found) == 4  # too long, bad key, no output, bad flb_log_cw
 
 
@@ -286,8 +286,8 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield session.make_client(session.AwsSettings(region="eu-central-1"), "logs")
 
 
-def output(*, auto_create: bool = True) -> awslogs.CloudWatchOutput:
-    return awslogs.CloudWatchOutput(
+def output(*, auto_create: bool = True) -> logconfig.CloudWatchOutput:
+    return logconfig.CloudWatchOutput(
         plugin="cloudwatch_logs",
         match="*",
         region="eu-central-1",

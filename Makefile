@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup binaries up status down lint test bench
+.PHONY: setup binaries up status down lint test bench chart
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,7 @@ test: lint
 
 bench: binaries
 	$(BIN)/python benchmarks/cluster_start.py
+
+# The shipping files: hadolint, helm lint, and a server-side dry run when $KUBECONFIG is set.
+chart: setup
+	bash hack/check-chart.sh

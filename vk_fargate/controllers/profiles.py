@@ -60,7 +60,13 @@ class ProfileController:
             await self._delete(obj, status, finalizers)
             return
         if k8s_profiles.FINALIZER not in finalizers:
-            await k8s_profiles.set_finalizers(self.api, obj, [*finalizers, k8s_profiles.FINALIZER])
+            try:
+                await k8s_profiles.set_finalizers(
+                    self.api, obj, [*finalizers, k8s_profiles.FINALIZER]
+                )
+            except errors.KubeError as exc:
+                if not exc.conflict:
+                    raise  # a conflict: a newer version is on its way through the watch
             return  # the update comes back through the watch
         try:
             profile = fargate_profiles.Profile.model_validate({"name": name, **obj["spec"]})

@@ -28,6 +28,7 @@ from aiohttp import web
 from vk_fargate import errors, metrics, settings
 from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
+from vk_fargate.aws import session as aws_session
 from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import pricing
@@ -36,7 +37,7 @@ from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.kubelet import auth, server, tls
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import enis, scheduling, world
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT = 120.0  # seconds to wait for the first list of pods, nodes and microVMs
@@ -100,10 +101,12 @@ class Provider:
             api, fleet, self.recorder, self.world, cfg, retry=self.queue.later
         )
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
+        self.aws = aws_session.AwsSettings.from_provider(cfg)
         self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
         self.profiles = profiles.ProfileController(
             api, self.world, load_profiles(cfg.profiles_file)
         )
+        self.scheduler.profile_of = self._profile
         self.evictions = evictions.Evictions(
             api,
             self.recorder,
@@ -152,9 +155,11 @@ class Provider:
         if uid:
             self.queue.add(uid)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, once: bool = False) -> None:
+        """Run ``work`` in the background: a loop that ends stops the process (failed);
+        a ``once`` job may end, and its error is logged."""
         task = asyncio.get_running_loop().create_task(work, name=name)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._job_done if once else self._task_done)
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -164,6 +169,10 @@ class Provider:
             "background task %s ended unexpectedly", task.get_name(), exc_info=task.exception()
         )
         self.failed.set()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     async def start(self) -> None:
         serving = tls.server_context(
@@ -179,6 +188,9 @@ class Provider:
             host=self.cfg.kubelet_bind,
             port=self.cfg.kubelet_port,
         )
+        if self.aws.enabled:
+            clients = await aws_session.connect(self.aws)
+            self.scheduler.enis = enis.Enis(clients, cluster=self.cfg.cluster_name)
         self.cfg.kubelet_port = await self.kubelet.start()
         await self._serve_metrics()
         await self._start_webhooks()
@@ -222,11 +234,22 @@ class Provider:
         await self.elector.lost.wait()
         raise errors.VkFargateError("lost the leader lease; exiting so a restart rejoins")
 
+    def _profile(self, name: str) -> fargate_profiles.Profile | None:
+        return next((p for p in self.profiles.profiles() if p.name == name), None)
+
+    async def _collect_enis(self) -> None:
+        """ENIs of pods that are gone (a crash, a restart) are deleted once, at start."""
+        if self.scheduler.enis is not None:
+            gone = await self.scheduler.enis.collect(set(self.world.pods))
+            if gone:
+                log.info("deleted %d ENIs of pods that no longer exist", len(gone))
+
     def _lead(self) -> None:
         """What only the leader does: reconcile pods, heartbeat nodes, evict."""
         for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
             self.queue.add(uid)
         self.queue.start()
+        self._spawn(self._collect_enis(), "eni-collection", once=True)
         self._spawn(self.heartbeats.run(), "node-heartbeats")
         self._spawn(self.evictions.run(), "patch-evictions")
         self._spawn(self.evictions.watch_budgets(), "budget-warnings")

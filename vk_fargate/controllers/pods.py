@@ -61,7 +61,12 @@ class PodReconciler:
             await self._stop(uid, grace=0)
             return
         await self._remove_node(uid)
+        await self._release_eni(uid)
         self._forget(uid)
+
+    async def _release_eni(self, uid: str) -> None:
+        if self.scheduler.enis is not None:
+            await self.scheduler.enis.release(uid)
 
     async def _deleting(self, pod: kube.JSON, vm: models.MicroVM | None) -> None:
         uid = pod["metadata"]["uid"]
@@ -86,6 +91,7 @@ class PodReconciler:
             if not (exc.not_found or exc.conflict):
                 raise
         await self._remove_node(uid)
+        await self._release_eni(uid)
         self._forget(uid)
 
     async def _stop(self, uid: str, *, grace: int | None) -> None:

@@ -105,17 +105,23 @@ def write_config(
     port: int,
     hosts: list[dict[str, Any]] | None = None,
     backoff: tuple[float, float] = (0.5, 5.0),
+    subnets: list[dict[str, str]] | None = None,
 ) -> Path:
-    """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``."""
-    subnets = free_subnets(len(ZONES))
+    """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``.
+
+    ``subnets`` (id, cidr, zone) mirror a VPC's private subnets when pods get ENIs;
+    by default two free /24s are picked.
+    """
+    free = free_subnets(len(ZONES))
     suffix = secrets.token_hex(3)
     document = {
         "listen": f"127.0.0.1:{port}",
         "token_file": str(root / "token"),
         "state_dir": str(root / "state"),
-        "subnets": [
+        "subnets": subnets
+        or [
             {"id": f"subnet-private{i + 1}-{suffix}", "cidr": str(net), "zone": zone}
-            for i, (net, zone) in enumerate(zip(subnets, ZONES, strict=True))
+            for i, (net, zone) in enumerate(zip(free, ZONES, strict=True))
         ],
         "hosts": hosts
         or [

@@ -20,9 +20,11 @@ from typing import Any
 from vk_fargate import errors, settings
 from vk_fargate.fargate import environment, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
+from vk_fargate.scheduler import enis as enis_module
 from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class Scheduler:
     cfg: settings.ProviderSettings
     retry: Callable[[str, float], None]  # re-run the pod's reconcile after a delay
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    enis: enis_module.Enis | None = None  # with an AWS backend: an ENI per pod
+    profile_of: Callable[[str], fargate_profiles.Profile | None] = lambda _name: None
     _master_services: list[Any] | None = None
 
     async def place(self, pod: kube.JSON) -> None:
@@ -119,6 +123,10 @@ class Scheduler:
         meta = pod["metadata"]
         try:
             spec = await self._spec(pod, size)
+            spec = await self._with_eni(pod, spec)
+        except enis_module.Misconfigured as exc:
+            await self._refuse(pod, str(exc))
+            return None
         except environment.ConfigError as exc:
             await self.recorder.record(
                 pod, "Failed", f"Error: {exc}", warning=True, component="kubelet"
@@ -144,6 +152,19 @@ class Scheduler:
         except errors.InvalidSpec as exc:
             await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
             return None
+
+    async def _with_eni(self, pod: kube.JSON, spec: models.MicroVMSpec) -> models.MicroVMSpec:
+        """The spec with the address of the pod's ENI, when its profile names subnets."""
+        meta = pod["metadata"]
+        profile = self.profile_of((meta.get("labels") or {}).get(PROFILE_LABEL, ""))
+        if self.enis is None or profile is None or not profile.subnets:
+            return spec
+        address = await self.enis.address(
+            profile, namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"]
+        )
+        return spec.model_copy(
+            update={"private_ip": address.private_ip, "subnet": address.subnet_id}
+        )
 
     async def _logging(self, pod: kube.JSON) -> str:
         """EKS's Logging annotation: enabled when aws-observability/aws-logging exists."""

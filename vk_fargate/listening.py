@@ -42,3 +42,8 @@ async def serve(
         sock.close()
         raise
     return runner, sock.getsockname()[1]
+
+
+def text(message: str, status: int) -> web.Response:
+    """A plain-text answer (errors of the kubelet API and the webhooks)."""
+    return web.Response(text=message, status=status, content_type="text/plain")

@@ -47,10 +47,6 @@ class ProfileSource(Protocol):
         """How many profiles the cluster has, in any state: what the limit counts."""
 
 
-def _text(message: str, status: int) -> web.Response:
-    return web.Response(text=message, status=status, content_type="text/plain")
-
-
 class AdmissionServer:
     """The webhooks over HTTPS, bound to ``host``:``port`` (0 picks a free port)."""
 
@@ -98,12 +94,12 @@ class AdmissionServer:
             return await handler(request)
         except mutation.MalformedReview as exc:
             log.info("refused %s %s: %s", request.method, request.path, exc)
-            return _text(str(exc), 400)
+            return listening.text(str(exc), 400)
         except (web.HTTPException, ConnectionError):
             raise
         except Exception:
             log.exception("unexpected error serving %s %s", request.method, request.path)
-            return _text("internal error; see the vk-fargate admission log", 500)
+            return listening.text("internal error; see the vk-fargate admission log", 500)
 
     async def _document(self, request: web.Request) -> object:
         """The request body as JSON, or ``MalformedReview`` saying why it is not."""
@@ -124,7 +120,7 @@ class AdmissionServer:
             raise mutation.MalformedReview(f"the body is not JSON: {exc}") from exc
 
     async def _healthz(self, _: web.Request) -> web.StreamResponse:
-        return _text("ok", 200)
+        return listening.text("ok", 200)
 
     async def _mutate_pods(self, request: web.Request) -> web.StreamResponse:
         document = await self._document(request)

@@ -174,16 +174,21 @@ def _seed(aws: session.AwsSettings) -> World:
 
     private_table = ec2.create_route_table(VpcId=vpc_id, TagSpecifications=tagged("route-table"))
     private_table_id = private_table["RouteTable"]["RouteTableId"]
-    private_subnets = []
-    for cidr, zone in PRIVATE:
-        subnet_id = ec2.create_subnet(
-            VpcId=vpc_id,
-            CidrBlock=cidr,
-            AvailabilityZone=aws.region + zone,
-            TagSpecifications=tagged("subnet"),
-        )["Subnet"]["SubnetId"]
-        ec2.associate_route_table(RouteTableId=private_table_id, SubnetId=subnet_id)
-        private_subnets.append(str(subnet_id))
+
+    def subnets(layout: tuple[tuple[str, str], ...], table_id: str) -> list[str]:
+        made = []
+        for cidr, zone in layout:
+            subnet_id = ec2.create_subnet(
+                VpcId=vpc_id,
+                CidrBlock=cidr,
+                AvailabilityZone=aws.region + zone,
+                TagSpecifications=tagged("subnet"),
+            )["Subnet"]["SubnetId"]
+            ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+            made.append(str(subnet_id))
+        return made
+
+    private_subnets = subnets(PRIVATE, private_table_id)
 
     gateway_id = ec2.create_internet_gateway(TagSpecifications=tagged("internet-gateway"))[
         "InternetGateway"
@@ -194,16 +199,7 @@ def _seed(aws: session.AwsSettings) -> World:
     ec2.create_route(
         RouteTableId=public_table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway_id
     )
-    public_subnets = []
-    for cidr, zone in PUBLIC:
-        subnet_id = ec2.create_subnet(
-            VpcId=vpc_id,
-            CidrBlock=cidr,
-            AvailabilityZone=aws.region + zone,
-            TagSpecifications=tagged("subnet"),
-        )["Subnet"]["SubnetId"]
-        ec2.associate_route_table(RouteTableId=public_table_id, SubnetId=subnet_id)
-        public_subnets.append(str(subnet_id))
+    public_subnets = subnets(PUBLIC, public_table_id)
 
     role = iam.create_role(
         RoleName=ROLE_NAME,

@@ -297,9 +297,9 @@ async def delete_eni(ec2: Client, eni_id: str) -> bool:
     return await asyncio.to_thread(_delete_eni, ec2, eni_id)
 
 
-async def list_enis(ec2: Client, cluster: str) -> list[OwnedEni]:
-    """This cluster's ENIs with the UID of the pod each was made for."""
-    enis = await asyncio.to_thread(_describe_enis, ec2, _ours(cluster))
+async def list_enis(ec2: Client, cluster: str, *, uid: str | None = None) -> list[OwnedEni]:
+    """This cluster's ENIs (of pod ``uid`` only, if given) with the UID each was made for."""
+    enis = await asyncio.to_thread(_describe_enis, ec2, _ours(cluster, uid))
     return [OwnedEni(str(e["NetworkInterfaceId"]), _tags(e).get(TAG_POD_UID, "")) for e in enis]
 
 

@@ -142,10 +142,6 @@ async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:
         return None
 
 
-def _text(message: str, status: int) -> web.Response:
-    return web.Response(text=message, status=status, content_type="text/plain")
-
-
 class KubeletServer:
     """The kubelet API over HTTPS, bound to ``host``:``port`` (0 picks a free port)."""
 
@@ -203,15 +199,15 @@ class KubeletServer:
                 )
             return await handler(request)
         except (errors.FleetError, auth.AuthError) as exc:
-            return _text(exc.message, exc.status)
+            return listening.text(exc.message, exc.status)
         except (web.HTTPException, ConnectionError):
             raise
         except Exception:
             log.exception("unexpected error serving %s %s", request.method, request.path)
-            return _text("internal error; see the virtual kubelet's log", 500)
+            return listening.text("internal error; see the virtual kubelet's log", 500)
 
     async def _healthz(self, _: web.Request) -> web.StreamResponse:
-        return _text("ok", 200)
+        return listening.text("ok", 200)
 
     async def _pods(self, request: web.Request) -> web.StreamResponse:
         # One server answers for every virtual node, so listing needs every node.

@@ -79,8 +79,8 @@ class Enis:
     async def release(self, uid: str) -> int:
         """Delete the pod's ENIs (absent ones are fine); how many went."""
         gone = 0
-        for owned in await network.list_enis(self.clients.ec2, self.cluster):
-            if owned.uid == uid and await network.delete_eni(self.clients.ec2, owned.eni_id):
+        for owned in await network.list_enis(self.clients.ec2, self.cluster, uid=uid):
+            if await network.delete_eni(self.clients.ec2, owned.eni_id):
                 gone += 1
         return gone
 

@@ -28,8 +28,18 @@ from aiohttp import web
 from vk_fargate import errors, metrics, settings
 from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
+from vk_fargate.aws import profilecheck
 from vk_fargate.aws import session as aws_session
-from vk_fargate.controllers import evictions, fleetwatch, nodes, pods, profiles, queueing
+from vk_fargate.controllers import (
+    awsauth,
+    evictions,
+    fleetwatch,
+    logrouter,
+    nodes,
+    pods,
+    profiles,
+    queueing,
+)
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import pricing
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -103,10 +113,21 @@ class Provider:
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.aws = aws_session.AwsSettings.from_provider(cfg)
         self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
+        self.aws_clients: aws_session.Clients | None = None  # connected by start()
         self.profiles = profiles.ProfileController(
-            api, self.world, load_profiles(cfg.profiles_file)
+            api,
+            self.world,
+            load_profiles(cfg.profiles_file),
+            recorder=self.recorder,
+            checker=self._check_profile if self.aws.enabled else None,
         )
         self.scheduler.profile_of = self._profile
+        self.aws_auth: awsauth.AwsAuth | None = None
+        self.log_router: logrouter.LogRouter | None = None
+        if self.aws.enabled:
+            self.aws_auth = awsauth.AwsAuth(api, self.world, self._profile)
+            self.heartbeats.not_ready = self.aws_auth.problem
+            self.log_router = logrouter.LogRouter(api, fleet, self.world, self.recorder, self.aws)
         self.evictions = evictions.Evictions(
             api,
             self.recorder,
@@ -189,8 +210,9 @@ class Provider:
             port=self.cfg.kubelet_port,
         )
         if self.aws.enabled:
-            clients = await aws_session.connect(self.aws)
-            self.scheduler.enis = enis.Enis(clients, cluster=self.cfg.cluster_name)
+            self.aws_clients = await aws_session.connect(self.aws)
+            self.scheduler.enis = enis.Enis(self.aws_clients, cluster=self.cfg.cluster_name)
+            self.scheduler.aws_backend = True
         self.cfg.kubelet_port = await self.kubelet.start()
         await self._serve_metrics()
         await self._start_webhooks()
@@ -237,6 +259,12 @@ class Provider:
     def _profile(self, name: str) -> fargate_profiles.Profile | None:
         return next((p for p in self.profiles.profiles() if p.name == name), None)
 
+    async def _check_profile(self, profile: fargate_profiles.Profile) -> profilecheck.Verdict:
+        assert self.aws_clients is not None
+        return await profilecheck.check(
+            self.aws_clients, subnets=profile.subnets, role_arn=profile.pod_execution_role_arn
+        )
+
     async def _collect_enis(self) -> None:
         """ENIs of pods that are gone (a crash, a restart) are deleted once, at start."""
         if self.scheduler.enis is not None:
@@ -250,6 +278,10 @@ class Provider:
             self.queue.add(uid)
         self.queue.start()
         self._spawn(self._collect_enis(), "eni-collection", once=True)
+        if self.aws_auth is not None:
+            self._spawn(self.aws_auth.run(), "aws-auth")
+        if self.log_router is not None:
+            self._spawn(self.log_router.run(), "log-router")
         self._spawn(self.heartbeats.run(), "node-heartbeats")
         self._spawn(self.evictions.run(), "patch-evictions")
         self._spawn(self.evictions.watch_budgets(), "budget-warnings")

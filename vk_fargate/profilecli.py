@@ -1,5 +1,6 @@
 """`vk-fargate profile create|get|delete`, in the spirit of eksctl's fargateprofile
 commands: the same fields, the same `-o yaml` shape, progress lines with timestamps.
+Like EKS, creating a profile with a pod execution role maps that role in aws-auth.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 import yaml
 
 from vk_fargate import errors
+from vk_fargate.aws import iam
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.k8s import client, kube
 from vk_fargate.k8s import profiles as k8s_profiles
 
 INFO = "\u2139"  # eksctl's information mark
 ACTIVE_WAIT = 60.0  # seconds `create` waits for the provider to activate the profile
+AWS_AUTH = ("kube-system", "aws-auth")
 
 
 def _say(mark: str, text: str) -> None:
@@ -90,6 +93,8 @@ async def create(
             await asyncio.sleep(0.5)
         if status == "ACTIVE":
             _say("✔", f'created Fargate profile "{name}" on cluster "{cluster}"')
+            if role:
+                await _map_role(api, role)
             return 0
         if status == "FAILED":
             message = (current.get("status") or {}).get("message", "")
@@ -102,6 +107,34 @@ async def create(
         return 1
     finally:
         await api.close()
+
+
+async def _map_role(api: kube.Kube, role: str) -> None:
+    """Map the pod execution role in kube-system/aws-auth, as EKS does for a new profile
+    (without it the profile's nodes stay NotReady: the seed's troubleshooting case)."""
+    path = f"/api/v1/namespaces/{AWS_AUTH[0]}/configmaps"
+    try:
+        current: dict[str, Any] | None = await api.get(f"{path}/{AWS_AUTH[1]}")
+    except errors.KubeError as exc:
+        if not exc.not_found:
+            raise
+        current = None
+    data = (current or {}).get("data") or {}
+    try:
+        wanted = iam.with_role_mapped(data, role)
+    except ValueError as exc:
+        _say("!", f"could not map {role} in kube-system/aws-auth: {exc}")
+        return
+    if wanted == data:
+        return
+    if current is None:
+        body = {"metadata": {"name": AWS_AUTH[1], "namespace": AWS_AUTH[0]}, "data": wanted}
+        await api.create(path, body)
+    else:
+        version = current["metadata"]["resourceVersion"]
+        patch = {"metadata": {"resourceVersion": version}, "data": wanted}
+        await api.patch(f"{path}/{AWS_AUTH[1]}", patch, kind=kube.MERGE_PATCH)
+    _say(INFO, f"mapped pod execution role {role} in kube-system/aws-auth (group system:nodes)")
 
 
 async def get(kubeconfig: Path | None, *, output: str) -> int:

@@ -60,11 +60,7 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
 ) -> None:
     local, aws = stack
     world = aws.world
-    subnets = [
-        {"id": subnet_id, "cidr": cidr, "zone": f"{world['region']}{zone}"}
-        for subnet_id, (cidr, zone) in zip(world["private_subnets"], devaws.PRIVATE, strict=True)
-    ]
-    fleet = await devfleet.start(tmp_path / "fleet", subnets=subnets)
+    fleet = await devfleet.start(tmp_path / "fleet", subnets=devaws.fleet_subnets(world))
     port = processes.free_ports(1)[0]
     env = {**devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER), **aws.env()}
     provider = devprovider.Provider(env, tmp_path / "provider.log")
@@ -91,13 +87,22 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
 
         await waiting.until(accounts, what="default ServiceAccounts")
 
-        async def active() -> bool:
+        async def decided() -> dict[str, dict[str, Any]] | None:
             listed = await k8s.CustomObjectsApi(api).list_cluster_custom_object(
                 "fargate.vk-fargate.io", "v1", "fargateprofiles"
             )
-            return all((p.get("status") or {}).get("status") == "ACTIVE" for p in listed["items"])
+            found = {p["metadata"]["name"]: p.get("status") or {} for p in listed["items"]}
+            states = {s.get("status") for s in found.values()}
+            return found if states <= {"ACTIVE", "FAILED"} and len(found) == 2 else None
 
-        await waiting.until(active, what="both profiles ACTIVE")
+        statuses = await waiting.until(decided, what="both profiles checked against AWS")
+        assert statuses["private"]["status"] == "ACTIVE"
+        assert statuses["public"]["status"] == "FAILED"
+        assert statuses["public"]["message"].startswith(
+            f"subnet {world['public_subnets'][0]} is public: route table rtb-"
+        )
+        dns = {c["type"]: c for c in statuses["private"]["conditions"]}["VpcDnsReady"]
+        assert dns["status"] == "True"
         labels = {"app": "web"}
         template = {
             "metadata": {"labels": labels},

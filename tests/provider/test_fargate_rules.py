@@ -117,9 +117,28 @@ async def test_logging_annotation_follows_the_aws_logging_config_map(
                 data={"output.conf": "[OUTPUT]\n    Name cloudwatch_logs\n"},
             ),
         )
-        await core.create_namespaced_pod(ns, _pod("with"))
-        second = await waiting.until(lambda: annotations("with"), what="the Logging annotation")
-        assert second["Logging"] == "LoggingEnabled"
+        await core.create_namespaced_pod(ns, _pod("invalid"))
+        second = await waiting.until(lambda: annotations("invalid"), what="the Logging annotation")
+        assert second["Logging"] == "LoggingDisabled: LOGGING_CONFIGMAP_INVALID"
+        [event] = [e for e in await _events(core, ns, "invalid") if e.reason == "LoggingDisabled"]
+        assert event.type == "Warning"
+        assert event.message.startswith("LOGGING_CONFIGMAP_INVALID: aws-logging ConfigMap is")
+        assert "region" in event.message and "log_group_name" in event.message
+        await core.patch_namespaced_config_map(
+            "aws-logging",
+            "aws-observability",
+            {
+                "data": {
+                    "output.conf": "[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n"
+                    "    region eu-central-1\n    log_group_name fargate\n"
+                    "    log_stream_prefix fargate-\n"
+                }
+            },
+        )
+        await core.create_namespaced_pod(ns, _pod("valid"))
+        third = await waiting.until(lambda: annotations("valid"), what="the Logging annotation")
+        # Valid, but this provider has no AWS backend: nothing would ship, and it says so.
+        assert third["Logging"] == "LoggingDisabled: AWS_BACKEND_DISABLED"
     finally:
         await core.delete_namespace("aws-observability")
         await core.delete_namespace(ns)

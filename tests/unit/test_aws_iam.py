@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from moto import mock_aws
 
 from vk_fargate import errors
@@ -195,3 +196,29 @@ def test_iam_paths_are_ignored_as_aws_auth_requires() -> None:
 )
 def test_missing_or_unparsable_data_maps_nothing(data: dict[str, str] | None) -> None:
     assert not iam.aws_auth_maps_role(data, ROLE)
+
+
+def test_mapping_a_role_adds_eks_fargate_entry_and_keeps_the_others() -> None:
+    arn = "arn:aws:iam::123456789012:role/team/pods"
+    other = "- rolearn: arn:aws:iam::123456789012:role/nodes\n  groups: [system:nodes]\n"
+    data = iam.with_role_mapped({"mapRoles": other, "mapUsers": "[]"}, arn)
+    assert data["mapUsers"] == "[]"
+    assert iam.aws_auth_maps_role(data, arn)
+    assert iam.aws_auth_maps_role(data, "arn:aws:iam::123456789012:role/nodes")
+    entries = yaml.safe_load(data["mapRoles"])
+    assert entries[-1] == {
+        "rolearn": "arn:aws:iam::123456789012:role/pods",
+        "username": "system:node:{{SessionName}}",
+        "groups": ["system:bootstrappers", "system:nodes", "system:node-proxier"],
+    }
+    assert iam.with_role_mapped(data, arn) == data  # once only
+
+
+def test_mapping_into_a_missing_configmap_creates_the_list() -> None:
+    data = iam.with_role_mapped(None, "arn:aws:iam::123456789012:role/pods")
+    assert iam.aws_auth_maps_role(data, "arn:aws:iam::123456789012:role/pods")
+
+
+def test_a_maproles_that_is_not_a_list_is_not_repaired() -> None:
+    with pytest.raises(ValueError, match="not a YAML list"):
+        iam.with_role_mapped({"mapRoles": "rolearn: x"}, "arn:aws:iam::123456789012:role/pods")

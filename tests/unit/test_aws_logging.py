@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -534,3 +535,18 @@ async def test_events_cloudwatch_rejects_for_age_are_counted_not_retried(logs: A
     assert [len(c) for c in client.calls] == [2, 1]  # more than 24 h apart: two batches
     assert (stats.rejected_too_old, stats.retries, stats.events_sent) == (2, 0, 3)
     assert read_back(logs) == [(NOW, "fresh")]
+
+
+async def test_the_shipped_tail_of_a_missing_or_empty_stream_is_nothing(logs: Any) -> None:
+    assert await shipper(logs).shipped_tail() == (0, Counter())
+    logs.create_log_group(logGroupName="my-logs")
+    logs.create_log_stream(logGroupName="my-logs", logStreamName="fb-web-1_shop_nginx")
+    assert await shipper(logs).shipped_tail() == (0, Counter())
+
+
+async def test_the_shipped_tail_is_the_newest_millisecond_and_its_messages(logs: Any) -> None:
+    lines = [(NOW, "a"), (NOW + 1, "b"), (NOW + 2, "c"), (NOW + 2, "c"), (NOW + 2, "d")]
+    await shipper(logs).run(feed(lines))
+    last, stored = await shipper(logs).shipped_tail()
+    assert last == NOW + 2
+    assert stored == Counter({"c": 2, "d": 1})

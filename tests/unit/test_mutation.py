@@ -217,13 +217,22 @@ def test_namespace_comes_from_the_request_when_the_pod_has_none() -> None:
     assert decoded_patch(mutation.review(a_review(pod, ""), [WEB])) is not None
 
 
-@pytest.mark.parametrize("status", ["CREATING", "DELETING", "FAILED"])
-def test_only_active_profiles_take_pods(status: str) -> None:
+@pytest.mark.parametrize("status", ["CREATING", "DELETING"])
+def test_profiles_being_created_or_deleted_take_no_pods(status: str) -> None:
     inactive = _profile("aaa", "fargate-workload", status=status)
     patched = apply_patch(
         a_pod(), decoded_patch(mutation.review(a_review(a_pod()), [inactive, WEB])) or []
     )
     assert patched["metadata"]["labels"][LABEL] == "web"  # fmt: skip
+
+
+def test_a_failed_profile_keeps_its_pods_for_fargate_scheduler_to_refuse() -> None:
+    failed = _profile("aaa", "fargate-workload", status="FAILED")
+    patched = apply_patch(
+        a_pod(), decoded_patch(mutation.review(a_review(a_pod()), [failed, WEB])) or []
+    )
+    assert patched["metadata"]["labels"][LABEL] == "aaa"
+    assert patched["spec"]["schedulerName"] == "fargate-scheduler"
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,15 @@ class World(TypedDict):
     role_arn: str
 
 
+def fleet_subnets(world: World) -> list[dict[str, str]]:
+    """fleetd's subnets mirroring the private ones (ids, CIDRs, zones), so that ENI
+    addresses are addresses fleetd can hand out. Pure."""
+    return [
+        {"id": subnet_id, "cidr": cidr, "zone": f"{world['region']}{zone}"}
+        for subnet_id, (cidr, zone) in zip(world["private_subnets"], PRIVATE, strict=True)
+    ]
+
+
 @dataclasses.dataclass
 class DevAws:
     """A running moto server and the world seeded in it."""

@@ -144,3 +144,28 @@ def aws_auth_maps_role(config_map_data: Mapping[str, str] | None, role_arn: str)
         if NODES_GROUP in (str(g) for g in _listed(entry.get("groups"))):
             return True
     return False
+
+
+def fargate_mapping(role_arn: str) -> dict[str, Any]:
+    """The ``mapRoles`` entry EKS adds for a Fargate profile's pod execution role. Pure."""
+    return {
+        "rolearn": _without_path(role_arn),
+        "username": "system:node:{{SessionName}}",
+        "groups": ["system:bootstrappers", NODES_GROUP, "system:node-proxier"],
+    }
+
+
+def with_role_mapped(config_map_data: Mapping[str, str] | None, role_arn: str) -> dict[str, str]:
+    """``aws-auth``'s data with ``role_arn`` mapped as EKS maps a Fargate pod execution role
+    (unchanged when it already is; other entries and keys kept). Pure.
+
+    Raises ``ValueError`` when ``mapRoles`` is not a YAML list: it is not ours to repair.
+    """
+    data = dict(config_map_data or {})
+    if aws_auth_maps_role(data, role_arn):
+        return data
+    entries = yaml.safe_load(data.get("mapRoles") or "[]") or []
+    if not isinstance(entries, list):
+        raise ValueError("kube-system/aws-auth mapRoles is not a YAML list")
+    data["mapRoles"] = yaml.safe_dump([*entries, fargate_mapping(role_arn)], sort_keys=False)
+    return data

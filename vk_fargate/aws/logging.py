@@ -24,6 +24,7 @@ more than 2 hours ahead) are counted, not retried: they would be rejected again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -264,6 +265,31 @@ class Shipper:
                 expired,
                 too_new,
             )
+
+    async def shipped_tail(self) -> tuple[int, collections.Counter[str]]:
+        """Where an earlier run left the stream: its newest event's timestamp (0 when
+        empty or absent) and the messages stored at that millisecond, so a restarted
+        router skips what is already there instead of sending it again."""
+        return await asyncio.to_thread(self._shipped_tail)
+
+    def _shipped_tail(self) -> tuple[int, collections.Counter[str]]:
+        try:
+            answer = self.logs.get_log_events(
+                logGroupName=self.group, logStreamName=self.stream, startFromHead=False, limit=100
+            )
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return 0, collections.Counter()
+            raise errors.AwsError(
+                f"cannot read {self.group}/{self.stream}: {exc}", code=error_code(exc)
+            ) from exc
+        events = answer.get("events") or []
+        if not events:
+            return 0, collections.Counter()
+        last = max(int(e["timestamp"]) for e in events)
+        return last, collections.Counter(
+            str(e["message"]) for e in events if int(e["timestamp"]) == last
+        )
 
     def _put_log_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         if not self._stream_ready:

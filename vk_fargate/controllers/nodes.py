@@ -4,7 +4,8 @@ Each node's Lease is renewed every ``lease_renew_seconds`` and its status (condi
 heartbeat times) patched every ``node_status_seconds``, each node at its own phase of
 the period, so 1,000 nodes make a steady trickle of requests rather than bursts. The
 node-lifecycle controller thus never sees a healthy virtual node go stale. A node
-whose microVM failed is reported NotReady with the fleet's reason.
+whose microVM failed is reported NotReady with the fleet's reason, and so is one that
+``not_ready`` (e.g. the aws-auth check) has a problem with.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from vk_fargate import errors, settings
@@ -36,6 +37,8 @@ class Heartbeats:
     lease_due: dict[str, float] = dataclasses.field(default_factory=dict)
     status_due: dict[str, float] = dataclasses.field(default_factory=dict)
     max_lag: float = 0.0  # worst lateness of a lease renewal, seconds (a metric)
+    not_ready: Callable[[kube.JSON], str | None] | None = None  # why a node is not Ready
+    reported: dict[str, str] = dataclasses.field(default_factory=dict)  # last Ready message
 
     async def run(self) -> None:
         gate = asyncio.Semaphore(CONCURRENCY)
@@ -45,6 +48,7 @@ class Heartbeats:
             for gone in set(self.lease_due) - set(names):
                 self.lease_due.pop(gone, None)
                 self.status_due.pop(gone, None)
+                self.reported.pop(gone, None)
             work = []
             for name in names:
                 if name not in self.lease_due:  # a new node: its own phase of the period
@@ -54,6 +58,8 @@ class Heartbeats:
                     self.max_lag = max(self.max_lag, now - self.lease_due[name])
                     self.lease_due[name] = now + self.cfg.lease_renew_seconds
                     work.append(self._guarded(gate, self._renew(name)))
+                if self._message(name) != self.reported.get(name, ""):  # nodes start Ready
+                    self.status_due[name] = now  # Ready changes: say so now, not next period
                 if self.status_due[name] <= now:
                     self.status_due[name] = now + self.cfg.node_status_seconds
                     work.append(self._guarded(gate, self._status(name)))
@@ -77,16 +83,18 @@ class Heartbeats:
         node = self.world.nodes.get(name)
         if node is None:
             return
+        message = self._message(name)
+        conditions = fargate_nodes.conditions(scheduling.now(), ready=not message, message=message)
+        await k8s_nodes.patch_status(self.api, name, {"conditions": conditions})
+        self.reported[name] = message
+
+    def _message(self, name: str) -> str:
+        """Why node ``name`` is not Ready; empty when it is."""
+        node = self.world.nodes.get(name)
+        if node is None:
+            return ""
         uid = (node["metadata"].get("annotations") or {}).get(fargate_nodes.POD_UID_ANNOTATION)
         vm = self.world.vms.get(uid or "")
-        ready = vm is None or vm.status.state != "failed"
-        message = "" if ready else f"microVM failed: {vm.status.reason if vm else ''}"
-        await k8s_nodes.patch_status(
-            self.api,
-            name,
-            {
-                "conditions": fargate_nodes.conditions(
-                    scheduling.now(), ready=ready, message=message
-                )
-            },
-        )
+        if vm is not None and vm.status.state == "failed":
+            return f"microVM failed: {vm.status.reason}"
+        return (self.not_ready(node) if self.not_ready is not None else None) or ""

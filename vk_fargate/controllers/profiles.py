@@ -2,35 +2,60 @@
 the admission webhook, with a finalizer that stops a deleted profile's pods first.
 
 A new profile gets the finalizer and goes ``CREATING`` -> ``ACTIVE`` (or ``FAILED``
-with a message when its spec is invalid). A deleted one goes ``DELETING``: its pods
-(labelled ``eks.amazonaws.com/fargate-profile=<name>`` by the webhook) are deleted,
-and once none is left the finalizer comes off and the profile is gone.
+with a message when its spec is invalid). With an AWS backend, a profile is checked
+against AWS when it is created and once per provider start: missing or public subnets
+or an unusable pod execution role make it ``FAILED`` with a message naming the culprit
+(it still selects its pods, which fargate-scheduler then refuses with EKS's
+``Misconfigured Fargate Profile`` text, so they never fall through to another
+scheduler); a VPC without DNS support sets the ``VpcDnsReady`` condition False and
+records a warning event. AWS being unreachable changes nothing and is retried.
+
+A deleted profile goes ``DELETING``: its pods (labelled
+``eks.amazonaws.com/fargate-profile=<name>`` by the webhook) are deleted, and once none
+is left the finalizer comes off and the profile is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pydantic
 
 from vk_fargate import errors
+from vk_fargate.aws import profilecheck
 from vk_fargate.controllers import queueing
 from vk_fargate.fargate import profiles as fargate_profiles
-from vk_fargate.k8s import informers, kube, pods
+from vk_fargate.k8s import events, informers, kube, pods
 from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 2.0  # while a deleted profile still has pods
+AWS_RETRY_SECONDS = 15.0  # when AWS could not be asked
+DNS_CONDITION = "VpcDnsReady"
+COMPONENT = "fargate-profiles"  # the events' source
+Checker = Callable[[fargate_profiles.Profile], Awaitable[profilecheck.Verdict]]
 
 
 class ProfileController:
     def __init__(
-        self, api: kube.Kube, state: world.World, static: list[fargate_profiles.Profile]
+        self,
+        api: kube.Kube,
+        state: world.World,
+        static: list[fargate_profiles.Profile],
+        *,
+        recorder: events.Recorder | None = None,
+        checker: Checker | None = None,
     ) -> None:
         self.api = api
         self.world = state
+        self.recorder = recorder
+        self.checker = checker  # with an AWS backend: what AWS says of a profile
+        self.checked: set[str] = set()  # profile UIDs checked by this process
         self.static = {p.name: p for p in static}
         self.dynamic: dict[str, fargate_profiles.Profile] = {}
         self.informer = informers.Informer(api, k8s_profiles.PATH, name="fargateprofiles")
@@ -79,10 +104,47 @@ class ProfileController:
         if status is None:
             await k8s_profiles.set_status(self.api, name, "CREATING")
             return
-        if status == "CREATING":
+        if self.checker is not None and meta["uid"] not in self.checked:
+            if not await self._check(obj, profile):
+                return
+        elif status == "CREATING":
             await k8s_profiles.set_status(self.api, name, "ACTIVE")
             return
-        self.dynamic[name] = profile.model_copy(update={"status": status})
+        message = (obj.get("status") or {}).get("message") or ""
+        self.dynamic[name] = profile.model_copy(update={"status": status, "message": message})
+
+    async def _check(self, obj: kube.JSON, profile: fargate_profiles.Profile) -> bool:
+        """Ask AWS about the profile and record the verdict; whether the profile can be
+        used as it stands (False: its update comes back through the watch, or a retry
+        is due)."""
+        assert self.checker is not None
+        meta, current = obj["metadata"], obj.get("status") or {}
+        try:
+            verdict = await self.checker(profile)
+        except errors.AwsError as exc:
+            log.warning("profile %s: %s; retrying in %.0fs", meta["name"], exc, AWS_RETRY_SECONDS)
+            self.queue.later(meta["name"], AWS_RETRY_SECONDS)
+            # A new profile stays CREATING until AWS answers; an old one keeps its verdict.
+            return current.get("status") != "CREATING"
+        self.checked.add(meta["uid"])
+        state, message = ("FAILED", verdict.problem) if verdict.problem else ("ACTIVE", "")
+        conditions = _dns_conditions(verdict, current.get("conditions") or [])
+        if (current.get("status"), current.get("message") or "") == (state, message) and _same(
+            conditions, current.get("conditions") or []
+        ):
+            return True
+        await k8s_profiles.set_status(self.api, meta["name"], state, message, conditions)
+        if self.recorder is not None:
+            involved = {"apiVersion": k8s_profiles.API_VERSION, "kind": "FargateProfile", **obj}
+            if verdict.problem:
+                await self.recorder.record(
+                    involved, "ProfileFailed", verdict.problem, warning=True, component=COMPONENT
+                )
+            for warning in verdict.dns_warnings:
+                await self.recorder.record(
+                    involved, "VpcDnsDisabled", warning, warning=True, component=COMPONENT
+                )
+        return False
 
     async def _delete(self, obj: kube.JSON, status: str | None, finalizers: list[str]) -> None:
         name = obj["metadata"]["name"]
@@ -118,3 +180,31 @@ class ProfileController:
         finally:
             watch.cancel()
             await self.queue.stop()
+
+
+def _dns_conditions(
+    verdict: profilecheck.Verdict, current: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The profile's conditions: ``VpcDnsReady`` from the verdict (its transition time
+    kept while its status does not change), the others as they were."""
+    ready = "False" if verdict.dns_warnings else "True"
+    previous = next((c for c in current if c.get("type") == DNS_CONDITION), {})
+    stamp = previous.get("lastTransitionTime")
+    if previous.get("status") != ready or not stamp:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition = {
+        "type": DNS_CONDITION,
+        "status": ready,
+        "reason": "VpcDnsDisabled" if verdict.dns_warnings else "VpcDnsEnabled",
+        "message": "; ".join(verdict.dns_warnings)
+        or "the VPC has enableDnsSupport and enableDnsHostnames on",
+        "lastTransitionTime": stamp,
+    }
+    return [*(c for c in current if c.get("type") != DNS_CONDITION), condition]
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    def key(c: dict[str, Any]) -> str:
+        return str(c.get("type"))
+
+    return sorted(a, key=key) == sorted(b, key=key)

@@ -3,7 +3,8 @@
 A selector matches a pod when its namespace matches (``*`` and ``?`` wildcards) and
 the pod carries all its labels (wildcards in keys and values too); a profile matches
 when any selector does. Of several matching profiles the first by name wins, unless
-the pod's ``eks.amazonaws.com/fargate-profile`` label names one that matches. The
+the pod's ``eks.amazonaws.com/fargate-profile`` label names one that matches; profiles
+being created or deleted take no pods. The
 annotation ``eks.amazonaws.com/compute-type: ec2`` and DaemonSet ownership keep a pod
 off Fargate altogether.
 """
@@ -21,6 +22,7 @@ MAX_PROFILES = 10
 MAX_SELECTORS = 5
 MAX_LABELS = 5
 ProfileState = Literal["CREATING", "ACTIVE", "DELETING", "FAILED"]
+SELECTING = ("ACTIVE", "FAILED")  # the states in which a profile takes pods
 
 
 class Selector(pydantic.BaseModel):
@@ -75,7 +77,9 @@ def choose(profiles: list[Profile], pod: dict[str, Any], namespace: str) -> Prof
     if excluded(pod):
         return None
     labels: dict[str, str] = (pod.get("metadata") or {}).get("labels") or {}
-    usable = sorted((p for p in profiles if p.status == "ACTIVE"), key=lambda p: p.name)
+    # A FAILED profile still takes its pods: fargate-scheduler refuses them, saying why,
+    # where another scheduler would run them somewhere the user did not ask for.
+    usable = sorted((p for p in profiles if p.status in SELECTING), key=lambda p: p.name)
     named = labels.get(PROFILE_LABEL)
     if named is not None:
         for profile in usable:

@@ -25,6 +25,7 @@ from vk_fargate import errors
 from vk_fargate.fleetd import api, config, daemon, store
 
 log = logging.getLogger(__name__)
+SHUTDOWN_SECONDS = 5.0  # how long in-flight requests may run on after a stop
 
 
 def load_token(cfg: config.FleetConfig) -> str:
@@ -95,7 +96,10 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     transport = await _notify_endpoint(fleet)
-    runner = web.AppRunner(api.application(fleet, token), handle_signals=False)
+    # Followed logs are endless requests: on shutdown they get a few seconds, not a minute.
+    runner = web.AppRunner(
+        api.application(fleet, token), handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+    )
     try:
         await fleet.start()
         await runner.setup()

@@ -13,7 +13,8 @@ from vk_fargate.k8s import kube
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "fargate.vk-fargate.io", "v1", "fargateprofiles"
-PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+API_VERSION = f"{GROUP}/{VERSION}"
+PATH = f"/apis/{API_VERSION}/{PLURAL}"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 FINALIZER = "fargate.vk-fargate.io/stop-pods"
 
@@ -41,7 +42,7 @@ async def ensure_crd(api: kube.Kube) -> bool:
     document = crd()
     name = document["metadata"]["name"]
     try:
-        await api.get(f"{CRD_PATH}/{name}")
+        installed = await api.get(f"{CRD_PATH}/{name}")
     except errors.KubeError as exc:
         if not exc.not_found:
             if exc.status == 403:  # least privilege (Helm installs the CRD): is it served?
@@ -58,12 +59,31 @@ async def ensure_crd(api: kube.Kube) -> bool:
                 return False
             if not again.conflict:
                 raise
+        return True
+    if installed["spec"]["versions"] != document["spec"]["versions"]:
+        await _upgrade(api, name, document)
     return True
+
+
+async def _upgrade(api: kube.Kube, name: str, document: dict[str, Any]) -> None:
+    """An older vk-fargate installed the CRD: bring its schema up to this version's
+    (unknown status fields would otherwise be pruned silently)."""
+    try:
+        await api.patch(
+            f"{CRD_PATH}/{name}",
+            {"spec": {"versions": document["spec"]["versions"]}},
+            kind=kube.MERGE_PATCH,
+        )
+        log.info("updated %s to this version's schema", name)
+    except errors.KubeError as exc:
+        if exc.status != 403:
+            raise
+        log.warning("%s is outdated and may not be updated by us: %s", name, exc.message)
 
 
 def body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": "FargateProfile",
         "metadata": {"name": name},
         "spec": spec,
@@ -86,12 +106,18 @@ async def delete(api: kube.Kube, name: str) -> None:
     await api.delete(f"{PATH}/{name}")
 
 
-async def set_status(api: kube.Kube, name: str, status: str, message: str = "") -> None:
-    await api.patch(
-        f"{PATH}/{name}/status",
-        {"status": {"status": status, "message": message}},
-        kind=kube.MERGE_PATCH,
-    )
+async def set_status(
+    api: kube.Kube,
+    name: str,
+    status: str,
+    message: str = "",
+    conditions: list[dict[str, Any]] | None = None,
+) -> None:
+    """Set the profile's state and message (and its conditions, when given: all of them)."""
+    body: dict[str, Any] = {"status": status, "message": message}
+    if conditions is not None:
+        body["conditions"] = conditions
+    await api.patch(f"{PATH}/{name}/status", {"status": body}, kind=kube.MERGE_PATCH)
 
 
 async def set_finalizers(api: kube.Kube, obj: dict[str, Any], finalizers: list[str]) -> None:

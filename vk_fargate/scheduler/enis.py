@@ -26,6 +26,14 @@ class Misconfigured(errors.VkFargateError):
     """The pod's profile cannot launch pods; the message is EKS's event text."""
 
 
+def misconfigured(profile: str, reason: str) -> str:
+    """EKS's event text for a pod of a profile that cannot launch pods."""
+    return (
+        f"Misconfigured Fargate Profile: fargate profile {profile} blocked for new launches "
+        f"due to: {reason}"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Address:
     private_ip: str
@@ -51,10 +59,7 @@ class Enis:
             try:
                 self._subnets[key] = await network.check_subnets(self.clients.ec2, key)
             except errors.AwsError as exc:
-                raise Misconfigured(
-                    f"Misconfigured Fargate Profile: fargate profile {profile.name} blocked for "
-                    f"new launches due to: {exc}"
-                ) from exc
+                raise Misconfigured(misconfigured(profile.name, str(exc))) from exc
         return self._subnets[key]
 
     async def address(

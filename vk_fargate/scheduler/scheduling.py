@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vk_fargate import errors, settings
+from vk_fargate.aws import logconfig
 from vk_fargate.fargate import environment, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -32,7 +33,7 @@ SCHEDULER = "fargate-scheduler"
 CAPACITY_ANNOTATION = "CapacityProvisioned"
 PROFILE_LABEL = "eks.amazonaws.com/fargate-profile"
 LOGGING_ANNOTATION = "Logging"
-LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = "aws-observability", "aws-logging"
+LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = logconfig.NAMESPACE, logconfig.CONFIG_MAP
 CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
 RETRY_MIN, RETRY_MAX = 5.0, 300.0  # seconds between placement retries (doubling)
 
@@ -51,6 +52,7 @@ class Scheduler:
     retry: Callable[[str, float], None]  # re-run the pod's reconcile after a delay
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
     enis: enis_module.Enis | None = None  # with an AWS backend: an ENI per pod
+    aws_backend: bool = False  # whether logs can be shipped to CloudWatch
     profile_of: Callable[[str], fargate_profiles.Profile | None] = lambda _name: None
     _master_services: list[Any] | None = None
 
@@ -67,6 +69,10 @@ class Scheduler:
             return
         vm = self.world.vms.get(uid)
         if vm is None:
+            blocked = self._blocked(pod)
+            if blocked is not None:
+                await self._refuse(pod, blocked)
+                return
             vm = await self._create_microvm(pod, size)
             if vm is None:
                 return
@@ -153,6 +159,14 @@ class Scheduler:
             await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
             return None
 
+    def _blocked(self, pod: kube.JSON) -> str | None:
+        """EKS's text when the pod's profile is FAILED (e.g. a public subnet)."""
+        name = (pod["metadata"].get("labels") or {}).get(PROFILE_LABEL, "")
+        profile = self.profile_of(name)
+        if profile is None or profile.status != "FAILED":
+            return None
+        return enis_module.misconfigured(name, profile.message or "the profile is FAILED")
+
     async def _with_eni(self, pod: kube.JSON, spec: models.MicroVMSpec) -> models.MicroVMSpec:
         """The spec with the address of the pod's ENI, when its profile names subnets."""
         meta = pod["metadata"]
@@ -167,21 +181,47 @@ class Scheduler:
         )
 
     async def _logging(self, pod: kube.JSON) -> str:
-        """EKS's Logging annotation: enabled when aws-observability/aws-logging exists."""
+        """EKS's Logging annotation, and an event saying why when logs will not be shipped.
+
+        ``LoggingEnabled`` only when the pod's lines will really reach CloudWatch: the
+        ``aws-observability/aws-logging`` ConfigMap exists, is valid, has a CloudWatch
+        output, and an AWS backend is configured (the log router ships them).
+        """
         try:
-            await pods.config_map(self.api, LOGGING_NAMESPACE, LOGGING_CONFIG_MAP)
+            found = await pods.config_map(self.api, LOGGING_NAMESPACE, LOGGING_CONFIG_MAP)
         except errors.KubeError as exc:
             if not exc.not_found:
                 raise
-            await self.recorder.record(
+            return await self._logging_disabled(pod, "LOGGING_CONFIGMAP_NOT_FOUND", "")
+        try:
+            config = logconfig.parse(found.get("data") or {})
+        except errors.LoggingConfigInvalid as exc:
+            return await self._logging_disabled(pod, "LOGGING_CONFIGMAP_INVALID", str(exc))
+        if not config.outputs:
+            return await self._logging_disabled(
                 pod,
-                "LoggingDisabled",
-                "LOGGING_CONFIGMAP_NOT_FOUND",
-                warning=True,
-                component=SCHEDULER,
+                "NO_CLOUDWATCH_OUTPUT",
+                "vk-fargate ships to cloudwatch/cloudwatch_logs outputs only; not shipped: "
+                + ", ".join(config.unshipped_outputs),
             )
-            return "LoggingDisabled: LOGGING_CONFIGMAP_NOT_FOUND"
+        if not self.aws_backend:
+            return await self._logging_disabled(
+                pod,
+                "AWS_BACKEND_DISABLED",
+                "the aws-logging ConfigMap is valid but the provider has no AWS backend "
+                "(set VK_FARGATE_AWS_ENABLED=true)",
+            )
         return "LoggingEnabled"
+
+    async def _logging_disabled(self, pod: kube.JSON, code: str, detail: str) -> str:
+        await self.recorder.record(
+            pod,
+            "LoggingDisabled",
+            f"{code}: {detail}" if detail else code,
+            warning=True,
+            component=SCHEDULER,
+        )
+        return f"LoggingDisabled: {code}"
 
     def _later(self, uid: str, *, minimum: float = 0.0) -> None:
         tries = self.attempts.get(uid, 0) + 1

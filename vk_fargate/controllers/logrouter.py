@@ -1,0 +1,217 @@
+"""Fargate's log router: each container's lines, as they come, to CloudWatch Logs.
+
+Fargate runs Fluent Bit beside every pod, configured by ``aws-observability/aws-logging``.
+We ship the lines ourselves: a pod that fargate-scheduler annotated
+``Logging: LoggingEnabled`` gets, for each container and each CloudWatch output, a task
+that follows the container's log through the fleet API (instance after instance, across
+restarts) and feeds an ``aws.logging.Shipper``. As on Fargate, the ConfigMap is read when
+a pod's shipping starts: a change applies to pods started after it.
+
+A restarted provider resumes each stream where CloudWatch's copy ends (its newest
+millisecond, and the messages already stored at that millisecond), so restarts do not
+re-send a pod's whole log. A shipper that fails for good (e.g. the log group is missing
+and ``auto_create_group`` is off) records a warning event on the pod and is not retried
+for that pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import logging
+from collections.abc import AsyncIterator
+
+from vk_fargate import errors
+from vk_fargate.aws import logconfig, session
+from vk_fargate.aws import logging as aws_logging
+from vk_fargate.fleet import client as fleet_client
+from vk_fargate.fleet import models
+from vk_fargate.k8s import events, kube, pods
+from vk_fargate.scheduler import scheduling, world
+
+log = logging.getLogger(__name__)
+POLL = 1.0  # seconds between looks at a container that is not running
+Key = tuple[str, str, int]  # pod UID, container, output index
+
+
+def nanos(stamp: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 UTC timestamp with up to 9 digits. Pure."""
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC).timestamp()
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
+    """Complete lines of ``buffer`` (decoded, without newline) and the unfinished rest."""
+    *lines, rest = buffer.split(b"\n")
+    return [line.decode("utf-8", "replace") for line in lines], rest
+
+
+class LogRouter:
+    def __init__(
+        self,
+        api: kube.Kube,
+        fleet: fleet_client.FleetClient,
+        state: world.World,
+        recorder: events.Recorder,
+        aws: session.AwsSettings,
+        *,
+        every: float = 2.0,
+    ) -> None:
+        self.api = api
+        self.fleet = fleet
+        self.world = state
+        self.recorder = recorder
+        self.aws = aws
+        self.every = every
+        self.tasks: dict[Key, asyncio.Task[None]] = {}
+        self.started: set[str] = set()  # pod UIDs whose shipping was decided
+        self.stats: dict[Key, aws_logging.ShipStats] = {}
+        self._clients: dict[str, session.Client] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._sync()
+                await asyncio.sleep(self.every)
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _sync(self) -> None:
+        self.started &= set(self.world.pods)
+        starting = [
+            (uid, pod, vm)
+            for uid, pod in list(self.world.pods.items())
+            if (pod["metadata"].get("annotations") or {}).get(scheduling.LOGGING_ANNOTATION)
+            == "LoggingEnabled"
+            and (vm := self.world.vms.get(uid)) is not None
+            and uid not in self.started
+        ]
+        if not starting:
+            return
+        config = await self._config()
+        for uid, pod, vm in starting:
+            self.started.add(uid)
+            outputs = config.outputs if config is not None else ()
+            containers = [c.name for c in [*vm.spec.init_containers, *vm.spec.containers]]
+            for index, output in enumerate(outputs):
+                for container in containers:
+                    self._start(pod, (uid, container, index), output)
+
+    async def _config(self) -> logconfig.LoggingConfig | None:
+        try:
+            found = await pods.config_map(self.api, logconfig.NAMESPACE, logconfig.CONFIG_MAP)
+            return logconfig.parse(found.get("data") or {})
+        except errors.LoggingConfigInvalid as exc:
+            log.warning("not shipping logs of new pods: %s", exc)
+        except errors.KubeError as exc:
+            if not exc.not_found:
+                raise
+        return None
+
+    def _start(self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput) -> None:
+        meta = pod["metadata"]
+        name = f"ship-logs/{meta['namespace']}/{meta['name']}/{key[1]}/{key[2]}"
+        task = asyncio.get_running_loop().create_task(self._ship(pod, key, output), name=name)
+        self.tasks[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self.tasks.pop(key, None)
+            # _ship reports AWS's refusals itself: anything else is a bug, logged loudly.
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("%s failed", name, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _logs_client(self, region: str) -> session.Client:
+        if region not in self._clients:
+            self._clients[region] = await session.client(self.aws, "logs", region=region)
+        return self._clients[region]
+
+    async def _ship(self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput) -> None:
+        meta = pod["metadata"]
+        uid, container, _ = key
+        try:
+            shipper = aws_logging.Shipper(
+                await self._logs_client(output.region),
+                output,
+                namespace=meta["namespace"],
+                pod=meta["name"],
+                container=container,
+            )
+            self.stats[key] = shipper.stats
+            resume = await shipper.shipped_tail()
+            await shipper.run(self._lines(uid, container, resume))
+        except errors.AwsError as exc:
+            log.warning(
+                "shipping %s/%s %s stopped: %s", meta["namespace"], meta["name"], container, exc
+            )
+            await self.recorder.record(
+                pod,
+                "LoggingFailed",
+                f"container {container}: {exc}",
+                warning=True,
+                component="log-router",
+            )
+
+    async def _lines(
+        self, uid: str, container: str, resume: tuple[int, collections.Counter[str]]
+    ) -> AsyncIterator[tuple[int, str]]:
+        """The container's lines as ``(timestamp ms, text)``, each once, until its microVM
+        has ended; lines CloudWatch already holds (``resume``) are skipped."""
+        resume_ms, stored = resume
+        last = 0  # nanoseconds of the newest line yielded
+        followed: tuple[int, str] | None = None  # (restart count, state) last read to its end
+        while True:
+            vm = self.world.vms.get(uid)
+            if vm is None:
+                return
+            final = vm.status.state in models.FINAL_STATES
+            every = [*vm.status.init_containers, *vm.status.containers]
+            status = next((c for c in every if c.name == container), None)
+            started = status is not None and (status.started_at or status.restart_count)
+            current = (status.restart_count, status.state) if status is not None else None
+            if not started or (current == followed and not final):
+                if final:
+                    return
+                await asyncio.sleep(POLL)
+                continue
+            since = datetime.datetime.fromtimestamp(last / 1e9, datetime.UTC) if last else None
+            buffer = b""
+            try:
+                async for chunk in self.fleet.logs(
+                    uid,
+                    container,
+                    follow=True,
+                    timestamps=True,
+                    since_time=since.isoformat() if since else None,
+                ):
+                    lines, buffer = split_lines(buffer + chunk)
+                    for line in lines:
+                        stamp, _, text = line.partition(" ")
+                        try:
+                            at = nanos(stamp)
+                        except ValueError:
+                            continue
+                        if at <= last:
+                            continue
+                        last = at
+                        ms = at // 1_000_000
+                        if ms < resume_ms:
+                            continue
+                        if ms == resume_ms and stored[text] > 0:
+                            stored[text] -= 1  # CloudWatch has this one already
+                            continue
+                        yield ms, text
+            except errors.NotFound:
+                return
+            except errors.FleetError as exc:
+                log.info("following %s/%s: %s; again in %.0fs", uid, container, exc, POLL)
+            if final:
+                return
+            # Read to its end: a terminated instance needs no second look until it changes.
+            followed = current if current is not None and current[1] == "terminated" else None
+            await asyncio.sleep(POLL)

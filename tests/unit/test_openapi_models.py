@@ -35,6 +35,10 @@ MODELLED = [
     "MicroVMStatus",
     "MicroVM",
     "MicroVMList",
+    "CPUStats",
+    "MemoryStats",
+    "ContainerStats",
+    "MicroVMStats",
     "MaintenanceNotice",
     "Event",
 ]
@@ -280,6 +284,16 @@ def _mutated(change: Any) -> dict[str, Any]:
             "Error",
             lambda s: s["Error"].pop("additionalProperties"),
             "Error.additionalProperties: false",
+        ),
+        (
+            "MemoryStats",
+            lambda s: s["MemoryStats"]["properties"]["rss_bytes"].pop("nullable"),
+            "MemoryStats.rss_bytes type",
+        ),
+        (
+            "MicroVMStats",
+            lambda s: s["MicroVMStats"]["required"].remove("containers"),
+            "MicroVMStats.required",
         ),
     ],
 )

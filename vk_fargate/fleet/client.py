@@ -92,6 +92,12 @@ class FleetClient:
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         return models.MicroVM.model_validate(await self._call("GET", f"/v1/microvms/{vm_id}"))
 
+    async def microvm_stats(self, vm_id: str) -> models.MicroVMStats:
+        """CPU and memory of a running microVM now; Conflict when it has none."""
+        return models.MicroVMStats.model_validate(
+            await self._call("GET", f"/v1/microvms/{vm_id}/stats")
+        )
+
     async def list_microvms(self, labels: Mapping[str, str] | None = None) -> models.MicroVMList:
         params = {}
         if labels:

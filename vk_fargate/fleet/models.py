@@ -155,6 +155,34 @@ class MicroVMList(Model):
     cursor: int = pydantic.Field(ge=0)
 
 
+class CPUStats(Model):
+    usage_core_nanoseconds: int = pydantic.Field(ge=0)
+
+
+class MemoryStats(Model):
+    usage_bytes: int = pydantic.Field(ge=0)
+    working_set_bytes: int = pydantic.Field(ge=0)
+    rss_bytes: int | None = pydantic.Field(default=None, ge=0)
+    page_faults: int | None = pydantic.Field(default=None, ge=0)
+    major_page_faults: int | None = pydantic.Field(default=None, ge=0)
+
+
+class ContainerStats(Model):
+    name: str
+    started_at: datetime.datetime | None = None
+    cpu: CPUStats
+    memory: MemoryStats
+
+
+class MicroVMStats(Model):
+    microvm_id: MicroVMId
+    timestamp: datetime.datetime
+    started_at: datetime.datetime | None = None
+    cpu: CPUStats
+    memory: MemoryStats
+    containers: list[ContainerStats]
+
+
 class MaintenanceNotice(Model):
     host: str
     microvm_id: str

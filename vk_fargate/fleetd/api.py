@@ -152,6 +152,10 @@ async def delete_microvm(request: web.Request) -> web.Response:
     return _dump(await request.app[FLEET].delete(_vm_id(request), grace=grace), 202)
 
 
+async def microvm_stats(request: web.Request) -> web.Response:
+    return _dump(request.app[FLEET].stats(_vm_id(request)))
+
+
 async def container_logs(request: web.Request) -> web.StreamResponse:
     fleet = request.app[FLEET]
     vm_id = _vm_id(request)
@@ -179,6 +183,8 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     path = sandbox.log_path(record.dir, name, instance)
 
     def active() -> bool:
+        if request.transport is None or request.transport.is_closing():
+            return False  # the client went away: stop following (and free the handler)
         current = fleet.vms.get(vm_id)
         if current is None:
             return False
@@ -255,6 +261,7 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_put("/v1/microvms/{microvm_id}", put_microvm)
     app.router.add_get("/v1/microvms/{microvm_id}", get_microvm)
     app.router.add_delete("/v1/microvms/{microvm_id}", delete_microvm)
+    app.router.add_get("/v1/microvms/{microvm_id}/stats", microvm_stats)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
     app.router.add_get("/v1/events", watch_events)
     return app

@@ -5,6 +5,12 @@ period, and ``mem_mib`` of memory. This kind of machine mixes both versions: its
 hierarchy has no cpu or memory controller, its v1 controllers are writable, so the
 v1 layout is used there. Where neither works, limits are ``none`` and the host's
 status says so.
+
+The same folders are read back for the microVM's stats (``usage``, ``memory_stat``).
+On v1 the ``process`` runtime also makes one CPU accounting child group per container
+instance under the microVM's cpuacct folder (see ``sandbox.container_group``); only
+cpuacct, so the container's processes stay members of the microVM's cpu and memory
+groups, where limits and clean-up find them. ``remove`` deletes those children first.
 """
 
 from __future__ import annotations
@@ -70,6 +76,11 @@ def remove(mode: Mode, vm_id: str) -> None:
     """Delete the microVM's cgroups (once their processes are gone)."""
     for folder in paths(mode, vm_id):
         with contextlib.suppress(OSError):
+            for child in folder.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+        with contextlib.suppress(OSError):
             folder.rmdir()
 
 
@@ -88,3 +99,39 @@ def usage(mode: Mode, vm_id: str) -> tuple[int, int] | None:
     except (OSError, KeyError, ValueError):
         return None
     return None
+
+
+# memory.stat keys per layout, as cAdvisor reads them (v1: the hierarchical totals).
+MEMORY_STAT_KEYS: dict[Mode, dict[str, str]] = {
+    "cgroup-v1": {
+        "inactive_file": "total_inactive_file",
+        "rss": "total_rss",
+        "page_faults": "total_pgfault",
+        "major_page_faults": "total_pgmajfault",
+    },
+    "cgroup-v2": {
+        "inactive_file": "inactive_file",
+        "rss": "anon",
+        "page_faults": "pgfault",
+        "major_page_faults": "pgmajfault",
+    },
+}
+
+
+def memory_stat(mode: Mode, vm_id: str) -> dict[str, int]:
+    """The microVM's memory.stat as ``inactive_file``, ``rss``, ``page_faults`` and
+    ``major_page_faults`` (those the kernel reports); empty without cgroups."""
+    folders = paths(mode, vm_id)
+    if not folders:
+        return {}
+    folder = folders[-1]  # v1: the memory controller's folder; v2: the only one
+    try:
+        text = (folder / "memory.stat").read_text()
+        raw = dict(line.split(maxsplit=1) for line in text.splitlines())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for ours, theirs in MEMORY_STAT_KEYS.get(mode, {}).items():
+        with contextlib.suppress(KeyError, ValueError):
+            found[ours] = int(raw[theirs])
+    return found

@@ -34,6 +34,7 @@ from vk_fargate.fleetd import (
     placement,
     sandbox,
     shims,
+    stats,
     store,
     supervisor,
 )
@@ -154,6 +155,20 @@ class Fleet:
             if all(r.vm.spec.labels.get(k) == v for k, v in selector.items())
         ]
         return models.MicroVMList(items=items, cursor=self.bus.cursor)
+
+    def stats(self, vm_id: str) -> models.MicroVMStats:
+        """CPU and memory of a running microVM (see ``stats``); Conflict without any."""
+        record = self.vms.get(vm_id)
+        if record is None:
+            raise errors.NotFound(f"microVM {vm_id} not found")
+        if record.state not in ("running", "stopping") or record.shim is None:
+            raise errors.Conflict(f"microVM {vm_id} is {record.state}: it has no stats")
+        host = self.hosts.get(record.vm.status.host or "")
+        per_container = host is not None and host.config.runtime == "process"
+        found = stats.read(self.limits, record.vm, record.cgroups, per_container=per_container)
+        if found is None:
+            raise errors.Conflict(f"microVM {vm_id} has no stats: this host has no cgroups")
+        return found
 
     def host_models(self) -> list[models.Host]:
         return [self._host_model(h) for h in self.hosts.values()]

@@ -6,7 +6,9 @@ how it goes, with container statuses shaped like the API's ``ContainerStatus``;
 ``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/logs/<name>/<n>.log``
 holds instance ``n`` of each container's output. After each write the shim sends the
 microVM id as a datagram to the daemon's notify socket (lost when the daemon is down;
-the daemon re-reads every status file when it starts).
+the daemon re-reads every status file when it starts). On a cgroup v1 host each
+container instance also gets a CPU accounting group, ``container_group``, that the
+daemon reads for the container's stats.
 
 Standard library only: this module runs inside every shim.
 """
@@ -63,6 +65,24 @@ def iso(moment: datetime.datetime | None = None) -> str:
 
 def log_path(vm_dir: Path, container: str, instance: int) -> Path:
     return vm_dir / "logs" / container / f"{instance}.log"
+
+
+def accounting_group(cgroups: list[str]) -> Path | None:
+    """The microVM's cgroup v1 cpuacct folder, or None (cgroup v2, or no cgroups).
+
+    Only v1 gets per-container groups: a child there holds nothing but CPU accounting,
+    so the container stays in the microVM's cpu and memory groups. (On v2 a child
+    group would take its processes out of the microVM's own ``cgroup.procs``.)
+    """
+    for folder in cgroups:
+        if Path(folder, "cpuacct.usage").exists():
+            return Path(folder)
+    return None
+
+
+def container_group(accounting: Path, name: str, instance: int) -> Path:
+    """The CPU accounting group of instance ``instance`` of container ``name``."""
+    return accounting / f"container-{name}-{instance}"
 
 
 def read_json(path: Path) -> Any:

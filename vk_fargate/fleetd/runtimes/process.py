@@ -5,6 +5,10 @@ Init containers run one after another and must exit 0; then the app containers r
 side by side, restarted per the restart policy with exponential back-off, as kubelet
 does (reset after ``BACKOFF_RESET`` seconds of good running). A stop sends SIGTERM to
 every container, waits the grace period, then SIGKILLs what is left.
+On a cgroup v1 host each container instance starts inside a CPU accounting child
+group of its own (``sandbox.container_group``), entered before ``exec``, so the daemon
+can read the container's CPU time and list its processes; the group is removed when
+the instance has ended.
 Standard library only.
 """
 
@@ -14,6 +18,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import signal
@@ -125,6 +130,7 @@ class ProcessRuntime:
         _prune(log.parent, instance)
         cwd = self._working_dir(container)
         env = {**BASE_ENV, "HOSTNAME": self.spec["id"], **container["env"]}
+        group = self._container_group(name, instance)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -134,9 +140,10 @@ class ProcessRuntime:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_shim,
+                preexec_fn=functools.partial(_prepare_child, group),
             )
         except OSError as exc:
+            _remove_group(group)
             self.status.terminated(name, 128, "StartError", f"cannot start {argv[0]}: {exc}")
             return 128
         self._procs[name] = proc
@@ -149,10 +156,23 @@ class ProcessRuntime:
             )
             returncode = await proc.wait()
         del self._procs[name]
+        _remove_group(group)
         code = exit_code(returncode)
         reason = "Completed" if code == 0 else ("OOMKilled" if self._oom(code) else "Error")
         self.status.terminated(name, code, reason)
         return code
+
+    def _container_group(self, name: str, instance: int) -> Path | None:
+        """The instance's CPU accounting group, made now; None where there is none."""
+        accounting = sandbox.accounting_group(self.spec["cgroups"])
+        if accounting is None:
+            return None
+        group = sandbox.container_group(accounting, name, instance)
+        try:
+            group.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        return group
 
     def _oom(self, code: int) -> bool:
         """A SIGKILL while the memory cgroup recorded an OOM kill."""
@@ -197,6 +217,21 @@ class ProcessRuntime:
 def _die_with_shim() -> None:
     """PR_SET_PDEATHSIG: a container never outlives its shim, as a VM's processes."""
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+
+
+def _prepare_child(group: Path | None) -> None:
+    """Runs in the container's process between fork and exec."""
+    _die_with_shim()
+    if group is not None:
+        with contextlib.suppress(OSError):  # without it the container only lacks stats
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def _remove_group(group: Path | None) -> None:
+    """Delete an ended instance's accounting group (kept while processes linger)."""
+    if group is not None:
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:

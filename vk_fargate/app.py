@@ -44,9 +44,10 @@ from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import pricing
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_client
+from vk_fargate.fleet import models
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
-from vk_fargate.kubelet import auth, server, tls
+from vk_fargate.kubelet import auth, endpoints, server, tls
 from vk_fargate.scheduler import enis, scheduling, world
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,15 @@ class Backend:
             timestamps=options.timestamps,
         ):
             yield chunk
+
+    def node_pod(self, node: str) -> tuple[kube.JSON, kube.JSON] | None:
+        found = self.state.nodes.get(node)
+        annotations = (found or {}).get("metadata", {}).get("annotations") or {}
+        pod = self.state.pods.get(annotations.get(fargate_nodes.POD_UID_ANNOTATION) or "")
+        return (found, pod) if found is not None and pod is not None else None
+
+    async def stats(self, pod: kube.JSON) -> models.MicroVMStats:
+        return await self.fleet.microvm_stats(pod["metadata"]["uid"])
 
 
 def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
@@ -151,6 +161,7 @@ class Provider:
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
         self.kubelet: server.KubeletServer | None = None
+        self.endpoints: endpoints.NodeEndpoints | None = None
         self.admission: admission_server.AdmissionServer | None = None
         self.leading = asyncio.Event()
         self._metrics_runner: web.AppRunner | None = None
@@ -175,6 +186,8 @@ class Provider:
         uid = self.world.set_node(node, deleted=kind == "DELETED")
         if uid:
             self.queue.add(uid)
+        if self.endpoints is not None:
+            self.endpoints.changed()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, once: bool = False) -> None:
         """Run ``work`` in the background: a loop that ends stops the process (failed);
@@ -214,6 +227,15 @@ class Provider:
             self.scheduler.enis = enis.Enis(self.aws_clients, cluster=self.cfg.cluster_name)
             self.scheduler.aws_backend = True
         self.cfg.kubelet_port = await self.kubelet.start()
+        self.endpoints = endpoints.NodeEndpoints(
+            self.api,
+            self.kubelet,
+            self.world,
+            address=self.cfg.kubelet_advertise_address,
+            leading=self.leading.is_set,
+        )
+        self.scheduler.node_port = self.kubelet.serve_node
+        self._spawn(self.endpoints.run(), "node-endpoints")
         await self._serve_metrics()
         await self._start_webhooks()
         self._spawn(self.pod_informer.run(), "watch-pods")
@@ -277,6 +299,8 @@ class Provider:
         for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
             self.queue.add(uid)
         self.queue.start()
+        if self.endpoints is not None:
+            self.endpoints.changed()  # the leader owns every node's port and address
         self._spawn(self._collect_enis(), "eni-collection", once=True)
         if self.aws_auth is not None:
             self._spawn(self.aws_auth.run(), "aws-auth")

@@ -1,8 +1,12 @@
-"""The kubelet HTTPS server: ``/containerLogs``, ``/pods`` and ``/healthz`` for every
-virtual node the provider runs.
+"""The kubelet HTTPS server: ``/containerLogs``, ``/pods``, ``/stats/summary``,
+``/metrics/resource`` and ``/healthz`` for every virtual node the provider runs.
 
-One server answers for all virtual nodes (each advertises its port); the pod in the
-path says which node a request is for. Log bodies are streamed chunk by chunk, each
+One server answers for all virtual nodes, on one port per node besides its own: a
+node's ``daemonEndpoints`` port says which node a request is for, which matters where
+the path names no pod (``/stats/summary``, ``/metrics/resource``, ``/pods``: metrics-server
+scrapes each node's address and port, and must get that node's numbers, not every
+node's). On the provider's own port, ``/pods`` lists every node's pods and
+``/containerLogs`` works for any pod. Log bodies are streamed chunk by chunk, each
 written as the backend yields it, and a ``follow`` ends when the backend's iterator
 ends or the client hangs up (the handler is then cancelled and the iterator closed).
 Every query parameter is validated as the API server validates PodLogOptions, so a
@@ -23,8 +27,9 @@ from typing import Protocol
 from aiohttp import web
 
 from vk_fargate import errors, listening
+from vk_fargate.fleet import models
 from vk_fargate.k8s import kube, reviews
-from vk_fargate.kubelet import auth
+from vk_fargate.kubelet import auth, stats
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,12 @@ class Backend(Protocol):
 
         Errors raised before the first chunk become that status; later ones end the body.
         """
+
+    def node_pod(self, node: str) -> tuple[JSON, JSON] | None:
+        """The virtual node ``node`` and the pod it runs, if it is one of ours."""
+
+    async def stats(self, pod: JSON) -> models.MicroVMStats:
+        """The readings of the pod's microVM; raises a ``FleetError`` when there are none."""
 
 
 def _bool(query: Mapping[str, str], name: str) -> bool:
@@ -159,13 +170,19 @@ class KubeletServer:
         self.tls = tls
         self.host = host
         self.port = port
+        self.rates = stats.Rates()
         self._runner: web.AppRunner | None = None
+        self._sites: dict[str, tuple[web.SockSite, int]] = {}  # node -> its site and port
+        self._nodes: dict[int, str] = {}  # port -> node
+        self._uids: dict[str, str] = {}  # node -> pod UID whose CPU samples ``rates`` keeps
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._errors_and_authentication])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/pods", self._pods)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        app.router.add_get("/stats/summary", self._summary)
+        app.router.add_get("/metrics/resource", self._resource_metrics)
         return app
 
     async def start(self) -> int:
@@ -180,6 +197,37 @@ class KubeletServer:
         )
         log.info("kubelet API serving on https://%s:%d", self.host, self.port)
         return self.port
+
+    async def serve_node(self, node: str, port: int = 0) -> int:
+        """Answer for ``node`` alone on ``port`` too (0: a free one); the port. Idempotent;
+        ``errors.ConfigError`` when the port is taken."""
+        if self._runner is None:
+            raise errors.ConfigError("the kubelet API is not serving")
+        current = self._sites.get(node)
+        if current is not None and port in (0, current[1]):
+            return current[1]
+        if current is not None:
+            await self.stop_node(node)
+        site, bound = await listening.add_site(
+            self._runner, host=self.host, port=port, tls=self.tls
+        )
+        self._sites[node] = (site, bound)
+        self._nodes[bound] = node
+        return bound
+
+    async def stop_node(self, node: str) -> None:
+        """Stop answering on ``node``'s own port (the node is gone)."""
+        current = self._sites.pop(node, None)
+        if current is not None:
+            self._nodes.pop(current[1], None)
+            await current[0].stop()
+        uid = self._uids.pop(node, None)
+        if uid is not None:
+            self.rates.forget(uid)
+
+    def serving(self) -> dict[str, int]:
+        """Each node served on its own port, and the port."""
+        return {node: port for node, (_, port) in self._sites.items()}
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -209,12 +257,48 @@ class KubeletServer:
     async def _healthz(self, _: web.Request) -> web.StreamResponse:
         return listening.text("ok", 200)
 
+    def _node_of(self, request: web.Request) -> str | None:
+        """The node whose own port the request came in on (None: the provider's port)."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        return self._nodes.get(sockname[1]) if sockname else None
+
     async def _pods(self, request: web.Request) -> web.StreamResponse:
-        # One server answers for every virtual node, so listing needs every node.
-        await self.guard.authorize(request[IDENTITY], node="", path=request.path)
+        node = self._node_of(request)
+        # On the provider's own port, listing means every node's pods.
+        await self.guard.authorize(request[IDENTITY], node=node or "", path=request.path)
         pods = self.backend.pods()
+        if node is not None:
+            pods = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node]
         return web.json_response(
             {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods}
+        )
+
+    async def _readings(self, request: web.Request) -> tuple[JSON, JSON, models.MicroVMStats]:
+        """The node the request is for, its pod and their readings (authorized)."""
+        node_name = self._node_of(request)
+        if node_name is None:
+            raise errors.NotFound(
+                f"{request.path} is served on each virtual node's own port "
+                "(the node's status.daemonEndpoints.kubeletEndpoint.Port), not this one"
+            )
+        await self.guard.authorize(request[IDENTITY], node=node_name, path=request.path)
+        found = self.backend.node_pod(node_name)
+        if found is None:
+            raise errors.NotFound(f"node {node_name} runs no pod now")
+        node, pod = found
+        self._uids[node_name] = pod["metadata"]["uid"]
+        return node, pod, await self.backend.stats(pod)
+
+    async def _summary(self, request: web.Request) -> web.StreamResponse:
+        # only_cpu_and_memory (older metrics-server) changes nothing: that is all we have.
+        node, pod, readings = await self._readings(request)
+        return web.json_response(stats.summary(node, pod, readings, self.rates))
+
+    async def _resource_metrics(self, request: web.Request) -> web.StreamResponse:
+        _, pod, readings = await self._readings(request)
+        return web.Response(
+            body=stats.resource_metrics([(pod, readings)], node=readings).encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:

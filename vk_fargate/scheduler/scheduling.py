@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vk_fargate import errors, settings
@@ -53,6 +53,8 @@ class Scheduler:
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
     enis: enis_module.Enis | None = None  # with an AWS backend: an ENI per pod
     aws_backend: bool = False  # whether logs can be shipped to CloudWatch
+    # The kubelet port a new node advertises: a port of its own (the kubelet API's).
+    node_port: Callable[[str], Awaitable[int]] | None = None
     profile_of: Callable[[str], fargate_profiles.Profile | None] = lambda _name: None
     _master_services: list[Any] | None = None
 
@@ -117,7 +119,7 @@ class Scheduler:
             cluster=self.cfg.cluster_name,
             size=size,
             kubelet_host=self.cfg.kubelet_advertise_address,
-            kubelet_port=self.cfg.kubelet_port,
+            kubelet_port=await self.node_port(name) if self.node_port else self.cfg.kubelet_port,
         )
         created = await k8s_nodes.create(self.api, fargate_nodes.node(placement, now()))
         self.world.set_node(created)

@@ -49,3 +49,17 @@ async def namespace(api: k8s.ApiClient, prefix: str) -> str:
 
     await waiting.until(default_sa, what=f"the default ServiceAccount of {name}")
     return name
+
+
+async def profiles_served(api: k8s.ApiClient) -> bool:
+    """Whether FargateProfiles are served: a provider installs the CRD as it starts, and
+    the API server serves it a moment later."""
+    try:
+        await k8s.CustomObjectsApi(api).list_cluster_custom_object(
+            "fargate.vk-fargate.io", "v1", "fargateprofiles"
+        )
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True

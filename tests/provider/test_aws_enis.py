@@ -12,6 +12,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 
 from tests import waiting
+from tests.provider import conftest
 from vk_fargate.aws import devaws, network, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
@@ -74,6 +75,7 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
         core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
         for ns in ("private-web", "public-web"):
             await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
+        await waiting.until(lambda: conftest.profiles_served(api), what="FargateProfiles served")
         await _profile(api, "private", "private-web", world["private_subnets"], world["role_arn"])
         await _profile(api, "public", "public-web", world["public_subnets"], world["role_arn"])
 

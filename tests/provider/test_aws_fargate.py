@@ -13,6 +13,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 
 from tests import waiting
+from tests.provider import conftest
 from vk_fargate.aws import devaws, iam, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
@@ -93,6 +94,7 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
                 },
             ),
         )
+        await waiting.until(lambda: conftest.profiles_served(api), what="FargateProfiles served")
         await custom.create_cluster_custom_object(
             "fargate.vk-fargate.io",
             "v1",

@@ -113,3 +113,19 @@ def test_pods_without_a_profile_or_role_are_not_judged(labels: dict[str, str], r
     auth = _auth(state, role)
     auth.observe({})
     assert auth.problem(node) is None
+
+
+def test_lines_sharing_a_timestamp_are_all_fresh_once() -> None:
+    seen = logrouter.Seen()
+    assert [seen.fresh(t) for t in (5, 5, 5, 7)] == [True, True, True, True]
+    seen.new_read()  # a re-read from timestamp 7 repeats 7, then goes on
+    assert [seen.fresh(t) for t in (7, 7, 8)] == [False, True, True]
+
+
+def test_a_reread_skips_what_was_yielded_and_nothing_else() -> None:
+    seen = logrouter.Seen()
+    assert [seen.fresh(t) for t in (1, 2, 2)] == [True, True, True]
+    seen.new_read()  # from timestamp 2: both lines at 2 again, then a third one at 2
+    assert [seen.fresh(t) for t in (2, 2, 2, 3)] == [False, False, True, True]
+    seen.new_read()
+    assert [seen.fresh(t) for t in (1, 3, 4)] == [False, False, True]

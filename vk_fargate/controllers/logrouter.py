@@ -33,6 +33,7 @@ from vk_fargate.scheduler import scheduling, world
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at a container that is not running
 Key = tuple[str, str, int]  # pod UID, container, output index
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def nanos(stamp: str) -> int:
@@ -46,6 +47,36 @@ def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
     """Complete lines of ``buffer`` (decoded, without newline) and the unfinished rest."""
     *lines, rest = buffer.split(b"\n")
     return [line.decode("utf-8", "replace") for line in lines], rest
+
+
+class Seen:
+    """Which lines of a container's log were already yielded, across re-reads. Pure.
+
+    A re-read starts at the newest timestamp yielded (``since``), so it repeats the
+    lines stamped with it; several lines can share one timestamp (one write of many
+    lines), so the count yielded at that timestamp tells the repeats from new lines.
+    """
+
+    def __init__(self) -> None:
+        self.last = 0  # nanoseconds of the newest line yielded
+        self.at_last = 0  # lines yielded with that timestamp
+        self._this_read = 0  # lines with that timestamp met in the current read
+
+    def new_read(self) -> None:
+        self._this_read = 0
+
+    def fresh(self, at: int) -> bool:
+        """Whether a line stamped ``at`` (met in order) is new; records it if so."""
+        if at < self.last:
+            return False
+        if at > self.last:
+            self.last, self.at_last, self._this_read = at, 1, 1
+            return True
+        self._this_read += 1
+        if self._this_read <= self.at_last:
+            return False
+        self.at_last += 1
+        return True
 
 
 class LogRouter:
@@ -163,7 +194,7 @@ class LogRouter:
         """The container's lines as ``(timestamp ms, text)``, each once, until its microVM
         has ended; lines CloudWatch already holds (``resume``) are skipped."""
         resume_ms, stored = resume
-        last = 0  # nanoseconds of the newest line yielded
+        seen = Seen()
         followed: tuple[int, str] | None = None  # (restart count, state) last read to its end
         while True:
             vm = self.world.vms.get(uid)
@@ -179,7 +210,9 @@ class LogRouter:
                     return
                 await asyncio.sleep(POLL)
                 continue
-            since = datetime.datetime.fromtimestamp(last / 1e9, datetime.UTC) if last else None
+            # Again from the newest timestamp yielded (fleetd keeps microseconds).
+            since = EPOCH + datetime.timedelta(microseconds=seen.last // 1000)
+            seen.new_read()
             buffer = b""
             try:
                 async for chunk in self.fleet.logs(
@@ -187,7 +220,7 @@ class LogRouter:
                     container,
                     follow=True,
                     timestamps=True,
-                    since_time=since.isoformat() if since else None,
+                    since_time=since.isoformat() if seen.last else None,
                 ):
                     lines, buffer = split_lines(buffer + chunk)
                     for line in lines:
@@ -196,9 +229,8 @@ class LogRouter:
                             at = nanos(stamp)
                         except ValueError:
                             continue
-                        if at <= last:
+                        if not seen.fresh(at):
                             continue
-                        last = at
                         ms = at // 1_000_000
                         if ms < resume_ms:
                             continue

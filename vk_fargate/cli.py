@@ -1,7 +1,8 @@
 """The ``vk-fargate`` command line.
 
 ``dev`` manages the local cluster the demo and tests run against (like ``kind``):
-``dev up`` starts it in the background and returns, ``dev status`` describes it,
+``dev up`` starts it in the background and returns (``--aws``: with a fake AWS, moto's
+server on loopback, whose VPC gives pods their ENIs), ``dev status`` describes it,
 ``dev down`` stops it, ``dev build`` builds the control-plane binaries once per machine.
 ``cost`` prices a what-if or the running Fargate pods (``vk_fargate.costcli``).
 Errors are printed as one line naming the failed step and its log; exit code 1.
@@ -57,13 +58,26 @@ def _export_hint(status: dict[str, object]) -> None:
     print(f"kubectl is {kubectl}; stop with: vk-fargate dev down")
 
 
-async def _dev_up(config: settings.Settings) -> int:
+async def _dev_up(config: settings.Settings, *, with_aws: bool) -> int:
     root = state.dev_root(config.state_dir)
     recorded = state.load(root)
     if recorded is not None:
         alive = state.liveness(recorded)
         if all(alive.values()):
+            running_aws = stack.has_aws(recorded)
+            if with_aws and not running_aws:
+                print(
+                    f"error: a dev cluster without AWS is running at {recorded['server']}; "
+                    "stop it with `vk-fargate dev down` first, then `vk-fargate dev up --aws`",
+                    file=sys.stderr,
+                )
+                return 1
             _say(f"a dev cluster is already running at {recorded['server']}")
+            if running_aws and not with_aws:
+                _say(
+                    f"it runs with AWS (moto at {recorded['aws']['endpoint_url']}); for one "
+                    "without AWS: `vk-fargate dev down`, then `vk-fargate dev up`"
+                )
             _export_hint(recorded)
             return 0
         dead = ", ".join(name for name, ok in alive.items() if not ok)
@@ -71,7 +85,7 @@ async def _dev_up(config: settings.Settings) -> int:
         state.stop_all(recorded)
     shutil.rmtree(root, ignore_errors=True)
     bins = _ensure_binaries(config)
-    status = await stack.up(bins, root, _say)
+    status = await stack.up(bins, root, _say, with_aws=with_aws)
     _export_hint(status)
     return 0
 
@@ -92,6 +106,12 @@ def _dev_status(config: settings.Settings, *, as_json: bool) -> int:
         for name, component in recorded["components"].items():
             word = "running" if component["running"] else "STOPPED"
             print(f"{name:<24} {word:<8} pid {component['pid']:<8} {component['url']}")
+        if stack.has_aws(recorded):
+            aws = recorded["aws"]
+            print(f"aws: {aws['endpoint_url']} ({aws['region']}), vpc {aws['vpc_id']}")
+            print(f"  private subnets {', '.join(aws['private_subnets'])}")
+            print(f"  public subnets  {', '.join(aws['public_subnets'])}")
+            print(f"  pod execution role {aws['role_arn']}")
     return 0 if recorded["running"] else 1
 
 
@@ -115,7 +135,7 @@ def _dev_demo(config: settings.Settings) -> int:
     if recorded is None or not all(state.liveness(recorded).values()):
         print("no running dev stack; start one with: vk-fargate dev up", file=sys.stderr)
         return 1
-    demo.run(str(recorded["kubeconfig"]))
+    demo.run(str(recorded["kubeconfig"]), aws=recorded.get("aws"))
     print(f"\nexport KUBECONFIG={recorded['kubeconfig']}   # then: kubectl get nodes")
     print("stop everything with: vk-fargate dev down")
     return 0
@@ -197,7 +217,13 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     dev = commands.add_parser("dev", help="a local cluster for trying vk-fargate out")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
-    dev_commands.add_parser("up", help="start the local cluster in the background")
+    up = dev_commands.add_parser("up", help="start the local cluster in the background")
+    up.add_argument(
+        "--aws",
+        action="store_true",
+        help="also start a fake AWS (moto's server on loopback: a VPC, subnets, a pod "
+        "execution role) and give pods ENIs from it",
+    )
     status = dev_commands.add_parser("status", help="describe the local cluster")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     down = dev_commands.add_parser("down", help="stop the local cluster")
@@ -271,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cost":
             return _cost(args, config)
         if args.dev_command == "up":
-            return asyncio.run(_dev_up(config))
+            return asyncio.run(_dev_up(config, with_aws=args.aws))
         if args.dev_command == "status":
             return _dev_status(config, as_json=args.json)
         if args.dev_command == "down":

@@ -1,9 +1,10 @@
 """The harness itself: parallel clusters, failures that name their step, no orphans,
-and the `vk-fargate dev` commands users run."""
+and the `vk-fargate dev` commands users run (also with `--aws`: moto's server seeded)."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 
 from vk_fargate import errors
+from vk_fargate.aws import devaws, session
 from vk_fargate.devcluster import binaries, cluster, processes
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +112,12 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
         assert "already running" in again.stdout
         assert "starting" not in again.stdout
 
+        mismatch = _cli(state_dir, "dev", "up", "--aws")
+        assert mismatch.returncode == 1
+        assert "a dev cluster without AWS is running" in mismatch.stderr
+        assert "vk-fargate dev down" in mismatch.stderr
+        assert "starting" not in mismatch.stdout
+
         status = _cli(state_dir, "dev", "status", "--json")
         assert status.returncode == 0, status.stderr
         described = json.loads(status.stdout)
@@ -181,3 +189,93 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
     gone = _cli(state_dir, "dev", "status")
     assert gone.returncode == 1
     assert "no dev cluster" in gone.stderr
+
+
+def test_dev_up_aws_status_profile_demo_down(
+    control_plane_binaries: binaries.Binaries, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    pids: list[int] = []
+    try:
+        up = _cli(state_dir, "dev", "up", "--aws")
+        assert up.returncode == 0, up.stderr
+        assert "starting the fake AWS" in up.stdout
+
+        status = _cli(state_dir, "dev", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        described = json.loads(status.stdout)
+        pids = [c["pid"] for c in described["components"].values()]
+        assert list(described["components"])[-3:] == ["aws", "fleetd", "provider"]
+        assert described["components"]["aws"]["running"] is True
+        world = described["aws"]
+        assert set(world) == {
+            "endpoint_url",
+            "region",
+            "vpc_id",
+            "private_subnets",
+            "public_subnets",
+            "role_arn",
+        }
+        assert world["endpoint_url"].startswith("http://127.0.0.1:")
+        assert described["components"]["aws"]["url"] == world["endpoint_url"]
+        assert len(world["private_subnets"]) == 2 and len(world["public_subnets"]) == 1
+        assert world["role_arn"].endswith(f":role/{devaws.ROLE_NAME}")
+
+        settings = session.AwsSettings(
+            enabled=True, region=world["region"], endpoint_url=world["endpoint_url"]
+        )
+        ec2 = session.make_client(settings, "ec2", credentials=("testing", "testing"))
+        vpcs = ec2.describe_vpcs(VpcIds=[world["vpc_id"]])["Vpcs"]
+        assert [v["CidrBlock"] for v in vpcs] == ["192.168.0.0/16"]
+        subnets = ec2.describe_subnets(SubnetIds=world["private_subnets"])["Subnets"]
+        assert len({s["AvailabilityZone"] for s in subnets}) == 2
+        private = [ipaddress.ip_network(s["CidrBlock"]) for s in subnets]
+
+        human = _cli(state_dir, "dev", "status")
+        assert human.returncode == 0, human.stderr
+        assert world["endpoint_url"] in human.stdout and world["vpc_id"] in human.stdout
+
+        plain = _cli(state_dir, "dev", "up")
+        assert plain.returncode == 0, plain.stderr
+        assert "already running" in plain.stdout and "runs with AWS" in plain.stdout
+
+        profile = ["profile", "--kubeconfig", described["kubeconfig"]]
+        create = _cli(
+            state_dir,
+            *profile,
+            "create",
+            "--name",
+            "fargate",
+            "--namespace",
+            "x",
+            "--subnets",
+            ",".join(world["private_subnets"]),
+            "--pod-execution-role-arn",
+            world["role_arn"],
+        )
+        assert create.returncode == 0, create.stderr
+        assert '[✔]  created Fargate profile "fargate"' in create.stdout, create.stdout
+        listed = _cli(state_dir, *profile, "get", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        [view] = json.loads(listed.stdout)
+        assert view["status"] == "ACTIVE"
+        assert view["subnets"] == world["private_subnets"]
+        assert view["podExecutionRoleARN"] == world["role_arn"]
+        deleted = _cli(state_dir, *profile, "delete", "--name", "fargate")
+        assert deleted.returncode == 0, deleted.stderr
+
+        demo = _cli(state_dir, "dev", "demo")
+        assert demo.returncode == 0, demo.stderr
+        assert f"--subnets {','.join(world['private_subnets'])}" in demo.stdout, demo.stdout
+        assert "CapacityProvisioned: 0.25vCPU 0.5GB" in demo.stdout, demo.stdout
+        line = next(x for x in demo.stdout.splitlines() if x.startswith("pod IP "))
+        ip = ipaddress.ip_address(line.split()[2])
+        assert any(ip in net for net in private), line
+        assert "is its ENI's, in private subnet subnet-" in line
+        assert f"fargate-ip-{str(ip).replace('.', '-')}." in demo.stdout, demo.stdout
+    finally:
+        down = _cli(state_dir, "dev", "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped aws" in down.stdout and "stopped provider" in down.stdout
+    assert pids and not [pid for pid in pids if processes.alive(pid)]
+    assert not (state_dir / "dev").exists()

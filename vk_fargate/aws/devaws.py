@@ -8,7 +8,9 @@ over HTTP exactly as it would to AWS, and so ``dev up`` can leave it running det
 The seeded world is what a Fargate profile needs: a VPC with DNS support and DNS
 hostnames on, two private subnets in two zones (their route table has only the local
 route), one public subnet (its route table sends 0.0.0.0/0 to an internet gateway), and
-a pod execution role that trusts ``eks-fargate-pods.amazonaws.com``.
+a pod execution role that trusts ``eks-fargate-pods.amazonaws.com``. The CIDRs default to
+``VPC_CIDR``/``PRIVATE``/``PUBLIC``; ``dev up --aws`` passes a ``Layout`` of /24s no route
+of the machine uses, since fleetd's bridges for them must not collide with another stack's.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ VPC_CIDR = "10.0.0.0/16"
 PRIVATE = (("10.0.1.0/24", "a"), ("10.0.2.0/24", "b"))
 PUBLIC = (("10.0.101.0/24", "a"),)
 ROLE_NAME = "vk-fargate-pod-execution"
+LOG_NAME = "moto.log"  # the server's log, in the folder given to ``start``
 TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -52,6 +55,16 @@ TRUST_POLICY = {
     ],
 }
 _PR_SET_PDEATHSIG = 1
+Subnets = tuple[tuple[str, str], ...]  # (CIDR, zone letter) each
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The VPC's CIDR and its subnets' (CIDR, zone letter)."""
+
+    vpc_cidr: str = VPC_CIDR
+    private: Subnets = PRIVATE
+    public: Subnets = PUBLIC
 
 
 class World(TypedDict):
@@ -65,13 +78,33 @@ class World(TypedDict):
     role_arn: str
 
 
-def fleet_subnets(world: World) -> list[dict[str, str]]:
+def fleet_subnets(world: World, private: Subnets = PRIVATE) -> list[dict[str, str]]:
     """fleetd's subnets mirroring the private ones (ids, CIDRs, zones), so that ENI
-    addresses are addresses fleetd can hand out. Pure."""
+    addresses are addresses fleetd can hand out; ``private`` as seeded. Pure."""
     return [
         {"id": subnet_id, "cidr": cidr, "zone": f"{world['region']}{zone}"}
-        for subnet_id, (cidr, zone) in zip(world["private_subnets"], PRIVATE, strict=True)
+        for subnet_id, (cidr, zone) in zip(world["private_subnets"], private, strict=True)
     ]
+
+
+def describe_subnets(world: World, subnet_ids: list[str]) -> list[dict[str, str]]:
+    """``subnet_ids`` as the fake AWS at ``world['endpoint_url']`` describes them: id,
+    cidr, zone (in the order given)."""
+    aws = session.AwsSettings(
+        enabled=True, region=world["region"], endpoint_url=world["endpoint_url"]
+    )
+    keys = (DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    ec2 = session.make_client(aws, "ec2", credentials=keys)
+    found = ec2.describe_subnets(SubnetIds=subnet_ids)["Subnets"]
+    by_id = {
+        str(s["SubnetId"]): {
+            "id": str(s["SubnetId"]),
+            "cidr": str(s["CidrBlock"]),
+            "zone": str(s["AvailabilityZone"]),
+        }
+        for s in found
+    }
+    return [by_id[subnet_id] for subnet_id in subnet_ids]
 
 
 @dataclasses.dataclass
@@ -81,6 +114,7 @@ class DevAws:
     world: World
     process: subprocess.Popen[bytes]
     log: Path
+    layout: Layout = dataclasses.field(default_factory=Layout)
 
     @property
     def endpoint_url(self) -> str:
@@ -94,6 +128,10 @@ class DevAws:
             "VK_FARGATE_AWS_ENABLED": "true",
             "VK_FARGATE_AWS_ENDPOINT_URL": self.endpoint_url,
         }
+
+    def fleet_subnets(self) -> list[dict[str, str]]:
+        """fleetd's subnets mirroring this world's private ones."""
+        return fleet_subnets(self.world, self.layout.private)
 
     def stop(self) -> None:
         stop(self.process.pid, child=self.process)
@@ -169,7 +207,7 @@ def clients(aws: session.AwsSettings) -> tuple[session.Client, session.Client]:
     return ec2, iam
 
 
-def _seed(aws: session.AwsSettings) -> World:
+def _seed(aws: session.AwsSettings, layout: Layout) -> World:
     ec2, iam = clients(aws)
     assert aws.endpoint_url is not None  # clients() checked it
     tags = [{"Key": "vk-fargate.io/cluster", "Value": aws.cluster_name}]
@@ -177,16 +215,17 @@ def _seed(aws: session.AwsSettings) -> World:
     def tagged(kind: str) -> list[dict[str, Any]]:
         return [{"ResourceType": kind, "Tags": tags}]
 
-    vpc_id = ec2.create_vpc(CidrBlock=VPC_CIDR, TagSpecifications=tagged("vpc"))["Vpc"]["VpcId"]
+    vpc = ec2.create_vpc(CidrBlock=layout.vpc_cidr, TagSpecifications=tagged("vpc"))
+    vpc_id = vpc["Vpc"]["VpcId"]
     ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={"Value": True})
     ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
 
     private_table = ec2.create_route_table(VpcId=vpc_id, TagSpecifications=tagged("route-table"))
     private_table_id = private_table["RouteTable"]["RouteTableId"]
 
-    def subnets(layout: tuple[tuple[str, str], ...], table_id: str) -> list[str]:
+    def subnets(wanted: Subnets, table_id: str) -> list[str]:
         made = []
-        for cidr, zone in layout:
+        for cidr, zone in wanted:
             subnet_id = ec2.create_subnet(
                 VpcId=vpc_id,
                 CidrBlock=cidr,
@@ -197,7 +236,7 @@ def _seed(aws: session.AwsSettings) -> World:
             made.append(str(subnet_id))
         return made
 
-    private_subnets = subnets(PRIVATE, private_table_id)
+    private_subnets = subnets(layout.private, private_table_id)
 
     gateway_id = ec2.create_internet_gateway(TagSpecifications=tagged("internet-gateway"))[
         "InternetGateway"
@@ -208,7 +247,7 @@ def _seed(aws: session.AwsSettings) -> World:
     ec2.create_route(
         RouteTableId=public_table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway_id
     )
-    public_subnets = subnets(PUBLIC, public_table_id)
+    public_subnets = subnets(layout.public, public_table_id)
 
     role = iam.create_role(
         RoleName=ROLE_NAME,
@@ -232,13 +271,15 @@ async def start(
     cluster_name: str = "vk-fargate",
     detach: bool = False,
     timeout: float = 60.0,
+    layout: Layout | None = None,
 ) -> DevAws:
-    """Start moto's server on a free loopback port, wait for it, seed it.
+    """Start moto's server on a free loopback port, wait for it, seed it (``layout``:
+    the VPC's CIDRs, by default ``Layout()``).
 
     The log goes to ``state_dir/moto.log``. A port taken between picking and binding
     makes the server exit; that is retried with another port.
     """
-    log = state_dir / "moto.log"
+    log = state_dir / LOG_NAME
     for attempt in range(3):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -248,8 +289,9 @@ async def start(
             aws = session.AwsSettings(
                 enabled=True, region=region, endpoint_url=url, cluster_name=cluster_name
             )
-            world = await asyncio.to_thread(_seed, aws)
-            return DevAws(world=world, process=process, log=log)
+            layout = layout or Layout()
+            world = await asyncio.to_thread(_seed, aws, layout)
+            return DevAws(world=world, process=process, log=log, layout=layout)
         except errors.AwsError:
             exited_by_itself = process.poll() is not None  # e.g. the port was taken
             stop(process.pid, child=process)

@@ -5,6 +5,10 @@ Deployment unchanged (the webhook sends it to fargate-scheduler), shows what the
 shows (schedulerName, nodes, pods with IPs, `CapacityProvisioned: 0.25vCPU 0.5GB`, the
 nginx welcome page from the pod IP, logs), then the limits variant (`2vCPU 4GB`), the
 PodDisruptionBudget and a refused privileged pod. Uses the wheel's kubectl throughout.
+
+On a stack started with ``dev up --aws`` the profile names the VPC's two private subnets
+and the pod execution role (which also maps the role in aws-auth, as EKS does), so each
+pod gets an ENI there; one more line shows the pod IP inside a private subnet's CIDR.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from vk_fargate import errors
+from vk_fargate.aws import devaws
 from vk_fargate.devcluster import binaries
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMESPACE = "fargate-workload"
 WAIT_SECONDS = 120
 CAPACITY = "CapacityProvisioned"
+PROFILE_CLI = (sys.executable, "-m", "vk_fargate.cli", "profile")
 
 
 class Demo:
@@ -111,33 +117,43 @@ def _welcome(ip: str) -> str:
     return "\n".join(line for line in body.splitlines() if "<title>" in line)
 
 
-def _profile(kubeconfig: str) -> None:
-    print("\n$ vk-fargate profile create --name fargate --namespace fargate-workload", flush=True)
+def _profile(kubeconfig: str, aws: devaws.World | None) -> None:
+    flags = ["--name", "fargate", "--namespace", NAMESPACE]
+    if aws is not None:
+        flags += [
+            "--subnets",
+            ",".join(aws["private_subnets"]),
+            "--pod-execution-role-arn",
+            aws["role_arn"],
+        ]
+    print(f"\n$ vk-fargate profile create {' '.join(flags)}", flush=True)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vk_fargate.cli",
-            "profile",
-            "--kubeconfig",
-            kubeconfig,
-            "create",
-            "--name",
-            "fargate",
-            "--namespace",
-            NAMESPACE,
-        ],
+        [*PROFILE_CLI, "--kubeconfig", kubeconfig, "create", *flags],
         check=False,
         timeout=120,
     )
 
 
-def run(kubeconfig: str) -> None:
+def eni_line(ip: str, aws: devaws.World, subnets: list[dict[str, str]]) -> str:
+    """Where the pod's IP (its ENI's) lies among the VPC's private ``subnets`` (id, cidr,
+    zone), as one line. Pure."""
+    address = ipaddress.ip_address(ip)
+    for subnet in subnets:
+        if address in ipaddress.ip_network(subnet["cidr"]):
+            return (
+                f"pod IP {ip} is its ENI's, in private subnet {subnet['id']} "
+                f"({subnet['cidr']}, {subnet['zone']}) of {aws['vpc_id']}"
+            )
+    return f"pod IP {ip} is NOT in a private subnet of {aws['vpc_id']}"
+
+
+def run(kubeconfig: str, *, aws: devaws.World | None = None) -> None:
+    """The walkthrough; ``aws`` is the seeded world of a ``dev up --aws`` stack."""
     demo = Demo(kubeconfig)
     demo.kubectl("apply", "-f", str(EXAMPLES / "namespace.yaml"))
     existing = json.loads(demo.kubectl("get", "fargateprofiles", "-o", "json", show=False))
     if not [p for p in existing["items"] if p["metadata"]["name"] == "fargate"]:
-        _profile(kubeconfig)
+        _profile(kubeconfig, aws)
     demo.kubectl("apply", "-f", str(EXAMPLES / "simple-web.yaml"))
     pod = demo.ready_pod("0.25vCPU 0.5GB")
     name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
@@ -145,6 +161,9 @@ def run(kubeconfig: str) -> None:
     print(f"  schedulerName: {pod['spec']['schedulerName']}")
     demo.kubectl("get", "nodes", "-o", "wide")
     demo.kubectl("-n", NAMESPACE, "get", "po", "-o", "wide")
+    if aws is not None:
+        private = devaws.describe_subnets(aws, aws["private_subnets"])
+        print(f"\n{eni_line(ip, aws, private)}")
     print(f"\n$ kubectl -n {NAMESPACE} describe po {name} | grep -A1 -e Labels -e Annotations")
     labels = pod["metadata"].get("labels") or {}
     print(

@@ -1,8 +1,11 @@
-"""The whole local stack behind `vk-fargate dev up`: control plane, fleetd, provider.
+"""The whole local stack behind `vk-fargate dev up`: control plane, fleetd, provider,
+and with ``--aws`` a fake AWS (moto's server, seeded by ``vk_fargate.aws.devaws``).
 
 Everything is started detached (it outlives `dev up`) and recorded in the state file
 as one component each, so `dev status` and `dev down` see and stop all of it, last
-started first. A failing step stops what the earlier steps started.
+started first. A failing step stops what the earlier steps started. With AWS, moto
+comes before fleetd (whose subnets mirror the VPC's private ones, so ENI addresses are
+addresses fleetd serves) and the provider (which gets moto's endpoint and dummy keys).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vk_fargate import errors
+from vk_fargate.aws import devaws
 from vk_fargate.devcluster import binaries, cluster, processes, state
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
@@ -25,7 +30,46 @@ def _component(pid: int, url: str, log: Path, grace: float) -> dict[str, Any]:
     return {"pid": pid, "url": url, "log": str(log), "program": sys.executable, "grace": grace}
 
 
-async def up(bins: binaries.Binaries, root: Path, progress: Progress) -> dict[str, Any]:
+def has_aws(status: dict[str, Any]) -> bool:
+    """Whether a recorded stack was started with ``--aws``."""
+    return "aws" in status
+
+
+def aws_layout() -> devaws.Layout:
+    """The fake VPC: 192.168.0.0/16 with three /24s no route of this machine uses (two
+    private in zones a and b, one public), as fleetd's own subnets are picked."""
+    private_a, private_b, public = (str(net) for net in devfleet.free_subnets(3))
+    return devaws.Layout(
+        vpc_cidr="192.168.0.0/16",
+        private=((private_a, "a"), (private_b, "b")),
+        public=((public, "a"),),
+    )
+
+
+async def _start_aws(root: Path, status: dict[str, Any], progress: Progress) -> devaws.DevAws:
+    progress("starting the fake AWS (moto's server, on loopback)")
+    try:
+        aws = await devaws.start(
+            root / "aws", cluster_name=CLUSTER_NAME, detach=True, layout=aws_layout()
+        )
+    except errors.AwsError as exc:
+        log = root / "aws" / devaws.LOG_NAME
+        raise errors.HarnessError("start moto", str(exc), log=log) from exc
+    status["components"]["aws"] = _component(aws.process.pid, aws.endpoint_url, aws.log, 10)
+    status["aws"] = dict(aws.world)
+    state.save(root, status)
+    world = aws.world
+    progress(
+        f"AWS at {aws.endpoint_url}: {world['vpc_id']} ({world['region']}), private subnets "
+        f"{', '.join(world['private_subnets'])}, public {', '.join(world['public_subnets'])}, "
+        f"role {world['role_arn']}"
+    )
+    return aws
+
+
+async def up(
+    bins: binaries.Binaries, root: Path, progress: Progress, *, with_aws: bool = False
+) -> dict[str, Any]:
     """Start the stack under ``root``; its status (also saved as the state file)."""
     began = time.monotonic()
     local = cluster.Cluster(bins, root=root, detach=True, keep_files=True)
@@ -33,8 +77,10 @@ async def up(bins: binaries.Binaries, root: Path, progress: Progress) -> dict[st
     status = local.status()
     state.save(root, status)
     try:
+        aws = await _start_aws(root, status, progress) if with_aws else None
         progress("starting fleetd (the reference bare-metal fleet)")
-        fleet = await devfleet.start(root / "fleet", detach=True)
+        subnets = aws.fleet_subnets() if aws is not None else None
+        fleet = await devfleet.start(root / "fleet", detach=True, subnets=subnets)
         status["components"]["fleetd"] = _component(fleet.process.pid, fleet.url, fleet.log, 60)
         status["fleet"] = {"url": fleet.url, "token_file": str(fleet.token_file)}
         state.save(root, status)
@@ -43,6 +89,9 @@ async def up(bins: binaries.Binaries, root: Path, progress: Progress) -> dict[st
         port = processes.free_ports(1)[0]
         env = devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER_NAME)
         env["VK_FARGATE_NAMESPACE"] = "vk-fargate"
+        if aws is not None:
+            env.update(aws.env())
+            env["VK_FARGATE_REGION"] = aws.world["region"]
         provider = devprovider.Provider(env, root / "logs" / "provider.log", detach=True)
         await provider.start()
         assert provider.process is not None

@@ -4,15 +4,18 @@
 # in the Helm chart), where HOME and the XDG folders point.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# 1. A wheel of the package, and wheels of everything it depends on.
+# 1. Wheels of the dependencies at the versions and hashes of requirements.lock (what
+#    the tests ran against), and a wheel of the package.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+COPY requirements.lock ./
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY vk_fargate ./vk_fargate
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # 2. A virtual environment with only those wheels (nothing fetched), compiled ahead of
 #    time so nothing is written at run time.

@@ -4,15 +4,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup binaries up status down lint test bench chart
+.PHONY: setup lock binaries up status down lint test bench chart
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The runtime dependencies at exactly the versions (and hashes) the image ships, then
+# the package and its development tools.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# Re-pin the runtime dependencies after changing them in pyproject.toml.
+lock: setup
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 binaries: setup
 	$(BIN)/vk-fargate dev build

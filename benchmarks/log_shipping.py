@@ -111,7 +111,7 @@ class Reading:
     read: int = 0  # complete lines read from fleetd
     yielded: int = 0  # handed to the shipper
     unparsed: int = 0  # no timestamp: skipped, as the router does
-    not_newer: int = 0  # timestamp <= the previous line's: skipped, as the router does
+    not_newer: int = 0  # already yielded (an earlier read of the same timestamp): skipped
     resumed: int = 0  # already in CloudWatch: skipped
     reconnects: int = 0
     first_ns: int | None = None  # timestamp of the first line handed to the shipper
@@ -127,9 +127,10 @@ async def _follow(
     """``LogRouter._lines`` for one container instance that outlives the benchmark: the
     same follow, split, parse, same-timestamp and resume rules; counts what it skips."""
     resume_ms, stored = resume
-    last = 0
+    seen = logrouter.Seen()
     while True:
-        since = datetime.datetime.fromtimestamp(last / 1e9, datetime.UTC) if last else None
+        since = logrouter.EPOCH + datetime.timedelta(microseconds=seen.last // 1000)
+        seen.new_read()
         buffer = b""
         try:
             async for chunk in api.logs(
@@ -137,7 +138,7 @@ async def _follow(
                 CONTAINER,
                 follow=True,
                 timestamps=True,
-                since_time=since.isoformat() if since else None,
+                since_time=since.isoformat() if seen.last else None,
             ):
                 reading.last_read_at = time.time()
                 lines, buffer = logrouter.split_lines(buffer + chunk)
@@ -149,10 +150,9 @@ async def _follow(
                     except ValueError:
                         reading.unparsed += 1
                         continue
-                    if at <= last:
+                    if not seen.fresh(at):
                         reading.not_newer += 1
                         continue
-                    last = at
                     ms = at // 1_000_000
                     if ms < resume_ms:
                         reading.resumed += 1
@@ -308,8 +308,8 @@ async def _bench(api: client.FleetClient, aws: devaws.DevAws, lines: int, timeou
     )
     if reading.unparsed or reading.not_newer or reading.resumed or reading.reconnects:
         print(
-            f"skipped by the router's rules  {reading.not_newer} not newer than the previous "
-            f"line, {reading.unparsed} unparsed, {reading.resumed} resumed; "
+            f"skipped by the router's rules  {reading.not_newer} already read, "
+            f"{reading.unparsed} unparsed, {reading.resumed} resumed; "
             f"{reading.reconnects} reconnects"
         )
     print(

@@ -203,13 +203,19 @@ class Shipper:
         deadline: float | None = None
         try:
             while True:
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    await self._ship(batcher.take())
-                    deadline = None
-                    continue
+                if queue.empty():  # only then wait, with the flush deadline as the limit
+                    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        await self._ship(batcher.take())
+                        deadline = None
+                        continue
+                else:  # lines are waiting: no timer (wait_for costs a task per line)
+                    item = queue.get_nowait()
+                    if deadline is not None and loop.time() >= deadline:
+                        await self._ship(batcher.take())
+                        deadline = None
                 if isinstance(item, _End):
                     await self._ship(batcher.take())
                     if item.error is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -177,6 +178,9 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
         ):
             assert seen in demo.stdout, (seen, demo.stdout)
         assert "Running" in demo.stdout and "fargate-ip-" in demo.stdout, demo.stdout
+        usage = next(x for x in demo.stdout.splitlines() if " core-seconds used, " in x)
+        assert re.match(r"pod simple-web-\S+: cpu \d+\.\d{3} core-seconds used, memory", usage)
+        assert float(usage.split("memory working set ")[1].split("Mi")[0]) > 0, usage
         if os.geteuid() == 0:
             assert "<title>Welcome to nginx!</title>" in demo.stdout
     finally:

@@ -3,7 +3,8 @@
 Creates the seed's namespace and `fargate` profile, applies the seed's simple-web
 Deployment unchanged (the webhook sends it to fargate-scheduler), shows what the seed
 shows (schedulerName, nodes, pods with IPs, `CapacityProvisioned: 0.25vCPU 0.5GB`, the
-nginx welcome page from the pod IP, logs), then the limits variant (`2vCPU 4GB`), the
+nginx welcome page from the pod IP, logs, the pod's CPU and memory from its node's
+``/stats/summary``), then the limits variant (`2vCPU 4GB`), the
 PodDisruptionBudget and a refused privileged pod. Uses the wheel's kubectl throughout.
 
 On a stack started with ``dev up --aws`` the profile names the VPC's two private subnets
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -117,6 +119,32 @@ def _welcome(ip: str) -> str:
     return "\n".join(line for line in body.splitlines() if "<title>" in line)
 
 
+def usage(kubeconfig: str, node: dict[str, Any]) -> str:
+    """What `kubectl top` would show for the node's pod, from the node's own kubelet
+    port (as metrics-server reads it; the API server's node proxy refuses loopback)."""
+    status = node["status"]
+    host = next(a["address"] for a in status["addresses"] if a["type"] == "Hostname")
+    url = f"https://{host}:{status['daemonEndpoints']['kubeletEndpoint']['Port']}/stats/summary"
+    pki = Path(kubeconfig).parent / "pki"
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE  # the kubelet API's certificate is self-signed
+    tls.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+    )
+    with opener.open(url, timeout=10) as response:
+        summary = json.loads(response.read())
+    [pod] = summary["pods"]
+    cpu_ns = pod["cpu"]["usageCoreNanoSeconds"]
+    memory = pod["memory"]["workingSetBytes"]
+    return (
+        f"$ curl --cert admin.crt {url}   # the node's own kubelet port\n"
+        f"pod {pod['podRef']['name']}: cpu {cpu_ns / 1e9:.3f} core-seconds used, "
+        f"memory working set {memory / 2**20:.1f}Mi (node {summary['node']['nodeName']})"
+    )
+
+
 def _profile(kubeconfig: str, aws: devaws.World | None) -> None:
     flags = ["--name", "fargate", "--namespace", NAMESPACE]
     if aws is not None:
@@ -173,6 +201,9 @@ def run(kubeconfig: str, *, aws: devaws.World | None = None) -> None:
     print(f"Annotations:  CapacityProvisioned: {pod['metadata']['annotations'][CAPACITY]}")
     print(f"\n$ curl {ip}\n{_welcome(ip)}")
     demo.kubectl("-n", NAMESPACE, "logs", name, "--tail=3")
+    node_json = demo.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json", show=False)
+    node = json.loads(node_json)
+    print(f"\n{usage(kubeconfig, node)}", flush=True)
     demo.kubectl("apply", "-f", str(EXAMPLES / "simple-web-limits.yaml"))
     bigger = demo.ready_pod("2vCPU 4GB")
     print(

@@ -77,7 +77,9 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
             await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
         await waiting.until(lambda: conftest.profiles_served(api), what="FargateProfiles served")
         await _profile(api, "private", "private-web", world["private_subnets"], world["role_arn"])
-        await _profile(api, "public", "public-web", world["public_subnets"], world["role_arn"])
+        # One public subnet among the private ones is enough to fail the profile.
+        mixed = [*world["private_subnets"], *world["public_subnets"]]
+        await _profile(api, "public", "public-web", mixed, world["role_arn"])
 
         async def accounts() -> bool:
             found = [

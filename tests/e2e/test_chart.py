@@ -4,20 +4,26 @@ Go module proxy (hack/helm/build.sh) against the session's real API server.
 - hack/check-chart.sh passes: hadolint, `helm lint`, and a server-side dry run of every
   rendered object (so the API server accepts the Deployment, RBAC, Services, webhook
   configurations as rendered);
+- the chart owns the webhook configurations (self-signed default and cert-manager):
+  `helm install` creates them with the Secret's certificate as CA bundle, an upgrade
+  keeps it, `helm uninstall` removes them;
 - the RBAC is least privilege: the rendered rules are pinned grant by grant, and a real
   `vk-fargate run` authenticated as the chart's ServiceAccount (token from the
-  TokenRequest API, nothing else) replaces stale webhook configurations, takes the leader
+  TokenRequest API, nothing else), in the mode where the provider registers the webhooks
+  (webhook.tls.existingSecret), replaces stale webhook configurations, takes the leader
   Lease, schedules a pod with env from a ConfigMap and a Secret, renews its node Lease,
   serves `kubectl logs` and the kubelet API (TokenReview, SubjectAccessReview), warns
   about a budget, reconciles a FargateProfile, evicts the pod when its host drains and
   removes its node and Lease, with no request refused;
 - the Deployment sets every provider setting but two (in-cluster credentials, the webhook
-  Service), wired as the README says; the CRD is the package's; the cert-manager webhook
-  configurations are registration.py's; the profiles ConfigMap loads as the provider's.
+  Service), wired as the README says; the CRD is the package's; the chart's webhook
+  configurations (self-signed and cert-manager) are registration.py's; the profiles
+  ConfigMap loads as the provider's.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -53,6 +59,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "vk-fargate"
 NAMESPACE = "vk-fargate"  # the release namespace for rendering
+# The one mode in which the provider registers the webhooks (VK_FARGATE_WEBHOOK_REGISTER):
+# a serving certificate of the user's, whose CA the chart cannot know.
+REGISTERING = ("--set", "webhook.tls.existingSecret=webhook-tls")
 RBAC_TEMPLATES = (
     "templates/serviceaccount.yaml",
     "templates/clusterrole.yaml",
@@ -218,13 +227,85 @@ def _check_chart(helm: Path, local_cluster: cluster.Cluster) -> None:
     assert "vk-fargate-chart-" not in leftovers
 
 
+# --- helm install, upgrade, uninstall: the release owns its webhook configurations ------
+
+
+async def test_helm_uninstall_removes_the_webhook_configurations(
+    helm: Path, control_plane_binaries: binaries.Binaries, tmp_path: Path
+) -> None:
+    # A cluster of its own: the release's configurations have the provider's fixed name.
+    # The Deployment never becomes ready here (no image, no nodes): nothing waits for it.
+    async with cluster.Cluster(control_plane_binaries) as own:
+        _install_upgrade_uninstall(helm, own, tmp_path)
+
+
+def _install_upgrade_uninstall(helm: Path, local: cluster.Cluster, tmp: Path) -> None:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(local.kubeconfig),
+        "HELM_CACHE_HOME": str(tmp / "helm-cache"),
+        "HELM_CONFIG_HOME": str(tmp / "helm-config"),
+        "HELM_DATA_HOME": str(tmp / "helm-data"),
+    }
+
+    def run_helm(*args: str) -> str:
+        done = subprocess.run(
+            [str(helm), *args, "--namespace", NAMESPACE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"helm {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    kinds = "mutatingwebhookconfiguration,validatingwebhookconfiguration"
+
+    def registered() -> tuple[str, dict[str, str]]:
+        """The Secret's tls.crt, and each configuration's kind: its one caBundle."""
+        secret = json.loads(
+            kubectl(local.kubeconfig, "-n", NAMESPACE, "get", "secret", "-o", "json", tls_secret)
+        )
+        listed = json.loads(kubectl(local.kubeconfig, "get", kinds, "-o", "json"))["items"]
+        bundles = {}
+        for item in listed:
+            assert item["metadata"]["name"] == "vk-fargate"
+            assert item["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+            assert item["metadata"]["annotations"]["meta.helm.sh/release-name"] == "vk-fargate"
+            [bundle] = {hook["clientConfig"]["caBundle"] for hook in item["webhooks"]}
+            bundles[item["kind"]] = bundle
+        return secret["data"]["tls.crt"], bundles
+
+    tls_secret = "vk-fargate-webhook-tls"
+    values = ("--set", "fleet.token.value=unused")
+    notes = run_helm("install", "vk-fargate", str(CHART), "--create-namespace", *values)
+    assert "`helm uninstall` removes them" in notes
+    cert, bundles = registered()
+    assert bundles == {registration.MUTATING: cert, registration.VALIDATING: cert}
+    assert base64.b64decode(cert).startswith(b"-----BEGIN CERTIFICATE-----")
+
+    # An upgrade looks the Secret up: the same certificate, the same CA bundle.
+    run_helm("upgrade", "vk-fargate", str(CHART), *values, "--set", "workers=8")
+    assert registered() == (cert, bundles)
+
+    run_helm("uninstall", "vk-fargate")
+    assert kubectl(local.kubeconfig, "get", kinds, "-o", "name") == ""
+    assert (
+        kubectl(
+            local.kubeconfig, "-n", NAMESPACE, "get", "secret", tls_secret, "--ignore-not-found"
+        )
+        == ""
+    )
+
+
 # --- the rendered objects -------------------------------------------------------------
 
 
 def test_the_cluster_role_grants_exactly_what_the_provider_requests(helm: Path) -> None:
     docs = documents(render(helm))
     role = one(docs, "ClusterRole")
-    assert grants(role["rules"]) == flat(PROVIDER) | WEBHOOK_REGISTRATION
+    assert grants(role["rules"]) == flat(PROVIDER)  # the chart registers the webhooks
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -242,14 +323,21 @@ def test_the_cluster_role_grants_exactly_what_the_provider_requests(helm: Path) 
 
 
 def test_rbac_follows_what_the_provider_is_set_to_do(helm: Path) -> None:
-    # cert-manager: the chart registers the webhooks, the provider may not touch them.
-    docs = documents(render(helm, "--set", "webhook.certManager.enabled=true"))
-    assert grants(one(docs, "ClusterRole")["rules"]) == flat(PROVIDER)
+    # A Secret of the user's: the provider registers the webhooks (create; get and update
+    # of its fixed name only).
+    docs = documents(render(helm, *REGISTERING))
+    assert grants(one(docs, "ClusterRole")["rules"]) == flat(PROVIDER) | WEBHOOK_REGISTRATION
+    # cert-manager (which wins over existingSecret): the chart registers the webhooks, the
+    # provider may not touch them.
+    for args in (
+        ("--set", "webhook.certManager.enabled=true"),
+        ("--set", "webhook.certManager.enabled=true", *REGISTERING),
+    ):
+        docs = documents(render(helm, *args))
+        assert grants(one(docs, "ClusterRole")["rules"]) == flat(PROVIDER), args
     # The provider installs the CRD: create, and get of that one CRD only.
     docs = documents(render(helm, "--set", "installCRD=true"))
-    assert grants(one(docs, "ClusterRole")["rules"]) == (
-        flat(PROVIDER) | WEBHOOK_REGISTRATION | CRD_INSTALL
-    )
+    assert grants(one(docs, "ClusterRole")["rules"]) == flat(PROVIDER) | CRD_INSTALL
     # One replica without leader election: no Lease in the release namespace, no budget.
     docs = documents(
         render(helm, "--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
@@ -308,7 +396,7 @@ def test_the_deployment_sets_every_setting_wired_as_documented(helm: Path) -> No
     assert env["VK_FARGATE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["VK_FARGATE_WEBHOOK_SERVICE"] == f"{NAMESPACE}/vk-fargate-webhook"
-    assert env["VK_FARGATE_WEBHOOK_REGISTER"] == "true"
+    assert env["VK_FARGATE_WEBHOOK_REGISTER"] == "false"  # the chart registers them
     assert env["VK_FARGATE_LEADER_ELECT"] == "true"
     assert env["VK_FARGATE_INSTALL_CRD"] == "false"  # crds/ installs it
     assert env["VK_FARGATE_AWS_ENDPOINT_URL"] == "http://aws.local"
@@ -377,6 +465,55 @@ def test_the_chart_crd_is_the_package_crd() -> None:
     assert chart_crd == k8s_profiles.crd()
 
 
+def _expected_configurations(ca_bundle: bytes) -> list[dict[str, Any]]:
+    return registration.documents(
+        target=registration.ServiceTarget(NAMESPACE, "vk-fargate-webhook"),
+        ca_bundle=ca_bundle,
+        provider_namespace=NAMESPACE,
+        name="vk-fargate",
+    )
+
+
+def test_self_signed_webhook_configurations_are_registration_py(helm: Path) -> None:
+    docs = documents(render(helm))
+    env = _env(one(docs, "Deployment"))
+    assert env["VK_FARGATE_WEBHOOK_REGISTER"] == "false"
+    secret = one(docs, "Secret", "vk-fargate-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    cert = base64.b64decode(secret["data"]["tls.crt"])
+    assert cert.startswith(b"-----BEGIN CERTIFICATE-----")
+    # The mounted Secret is the one whose certificate the API server trusts.
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [webhook_tls] = [v for v in volumes if v["name"] == "webhook-tls"]
+    assert webhook_tls["secret"]["secretName"] == "vk-fargate-webhook-tls"
+    for want in _expected_configurations(cert):
+        got = one(docs, want["kind"])
+        assert "annotations" not in got["metadata"]
+        assert got["metadata"]["name"] == want["metadata"]["name"]
+        assert got["webhooks"] == want["webhooks"]  # caBundle included: the Secret's cert
+    # Another rendering makes another certificate, in the Secret and both configurations.
+    again = documents(render(helm))
+    bundles = {
+        hook["clientConfig"]["caBundle"]
+        for kind in (registration.MUTATING, registration.VALIDATING)
+        for hook in one(again, kind)["webhooks"]
+    }
+    assert bundles == {one(again, "Secret", "vk-fargate-webhook-tls")["data"]["tls.crt"]}
+    assert bundles != {secret["data"]["tls.crt"]}
+
+
+def test_with_an_existing_secret_the_provider_registers_the_webhooks(helm: Path) -> None:
+    docs = documents(render(helm, *REGISTERING))
+    env = _env(one(docs, "Deployment"))
+    assert env["VK_FARGATE_WEBHOOK_REGISTER"] == "true"
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {registration.MUTATING, registration.VALIDATING}
+    assert "Secret" not in kinds  # no fleet token value, no generated certificate
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    [webhook_tls] = [v for v in volumes if v["name"] == "webhook-tls"]
+    assert webhook_tls["secret"]["secretName"] == "webhook-tls"
+
+
 def test_cert_manager_webhook_configurations_are_registration_py(helm: Path) -> None:
     docs = documents(render(helm, "--set", "webhook.certManager.enabled=true"))
     env = _env(one(docs, "Deployment"))
@@ -387,13 +524,8 @@ def test_cert_manager_webhook_configurations_are_registration_py(helm: Path) -> 
         "vk-fargate-webhook.vk-fargate.svc",
         "vk-fargate-webhook.vk-fargate.svc.cluster.local",
     ]
-    expected = registration.documents(
-        target=registration.ServiceTarget(NAMESPACE, "vk-fargate-webhook"),
-        ca_bundle=b"",
-        provider_namespace=NAMESPACE,
-        name="vk-fargate",
-    )
-    for want in expected:
+    assert not [d for d in docs if d["kind"] == "Secret"]  # cert-manager writes it
+    for want in _expected_configurations(b""):
         got = one(docs, want["kind"])
         assert got["metadata"]["annotations"] == {
             "cert-manager.io/inject-ca-from": f"{NAMESPACE}/vk-fargate-webhook"
@@ -524,8 +656,10 @@ async def test_a_provider_runs_with_nothing_but_the_charts_rbac(
     it = Scenario(
         local_cluster, kube.Kube(api), k8s.CoreV1Api(api), f"rbac-{uuid.uuid4().hex[:6]}", tmp_path
     )
+    # The mode in which the provider registers the webhooks, so needs the RBAC for it.
     rbac = render(
         helm,
+        *REGISTERING,
         *[arg for template in RBAC_TEMPLATES for arg in ("--show-only", template)],
         namespace=it.ns,
         release=it.release,

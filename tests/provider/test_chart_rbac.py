@@ -1,10 +1,18 @@
 """The Helm chart's RBAC is enough: the provider runs as the chart's ServiceAccount
 (a token from the TokenRequest API) on a cluster of its own, and the seed's walkthrough
-works, with no request refused."""
+works, with no request refused.
+
+This is the chart's default mode: the chart, not the provider, registers the webhook
+configurations (VK_FARGATE_WEBHOOK_REGISTER=false as the Deployment sets it, no RBAC on
+them). The chart's own rendering of them is created, pointed at the provider on loopback
+(no Service without a cluster network) and trusting its serving certificate, as the
+Secret's certificate is trusted in a cluster. tests/e2e/test_chart.py runs the mode in
+which the provider registers them (webhook.tls.existingSecret)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -21,11 +29,13 @@ from vk_fargate.devcluster import binaries, cluster, kubeconfigs, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
 from vk_fargate.k8s import client
+from vk_fargate.kubelet import tls
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "vk-fargate"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+WEBHOOK_KINDS = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 
 
 def _helm() -> str:
@@ -51,6 +61,21 @@ def _kubectl(local: cluster.Cluster, *args: str, stdin: str | None = None) -> st
         check=True,
     )
     return done.stdout
+
+
+def _on_loopback(configuration: dict[str, Any], url: str, cert: bytes) -> dict[str, Any]:
+    """The chart's configuration, its webhooks at ``url`` (the Service's path kept) and
+    trusting ``cert``; everything else as rendered."""
+    hooks = []
+    for hook in configuration["webhooks"]:
+        rendered = hook["clientConfig"]
+        assert base64.b64decode(rendered["caBundle"]).startswith(b"-----BEGIN CERTIFICATE")
+        client_config = {
+            "url": url + rendered["service"]["path"],
+            "caBundle": base64.b64encode(cert).decode("ascii"),
+        }
+        hooks.append({**hook, "clientConfig": client_config})
+    return {**configuration, "webhooks": hooks}
 
 
 @pytest.fixture
@@ -86,6 +111,12 @@ async def test_the_provider_needs_no_more_than_the_charts_rbac(
     rbac = [d for d in documents if d["kind"] in RBAC_KINDS]
     assert {d["kind"] for d in rbac} == RBAC_KINDS
     account = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    register = next(e for e in container["env"] if e["name"] == "VK_FARGATE_WEBHOOK_REGISTER")
+    assert register["value"] == "false"  # the chart registers the webhooks
+    configurations = [d for d in documents if d["kind"] in WEBHOOK_KINDS]
+    assert {d["kind"] for d in configurations} == WEBHOOK_KINDS
     _kubectl(local, "create", "namespace", NAMESPACE)
     _kubectl(local, "apply", "-f", str(ROOT / "helm" / "vk-fargate" / "crds"))
     _kubectl(local, "apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
@@ -112,13 +143,22 @@ async def test_the_provider_needs_no_more_than_the_charts_rbac(
     fleet = await devfleet.start(tmp_path / "fleet")
     port = processes.free_ports(1)[0]
     env = devprovider.environment(local, fleet, port=port, cluster_name="rbac")
+    # The webhook serving certificate from files, as the Deployment mounts the Secret's.
+    cert, key = tls.self_signed(("127.0.0.1",), common_name="vk-fargate-webhook")
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
     env.update(
         {
             "VK_FARGATE_KUBECONFIG": str(kubeconfig),
             "VK_FARGATE_NAMESPACE": NAMESPACE,
             "VK_FARGATE_LEADER_ELECT": "true",
+            "VK_FARGATE_WEBHOOK_REGISTER": register["value"],
+            "VK_FARGATE_WEBHOOK_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+            "VK_FARGATE_WEBHOOK_TLS_KEY_FILE": str(tmp_path / "tls.key"),
         }
     )
+    loopback = [_on_loopback(d, env["VK_FARGATE_WEBHOOK_URL"], cert) for d in configurations]
+    _kubectl(local, "create", "-f", "-", stdin=yaml.safe_dump_all(loopback))
     provider = devprovider.Provider(env, tmp_path / "provider.log")
     api = await client.connect(local.kubeconfig)
     try:

@@ -58,10 +58,101 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+"true" when the provider registers the webhook configurations itself
+(VK_FARGATE_WEBHOOK_REGISTER, and RBAC on them): only with webhook.tls.existingSecret
+without cert-manager, where the chart cannot know the CA bundle. Else the chart
+renders them (webhookconfigurations.yaml), so `helm uninstall` removes them.
+*/}}
+{{- define "vk-fargate.providerRegistersWebhooks" -}}
+{{- if and .Values.webhook.tls.existingSecret (not .Values.webhook.certManager.enabled) }}true{{ end }}
+{{- end }}
+
 {{/* The DNS names the API server uses for the webhook Service. */}}
 {{- define "vk-fargate.webhookHosts" -}}
 {{- $service := include "vk-fargate.webhookService" . }}
 {{- list (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) | toJson }}
+{{- end }}
+
+{{/*
+Both webhook configurations, the one definition for every mode the chart renders them
+in. They mirror vk_fargate/admission/registration.py field for field
+(tests/e2e/test_chart.py compares them). Takes a dict: root (the chart's context) and
+either caBundle (the base64 PEM the API server trusts for the webhook Service) or
+annotations (cert-manager.io/inject-ca-from: cert-manager fills caBundle in).
+*/}}
+{{- define "vk-fargate.webhookConfigurations" -}}
+{{- $root := .root }}
+{{- $fullname := include "vk-fargate.fullname" $root }}
+{{- $service := dict "namespace" $root.Release.Namespace "name" (include "vk-fargate.webhookService" $root) "port" 443 }}
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: {{ $fullname }}
+  labels:
+    {{- include "vk-fargate.labels" $root | nindent 4 }}
+  {{- with .annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+webhooks:
+  # Every new pod; Ignore: a provider outage must not stop pod creation cluster-wide.
+  - name: pods.fargate.vk-fargate.io
+    clientConfig:
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+      service:
+        {{- merge (dict "path" "/mutate-pods") $service | toYaml | nindent 8 }}
+    rules:
+      - apiGroups: [""]
+        apiVersions: [v1]
+        operations: [CREATE]
+        resources: [pods]
+        scope: Namespaced
+    namespaceSelector:
+      matchExpressions:
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values:
+            {{- list "kube-system" $root.Release.Namespace | uniq | sortAlpha | toYaml | nindent 12 }}
+    failurePolicy: Ignore
+    reinvocationPolicy: Never
+    sideEffects: None
+    admissionReviewVersions: [v1]
+    timeoutSeconds: 5
+    matchPolicy: Equivalent
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: {{ $fullname }}
+  labels:
+    {{- include "vk-fargate.labels" $root | nindent 4 }}
+  {{- with .annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+webhooks:
+  # At most 10 profiles per cluster; Fail: an unchecked profile cannot be taken back.
+  - name: profiles.fargate.vk-fargate.io
+    clientConfig:
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+      service:
+        {{- merge (dict "path" "/validate-profiles") $service | toYaml | nindent 8 }}
+    rules:
+      - apiGroups: [fargate.vk-fargate.io]
+        apiVersions: [v1]
+        operations: [CREATE]
+        resources: [fargateprofiles]
+        scope: "*"
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [v1]
+    timeoutSeconds: 5
+    matchPolicy: Equivalent
 {{- end }}
 
 {{- define "vk-fargate.fleetTokenSecret" -}}

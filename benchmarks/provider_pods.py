@@ -5,6 +5,9 @@ Creates one Deployment of N replicas (busybox `sleep`) for fargate-scheduler and
 prints: pods/s to Running, p50/p99 create-to-Running latency (pod creationTimestamp to
 the Ready condition's transition, both set by the API server's clock), API requests
 per pod made by the provider, the provider's peak RSS, and the time to scale to 0.
+In between, it scrapes every node's ``/metrics/resource`` as metrics-server does (each
+node's own address and port, 10 at a time, two rounds) and prints the round's time and
+the per-node latency, checking each answer carries its pod's container metrics.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import ssl
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 
 from vk_fargate import settings
@@ -41,6 +46,37 @@ def requests_made(log: Path) -> int:
         if "API requests:" in line:
             return int(line.rsplit("API requests:", 1)[1].split()[0])
     return -1
+
+
+SCRAPERS = 10  # metrics-server scrapes nodes in parallel
+
+
+async def scrape_round(
+    local: cluster.Cluster, nodes: list[k8s.V1Node]
+) -> tuple[float, list[float]]:
+    """One metrics-server round over ``nodes``: its seconds and each node's latency."""
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    tls.load_cert_chain(local.layout.pem("admin.crt"), local.layout.pem("admin.key"))
+    gate = asyncio.Semaphore(SCRAPERS)
+    latencies: list[float] = []
+
+    async def one(http: aiohttp.ClientSession, node: k8s.V1Node) -> None:
+        host = next(a.address for a in node.status.addresses if a.type == "Hostname")
+        url = f"https://{host}:{node.status.daemon_endpoints.kubelet_endpoint.port}"
+        async with gate:
+            began = time.monotonic()
+            async with http.get(f"{url}/metrics/resource", ssl=tls) as response:
+                text = await response.text()
+            latencies.append(time.monotonic() - began)
+        if response.status != 200 or "container_cpu_usage_seconds_total{" not in text:
+            raise AssertionError(f"{node.metadata.name}: {response.status} {text[:200]}")
+
+    began = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(one(http, n) for n in nodes))
+    return time.monotonic() - began, sorted(latencies)
 
 
 async def main(count: int) -> None:
@@ -105,6 +141,13 @@ async def main(count: int) -> None:
                 )
                 latencies.append((ready_at - created).total_seconds())
             latencies.sort()
+            ours = [
+                n
+                for n in (await core.list_node()).items
+                if (n.metadata.labels or {}).get("vk-fargate.io/cluster") == "bench"
+            ]
+            before_scrape = rss_mib(pid)
+            rounds = [await scrape_round(local, ours) for _ in range(2)]
             peak = rss_mib(pid)
             began = time.monotonic()
             await apps.patch_namespaced_deployment_scale(
@@ -132,7 +175,13 @@ async def main(count: int) -> None:
         f"provider API requests     {requests_made(provider.log) / count:.1f} per pod "
         "(create to Running, then scale to 0)"
     )
-    print(f"provider peak RSS         {peak:.0f} MiB")
+    for i, (seconds, each) in enumerate(rounds, 1):
+        p99_scrape = each[min(len(each) - 1, int(len(each) * 0.99))]
+        print(
+            f"/metrics/resource round {i} {len(each)} nodes in {seconds:.2f}s ({SCRAPERS} at a "
+            f"time): p50 {statistics.median(each) * 1000:.0f} ms  p99 {p99_scrape * 1000:.0f} ms"
+        )
+    print(f"provider peak RSS         {peak:.0f} MiB ({before_scrape:.0f} MiB before scraping)")
     print(f"scale to 0 (pods+nodes)   {teardown:.1f}s")
 
 

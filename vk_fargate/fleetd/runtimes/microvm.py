@@ -263,6 +263,10 @@ class MicroVMRuntime:
         kind, _, arg = rest.partition(" ")
         if not mark:
             return
+        # Any protocol line proves /init runs, even when its "I" line was lost (a kernel
+        # message printed into the middle of it on a loaded machine): a stop must then
+        # go through the guest, with its grace period, not kill QEMU at once.
+        self.timings.setdefault("init", time.monotonic())
         if who == "-":
             self._log_console(mark + line)
             self._on_vm_event(kind, arg)

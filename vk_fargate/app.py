@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import decimal
 import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pydantic
 import yaml
 from aiohttp import web
 
-from vk_fargate import errors, metrics, settings
+from vk_fargate import errors, metrics, observability, settings
 from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
 from vk_fargate.aws import profilecheck
@@ -41,59 +40,15 @@ from vk_fargate.controllers import (
     queueing,
 )
 from vk_fargate.fargate import nodes as fargate_nodes
-from vk_fargate.fargate import pricing
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_client
-from vk_fargate.fleet import models
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
-from vk_fargate.kubelet import auth, endpoints, server, tls
+from vk_fargate.kubelet import auth, backend, endpoints, server, tls
 from vk_fargate.scheduler import enis, scheduling, world
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT = 120.0  # seconds to wait for the first list of pods, nodes and microVMs
-
-
-class Backend:
-    """The provider as the kubelet API sees it."""
-
-    def __init__(self, state: world.World, fleet: fleet_client.FleetClient) -> None:
-        self.state = state
-        self.fleet = fleet
-
-    def pod(self, namespace: str, name: str) -> tuple[kube.JSON, str] | None:
-        pod = self.state.pod_by_name(namespace, name)
-        node = (pod.get("spec") or {}).get("nodeName") if pod else None
-        return (pod, node) if pod is not None and node else None
-
-    def pods(self) -> list[kube.JSON]:
-        return [p for p in self.state.pods.values() if (p.get("spec") or {}).get("nodeName")]
-
-    async def logs(
-        self, pod: kube.JSON, container: str, options: server.LogOptions
-    ) -> AsyncIterator[bytes]:
-        since_time = options.since_time.isoformat() if options.since_time else None
-        async for chunk in self.fleet.logs(
-            pod["metadata"]["uid"],
-            container,
-            follow=options.follow,
-            tail_lines=options.tail_lines,
-            limit_bytes=options.limit_bytes,
-            previous=options.previous,
-            since_seconds=options.since_seconds,
-            since_time=since_time,
-            timestamps=options.timestamps,
-        ):
-            yield chunk
-
-    def node_pod(self, node: str) -> tuple[kube.JSON, kube.JSON] | None:
-        found = self.state.nodes.get(node)
-        annotations = (found or {}).get("metadata", {}).get("annotations") or {}
-        pod = self.state.pods.get(annotations.get(fargate_nodes.POD_UID_ANNOTATION) or "")
-        return (found, pod) if found is not None and pod is not None else None
-
-    async def stats(self, pod: kube.JSON) -> models.MicroVMStats:
-        return await self.fleet.microvm_stats(pod["metadata"]["uid"])
 
 
 def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
@@ -216,7 +171,7 @@ class Provider:
             hosts=(self.cfg.kubelet_advertise_address,),
         )
         self.kubelet = server.KubeletServer(
-            Backend(self.world, self.fleet),
+            backend.Backend(self.world, self.fleet),
             auth.Guard(self.api),
             serving.context,
             host=self.cfg.kubelet_bind,
@@ -318,57 +273,25 @@ class Provider:
 
     def _state(self) -> dict[str, Any]:
         """What the metrics' gauges show, read at scrape time."""
-        by_phase: dict[str, int] = {}
-        for pod in self.world.pods.values():
-            phase = (pod.get("status") or {}).get("phase") or "Pending"
-            by_phase[phase] = by_phase.get(phase, 0) + 1
-        running: dict[tuple[str, str], tuple[float, float, float]] = {}
-        region = self.cfg.region if self.cfg.region in pricing.RATES else "us-east-1"
-        rates = pricing.rates_for(pricing.RATES, region)
-        for vm in self.world.vms.values():
-            if vm.status.state in ("stopped", "failed"):
-                continue
-            key = (vm.spec.labels.get("namespace", ""), vm.spec.labels.get("profile", ""))
-            cpus, gbs, usd = running.get(key, (0.0, 0.0, 0.0))
-            vcpu = decimal.Decimal(vm.spec.vcpu_millis) / 1000
-            memory = decimal.Decimal(vm.spec.mem_mib) / 1024
-            hourly = pricing.fargate_hourly(vcpu, memory, vm.spec.ephemeral_gib, rates)
-            running[key] = (cpus + float(vcpu), gbs + float(memory), usd + float(hourly))
-        return {
-            "pods_by_phase": by_phase,
-            "watch_restarts": {
-                "pods": self.pod_informer.restarts,
-                "nodes": self.node_informer.restarts,
-                "fargateprofiles": self.profiles.informer.restarts,
+        return observability.snapshot(
+            self.world,
+            region=self.cfg.region,
+            watches={
+                "pods": self.pod_informer,
+                "nodes": self.node_informer,
+                "fargateprofiles": self.profiles.informer,
             },
-            "lease_lag": self.heartbeats.max_lag,
-            "running": running,
-        }
+            lease_lag=self.heartbeats.max_lag,
+        )
 
     async def _serve_metrics(self) -> None:
         """/metrics, and /healthz and /readyz for the Deployment's probes."""
         metrics.REGISTRY.register(metrics.StateCollector(self._state))
-
-        async def scrape(_: web.Request) -> web.Response:
-            return web.Response(
-                body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE}
-            )
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.Response(text="ok")
-
-        async def readyz(_: web.Request) -> web.Response:
-            synced = self.pod_informer.synced.is_set() and self.world.fleet_synced.is_set()
-            return web.Response(text="ok" if synced else "syncing", status=200 if synced else 503)
-
-        app = web.Application()
-        app.router.add_get("/metrics", scrape)
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        self._metrics_runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._metrics_runner.setup()
-        site = web.TCPSite(self._metrics_runner, self.cfg.metrics_bind, self.cfg.metrics_port)
-        await site.start()
+        self._metrics_runner = await observability.serve(
+            host=self.cfg.metrics_bind,
+            port=self.cfg.metrics_port,
+            ready=lambda: self.pod_informer.synced.is_set() and self.world.fleet_synced.is_set(),
+        )
 
     async def _start_webhooks(self) -> None:
         """Serve the admission webhooks and register them with the API server."""

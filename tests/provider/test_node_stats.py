@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from typing import Any
 
@@ -154,3 +155,47 @@ async def test_each_node_reports_its_own_pod_with_changing_numbers(
         return True
 
     await waiting.until(ports_closed, timeout=60, what="the nodes' ports closed with them")
+
+
+async def test_a_node_whose_port_is_taken_at_restart_moves_to_a_new_one(
+    api: k8s.ApiClient, provider: conftest.Provider, local_cluster: cluster.Cluster
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "rehome")
+    await core.create_namespaced_pod(ns, _pod("mover", "exec sleep 3600"))
+
+    async def running() -> k8s.V1Pod | None:
+        pod = await core.read_namespaced_pod("mover", ns)
+        return pod if pod.status.phase == "Running" else None
+
+    node_name = (await waiting.until(running, timeout=90, what="mover Running")).spec.node_name
+
+    async def port() -> int:
+        node = await core.read_node(node_name)
+        return int(node.status.daemon_endpoints.kubelet_endpoint.port)
+
+    old = await port()
+    provider.stop()
+    squatter = socket.socket()  # someone else took the node's port while we were down
+    try:
+        squatter.bind(("127.0.0.1", old))
+        squatter.listen()
+        await provider.start()
+
+        async def moved() -> int | None:
+            new = await port()
+            return new if new != old else None
+
+        new = await waiting.until(moved, timeout=60, what="the node moved to a free port")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"https://127.0.0.1:{new}/stats/summary", ssl=_client_tls(local_cluster)
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+            [pod] = (await response.json())["pods"]
+            assert pod["podRef"]["name"] == "mover"
+    finally:
+        squatter.close()
+    await core.delete_namespace(ns)

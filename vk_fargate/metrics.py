@@ -42,6 +42,19 @@ PROVISIONED_VCPU_SECONDS = prometheus_client.Counter(
     ["namespace", "profile"],
     registry=REGISTRY,
 )
+LOG_EVENTS = prometheus_client.Counter(
+    "vkfargate_log_events",
+    "Container log events by what became of them (shipped to CloudWatch Logs, rejected by "
+    "it for their age, or possibly shipped twice after a lost answer), by namespace.",
+    ["namespace", "outcome"],
+    registry=REGISTRY,
+)
+LOG_RETRIES = prometheus_client.Counter(
+    "vkfargate_log_put_retries",
+    "PutLogEvents calls retried (throttling, 5xx, connection errors), by namespace.",
+    ["namespace"],
+    registry=REGISTRY,
+)
 PROVISIONED_GB_SECONDS = prometheus_client.Counter(
     "vkfargate_provisioned_gb_seconds",
     "GB-seconds provisioned to finished microVMs.",

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client as k8s
+from prometheus_client import parser
 
 from tests import waiting
 from tests.provider import conftest
@@ -156,6 +158,26 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
         await waiting.until(
             lambda: _at_least(logs, stream, 30), timeout=60, what="30 lines in CloudWatch"
         )
+
+        # /metrics counts what was shipped, by namespace.
+        async def shipped() -> float | None:
+            port = provider.env["VK_FARGATE_METRICS_PORT"]
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/metrics") as scraped,
+            ):
+                text = await scraped.text()
+            for family in parser.text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "vkfargate_log_events_total" and sample.labels == {
+                        "namespace": NS,
+                        "outcome": "shipped",
+                    }:
+                        return float(sample.value)
+            return None
+
+        counted = await waiting.until(shipped, what="shipped log events in /metrics")
+        assert 30 <= counted <= 60  # the batch holding lines 1-30, perhaps 31-60 too
 
         # A restarted provider resumes where CloudWatch's copy ends: nothing twice.
         provider.stop()

@@ -22,7 +22,7 @@ import datetime
 import logging
 from collections.abc import AsyncIterator
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 from vk_fargate.aws import logconfig, session
 from vk_fargate.aws import logging as aws_logging
 from vk_fargate.fleet import client as fleet_client
@@ -98,7 +98,8 @@ class LogRouter:
         self.every = every
         self.tasks: dict[Key, asyncio.Task[None]] = {}
         self.started: set[str] = set()  # pod UIDs whose shipping was decided
-        self.stats: dict[Key, aws_logging.ShipStats] = {}
+        self.stats: dict[Key, tuple[str, aws_logging.ShipStats]] = {}  # namespace, stats
+        self._counted: dict[Key, tuple[int, int, int, int]] = {}  # what metrics already have
         self._clients: dict[str, session.Client] = {}
 
     async def run(self) -> None:
@@ -111,7 +112,27 @@ class LogRouter:
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
+    def count(self) -> None:
+        """Bring the log metrics up to date; forget the shippers that ended."""
+        for key, (namespace, stats) in list(self.stats.items()):
+            now = (
+                stats.events_sent,
+                stats.rejected_too_old + stats.rejected_too_new + stats.rejected_expired,
+                stats.possible_duplicates,
+                stats.retries,
+            )
+            before = self._counted.get(key, (0, 0, 0, 0))
+            for n, outcome in enumerate(("shipped", "rejected", "possible_duplicate")):
+                if now[n] > before[n]:
+                    metrics.LOG_EVENTS.labels(namespace, outcome).inc(now[n] - before[n])
+            if now[3] > before[3]:
+                metrics.LOG_RETRIES.labels(namespace).inc(now[3] - before[3])
+            self._counted[key] = now
+            if key not in self.tasks:
+                del self.stats[key], self._counted[key]
+
     async def _sync(self) -> None:
+        self.count()
         self.started &= set(self.world.pods)
         starting = [
             (uid, pod, vm)
@@ -173,7 +194,7 @@ class LogRouter:
                 pod=meta["name"],
                 container=container,
             )
-            self.stats[key] = shipper.stats
+            self.stats[key] = (meta["namespace"], shipper.stats)
             resume = await shipper.shipped_tail()
             await shipper.run(self._lines(uid, container, resume))
         except errors.AwsError as exc:

@@ -17,6 +17,7 @@ from vk_fargate.aws import devaws, network, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import stack as devstack
 from vk_fargate.k8s import client
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +29,8 @@ CLUSTER = "enis"
 async def stack(
     control_plane_binaries: binaries.Binaries, tmp_path: Path
 ) -> AsyncIterator[tuple[cluster.Cluster, devaws.DevAws]]:
-    aws = await devaws.start(tmp_path / "aws", cluster_name=CLUSTER)
+    # Free /24s of this machine, not a fixed layout: other fleets may be using 10.0.x.
+    aws = await devaws.start(tmp_path / "aws", cluster_name=CLUSTER, layout=devstack.aws_layout())
     try:
         async with cluster.Cluster(control_plane_binaries) as local:
             yield local, aws
@@ -61,7 +63,7 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
 ) -> None:
     local, aws = stack
     world = aws.world
-    fleet = await devfleet.start(tmp_path / "fleet", subnets=devaws.fleet_subnets(world))
+    fleet = await devfleet.start(tmp_path / "fleet", subnets=aws.fleet_subnets())
     port = processes.free_ports(1)[0]
     env = {**devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER), **aws.env()}
     provider = devprovider.Provider(env, tmp_path / "provider.log")
@@ -142,7 +144,7 @@ async def test_ten_pods_get_ten_enis_and_leave_none(
         eni_ips = {d["PrivateIpAddress"] for d in described}
         pod_ips = {p.status.pod_ip for p in pods}
         assert len(eni_ips) == 10 and pod_ips == eni_ips
-        private = [ipaddress.ip_network(cidr) for cidr, _ in devaws.PRIVATE]
+        private = [ipaddress.ip_network(cidr) for cidr, _ in aws.layout.private]
         for pod in pods:
             ip = ipaddress.ip_address(pod.status.pod_ip)
             assert any(ip in net for net in private)

@@ -20,6 +20,7 @@ from vk_fargate.aws import devaws, iam, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import stack as devstack
 from vk_fargate.k8s import client
 
 pytestmark = pytest.mark.e2e
@@ -38,9 +39,10 @@ TALK = (
 async def stack(
     control_plane_binaries: binaries.Binaries, tmp_path: Path
 ) -> AsyncIterator[tuple[cluster.Cluster, devaws.DevAws, devfleet.Fleet]]:
-    aws = await devaws.start(tmp_path / "aws", cluster_name=CLUSTER)
+    # Free /24s of this machine, not a fixed layout: other fleets may be using 10.0.x.
+    aws = await devaws.start(tmp_path / "aws", cluster_name=CLUSTER, layout=devstack.aws_layout())
     try:
-        fleet = await devfleet.start(tmp_path / "fleet", subnets=devaws.fleet_subnets(aws.world))
+        fleet = await devfleet.start(tmp_path / "fleet", subnets=aws.fleet_subnets())
         try:
             async with cluster.Cluster(control_plane_binaries) as local:
                 yield local, aws, fleet

@@ -550,3 +550,15 @@ async def test_the_shipped_tail_is_the_newest_millisecond_and_its_messages(logs:
     last, stored = await shipper(logs).shipped_tail()
     assert last == NOW + 2
     assert stored == Counter({"c": 2, "d": 1})
+
+
+async def test_an_unreachable_cloudwatch_is_an_aws_error_when_reading_the_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    closed = session.AwsSettings(
+        region="eu-central-1", endpoint_url="http://127.0.0.1:9", max_attempts=0
+    )
+    with pytest.raises(errors.AwsError, match="cannot read my-logs/fb-web-1_shop_nginx"):
+        await shipper(session.make_client(closed, "logs")).shipped_tail()

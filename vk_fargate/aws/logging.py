@@ -289,6 +289,8 @@ class Shipper:
             raise errors.AwsError(
                 f"cannot read {self.group}/{self.stream}: {exc}", code=error_code(exc)
             ) from exc
+        except botocore.exceptions.BotoCoreError as exc:  # unreachable, timed out
+            raise errors.AwsError(f"cannot read {self.group}/{self.stream}: {exc}") from exc
         events = answer.get("events") or []
         if not events:
             return 0, collections.Counter()

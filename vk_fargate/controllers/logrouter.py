@@ -32,6 +32,7 @@ from vk_fargate.scheduler import scheduling, world
 
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at a container that is not running
+RESUME_TRIES = 5  # reads of a stream's end before shipping from the start
 Key = tuple[str, str, int]  # pod UID, container, output index
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -195,8 +196,7 @@ class LogRouter:
                 container=container,
             )
             self.stats[key] = (meta["namespace"], shipper.stats)
-            resume = await shipper.shipped_tail()
-            await shipper.run(self._lines(uid, container, resume))
+            await shipper.run(self._lines(uid, container, await self._resume(shipper)))
         except errors.AwsError as exc:
             log.warning(
                 "shipping %s/%s %s stopped: %s", meta["namespace"], meta["name"], container, exc
@@ -208,6 +208,17 @@ class LogRouter:
                 warning=True,
                 component="log-router",
             )
+
+    async def _resume(self, shipper: aws_logging.Shipper) -> tuple[int, collections.Counter[str]]:
+        """Where CloudWatch's copy ends; when it cannot be read after a few tries, from the
+        start (at least once: a line twice beats a line lost)."""
+        for attempt in range(RESUME_TRIES):
+            try:
+                return await shipper.shipped_tail()
+            except errors.AwsError as exc:
+                log.warning("reading %s/%s: %s", shipper.group, shipper.stream, exc)
+                await asyncio.sleep(POLL * 2**attempt)
+        return 0, collections.Counter()
 
     async def _lines(
         self, uid: str, container: str, resume: tuple[int, collections.Counter[str]]

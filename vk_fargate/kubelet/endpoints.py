@@ -64,23 +64,25 @@ class NodeEndpoints:
 
     async def reconcile(self) -> None:
         nodes = dict(self.world.nodes)
-        for gone in set(self.kubelet.serving()) - set(nodes):
+        serving = self.kubelet.serving()
+        for gone in set(serving) - set(nodes):
             await self.kubelet.stop_node(gone)
             self._unservable.discard(gone)
         for name, node in nodes.items():
             try:
-                await self._serve(name, node)
+                await self._serve(name, node, serving.get(name))
             except errors.KubeError as exc:
                 log.warning("cannot move node %s to a port of its own here: %s", name, exc)
                 self._changed.set()  # try again at the next change
 
-    async def _serve(self, name: str, node: kube.JSON) -> None:
+    async def _serve(self, name: str, node: kube.JSON, served: int | None) -> None:
+        """Serve the node's recorded port; the leader moves it when that cannot be done."""
         port, host = advertised(node)
-        served = self.kubelet.serving().get(name)
-        if served is None and port and port != self.kubelet.port:
+        if port and port != self.kubelet.port and served != port:
             try:
                 served = await self.kubelet.serve_node(name, port)
             except errors.ConfigError as exc:
+                served = None
                 if name not in self._unservable:
                     log.info("node %s: %s", name, exc)
                     self._unservable.add(name)

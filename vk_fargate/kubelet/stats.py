@@ -16,14 +16,16 @@ have numbers of their own where the fleet reads them (else none). Two formats:
   values as Go's ``strconv.FormatFloat(v, 'g', -1, 64)``, sample timestamps in
   milliseconds on everything but start times and scrape errors; families by name.
 
-Facts about metrics-server v0.7/v0.8 relied on (pkg/scraper/client/resource):
+Facts about metrics-server v0.8.0 relied on (pkg/scraper/client/resource; its own
+decoder reads our nodes in tests/provider/test_metrics_server_decoder.py):
 
-- It GETs ``/metrics/resource`` from each node and parses it with Prometheus
-  ``textparse`` (``text/plain``). It reads only ``node_cpu_usage_seconds_total``,
-  ``node_memory_working_set_bytes``, ``node_swap_usage_bytes``,
-  ``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes``,
-  ``container_swap_usage_bytes`` and ``container_start_time_seconds`` (exact names);
-  ``pod_*`` and ``scrape_error`` are ignored: a pod's usage is its containers' sum.
+- It GETs ``/metrics/resource`` from each node (the ``Hostname`` address first only if
+  told so by ``--kubelet-preferred-address-types``; the node's own port only with
+  ``--kubelet-use-node-status-port``) and parses it with Prometheus ``textparse``. It
+  reads only ``node_cpu_usage_seconds_total``, ``node_memory_working_set_bytes``,
+  ``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes`` and
+  ``container_start_time_seconds`` (exact names); ``pod_*`` and the scrape errors are
+  ignored: a pod's usage is its containers' sum.
 - Container labels are found by substring search for ``container="``, ``pod="`` and
   ``namespace="``: all three must be there (a missing one garbles the parse).
 - Timestamps are optional (the scrape's request time stands in) and in milliseconds.

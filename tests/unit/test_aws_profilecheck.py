@@ -61,9 +61,9 @@ def role(iam: Any, trust: dict[str, Any] = FARGATE_TRUST) -> str:
 async def test_private_subnets_and_a_trusting_role_make_a_usable_profile(
     clients: session.Clients,
 ) -> None:
-    _, private, _ = vpc(clients.ec2)
+    vpc_id, private, _ = vpc(clients.ec2)
     verdict = await profilecheck.check(clients, subnets=[private], role_arn=role(clients.iam))
-    assert verdict == profilecheck.Verdict(problem=None, dns_warnings=())
+    assert verdict == profilecheck.Verdict(problem=None, dns_warnings=(), vpcs=(vpc_id,))
 
 
 async def test_a_public_subnet_blocks_the_profile_naming_the_subnet(
@@ -130,3 +130,8 @@ async def test_an_unreachable_aws_is_an_error_to_retry_not_a_verdict(
         caught.value, (errors.SubnetNotFound, errors.SubnetNotPrivate, errors.RoleNotUsable)
     )
     assert "cannot check the profile against AWS" in str(caught.value)
+
+
+async def test_a_profile_without_subnets_checks_no_vpc(clients: session.Clients) -> None:
+    verdict = await profilecheck.check(clients, subnets=[], role_arn=role(clients.iam))
+    assert verdict == profilecheck.Verdict(problem=None, dns_warnings=(), vpcs=())

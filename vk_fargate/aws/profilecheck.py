@@ -23,6 +23,7 @@ from vk_fargate.aws import iam, network, session
 class Verdict:
     problem: str | None  # why the profile cannot launch pods; None when it can
     dns_warnings: tuple[str, ...] = ()
+    vpcs: tuple[str, ...] = ()  # the VPCs whose DNS attributes were checked
 
 
 async def check(clients: session.Clients, *, subnets: Sequence[str], role_arn: str) -> Verdict:
@@ -35,10 +36,11 @@ async def check(clients: session.Clients, *, subnets: Sequence[str], role_arn: s
         except (errors.SubnetNotFound, errors.SubnetNotPrivate, errors.RoleNotUsable) as exc:
             return Verdict(problem=exc.message)
         warnings: list[str] = []
-        for vpc_id in sorted({info.vpc_id for info in infos}):
+        vpcs = tuple(sorted({info.vpc_id for info in infos}))
+        for vpc_id in vpcs:
             warnings.extend(await network.check_vpc_dns(clients.ec2, vpc_id))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise errors.AwsError(
             f"cannot check the profile against AWS: {exc}", code=session.error_code(exc)
         ) from exc
-    return Verdict(problem=None, dns_warnings=tuple(warnings))
+    return Verdict(problem=None, dns_warnings=tuple(warnings), vpcs=vpcs)

@@ -128,7 +128,7 @@ class ProfileController:
             return current.get("status") != "CREATING"
         self.checked.add(meta["uid"])
         state, message = ("FAILED", verdict.problem) if verdict.problem else ("ACTIVE", "")
-        conditions = _dns_conditions(verdict, current.get("conditions") or [])
+        conditions = dns_conditions(verdict, current.get("conditions") or [])
         if (current.get("status"), current.get("message") or "") == (state, message) and _same(
             conditions, current.get("conditions") or []
         ):
@@ -182,11 +182,14 @@ class ProfileController:
             await self.queue.stop()
 
 
-def _dns_conditions(
+def dns_conditions(
     verdict: profilecheck.Verdict, current: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The profile's conditions: ``VpcDnsReady`` from the verdict (its transition time
-    kept while its status does not change), the others as they were."""
+    kept while its status does not change; none without subnets, hence no VPC), the
+    others as they were."""
+    if not verdict.vpcs:
+        return [c for c in current if c.get("type") != DNS_CONDITION]
     ready = "False" if verdict.dns_warnings else "True"
     previous = next((c for c in current if c.get("type") == DNS_CONDITION), {})
     stamp = previous.get("lastTransitionTime")
@@ -197,7 +200,7 @@ def _dns_conditions(
         "status": ready,
         "reason": "VpcDnsDisabled" if verdict.dns_warnings else "VpcDnsEnabled",
         "message": "; ".join(verdict.dns_warnings)
-        or "the VPC has enableDnsSupport and enableDnsHostnames on",
+        or f"{', '.join(verdict.vpcs)}: enableDnsSupport and enableDnsHostnames are on",
         "lastTransitionTime": stamp,
     }
     return [*(c for c in current if c.get("type") != DNS_CONDITION), condition]

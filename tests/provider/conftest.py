@@ -59,7 +59,8 @@ async def profiles_served(api: k8s.ApiClient) -> bool:
             "fargate.vk-fargate.io", "v1", "fargateprofiles"
         )
     except k8s.ApiException as exc:
-        if exc.status == 404:
+        # 404 before the CRD is established; 429 "storage is (re)initializing" just after.
+        if exc.status in (404, 429):
             return False
         raise
     return True

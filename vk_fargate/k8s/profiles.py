@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 from typing import Any
@@ -17,6 +18,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 PATH = f"/apis/{API_VERSION}/{PLURAL}"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 FINALIZER = "fargate.vk-fargate.io/stop-pods"
+SERVED_WAIT = 30.0  # seconds a just-installed CRD may take to be served
 
 
 def crd() -> dict[str, Any]:
@@ -26,14 +28,24 @@ def crd() -> dict[str, Any]:
 
 
 async def served(api: kube.Kube) -> bool:
-    """Whether the API server serves FargateProfiles (the CRD is installed)."""
+    """Whether the API server serves FargateProfiles (the CRD is installed and ready: a
+    new one answers 404, then 429 while its storage initializes)."""
     try:
         await api.get(PATH, limit=1)
     except errors.KubeError as exc:
-        if exc.not_found:
+        if exc.not_found or exc.status == 429:
             return False
         raise
     return True
+
+
+async def _until_served(api: kube.Kube, timeout: float = SERVED_WAIT) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await served(api):
+        if asyncio.get_running_loop().time() > deadline:
+            late = f"{PATH} is not served {timeout:.0f}s after its CRD was installed"
+            raise errors.KubeError(504, "Timeout", late)
+        await asyncio.sleep(0.2)
 
 
 async def ensure_crd(api: kube.Kube) -> bool:
@@ -59,6 +71,7 @@ async def ensure_crd(api: kube.Kube) -> bool:
                 return False
             if not again.conflict:
                 raise
+        await _until_served(api)  # so a create right after does not meet a 404 or 429
         return True
     if installed["spec"]["versions"] != document["spec"]["versions"]:
         await _upgrade(api, name, document)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
@@ -64,3 +65,17 @@ async def profiles_served(api: k8s.ApiClient) -> bool:
             return False
         raise
     return True
+
+
+def shell_pod(name: str, script: str) -> dict[str, Any]:
+    """A pod for fargate-scheduler whose one container (``main``) runs ``sh -c script``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "schedulerName": "fargate-scheduler",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }

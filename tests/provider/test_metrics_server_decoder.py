@@ -14,73 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from tests import waiting
+from tests import gobuild, waiting
 from tests.provider import conftest
-from vk_fargate import settings
 from vk_fargate.devcluster import binaries, cluster
 from vk_fargate.fargate import quantities
 
 pytestmark = pytest.mark.e2e
-CHECKER_SOURCE = Path(__file__).resolve().parents[2] / "hack" / "metricscheck"
 SPIN = "while :; do :; done"
 
 
 @pytest.fixture(scope="session")
 def metricscheck() -> Path:
-    """hack/metricscheck built once per source version, cached like hack/statscheck.
-
-    A cold build downloads and compiles metrics-server's dependencies (about 4 minutes
+    """A cold build downloads and compiles metrics-server's dependencies (about 4 minutes
     on two cores); the cached binary is reused after that."""
-    sources = [CHECKER_SOURCE / name for name in ("go.mod", "go.sum", "main.go")]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    binary = settings.load().cache / "metricscheck" / digest / "metricscheck"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
-    if go is None:
-        if os.environ.get("VK_FARGATE_REQUIRE_E2E") == "1":
-            pytest.fail("Go is needed to build hack/metricscheck")
-        pytest.skip("Go is needed to build hack/metricscheck")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_name(f".metricscheck.{os.getpid()}")
-    built = subprocess.run(
-        [go, "build", "-o", str(partial), "."],
-        cwd=CHECKER_SOURCE,
-        env={**os.environ, "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"building hack/metricscheck failed:\n{built.stderr[-4000:]}")
-    partial.replace(binary)
-    return binary
-
-
-def _pod(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "fargate-scheduler",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", SPIN]}],
-        },
-    }
+    return gobuild.checker("metricscheck", timeout=1200)
 
 
 async def _run(*command: str) -> tuple[int, str, str]:
@@ -107,7 +61,7 @@ async def test_metrics_server_decodes_a_fargate_node(
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "msdecode")
     try:
-        await core.create_namespaced_pod(ns, _pod("spinner"))
+        await core.create_namespaced_pod(ns, conftest.shell_pod("spinner", SPIN))
 
         async def running() -> k8s.V1Pod | None:
             pod = await core.read_namespaced_pod("spinner", ns)

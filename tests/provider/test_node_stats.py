@@ -24,19 +24,6 @@ pytestmark = pytest.mark.e2e
 SPIN = "while :; do :; done"
 
 
-def _pod(name: str, script: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "fargate-scheduler",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
-        },
-    }
-
-
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s
@@ -61,8 +48,8 @@ async def test_each_node_reports_its_own_pod_with_changing_numbers(
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "stats")
-    await core.create_namespaced_pod(ns, _pod("spinner", SPIN))
-    await core.create_namespaced_pod(ns, _pod("sleeper", "exec sleep 3600"))
+    await core.create_namespaced_pod(ns, conftest.shell_pod("spinner", SPIN))
+    await core.create_namespaced_pod(ns, conftest.shell_pod("sleeper", "exec sleep 3600"))
 
     async def running() -> dict[str, k8s.V1Pod] | None:
         pods = {p.metadata.name: p for p in (await core.list_namespaced_pod(ns)).items}
@@ -162,7 +149,7 @@ async def test_a_node_whose_port_is_taken_at_restart_moves_to_a_new_one(
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "rehome")
-    await core.create_namespaced_pod(ns, _pod("mover", "exec sleep 3600"))
+    await core.create_namespaced_pod(ns, conftest.shell_pod("mover", "exec sleep 3600"))
 
     async def running() -> k8s.V1Pod | None:
         pod = await core.read_namespaced_pod("mover", ns)

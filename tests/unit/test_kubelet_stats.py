@@ -10,10 +10,7 @@ is re-parsed with prometheus_client's parser.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,10 @@ from typing import Any
 import pytest
 from prometheus_client import parser
 
-from vk_fargate import settings
+from tests import gobuild
 from vk_fargate.fleet import models
 from vk_fargate.kubelet import stats
 
-CHECKER_SOURCE = Path(__file__).resolve().parents[2] / "hack" / "statscheck"
 VM_ID = "0b7c8a0e-5f4e-4d55-9d1e-3f1a2b3c4d5e"
 T0 = datetime.datetime(2026, 11, 27, 19, 13, 10, 250_000, tzinfo=datetime.UTC)
 STARTED = datetime.datetime(2026, 11, 27, 19, 0, 0, 900_000, tzinfo=datetime.UTC)
@@ -95,31 +91,7 @@ def reading(
 
 @pytest.fixture(scope="session")
 def statscheck() -> Path:
-    """hack/statscheck built once per source version, cached like the control plane."""
-    sources = [CHECKER_SOURCE / name for name in ("go.mod", "go.sum", "main.go")]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    binary = settings.load().cache / "statscheck" / digest / "statscheck"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
-    if go is None:
-        if os.environ.get("VK_FARGATE_REQUIRE_E2E") == "1":
-            pytest.fail("Go is needed to build hack/statscheck")
-        pytest.skip("Go is needed to build hack/statscheck")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_name(f".statscheck.{os.getpid()}")
-    subprocess.run(
-        [go, "build", "-o", str(partial), "."],
-        cwd=CHECKER_SOURCE,
-        env={**os.environ, "GOFLAGS": "-mod=mod"},
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    partial.replace(binary)
-    return binary
+    return gobuild.checker("statscheck", timeout=600)
 
 
 def check(binary: Path, document: Any) -> subprocess.CompletedProcess[str]:

@@ -142,7 +142,7 @@ class Provider:
         if uid:
             self.queue.add(uid)
         if self.endpoints is not None:
-            self.endpoints.changed()
+            self.endpoints.changed(node["metadata"]["name"])
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, once: bool = False) -> None:
         """Run ``work`` in the background: a loop that ends stops the process (failed);

@@ -58,11 +58,12 @@ class Heartbeats:
                     self.max_lag = max(self.max_lag, now - self.lease_due[name])
                     self.lease_due[name] = now + self.cfg.lease_renew_seconds
                     work.append(self._guarded(gate, self._renew(name)))
-                if self._message(name) != self.reported.get(name, ""):  # nodes start Ready
+                message = self._message(name)
+                if message != self.reported.get(name, ""):  # nodes start Ready
                     self.status_due[name] = now  # Ready changes: say so now, not next period
                 if self.status_due[name] <= now:
                     self.status_due[name] = now + self.cfg.node_status_seconds
-                    work.append(self._guarded(gate, self._status(name)))
+                    work.append(self._guarded(gate, self._status(name, message)))
             if work:
                 await asyncio.gather(*work)
             await asyncio.sleep(TICK)
@@ -79,11 +80,10 @@ class Heartbeats:
         if node is not None:
             await k8s_nodes.renew_lease(self.api, node, holder=name)
 
-    async def _status(self, name: str) -> None:
-        node = self.world.nodes.get(name)
-        if node is None:
-            return
-        message = self._message(name)
+    async def _status(self, name: str, message: str) -> None:
+        """Patch the node's conditions: Ready unless ``message`` says why not."""
+        if name not in self.world.nodes:
+            return  # deleted since the tick began
         conditions = fargate_nodes.conditions(scheduling.now(), ready=not message, message=message)
         await k8s_nodes.patch_status(self.api, name, {"conditions": conditions})
         self.reported[name] = message

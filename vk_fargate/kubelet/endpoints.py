@@ -22,6 +22,7 @@ from vk_fargate.kubelet import server
 from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 2.0  # before moving a node again after the API server refused
 
 
 def advertised(node: kube.JSON) -> tuple[int, str]:
@@ -50,30 +51,41 @@ class NodeEndpoints:
         self.address = address  # this replica's advertised address
         self.leading = leading
         self._changed = asyncio.Event()
+        self._pending: set[str] | None = set()  # nodes to look at; None: all of them
         self._unservable: set[str] = set()  # nodes already reported as not servable here
 
-    def changed(self) -> None:
-        """Something about our nodes changed (a watch event, leadership): look again."""
+    def changed(self, node: str | None = None) -> None:
+        """Node ``node`` changed (a watch event), or, without one, anything did
+        (leadership): look again at that node, or at all."""
+        if node is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending.add(node)
         self._changed.set()
 
     async def run(self) -> None:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            await self.reconcile()
+            names, self._pending = self._pending, set()
+            await self.reconcile(names)
 
-    async def reconcile(self) -> None:
-        nodes = dict(self.world.nodes)
+    async def reconcile(self, names: set[str] | None = None) -> None:
+        """Serve (or stop serving) ``names``, or every node we serve or know of."""
         serving = self.kubelet.serving()
-        for gone in set(serving) - set(nodes):
-            await self.kubelet.stop_node(gone)
-            self._unservable.discard(gone)
-        for name, node in nodes.items():
+        if names is None:
+            names = set(serving) | set(self.world.nodes)
+        for name in names:
+            node = self.world.nodes.get(name)
+            if node is None:
+                await self.kubelet.stop_node(name)
+                self._unservable.discard(name)
+                continue
             try:
                 await self._serve(name, node, serving.get(name))
             except errors.KubeError as exc:
                 log.warning("cannot move node %s to a port of its own here: %s", name, exc)
-                self._changed.set()  # try again at the next change
+                asyncio.get_running_loop().call_later(RETRY_SECONDS, self.changed, name)
 
     async def _serve(self, name: str, node: kube.JSON, served: int | None) -> None:
         """Serve the node's recorded port; the leader moves it when that cannot be done."""

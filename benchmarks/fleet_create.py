@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import procstat  # benchmarks/procstat.py, beside this script
+
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleet import client, models
 
@@ -41,18 +43,6 @@ SPEC = models.MicroVMSpec(
         models.Container(name="app", image="busybox", command=["sh", "-c", "echo hi; sleep 5"])
     ],
 )
-
-
-def _status_kib(pid: int, field: str) -> int:
-    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM), 0 when the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def _shims(fleetd_pid: int) -> list[int]:
@@ -82,9 +72,11 @@ class Memory:
 
 async def _sample(fleetd_pid: int, memory: Memory) -> None:
     while True:
-        memory.fleetd_peak_kib = max(memory.fleetd_peak_kib, _status_kib(fleetd_pid, "VmRSS"))
+        memory.fleetd_peak_kib = max(
+            memory.fleetd_peak_kib, procstat.status_kib(fleetd_pid, "VmRSS")
+        )
         shims = _shims(fleetd_pid)
-        total = sum(_status_kib(pid, "VmRSS") for pid in shims)
+        total = sum(procstat.status_kib(pid, "VmRSS") for pid in shims)
         memory.shims_max_count = max(memory.shims_max_count, len(shims))
         if total > memory.shims_peak_kib:
             memory.shims_peak_kib, memory.shims_at_peak = total, len(shims)
@@ -133,7 +125,7 @@ async def run(count: int, concurrency: int, root: Path) -> None:
             await asyncio.sleep(1.0)
             watcher.cancel()
             sampler.cancel()
-            fleetd_hwm = _status_kib(fleet.process.pid, "VmHWM")
+            fleetd_hwm = procstat.status_kib(fleet.process.pid, "VmHWM")
 
             deleting = time.monotonic()
             removal = asyncio.Semaphore(concurrency)

@@ -38,6 +38,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import procstat  # benchmarks/procstat.py, beside this script
+
 from vk_fargate import errors
 from vk_fargate.aws import devaws, logconfig, session
 from vk_fargate.aws import logging as aws_logging
@@ -209,17 +211,6 @@ def _percentile(values: list[float], percent: float) -> float:
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
-def _status_kib(pid: int, field: str) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _check(messages: list[str], lines: int) -> str | None:
     """None when ``messages`` are line 1..lines exactly once in order, else what is wrong."""
     expected = [f"line {i}" for i in range(1, lines + 1)]
@@ -299,7 +290,7 @@ async def _bench(api: client.FleetClient, aws: devaws.DevAws, lines: int, timeou
     batch_last = [a.at - a.last_ms / 1000 for a in acks]
     calls = [a.at - a.sent for a in acks]
     own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    moto_kib = _status_kib(aws.process.pid, "VmHWM")
+    moto_kib = procstat.status_kib(aws.process.pid, "VmHWM")
 
     print(
         f"lines                          {lines} written, {reading.read} read, "

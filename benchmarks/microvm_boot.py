@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import procstat  # benchmarks/procstat.py, beside this script
 
 from vk_fargate.fleetd import guest, sandbox
 from vk_fargate.fleetd.runtimes import microvm
@@ -26,13 +27,7 @@ from vk_fargate.fleetd.runtimes import microvm
 def rss_mib(pid: int) -> tuple[float, float]:
     """QEMU's resident memory and its anonymous part (the file part is the page-cached
     vmlinux, shared by every guest on the machine)."""
-    fields: dict[str, float] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", 0.0), fields.get("RssAnon", 0.0)
+    return procstat.status_kib(pid, "VmRSS") / 1024, procstat.status_kib(pid, "RssAnon") / 1024
 
 
 async def one_boot(vm_dir: Path, args: argparse.Namespace) -> tuple[float, float, float, float]:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import procstat  # benchmarks/procstat.py, beside this script
 from kubernetes_asyncio import client as k8s
 
 from vk_fargate import settings
@@ -31,13 +32,6 @@ from vk_fargate.devcluster import provider as devprovider
 from vk_fargate.k8s import client
 
 NAMESPACE = "bench"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def requests_made(log: Path) -> int:
@@ -146,9 +140,9 @@ async def main(count: int) -> None:
                 for n in (await core.list_node()).items
                 if (n.metadata.labels or {}).get("vk-fargate.io/cluster") == "bench"
             ]
-            before_scrape = rss_mib(pid)
+            before_scrape = procstat.status_kib(pid, "VmHWM") / 1024
             rounds = [await scrape_round(local, ours) for _ in range(2)]
-            peak = rss_mib(pid)
+            peak = procstat.status_kib(pid, "VmHWM") / 1024
             began = time.monotonic()
             await apps.patch_namespaced_deployment_scale(
                 NAMESPACE, "bench", {"spec": {"replicas": 0}}

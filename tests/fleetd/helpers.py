@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import waiting
+from vk_fargate import errors
 from vk_fargate.fleet import client, models
 
 
@@ -47,3 +48,12 @@ def container(vm: models.MicroVM, name: str) -> models.ContainerStatus:
     return (
         found[0] if found else models.ContainerStatus(name=name, state="waiting", restart_count=0)
     )
+
+
+async def forgotten(fleet: client.FleetClient, vm_id: str) -> bool:
+    """Whether the fleet no longer knows microVM ``vm_id`` (deleted and purged)."""
+    try:
+        await fleet.get_microvm(vm_id)
+    except errors.NotFound:
+        return True
+    return False

@@ -37,16 +37,11 @@ async def test_create_get_list_delete(fleet_client: client.FleetClient) -> None:
     deleted = await fleet_client.delete_microvm(vm_id, grace_seconds=5)
     assert deleted.status.state == "stopping"
 
-    async def gone() -> bool:
-        try:
-            await fleet_client.get_microvm(vm_id)
-        except errors.NotFound:
-            return True
-        return False
-
     from tests import waiting
 
-    await waiting.until(gone, what="the microVM to be forgotten")
+    await waiting.until(
+        lambda: helpers.forgotten(fleet_client, vm_id), what="the microVM to be forgotten"
+    )
     with pytest.raises(errors.NotFound):
         await fleet_client.delete_microvm(vm_id)
 

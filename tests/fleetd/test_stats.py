@@ -119,14 +119,11 @@ async def test_a_restarted_container_is_read_from_its_new_instance(
     finally:
         await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
-    async def gone() -> bool:
-        try:
-            await fleet_client.get_microvm(vm_id)
-        except errors.NotFound:
-            return True
-        return False
-
-    await waiting.until(gone, timeout=30, what="the microVM to be forgotten")
+    await waiting.until(
+        lambda: helpers.forgotten(fleet_client, vm_id),
+        timeout=30,
+        what="the microVM to be forgotten",
+    )
     assert not accounting.exists()  # the accounting groups went with the microVM
 
 

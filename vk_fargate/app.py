@@ -282,6 +282,7 @@ class Provider:
                 "fargateprofiles": self.profiles.informer,
             },
             lease_lag=self.heartbeats.max_lag,
+            leading=self.leading.is_set(),
         )
 
     async def _serve_metrics(self) -> None:

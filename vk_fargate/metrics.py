@@ -93,6 +93,11 @@ class StateCollector:
 
     def collect(self) -> Iterator[core.Metric]:
         state = self.read()
+        yield core.GaugeMetricFamily(
+            "vkfargate_leader",
+            "1 on the replica that holds the leader Lease (and schedules), else 0.",
+            value=1 if state["leading"] else 0,
+        )
         pods = core.GaugeMetricFamily("vkfargate_pods", "Pods by phase.", labels=["phase"])
         for phase, count in sorted(state["pods_by_phase"].items()):
             pods.add_metric([phase], count)

@@ -1,6 +1,9 @@
-"""What the provider shows about itself: the gauges of ``/metrics`` (pods by phase,
-watch restarts, lease lag, live capacity and cost per namespace and profile, read at
-scrape time) and the plain-HTTP server of ``/metrics``, ``/healthz`` and ``/readyz``."""
+"""What the provider shows about itself: the gauges of ``/metrics`` (leadership, pods by
+phase, watch restarts, lease lag, live capacity and cost per namespace and profile, read
+at scrape time) and the plain-HTTP server of ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Every replica watches the same cluster, so the cluster-wide gauges (pods, capacity, cost)
+come from the leader only: ``sum()`` over all replicas' scrapes counts each pod once."""
 
 from __future__ import annotations
 
@@ -22,8 +25,16 @@ def snapshot(
     region: str,
     watches: Mapping[str, informers.Informer],
     lease_lag: float,
+    leading: bool,
 ) -> dict[str, Any]:
     """The gauges' values now (see ``metrics.StateCollector``)."""
+    common = {
+        "leading": leading,
+        "watch_restarts": {name: watch.restarts for name, watch in watches.items()},
+        "lease_lag": lease_lag,
+    }
+    if not leading:
+        return {**common, "pods_by_phase": {}, "running": {}}
     by_phase: dict[str, int] = {}
     for pod in state.pods.values():
         phase = (pod.get("status") or {}).get("phase") or "Pending"
@@ -39,12 +50,7 @@ def snapshot(
         memory = decimal.Decimal(vm.spec.mem_mib) / 1024
         hourly = pricing.fargate_hourly(vcpu, memory, vm.spec.ephemeral_gib, rates)
         running[key] = (cpus + float(vcpu), gbs + float(memory), usd + float(hourly))
-    return {
-        "pods_by_phase": by_phase,
-        "watch_restarts": {name: watch.restarts for name, watch in watches.items()},
-        "lease_lag": lease_lag,
-        "running": running,
-    }
+    return {**common, "pods_by_phase": by_phase, "running": running}
 
 
 async def serve(*, host: str, port: int, ready: Callable[[], bool]) -> web.AppRunner:

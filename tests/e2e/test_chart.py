@@ -41,6 +41,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client as k8s
 
+from tests import kubectl as kubectl_cli
 from tests import waiting
 from vk_fargate import app, errors, settings
 from vk_fargate.admission import registration
@@ -180,17 +181,7 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     return found
 
 
-def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
-    done = subprocess.run(
-        [str(binaries.kubectl_path()), "--kubeconfig", str(kubeconfig), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
+kubectl = kubectl_cli.run
 
 
 # --- hack/check-chart.sh against a fresh API server ---------------------------------------

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client as k8s
 
-from tests import waiting
+from tests import kubectl, waiting
 from vk_fargate.devcluster import binaries, cluster, kubeconfigs, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
@@ -52,15 +52,7 @@ def _helm() -> str:
 
 
 def _kubectl(local: cluster.Cluster, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [str(binaries.kubectl_path()), "--kubeconfig", str(local.kubeconfig), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
+    return kubectl.run(local.kubeconfig, *args, stdin=stdin, timeout=120)
 
 
 def _on_loopback(configuration: dict[str, Any], url: str, cert: bytes) -> dict[str, Any]:

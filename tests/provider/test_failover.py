@@ -10,7 +10,6 @@ their pods alone, and register no webhooks (they would replace the session's).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,9 +19,9 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from prometheus_client import parser
 
-from tests import waiting
+from tests import kubectl, waiting
 from tests.provider import conftest
-from vk_fargate.devcluster import binaries, cluster, processes
+from vk_fargate.devcluster import cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
 from vk_fargate.fleet import client as fleet_api
@@ -110,23 +109,7 @@ def _ready(node: k8s.V1Node) -> bool:
 
 
 def _logs(local: cluster.Cluster, ns: str, pod: str) -> str:
-    done = subprocess.run(
-        [
-            str(binaries.kubectl_path()),
-            "--kubeconfig",
-            str(local.kubeconfig),
-            "-n",
-            ns,
-            "logs",
-            pod,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return kubectl.run(local.kubeconfig, "-n", ns, "logs", pod)
 
 
 async def test_the_standby_takes_over_a_dead_leader_without_a_node_going_not_ready(

@@ -1,0 +1,22 @@
+"""kubectl as the user runs it, against a test cluster: the one helper the tests share."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from vk_fargate.devcluster import binaries
+
+
+def run(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+    """``kubectl --kubeconfig kubeconfig args...``'s output; fails the test on an error."""
+    done = subprocess.run(
+        [str(binaries.kubectl_path()), "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout

@@ -2,11 +2,12 @@
 
 Life of a microVM: ``put`` places it (host, subnet, address) under one lock, so two
 creates never take the same room, records it ``pending`` and starts a named task that
-provisions it (cgroups, network namespace, shim) to ``provisioning``. From then on the
-shim's status file drives it (``running`` .. ``stopped``/``failed``), read when the
-shim pings the notify socket and, as a safety net, by a sweep every second that also
-notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets it once
-stopped (a ``deleted`` event). Every change is stored, then published as an event.
+provisions it (cgroups, network namespace, shim: ``provision``) to ``provisioning``.
+From then on the shim's status file drives it (``running`` .. ``stopped``/``failed``),
+read when the shim pings the notify socket and, as a safety net, by a sweep every second
+that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
+it once stopped (a ``deleted`` event). Every change is stored, then published as an
+event.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from vk_fargate.fleetd import (
     ipam,
     network,
     placement,
-    sandbox,
+    provision,
     shims,
     stats,
     store,
@@ -42,29 +43,6 @@ from vk_fargate.fleetd import (
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
-# Extra seconds past the grace period before a stuck shim and its cgroups are SIGKILLed.
-KILL_MARGIN = 5.0
-
-
-class Record:
-    """A microVM plus what the daemon needs to run it."""
-
-    def __init__(self, vm: models.MicroVM, vm_dir: Path) -> None:
-        self.vm = vm
-        self.dir = vm_dir
-        self.shim: supervisor.Shim | None = None
-        self.cgroups: list[str] = []
-        self.deleting = False
-        self.stop_reason: str | None = None  # why the daemon stopped it, if it did
-        self.status_mtime = 0.0
-
-    @property
-    def state(self) -> models.MicroVMState:
-        return self.vm.status.state
-
-    @property
-    def holds_resources(self) -> bool:
-        return self.state not in models.FINAL_STATES
 
 
 class Fleet:
@@ -72,16 +50,16 @@ class Fleet:
         self.cfg = cfg
         self.db = db
         self.bus = events.Bus(db, retention=cfg.event_retention)
-        self.vms: dict[str, Record] = {}
+        self.vms: dict[str, provision.Record] = {}
         self.pools = {s.id: ipam.SubnetPool(s.id, s.cidr, s.zone) for s in cfg.subnets}
         self.hosts = {h.id: hostinfo.HostInfo(h) for h in cfg.hosts}
         self.networking: network.Mode = network.detect(cfg.networking)
         self.limits: cgroups.Mode = cgroups.detect()
+        state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
+        self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-")
         self._place_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}
-        state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
-        self.netns_prefix = f"{state_key}-"
 
     # start and stop
 
@@ -98,12 +76,12 @@ class Fleet:
             if host.state == "draining":
                 self._spawn(self._enforce_drain(host.config.id), f"drain-{host.config.id}")
         if self.networking == "netns":  # namespaces of microVMs that did not survive
-            live = {self.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
-            await network.sweep(self.netns_prefix, live)
+            live = {self.host.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
+            await network.sweep(self.host.netns_prefix, live)
         self._spawn(self._sweep_forever(), "fleet-sweep")
 
     def _adopt(self, vm: models.MicroVM, pid: int | None, start: int | None) -> None:
-        record = Record(vm, self.cfg.state_dir / "microvms" / vm.id)
+        record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm.id)
         record.cgroups = [str(p) for p in cgroups.paths(self.limits, vm.id)]
         self.vms[vm.id] = record
         if vm.status.private_ip and vm.status.subnet in self.pools:
@@ -118,7 +96,7 @@ class Fleet:
                 reason="HostLost",
                 message="the microVM did not survive a restart of the fleet daemon",
             )
-            self._spawn(self._cleanup(record), f"cleanup-{vm.id}")
+            self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
 
@@ -133,7 +111,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.networking == "netns" and stop_microvms:
-            await network.sweep(self.netns_prefix, set())
+            await network.sweep(self.host.netns_prefix, set())
         if self.networking == "netns":
             used = {r.vm.status.subnet for r in self.vms.values() if r.holds_resources}
             for subnet_id in self._bridges:
@@ -192,7 +170,7 @@ class Fleet:
                     raise errors.Conflict(f"microVM {vm_id} exists with a different spec")
                 return existing.vm, False
             vm = self._place(vm_id, spec)
-            record = Record(vm, self.cfg.state_dir / "microvms" / vm_id)
+            record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
             self.vms[vm_id] = record
             self._save(record)
         self._spawn(self._provision(record), f"provision-{vm_id}")
@@ -234,66 +212,28 @@ class Fleet:
         ]
         return host.load(placed)
 
-    async def _provision(self, record: Record) -> None:
+    async def _provision(self, record: provision.Record) -> None:
         vm = record.vm
         try:
             self._set_state(record, "provisioning")
-            record.dir.mkdir(parents=True, exist_ok=True)
-            record.cgroups = cgroups.create(
-                self.limits,
-                vm.id,
-                vcpu_millis=vm.spec.vcpu_millis,
-                mem_mib=self._cgroup_mem(record),
-            )
-            netns = None
-            shim_network = None
             pool = self.pools[vm.status.subnet or ""]
-            if self.networking == "netns":
-                shim_network = sandbox.ShimNetwork(
-                    ip=vm.status.private_ip or "",
-                    prefix_len=pool.cidr.prefixlen,
-                    gateway=str(pool.gateway),
-                    bridge=self._bridges[pool.id],
-                )
-                if self.hosts[vm.status.host or ""].config.runtime == "process":
-                    netns = await network.create_sandbox(
-                        self.sandbox_key(vm.id),
-                        ip=ipaddress.IPv4Address(vm.status.private_ip),
-                        prefix_len=pool.cidr.prefixlen,
-                        gateway=pool.gateway,
-                        bridge=self._bridges[pool.id],
-                    )
-            if record.deleting:
-                return
-            spec = shims.spec_for(
-                vm,
-                cfg=self.cfg,
+            await provision.provision(
+                record,
+                self.host,
                 runtime=self.hosts[vm.status.host or ""].config.runtime,
-                vm_dir=record.dir,
-                cgroups=record.cgroups,
-                netns=netns,
-                network=shim_network,
-                notify_socket=self.notify_socket,
+                pool=pool,
+                bridge=self._bridges.get(pool.id, ""),
             )
-            record.shim = supervisor.launch(record.dir, spec)
-            self._save(record)
+            if record.shim is not None:
+                self._save(record)
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)
             self._set_state(record, "failed", reason="ProvisioningFailed", message=str(exc))
-            await self._cleanup(record)
-
-    def _cgroup_mem(self, record: Record) -> int:
-        # A QEMU process needs guest RAM plus ~100 MB of its own (microvm-facts.md).
-        host = self.hosts[record.vm.status.host or ""]
-        return record.vm.spec.mem_mib + (256 if host.config.runtime == "microvm" else 0)
-
-    def sandbox_key(self, vm_id: str) -> str:
-        """Names this fleet's network namespaces apart from other fleets' on the host."""
-        return f"{self.netns_prefix}{vm_id}"
+            await provision.release(record, self.host)
 
     @property
     def notify_socket(self) -> Path:
-        return self.cfg.state_dir / "notify.sock"
+        return self.host.notify_socket
 
     # status from shims
 
@@ -315,14 +255,14 @@ class Fleet:
         record.status_mtime = mtime
         self._apply(record, shim)
 
-    def _apply(self, record: Record, shim: dict[str, Any]) -> None:
+    def _apply(self, record: provision.Record, shim: dict[str, Any]) -> None:
         status, state, reason = shims.fold(
             record.vm.status, shim, deleting=record.deleting, stop_reason=record.stop_reason
         )
         record.vm = record.vm.model_copy(update={"status": status})
         self._set_state(record, state, reason=reason, message=shim.get("message"), force=True)
         if state in models.FINAL_STATES:
-            self._spawn(self._cleanup(record), f"cleanup-{record.vm.id}")
+            self._spawn(provision.release(record, self.host), f"cleanup-{record.vm.id}")
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -342,7 +282,7 @@ class Fleet:
                             reason="HostLost",
                             message="the microVM's shim process died",
                         )
-                        self._spawn(self._cleanup(record), f"cleanup-{vm_id}")
+                        self._spawn(provision.release(record, self.host), f"cleanup-{vm_id}")
 
     # delete
 
@@ -364,18 +304,18 @@ class Fleet:
         self._spawn(self._stop_and_purge(record, grace), f"stop-{vm_id}")
         return record.vm
 
-    async def _stop_and_purge(self, record: Record, grace: float) -> None:
+    async def _stop_and_purge(self, record: provision.Record, grace: float) -> None:
         shim = record.shim
         assert shim is not None
-        await self._wait_until(lambda: not supervisor.alive(shim), timeout=grace + KILL_MARGIN)
+        await provision.shim_exit(shim, timeout=grace + provision.KILL_MARGIN)
         supervisor.kill(shim, record.cgroups)
         self.refresh(record.vm.id)
         if record.holds_resources:
             self._set_state(record, "stopped", reason="Stopped", force=True)
-        await self._cleanup(record)
+        await provision.release(record, self.host)
         self._purge(record)
 
-    async def _purge_when_final(self, record: Record) -> None:
+    async def _purge_when_final(self, record: provision.Record) -> None:
         # A delete that raced provisioning: wait for the shim (if any) to appear, then stop it.
         await self._wait_until(
             lambda: (
@@ -391,13 +331,13 @@ class Fleet:
             return
         if record.holds_resources:
             self._set_state(record, "stopped", reason="Stopped")
-        await self._cleanup(record)
+        await provision.release(record, self.host)
         self._purge(record)
 
-    def _provision_done(self, record: Record) -> bool:
+    def _provision_done(self, record: provision.Record) -> bool:
         return not any(t.get_name() == f"provision-{record.vm.id}" for t in self._tasks)
 
-    def _purge(self, record: Record) -> None:
+    def _purge(self, record: provision.Record) -> None:
         vm = record.vm
         if self.vms.pop(vm.id, None) is None:
             return
@@ -406,16 +346,6 @@ class Fleet:
         self.db.delete_microvm(vm.id)
         shutil.rmtree(record.dir, ignore_errors=True)
         self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))
-
-    async def _cleanup(self, record: Record) -> None:
-        """Release what a stopped microVM held on the host (not its record or address)."""
-        if record.shim is not None:
-            shim = record.shim
-            await self._wait_until(lambda: not supervisor.alive(shim), timeout=KILL_MARGIN)
-            supervisor.kill(shim, record.cgroups)
-        if self.networking == "netns":
-            await network.delete_sandbox(self.sandbox_key(record.vm.id))
-        cgroups.remove(self.limits, record.vm.id)
 
     # hosts
 
@@ -467,7 +397,7 @@ class Fleet:
 
     def _set_state(
         self,
-        record: Record,
+        record: provision.Record,
         state: models.MicroVMState,
         *,
         reason: str | None = None,
@@ -489,7 +419,7 @@ class Fleet:
         record.vm = record.vm.model_copy(update={"status": status.model_copy(update=update)})
         self._save(record)
 
-    def _save(self, record: Record) -> None:
+    def _save(self, record: provision.Record) -> None:
         doc = record.vm.model_dump(mode="json")
         self.db.put_microvm(record.vm.id, doc, record.shim.identity if record.shim else None)
         self.bus.publish("microvm", microvm_id=record.vm.id, microvm=doc)

@@ -1,0 +1,125 @@
+"""What one microVM holds on its host, set up and given back.
+
+Provisioning is three steps: cgroups sized to the microVM (a QEMU process gets 256 MiB
+more for itself), a network namespace on the subnet's bridge for the ``process``
+runtime (a ``microvm`` shim makes its own tap on that bridge), and the shim, started
+with its spec. ``release`` undoes all of it and is safe to call twice or after a
+failure halfway. The daemon (``daemon.Fleet``) owns the microVM's states and records;
+this module owns the host's resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+from vk_fargate.fleet import models
+from vk_fargate.fleetd import cgroups, config, ipam, network, sandbox, shims, supervisor
+
+KILL_MARGIN = 5.0
+"""Seconds past the grace period before a stuck shim and its cgroups are SIGKILLed."""
+QEMU_OVERHEAD_MIB = 256
+"""A QEMU process needs guest RAM plus ~100 MB of its own (microvm-facts.md)."""
+
+
+class Record:
+    """A microVM plus what the daemon needs to run it."""
+
+    def __init__(self, vm: models.MicroVM, vm_dir: Path) -> None:
+        self.vm = vm
+        self.dir = vm_dir
+        self.shim: supervisor.Shim | None = None
+        self.cgroups: list[str] = []
+        self.deleting = False
+        self.stop_reason: str | None = None  # why the daemon stopped it, if it did
+        self.status_mtime = 0.0
+
+    @property
+    def state(self) -> models.MicroVMState:
+        return self.vm.status.state
+
+    @property
+    def holds_resources(self) -> bool:
+        return self.state not in models.FINAL_STATES
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """This host's ways of running microVMs, as the daemon detected them."""
+
+    cfg: config.FleetConfig
+    limits: cgroups.Mode
+    networking: network.Mode
+    netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
+
+    def sandbox_key(self, vm_id: str) -> str:
+        return f"{self.netns_prefix}{vm_id}"
+
+    @property
+    def notify_socket(self) -> Path:
+        return self.cfg.state_dir / "notify.sock"
+
+
+async def provision(
+    record: Record, host: Host, *, runtime: models.RuntimeName, pool: ipam.SubnetPool, bridge: str
+) -> None:
+    """Cgroups, network and shim for ``record``'s microVM; no shim if it is being deleted
+    meanwhile. Raises whatever the host refused; ``release`` cleans up after it."""
+    vm = record.vm
+    record.dir.mkdir(parents=True, exist_ok=True)
+    overhead = QEMU_OVERHEAD_MIB if runtime == "microvm" else 0
+    record.cgroups = cgroups.create(
+        host.limits, vm.id, vcpu_millis=vm.spec.vcpu_millis, mem_mib=vm.spec.mem_mib + overhead
+    )
+    netns = None
+    shim_network = None
+    if host.networking == "netns":
+        shim_network = sandbox.ShimNetwork(
+            ip=vm.status.private_ip or "",
+            prefix_len=pool.cidr.prefixlen,
+            gateway=str(pool.gateway),
+            bridge=bridge,
+        )
+        if runtime == "process":
+            netns = await network.create_sandbox(
+                host.sandbox_key(vm.id),
+                ip=ipaddress.IPv4Address(vm.status.private_ip),
+                prefix_len=pool.cidr.prefixlen,
+                gateway=pool.gateway,
+                bridge=bridge,
+            )
+    if record.deleting:
+        return
+    spec = shims.spec_for(
+        vm,
+        cfg=host.cfg,
+        runtime=runtime,
+        vm_dir=record.dir,
+        cgroups=record.cgroups,
+        netns=netns,
+        network=shim_network,
+        notify_socket=host.notify_socket,
+    )
+    record.shim = supervisor.launch(record.dir, spec)
+
+
+async def shim_exit(shim: supervisor.Shim, *, timeout: float) -> None:
+    """Wait until the shim has exited, or ``timeout`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while supervisor.alive(shim):
+                await asyncio.sleep(0.05)
+
+
+async def release(record: Record, host: Host) -> None:
+    """Give back what a stopped microVM held on the host (not its record or address):
+    its shim and every process in its cgroups, its network namespace, its cgroups."""
+    if record.shim is not None:
+        await shim_exit(record.shim, timeout=KILL_MARGIN)
+        supervisor.kill(record.shim, record.cgroups)
+    if host.networking == "netns":
+        await network.delete_sandbox(host.sandbox_key(record.vm.id))
+    cgroups.remove(host.limits, record.vm.id)

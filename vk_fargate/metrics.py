@@ -45,7 +45,8 @@ PROVISIONED_VCPU_SECONDS = prometheus_client.Counter(
 LOG_EVENTS = prometheus_client.Counter(
     "vkfargate_log_events",
     "Container log events by what became of them (shipped to CloudWatch Logs, rejected by "
-    "it for their age, or possibly shipped twice after a lost answer), by namespace.",
+    "it for their age, possibly shipped twice after a lost answer, or dropped by a grep "
+    "filter), by namespace.",
     ["namespace", "outcome"],
     registry=REGISTRY,
 )

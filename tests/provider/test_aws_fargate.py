@@ -1,7 +1,7 @@
 """Fargate's AWS-side behaviours through moto's server and a real provider process: a VPC
-without DNS warns on the profile, a pod's lines reach CloudWatch Logs in order (and a
-provider restart sends none twice), and a node whose pod execution role is not mapped
-in aws-auth is NotReady until it is."""
+without DNS warns on the profile, a pod's lines reach CloudWatch Logs in order through
+the grep filter of filters.conf (and a provider restart sends none twice), and a node
+whose pod execution role is not mapped in aws-auth is NotReady until it is."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ CLUSTER = "aws-fargate"
 NS = "talkers"
 GROUP = "/vk-fargate/e2e"
 LINES = [f"line {i}" for i in range(1, 61)]
+# filters.conf drops lines 10-19 (grep on log) and names one filter it cannot apply.
+FILTERS = (
+    "[FILTER]\n    Name grep\n    Match kube.*\n    Exclude log ^line 1\\d$\n"
+    "[FILTER]\n    Name kubernetes\n    Match kube.*\n"
+)
+KEPT = [line for line in LINES if not 10 <= int(line.split()[1]) <= 19]
 # 30 lines, a pause (a provider restart may fall in it, or not), 30 more, then quiet.
 TALK = (
     "for i in $(seq 1 30); do echo line $i; done; sleep 5; "
@@ -94,7 +100,8 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
                 data={
                     "output.conf": "[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n"
                     f"    region {world['region']}\n    log_group_name {GROUP}\n"
-                    "    log_stream_prefix fargate-\n    auto_create_group true\n"
+                    "    log_stream_prefix fargate-\n    auto_create_group true\n",
+                    "filters.conf": FILTERS,
                 },
             ),
         )
@@ -158,11 +165,16 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
         assert pod.metadata.annotations["Logging"] == "LoggingEnabled"
         stream = f"fargate-talker_{NS}_talk"
         await waiting.until(
-            lambda: _at_least(logs, stream, 30), timeout=60, what="30 lines in CloudWatch"
+            lambda: _at_least(logs, stream, 20), timeout=60, what="20 lines in CloudWatch"
+        )
+        events = await core.list_namespaced_event(NS, field_selector="involvedObject.name=talker")
+        assert any(
+            e.reason == "LoggingFiltersNotApplied" and "#2 kubernetes" in e.message
+            for e in events.items
         )
 
-        # /metrics counts what was shipped, by namespace.
-        async def shipped() -> float | None:
+        # /metrics counts what was shipped and what the grep filter dropped, by namespace.
+        async def counted(outcome: str) -> float | None:
             port = provider.env["VK_FARGATE_METRICS_PORT"]
             async with (
                 aiohttp.ClientSession() as http,
@@ -173,21 +185,22 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
                 for sample in family.samples:
                     if sample.name == "vkfargate_log_events_total" and sample.labels == {
                         "namespace": NS,
-                        "outcome": "shipped",
+                        "outcome": outcome,
                     }:
                         return float(sample.value)
             return None
 
-        counted = await waiting.until(shipped, what="shipped log events in /metrics")
-        assert 30 <= counted <= 60  # the batch holding lines 1-30, perhaps 31-60 too
+        shipped = await waiting.until(lambda: counted("shipped"), what="shipped in /metrics")
+        assert 20 <= shipped <= 50  # the batch holding lines 1-30, perhaps 31-60 too
+        assert await counted("filtered") == 10
 
         # A restarted provider resumes where CloudWatch's copy ends: nothing twice.
         provider.stop()
         await provider.start()
         await waiting.until(
-            lambda: _at_least(logs, stream, 60), timeout=90, what="60 lines in CloudWatch"
+            lambda: _at_least(logs, stream, 50), timeout=90, what="50 lines in CloudWatch"
         )
-        assert _stream(logs, stream) == LINES
+        assert _stream(logs, stream) == KEPT
 
         # No aws-auth mapping for the pod execution role: the node says so, NotReady.
         node_name = pod.spec.node_name
@@ -210,7 +223,7 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
         )
         again = await waiting.until(lambda: ready("True"), timeout=60, what="the node Ready")
         assert again["reason"] == "KubeletReady"
-        assert _stream(logs, stream) == LINES
+        assert _stream(logs, stream) == KEPT
     finally:
         await api.close()
         provider.stop()

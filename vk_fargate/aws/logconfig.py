@@ -6,6 +6,8 @@ EKS Fargate runs Fluent Bit for every pod, configured by this ConfigMap
 problem; ``parse`` gives the CloudWatch outputs ``aws.logging.Shipper`` ships to. Other
 outputs (Firehose, OpenSearch, Kinesis) are valid but not shipped; ``unshipped_outputs``
 names them. Fluent Bit templates (``$(...)``, ``${...}``) are not expanded and are reported.
+``grep`` filters are checked as Fluent Bit would (rules, regexes, ``Logical_Op``) and
+applied by ``logfilter``; the other filters are valid but not applied.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Mapping
 
 from vk_fargate import errors
+from vk_fargate.aws import logfilter
 
 NAMESPACE = "aws-observability"
 CONFIG_MAP = "aws-logging"
@@ -84,6 +87,11 @@ class LoggingConfig:
     filters: tuple[Section, ...]
     parsers: tuple[Section, ...]
     flb_log_cw: bool
+
+    @property
+    def filter_plugins(self) -> list[tuple[str, logfilter.Entries]]:
+        """Each ``[FILTER]`` as (plugin name, entries), for ``logfilter``."""
+        return [(f.get("name") or "", f.entries) for f in self.filters]
 
 
 def parse_sections(text: str, where: str) -> tuple[list[Section], list[str]]:
@@ -193,13 +201,17 @@ def _check(data: Mapping[str, str]) -> tuple[LoggingConfig | None, list[str]]:
             elif section.get("name") is None and section_name != "PARSER":
                 found.append(f"{key}: a [{section_name}] section has no Name")
         parsed[key] = [s for s in sections if s.name == section_name]
-    for section in parsed["filters.conf"]:
+    for index, section in enumerate(parsed["filters.conf"], start=1):
         plugin = (section.get("name") or "").lower()
         if plugin and plugin not in SUPPORTED_FILTERS:
             found.append(
                 f"filters.conf: filter {plugin!r} is not supported on Fargate "
                 f"({', '.join(SUPPORTED_FILTERS)})"
             )
+        elif plugin == "grep":
+            found += logfilter.parse_grep(section.entries, f"filters.conf [FILTER] #{index} grep")[
+                1
+            ]
     flb_log_cw = _bool(data.get("flb_log_cw"), default=False)
     if flb_log_cw is None:
         found.append("flb_log_cw must be true or false")

@@ -5,7 +5,9 @@ We ship the lines ourselves: a pod that fargate-scheduler annotated
 ``Logging: LoggingEnabled`` gets, for each container and each CloudWatch output, a task
 that follows the container's log through the fleet API (instance after instance, across
 restarts) and feeds an ``aws.logging.Shipper``. As on Fargate, the ConfigMap is read when
-a pod's shipping starts: a change applies to pods started after it.
+a pod's shipping starts: a change applies to pods started after it. Its ``grep`` filters
+on ``log`` drop lines before they are shipped (``aws.logfilter``; counted as
+``filtered`` in ``vkfargate_log_events_total``).
 
 A restarted provider resumes each stream where CloudWatch's copy ends (its newest
 millisecond, and the messages already stored at that millisecond), so restarts do not
@@ -20,10 +22,10 @@ import asyncio
 import collections
 import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from vk_fargate import errors, metrics
-from vk_fargate.aws import logconfig, session
+from vk_fargate.aws import logconfig, logfilter, session
 from vk_fargate.aws import logging as aws_logging
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.fleet import models
@@ -148,11 +150,12 @@ class LogRouter:
         config = await self._config()
         for uid, pod, vm in starting:
             self.started.add(uid)
-            outputs = config.outputs if config is not None else ()
+            if config is None:
+                continue
             containers = [c.name for c in [*vm.spec.init_containers, *vm.spec.containers]]
-            for index, output in enumerate(outputs):
+            for index, output in enumerate(config.outputs):
                 for container in containers:
-                    self._start(pod, (uid, container, index), output)
+                    self._start(pod, (uid, container, index), output, config.filter_plugins)
 
     async def _config(self) -> logconfig.LoggingConfig | None:
         try:
@@ -165,10 +168,17 @@ class LogRouter:
                 raise
         return None
 
-    def _start(self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput) -> None:
+    def _start(
+        self,
+        pod: kube.JSON,
+        key: Key,
+        output: logconfig.CloudWatchOutput,
+        filters: list[tuple[str, logfilter.Entries]],
+    ) -> None:
         meta = pod["metadata"]
         name = f"ship-logs/{meta['namespace']}/{meta['name']}/{key[1]}/{key[2]}"
-        task = asyncio.get_running_loop().create_task(self._ship(pod, key, output), name=name)
+        shipping = self._ship(pod, key, output, filters)
+        task = asyncio.get_running_loop().create_task(shipping, name=name)
         self.tasks[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -184,9 +194,19 @@ class LogRouter:
             self._clients[region] = await session.client(self.aws, "logs", region=region)
         return self._clients[region]
 
-    async def _ship(self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput) -> None:
+    async def _ship(
+        self,
+        pod: kube.JSON,
+        key: Key,
+        output: logconfig.CloudWatchOutput,
+        filters: list[tuple[str, logfilter.Entries]],
+    ) -> None:
         meta = pod["metadata"]
         uid, container, _ = key
+        tagged = logfilter.tag(
+            namespace=meta["namespace"], pod=meta["name"], container=container, container_id=uid
+        )
+        plan = logfilter.plan(filters, tagged)
         try:
             shipper = aws_logging.Shipper(
                 await self._logs_client(output.region),
@@ -196,7 +216,10 @@ class LogRouter:
                 container=container,
             )
             self.stats[key] = (meta["namespace"], shipper.stats)
-            await shipper.run(self._lines(uid, container, await self._resume(shipper)))
+            lines = self._lines(uid, container, await self._resume(shipper))
+            if plan.greps:
+                lines = _kept(lines, plan.keep, meta["namespace"])
+            await shipper.run(lines)
         except errors.AwsError as exc:
             log.warning(
                 "shipping %s/%s %s stopped: %s", meta["namespace"], meta["name"], container, exc
@@ -279,3 +302,14 @@ class LogRouter:
             # Read to its end: a terminated instance needs no second look until it changes.
             followed = current if current is not None and current[1] == "terminated" else None
             await asyncio.sleep(POLL)
+
+
+async def _kept(
+    lines: AsyncIterator[tuple[int, str]], keep: Callable[[str], bool], namespace: str
+) -> AsyncIterator[tuple[int, str]]:
+    """The lines the filters keep; the others are counted as ``filtered``."""
+    async for at, text in lines:
+        if keep(text):
+            yield at, text
+        else:
+            metrics.LOG_EVENTS.labels(namespace, "filtered").inc()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vk_fargate import errors, settings
-from vk_fargate.aws import logconfig
+from vk_fargate.aws import logconfig, logfilter
 from vk_fargate.fargate import environment, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -212,6 +212,16 @@ class Scheduler:
                 "AWS_BACKEND_DISABLED",
                 "the aws-logging ConfigMap is valid but the provider has no AWS backend "
                 "(set VK_FARGATE_AWS_ENABLED=true)",
+            )
+        ignored = logfilter.not_applied(config.filter_plugins)
+        if ignored:
+            await self.recorder.record(
+                pod,
+                "LoggingFiltersNotApplied",
+                "vk-fargate applies grep filters on the log key only; lines pass these "
+                f"filters.conf filters unfiltered: {', '.join(ignored)}",
+                warning=True,
+                component=SCHEDULER,
             )
         return "LoggingEnabled"
 

@@ -153,9 +153,9 @@ class LogRouter:
             if config is None:
                 continue
             containers = [c.name for c in [*vm.spec.init_containers, *vm.spec.containers]]
-            for index, output in enumerate(config.outputs):
+            for index in range(len(config.outputs)):
                 for container in containers:
-                    self._start(pod, (uid, container, index), output, config.filter_plugins)
+                    self._start(pod, (uid, container, index), config)
 
     async def _config(self) -> logconfig.LoggingConfig | None:
         try:
@@ -168,17 +168,10 @@ class LogRouter:
                 raise
         return None
 
-    def _start(
-        self,
-        pod: kube.JSON,
-        key: Key,
-        output: logconfig.CloudWatchOutput,
-        filters: list[tuple[str, logfilter.Entries]],
-    ) -> None:
+    def _start(self, pod: kube.JSON, key: Key, config: logconfig.LoggingConfig) -> None:
         meta = pod["metadata"]
         name = f"ship-logs/{meta['namespace']}/{meta['name']}/{key[1]}/{key[2]}"
-        shipping = self._ship(pod, key, output, filters)
-        task = asyncio.get_running_loop().create_task(shipping, name=name)
+        task = asyncio.get_running_loop().create_task(self._ship(pod, key, config), name=name)
         self.tasks[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -194,19 +187,14 @@ class LogRouter:
             self._clients[region] = await session.client(self.aws, "logs", region=region)
         return self._clients[region]
 
-    async def _ship(
-        self,
-        pod: kube.JSON,
-        key: Key,
-        output: logconfig.CloudWatchOutput,
-        filters: list[tuple[str, logfilter.Entries]],
-    ) -> None:
+    async def _ship(self, pod: kube.JSON, key: Key, config: logconfig.LoggingConfig) -> None:
         meta = pod["metadata"]
-        uid, container, _ = key
+        uid, container, index = key
+        output = config.outputs[index]
         tagged = logfilter.tag(
             namespace=meta["namespace"], pod=meta["name"], container=container, container_id=uid
         )
-        plan = logfilter.plan(filters, tagged)
+        plan = logfilter.plan(config.filter_plugins, tagged)
         try:
             shipper = aws_logging.Shipper(
                 await self._logs_client(output.region),

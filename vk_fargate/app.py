@@ -127,6 +127,9 @@ class Provider:
                 namespace=cfg.namespace,
                 name=cfg.leader_lease,
                 identity=os.environ.get("POD_NAME") or socket.gethostname(),
+                duration=cfg.leader_lease_seconds,
+                renew_deadline=cfg.leader_renew_deadline_seconds,
+                retry=cfg.leader_retry_seconds,
             )
         self._tasks: list[asyncio.Task[None]] = []
         self.failed = asyncio.Event()

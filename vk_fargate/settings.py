@@ -106,6 +106,15 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         default=False, description="Several replicas: only the Lease holder schedules."
     )
     leader_lease: str = "vk-fargate-leader"
+    leader_lease_seconds: float = pydantic.Field(
+        default=15.0, gt=0, description="A standby takes a Lease unchanged for this long."
+    )
+    leader_renew_deadline_seconds: float = pydantic.Field(
+        default=10.0, gt=0, description="The leader steps down after failing to renew this long."
+    )
+    leader_retry_seconds: float = pydantic.Field(
+        default=2.0, gt=0, description="Between looks at (and renewals of) the leader Lease."
+    )
     workers: int = pydantic.Field(default=16, ge=1, le=256)
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
     node_status_seconds: float = pydantic.Field(default=60.0, gt=0)

@@ -1,10 +1,15 @@
 """Leader election on a coordination.k8s.io Lease, as client-go does it.
 
 Replicas of the provider all serve the kubelet API and the webhooks, but only the
-leader schedules and reconciles. A candidate takes the Lease when it is free or its
-holder has not renewed it for ``duration`` seconds; the leader renews every
-``renew`` seconds. Optimistic concurrency (the Lease's resourceVersion) makes a
-takeover race safe: of two writers one gets 409 and stays a follower.
+leader schedules and reconciles. Every ``retry`` seconds a candidate looks at the Lease
+and the leader renews it. A candidate takes the Lease when it is free, or when it has
+seen no change to it (holder, renewTime) for ``duration`` seconds of its *own* clock:
+like client-go it never compares the holder's renewTime with its own clock, so clock
+skew between nodes cannot end a live leader's term early. A leader that could not renew
+for ``renew_deadline`` seconds (shorter than ``duration``) stops leading before anyone
+may take over, so two replicas never both lead. Optimistic concurrency (the Lease's
+resourceVersion) makes a takeover race safe: of two writers one gets 409 and stays a
+follower.
 """
 
 from __future__ import annotations
@@ -27,12 +32,6 @@ def _micro(moment: datetime.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 class Elector:
     def __init__(
         self,
@@ -42,8 +41,14 @@ class Elector:
         name: str,
         identity: str,
         duration: float = 15.0,
-        renew: float = 5.0,
+        renew_deadline: float = 10.0,
+        retry: float = 2.0,
     ) -> None:
+        if not 0 < retry < renew_deadline < duration:
+            raise errors.ConfigError(
+                f"leader election needs retry < renew deadline < lease duration, got "
+                f"{retry}s, {renew_deadline}s, {duration}s"
+            )
         self.api = api
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
         self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -51,7 +56,10 @@ class Elector:
         self.name = name
         self.identity = identity
         self.duration = duration
-        self.renew = renew
+        self.renew_deadline = renew_deadline
+        self.retry = retry
+        self._observed: tuple[object, ...] | None = None  # the Lease's holder and renewTime
+        self._observed_at = 0.0  # this process's clock when they last changed
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
 
@@ -85,10 +93,12 @@ class Elector:
                 raise
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
-        renewed = _parse(current.get("renewTime"))
-        expired = renewed is None or (now - renewed).total_seconds() > float(
-            current.get("leaseDurationSeconds") or self.duration
-        )
+        clock = asyncio.get_running_loop().time()
+        observed = (holder, current.get("renewTime"), current.get("leaseTransitions"))
+        if observed != self._observed:
+            self._observed, self._observed_at = observed, clock
+        held_for = float(current.get("leaseDurationSeconds") or self.duration)
+        expired = clock - self._observed_at > held_for
         if holder not in (self.identity, None, "") and not expired:
             return False
         if holder != self.identity:
@@ -104,7 +114,7 @@ class Elector:
         return True
 
     async def run(self) -> None:
-        """Campaign, then lead until a renewal fails for ``duration`` (sets ``lost``)."""
+        """Campaign, then lead until renewals fail for ``renew_deadline`` (sets ``lost``)."""
         while not self.leading.is_set():
             try:
                 if await self._try():
@@ -113,10 +123,10 @@ class Elector:
                     break
             except (errors.KubeError, OSError, TimeoutError) as exc:
                 log.warning("leader election attempt failed: %s", exc)
-            await asyncio.sleep(self.renew)
+            await asyncio.sleep(self.retry)
         last = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(self.renew)
+            await asyncio.sleep(self.retry)
             try:
                 if await self._try():
                     last = asyncio.get_running_loop().time()
@@ -124,7 +134,7 @@ class Elector:
                 log.error("another replica took the leader lease")
             except (errors.KubeError, OSError, TimeoutError) as exc:
                 log.warning("renewing the leader lease failed: %s", exc)
-                if asyncio.get_running_loop().time() - last < self.duration:
+                if asyncio.get_running_loop().time() - last < self.renew_deadline:
                     continue
             self.lost.set()
             return

@@ -67,6 +67,21 @@ async def profiles_served(api: k8s.ApiClient) -> bool:
     return True
 
 
+async def create_profile(api: k8s.ApiClient, name: str, spec: dict[str, Any]) -> None:
+    """Create FargateProfile ``name`` with ``spec`` (selectors, subnets, role)."""
+    await k8s.CustomObjectsApi(api).create_cluster_custom_object(
+        "fargate.vk-fargate.io",
+        "v1",
+        "fargateprofiles",
+        {
+            "apiVersion": "fargate.vk-fargate.io/v1",
+            "kind": "FargateProfile",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+
+
 def shell_pod(name: str, script: str) -> dict[str, Any]:
     """A pod for fargate-scheduler whose one container (``main``) runs ``sh -c script``."""
     return {

@@ -41,20 +41,10 @@ async def stack(
 async def _profile(
     api: k8s.ApiClient, name: str, namespace: str, subnets: list[str], role: str
 ) -> None:
-    await k8s.CustomObjectsApi(api).create_cluster_custom_object(
-        "fargate.vk-fargate.io",
-        "v1",
-        "fargateprofiles",
-        {
-            "apiVersion": "fargate.vk-fargate.io/v1",
-            "kind": "FargateProfile",
-            "metadata": {"name": name},
-            "spec": {
-                "selectors": [{"namespace": namespace}],
-                "subnets": subnets,
-                "podExecutionRoleARN": role,
-            },
-        },
+    await conftest.create_profile(
+        api,
+        name,
+        {"selectors": [{"namespace": namespace}], "subnets": subnets, "podExecutionRoleARN": role},
     )
 
 

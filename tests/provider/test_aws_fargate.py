@@ -106,19 +106,13 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
             ),
         )
         await waiting.until(lambda: conftest.profiles_served(api), what="FargateProfiles served")
-        await custom.create_cluster_custom_object(
-            "fargate.vk-fargate.io",
-            "v1",
-            "fargateprofiles",
+        await conftest.create_profile(
+            api,
+            "talk",
             {
-                "apiVersion": "fargate.vk-fargate.io/v1",
-                "kind": "FargateProfile",
-                "metadata": {"name": "talk"},
-                "spec": {
-                    "selectors": [{"namespace": NS}],
-                    "subnets": world["private_subnets"],
-                    "podExecutionRoleARN": world["role_arn"],
-                },
+                "selectors": [{"namespace": NS}],
+                "subnets": world["private_subnets"],
+                "podExecutionRoleARN": world["role_arn"],
             },
         )
 

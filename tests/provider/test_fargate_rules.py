@@ -341,17 +341,7 @@ async def test_a_budget_that_selects_nothing_gets_a_warning(
 ) -> None:
     ns = await conftest.namespace(api, "typo")
     custom = k8s.CustomObjectsApi(api)
-    await custom.create_cluster_custom_object(
-        "fargate.vk-fargate.io",
-        "v1",
-        "fargateprofiles",
-        {
-            "apiVersion": "fargate.vk-fargate.io/v1",
-            "kind": "FargateProfile",
-            "metadata": {"name": ns},
-            "spec": {"selectors": [{"namespace": ns}]},
-        },
-    )
+    await conftest.create_profile(api, ns, {"selectors": [{"namespace": ns}]})
     try:
         await k8s.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
             ns,

@@ -28,6 +28,7 @@ import pytest
 
 from tests import waiting
 from vk_fargate.fleetd import crilog, guest, sandbox
+from vk_fargate.fleetd import network as fleetd_network
 from vk_fargate.fleetd.runtimes import microvm
 
 pytestmark = pytest.mark.skipif(
@@ -293,6 +294,10 @@ async def test_guest_serves_http_on_the_bridge(
         assert (
             await waiting.until(page, timeout=30, what="HTTP from the guest") == "hello over tap\n"
         )
+        # The daemon's /stats reads the guest's traffic from this tap, by this name.
+        assert tap == microvm.default_tap(spec["id"])
+        counted = fleetd_network.counters(tap)
+        assert counted is not None and counted["tx_bytes"] > 0 and counted["rx_bytes"] > 0
     finally:
         shim.send_signal(signal.SIGTERM)
         await finish(shim)

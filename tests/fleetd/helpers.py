@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -57,3 +59,14 @@ async def forgotten(fleet: client.FleetClient, vm_id: str) -> bool:
     except errors.NotFound:
         return True
     return False
+
+
+def route_via_bridge(ip: str) -> bool:
+    """True when the kernel would send to ``ip`` over one of fleetd's bridges (check it
+    before sending anything to a pod IP)."""
+    route = json.loads(
+        subprocess.run(
+            ["ip", "-j", "route", "get", ip], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    return str(route.get("dev", "")).startswith("vkfbr")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -175,16 +173,6 @@ async def test_cgroup_limits_match_the_size(fleet_client: client.FleetClient) ->
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
-def _route_via_bridge(ip: str) -> bool:
-    """True when the kernel would send to ``ip`` over one of fleetd's bridges."""
-    route = json.loads(
-        subprocess.run(
-            ["ip", "-j", "route", "get", ip], capture_output=True, text=True, check=True
-        ).stdout
-    )[0]
-    return str(route.get("dev", "")).startswith("vkfbr")
-
-
 @needs_root
 async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
     fleet_client: client.FleetClient, fleet: devfleet.Fleet
@@ -203,7 +191,7 @@ async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
     assert len(set(ips)) == 2
     async with aiohttp.ClientSession() as http:
         for ip in ips:
-            assert _route_via_bridge(ip), f"no route to {ip} via a fleetd bridge"
+            assert helpers.route_via_bridge(ip), f"no route to {ip} via a fleetd bridge"
 
             async def welcome(address: str = ip) -> str | None:
                 try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import pathlib
+import socket
 
 import pytest
 
@@ -125,6 +126,35 @@ async def test_a_restarted_container_is_read_from_its_new_instance(
         what="the microVM to be forgotten",
     )
     assert not accounting.exists()  # the accounting groups went with the microVM
+
+
+async def test_the_network_counters_are_the_microvm_s_traffic(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    await fleet_client.put_microvm(vm_id, helpers.spec(helpers.shell("nap", IDLE)))
+    try:
+        vm = await helpers.until_vm(fleet_client, vm_id, _running)
+        before = (await fleet_client.microvm_stats(vm_id)).network
+        if (await fleet_client.hosts())[0].networking == "nominal":
+            assert before is None  # no link, nothing to count
+            return
+        assert before is not None and before.name == "eth0"
+        assert vm.status.private_ip is not None
+        assert helpers.route_via_bridge(vm.status.private_ip)
+        # 40 datagrams of 1000 bytes to a port nobody listens on: received by the
+        # microVM (rx), which may answer with ICMP port unreachable (tx).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for _ in range(40):
+                udp.sendto(b"x" * 1000, (vm.status.private_ip, 9))
+        await asyncio.sleep(0.5)
+        after = (await fleet_client.microvm_stats(vm_id)).network
+        assert after is not None
+        assert after.rx_bytes - before.rx_bytes >= 40 * 1000
+        assert after.tx_bytes >= before.tx_bytes
+        assert after.rx_errors == before.rx_errors == 0
+    finally:
+        await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_unknown_microvm_is_404(fleet_client: client.FleetClient) -> None:

@@ -17,6 +17,7 @@ from kubernetes_asyncio import client as k8s
 from prometheus_client import parser
 
 from tests import waiting
+from tests.fleetd import helpers as fleetd_helpers
 from tests.provider import conftest
 from vk_fargate.devcluster import cluster
 
@@ -99,6 +100,19 @@ async def test_each_node_reports_its_own_pod_with_changing_numbers(
         # The other node's summary is the other pod's, not this one's.
         [other] = (await summary(sleeper))["pods"]
         assert other["podRef"]["name"] == "sleeper"
+
+        # The pod's eth0: datagrams sent to its IP (on fleetd's bridge) show as received.
+        ip = pods["sleeper"].status.pod_ip
+        assert fleetd_helpers.route_via_bridge(ip)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for _ in range(20):
+                udp.sendto(b"x" * 1000, (ip, 9))
+        await asyncio.sleep(0.5)
+        third = await summary(sleeper)
+        network = third["pods"][0]["network"]
+        assert network["name"] == "eth0" and network["interfaces"][0]["name"] == "eth0"
+        assert network["rxBytes"] - other["network"]["rxBytes"] >= 20 * 1000
+        assert third["node"]["network"] == network
 
         # /metrics/resource: the Prometheus text metrics-server reads.
         async def metrics(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:

@@ -83,6 +83,9 @@ def reading(
                 memory=_memory(20 * 1024**2),
             ),
         ],
+        network=models.NetworkStats(
+            name="eth0", rx_bytes=123_456, rx_errors=0, tx_bytes=7_890, tx_errors=1
+        ),
     )
 
 
@@ -122,10 +125,11 @@ def test_summary_is_a_kubelet_summary(statscheck: Path) -> None:
     assert_round_trips(statscheck, two_samples(stats.Rates()))
 
 
-def test_summary_of_a_microvm_without_container_readings(statscheck: Path) -> None:
-    bare = reading().model_copy(update={"containers": []})
+def test_summary_of_a_microvm_without_container_or_network_readings(statscheck: Path) -> None:
+    bare = reading().model_copy(update={"containers": [], "network": None})
     document = stats.summary(NODE, POD, bare, stats.Rates())
     assert document["pods"][0]["containers"] == []
+    assert "network" not in document["node"] and "network" not in document["pods"][0]
     assert_round_trips(statscheck, document)
 
 
@@ -142,6 +146,12 @@ def test_summary_of_a_microvm_without_container_readings(statscheck: Path) -> No
         ("pod", lambda d: d["pods"][0]["podRef"].update(uid=7), "uid"),
         ("time", lambda d: d["node"].update(startTime="yesterday"), "yesterday"),
         ("container", lambda d: d["pods"][0]["containers"][0].update(cpuUsage=1), "cpuUsage"),
+        ("network", lambda d: d["pods"][0]["network"].update(rxPackets=1), "rxPackets"),
+        (
+            "interface",
+            lambda d: d["node"]["network"]["interfaces"][0].update(txBytes=-5),
+            "txBytes",
+        ),
     ],
 )
 def test_the_checker_rejects_what_the_go_type_does_not_have(
@@ -208,6 +218,9 @@ def test_summary_values() -> None:
         "workingSetBytes": 100 * 1024**2,
         "rssBytes": 80 * 1024**2,
     }
+    eth0 = {"name": "eth0", "rxBytes": 123_456, "rxErrors": 0, "txBytes": 7_890, "txErrors": 1}
+    assert pod["network"] == {"time": "2026-11-27T19:13:20Z", **eth0, "interfaces": [eth0]}
+    assert node["network"] == pod["network"]
     assert sidecar["startTime"] == "2026-11-27T19:00:05Z"  # from the pod's status
     assert sidecar["cpu"]["usageNanoCores"] == 0
     assert "rssBytes" not in sidecar["memory"]  # not read, so not written

@@ -38,6 +38,7 @@ MODELLED = [
     "CPUStats",
     "MemoryStats",
     "ContainerStats",
+    "NetworkStats",
     "MicroVMStats",
     "MaintenanceNotice",
     "Event",

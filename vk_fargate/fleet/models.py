@@ -174,6 +174,14 @@ class ContainerStats(Model):
     memory: MemoryStats
 
 
+class NetworkStats(Model):
+    name: str
+    rx_bytes: int = pydantic.Field(ge=0)
+    rx_errors: int = pydantic.Field(ge=0)
+    tx_bytes: int = pydantic.Field(ge=0)
+    tx_errors: int = pydantic.Field(ge=0)
+
+
 class MicroVMStats(Model):
     microvm_id: MicroVMId
     timestamp: datetime.datetime
@@ -181,6 +189,7 @@ class MicroVMStats(Model):
     cpu: CPUStats
     memory: MemoryStats
     containers: list[ContainerStats]
+    network: NetworkStats | None = None
 
 
 class MaintenanceNotice(Model):

@@ -39,6 +39,7 @@ from vk_fargate.fleetd import (
     store,
     supervisor,
 )
+from vk_fargate.fleetd.runtimes import microvm
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +136,29 @@ class Fleet:
         return models.MicroVMList(items=items, cursor=self.bus.cursor)
 
     def stats(self, vm_id: str) -> models.MicroVMStats:
-        """CPU and memory of a running microVM (see ``stats``); Conflict without any."""
+        """CPU, memory and network of a running microVM (see ``stats``); Conflict without
+        any readings."""
         record = self.vms.get(vm_id)
         if record is None:
             raise errors.NotFound(f"microVM {vm_id} not found")
         if record.state not in ("running", "stopping") or record.shim is None:
             raise errors.Conflict(f"microVM {vm_id} is {record.state}: it has no stats")
         host = self.hosts.get(record.vm.status.host or "")
-        per_container = host is not None and host.config.runtime == "process"
-        found = stats.read(self.limits, record.vm, record.cgroups, per_container=per_container)
+        runtime = host.config.runtime if host is not None else None
+        interface = None
+        if self.networking == "netns" and runtime is not None:
+            interface = (
+                network.host_end(self.host.sandbox_key(vm_id))
+                if runtime == "process"
+                else microvm.default_tap(vm_id)
+            )
+        found = stats.read(
+            self.limits,
+            record.vm,
+            record.cgroups,
+            per_container=runtime == "process",
+            interface=interface,
+        )
         if found is None:
             raise errors.Conflict(f"microVM {vm_id} has no stats: this host has no cgroups")
         return found

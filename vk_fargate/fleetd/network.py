@@ -45,6 +45,23 @@ def bridge_name(subnet_id: str) -> str:
     return _short("vkfbr", subnet_id)
 
 
+def host_end(vm_id: str) -> str:
+    """The host's end of the sandbox's veth pair (``vm_id``: the sandbox key)."""
+    return _short("vkfv", vm_id)
+
+
+def counters(interface: str) -> dict[str, int] | None:
+    """The kernel's rx/tx byte and error counters of a host interface; None if it is gone."""
+    folder = Path("/sys/class/net") / interface / "statistics"
+    try:
+        return {
+            name: int((folder / name).read_text())
+            for name in ("rx_bytes", "rx_errors", "tx_bytes", "tx_errors")
+        }
+    except (OSError, ValueError):
+        return None
+
+
 def netns_name(vm_id: str) -> str:
     return f"vkf-{vm_id}"
 
@@ -119,14 +136,14 @@ async def create_sandbox(
     ``vm_id`` is the fleet's key for the sandbox (its prefix plus the microVM id).
     """
     ns = netns_name(vm_id)
-    host_end = _short("vkfv", vm_id)
+    veth = host_end(vm_id)
     await delete_sandbox(vm_id)  # a leftover of a crash would make `netns add` fail
     await _batch(
         [
             f"netns add {ns}",
-            f"link add {host_end} type veth peer name eth0 netns {ns}",
-            f"link set {host_end} master {bridge}",
-            f"link set {host_end} up",
+            f"link add {veth} type veth peer name eth0 netns {ns}",
+            f"link set {veth} master {bridge}",
+            f"link set {veth} up",
         ]
     )
     await _batch(

@@ -16,6 +16,9 @@ Why here: the daemon owns the cgroups, so it is the one place that can read them
   charged for; so a container does not seem bigger than its microVM), RSS ``RssAnon``.
   A container with no group (v2, or its group gone because it just ended) has no
   entry; the QEMU runtime has none at all.
+- **The network** is the host's end of the microVM's link (the sandbox's veth, or the
+  QEMU tap) read from ``/sys/class/net``, turned around: what the host end sent, the
+  microVM received. None without one (``nominal`` networking).
 
 Reads are small procfs/cgroupfs files, so they are done inline.
 """
@@ -27,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import cgroups, sandbox
+from vk_fargate.fleetd import cgroups, network, sandbox
 
 KIB = 1024  # /proc/<pid>/status reports sizes in kB (KiB)
 STATUS_KEYS = ("VmRSS", "RssAnon", "RssShmem")
@@ -39,6 +42,7 @@ def read(
     cgroup_dirs: list[str],
     *,
     per_container: bool,
+    interface: str | None = None,
 ) -> models.MicroVMStats | None:
     """The microVM's readings now; None when it has no cgroup to read."""
     timestamp = models.now()
@@ -72,6 +76,20 @@ def read(
         cpu=models.CPUStats(usage_core_nanoseconds=cpu_ns),
         memory=memory,
         containers=containers,
+        network=_network(interface) if interface is not None else None,
+    )
+
+
+def _network(host_end: str) -> models.NetworkStats | None:
+    found = network.counters(host_end)
+    if found is None:
+        return None
+    return models.NetworkStats(
+        name="eth0",
+        rx_bytes=found["tx_bytes"],
+        rx_errors=found["tx_errors"],
+        tx_bytes=found["rx_bytes"],
+        tx_errors=found["rx_errors"],
     )
 
 

@@ -6,7 +6,8 @@ microVM's (``models.MicroVMStats``, from the fleet) and so are the pod's; contai
 have numbers of their own where the fleet reads them (else none). Two formats:
 
 - ``summary``: ``/stats/summary``, the JSON of k8s.io/kubelet ``stats/v1alpha1``
-  ``Summary`` for one virtual node. Times are RFC 3339 in whole seconds, as
+  ``Summary`` for one virtual node (CPU, memory, and the microVM's ``eth0`` as both the
+  node's and the pod's network when the fleet reads it). Times are RFC 3339 in whole seconds, as
   ``metav1.Time`` writes them. Only values we have are written: no zeros stand in
   for what the fleet did not read (``usageNanoCores`` appears from the second sample
   on; ``availableBytes`` only with a known memory capacity).
@@ -179,6 +180,8 @@ def summary(
     if node_start:
         node_doc["startTime"] = node_start
     node_doc.update(cpu=vm_cpu, memory=node_memory)
+    if stats.network is not None:
+        node_doc["network"] = _network(stats.timestamp, stats.network)
 
     containers = []
     for item in stats.containers:
@@ -212,7 +215,21 @@ def summary(
         cpu=dict(vm_cpu),
         memory=_memory(stats.timestamp, stats.memory),
     )
+    if stats.network is not None:
+        pod_doc["network"] = _network(stats.timestamp, stats.network)
     return {"node": node_doc, "pods": [pod_doc]}
+
+
+def _network(moment: datetime.datetime, network: models.NetworkStats) -> dict[str, Any]:
+    """``NetworkStats``: the default interface inline, and every interface (just it)."""
+    interface = {
+        "name": network.name,
+        "rxBytes": network.rx_bytes,
+        "rxErrors": network.rx_errors,
+        "txBytes": network.tx_bytes,
+        "txErrors": network.tx_errors,
+    }
+    return {"time": _time(moment), **interface, "interfaces": [dict(interface)]}
 
 
 def _cpu(moment: datetime.datetime, cpu: models.CPUStats, rate: int | None) -> dict[str, Any]:

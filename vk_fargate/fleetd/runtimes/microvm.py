@@ -77,7 +77,12 @@ def tap_name(spec: sandbox.ShimSpec) -> str:
     net = spec["network"]
     if net is not None and net.get("tap"):
         return net["tap"]
-    return TAP_PREFIX + hashlib.sha256(spec["id"].encode()).hexdigest()[:11]
+    return default_tap(spec["id"])
+
+
+def default_tap(vm_id: str) -> str:
+    """The tap of microVM ``vm_id`` when its spec names none (the daemon's case)."""
+    return TAP_PREFIX + hashlib.sha256(vm_id.encode()).hexdigest()[:11]
 
 
 def mac_address(vm_id: str) -> str:

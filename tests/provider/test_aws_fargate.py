@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 CLUSTER = "aws-fargate"
 NS = "talkers"
 GROUP = "/vk-fargate/e2e"
+UNMATCHED = "/vk-fargate/unmatched"
 LINES = [f"line {i}" for i in range(1, 61)]
 # filters.conf drops lines 10-19 (grep on log) and names one filter it cannot apply.
 FILTERS = (
@@ -100,6 +101,10 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
                 data={
                     "output.conf": "[OUTPUT]\n    Name cloudwatch_logs\n    Match *\n"
                     f"    region {world['region']}\n    log_group_name {GROUP}\n"
+                    "    log_stream_prefix fargate-\n    auto_create_group true\n"
+                    # Matches no container's tag (kube.var.log.containers...): gets nothing.
+                    "[OUTPUT]\n    Name cloudwatch_logs\n    Match app.*\n"
+                    f"    region {world['region']}\n    log_group_name {UNMATCHED}\n"
                     "    log_stream_prefix fargate-\n    auto_create_group true\n",
                     "filters.conf": FILTERS,
                 },
@@ -195,6 +200,7 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
             lambda: _at_least(logs, stream, 50), timeout=90, what="50 lines in CloudWatch"
         )
         assert _stream(logs, stream) == KEPT
+        assert logs.describe_log_groups(logGroupNamePrefix=UNMATCHED)["logGroups"] == []
 
         # No aws-auth mapping for the pod execution role: the node says so, NotReady.
         node_name = pod.spec.node_name

@@ -5,9 +5,10 @@ We ship the lines ourselves: a pod that fargate-scheduler annotated
 ``Logging: LoggingEnabled`` gets, for each container and each CloudWatch output, a task
 that follows the container's log through the fleet API (instance after instance, across
 restarts) and feeds an ``aws.logging.Shipper``. As on Fargate, the ConfigMap is read when
-a pod's shipping starts: a change applies to pods started after it. Its ``grep`` filters
-on ``log`` drop lines before they are shipped (``aws.logfilter``; counted as
-``filtered`` in ``vkfargate_log_events_total``).
+a pod's shipping starts: a change applies to pods started after it. A container's lines
+go to the outputs whose ``Match`` matches its tag, and its ``grep`` filters on ``log``
+drop lines before they are shipped (``aws.logfilter``; counted as ``filtered`` in
+``vkfargate_log_events_total``).
 
 A restarted provider resumes each stream where CloudWatch's copy ends (its newest
 millisecond, and the messages already stored at that millisecond), so restarts do not
@@ -152,10 +153,17 @@ class LogRouter:
             self.started.add(uid)
             if config is None:
                 continue
-            containers = [c.name for c in [*vm.spec.init_containers, *vm.spec.containers]]
-            for index in range(len(config.outputs)):
-                for container in containers:
-                    self._start(pod, (uid, container, index), config)
+            meta = pod["metadata"]
+            for c in [*vm.spec.init_containers, *vm.spec.containers]:
+                tagged = logfilter.tag(
+                    namespace=meta["namespace"],
+                    pod=meta["name"],
+                    container=c.name,
+                    container_id=uid,
+                )
+                for index, output in enumerate(config.outputs):
+                    if logfilter.tag_matches(output.match, tagged):
+                        self._start(pod, (uid, c.name, index), config)
 
     async def _config(self) -> logconfig.LoggingConfig | None:
         try:

@@ -215,6 +215,38 @@ async def test_unknown_pod_or_container_is_404(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "what"),
+    [
+        ("POST", f"/exec/{NAMESPACE}/{POD}/app?command=sh&input=1&output=1", "kubectl exec"),
+        ("GET", f"/exec/{NAMESPACE}/{POD}/app?command=true", "kubectl exec"),
+        ("POST", f"/attach/{NAMESPACE}/{POD}/app", "kubectl attach"),
+        ("POST", f"/portForward/{NAMESPACE}/{POD}", "kubectl port-forward"),
+        ("POST", f"/run/{NAMESPACE}/{POD}/app", "running a command"),
+    ],
+)
+async def test_exec_attach_and_port_forward_say_they_are_not_supported(
+    kubelet: Kubelet,
+    apiserver_client: aiohttp.ClientSession,
+    anonymous: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    what: str,
+) -> None:
+    async with apiserver_client.request(method, f"{kubelet.url}{path}") as response:
+        assert response.status == 501
+        text = await response.text()
+    assert text.startswith(f"{what} ") and f"pod {NAMESPACE}/{POD} runs in a microVM" in text
+    async with anonymous.request(method, f"{kubelet.url}{path}") as response:
+        assert response.status == 401  # who asks is checked first, as for every path
+    gone = path.replace(f"/{POD}", "/nope")
+    async with apiserver_client.request(method, f"{kubelet.url}{gone}") as response:
+        assert (response.status, await response.text()) == (
+            404,
+            f'pod "{NAMESPACE}/nope" does not exist',
+        )
+
+
+@pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"tailLines": "-1"}, "tailLines must be at least 0, not -1"),
@@ -447,6 +479,26 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
             "setup",
             server.LogOptions(tail_lines=2, timestamps=True, limit_bytes=1000),
         )
+
+        # kubectl exec reaches the kubelet too, and the user reads why it cannot work.
+        kubectl = await asyncio.create_subprocess_exec(
+            str(binaries.kubectl_path()),
+            "--kubeconfig",
+            str(local_cluster.kubeconfig),
+            "-n",
+            namespace,
+            "exec",
+            "logs-demo",
+            "-c",
+            "app",
+            "--",
+            "true",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(kubectl.communicate(), timeout=30)
+        assert kubectl.returncode != 0
+        assert "kubectl exec is not supported by vk-fargate" in err.decode()
     finally:
         # Grace 0: no kubelet will confirm the pod stopped, so it goes at once.
         await _delete(k, f"/api/v1/namespaces/{namespace}/pods/logs-demo", grace=0)

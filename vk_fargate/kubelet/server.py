@@ -1,5 +1,6 @@
 """The kubelet HTTPS server: ``/containerLogs``, ``/pods``, ``/stats/summary``,
-``/metrics/resource`` and ``/healthz`` for every virtual node the provider runs.
+``/metrics/resource`` and ``/healthz`` for every virtual node the provider runs, and a
+plain 501 for ``/exec``, ``/attach``, ``/portForward`` and ``/run``.
 
 One server answers for all virtual nodes, on one port per node besides its own: a
 node's ``daemonEndpoints`` port says which node a request is for, which matters where
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import logging
 import re
 import ssl
@@ -41,6 +43,14 @@ IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.
 # gets its headers promptly.
 FIRST_CHUNK_WAIT = 1.0
 INT64_MAX = 2**63 - 1
+# What ``kubectl exec``, ``attach``, ``port-forward`` (and the old ``run``) reach through
+# the API server; a microVM has no channel for them yet, so each gets a 501 that says so.
+STREAMING = {
+    "/exec/{namespace}/{pod}/{container}": "kubectl exec",
+    "/attach/{namespace}/{pod}/{container}": "kubectl attach",
+    "/portForward/{namespace}/{pod}": "kubectl port-forward",
+    "/run/{namespace}/{pod}/{container}": "running a command in a container",
+}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"  # date and time
@@ -183,6 +193,8 @@ class KubeletServer:
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         app.router.add_get("/stats/summary", self._summary)
         app.router.add_get("/metrics/resource", self._resource_metrics)
+        for path, what in STREAMING.items():
+            app.router.add_route("*", path, functools.partial(self._streaming, what))
         return app
 
     async def start(self) -> int:
@@ -299,6 +311,23 @@ class KubeletServer:
         return web.Response(
             body=stats.resource_metrics([(pod, readings)], node=readings).encode(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def _streaming(self, what: str, request: web.Request) -> web.StreamResponse:
+        """Not supported, said plainly (after authorization, like any kubelet path)."""
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        found = self.backend.pod(namespace, name)
+        node = found[1] if found is not None else ""
+        await self.guard.authorize(
+            request[IDENTITY], node=node, path=request.path, method=request.method
+        )
+        if found is None:
+            raise errors.NotFound(f'pod "{namespace}/{name}" does not exist')
+        return listening.text(
+            f"{what} is not supported by vk-fargate: pod {namespace}/{name} runs in a microVM "
+            "with no exec or port-forward channel; use kubectl logs, or expose a port through "
+            "a Service",
+            501,
         )
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -20,3 +21,19 @@ def run(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float =
     )
     assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
     return done.stdout
+
+
+async def run_async(kubeconfig: Path, *args: str, timeout: float = 30) -> tuple[int, bytes, str]:
+    """kubectl in a subprocess without blocking the event loop (a test whose loop serves
+    what kubectl reaches): its exit code, output and error text."""
+    kubectl = await asyncio.create_subprocess_exec(
+        str(binaries.kubectl_path()),
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(kubectl.communicate(), timeout=timeout)
+    assert kubectl.returncode is not None
+    return kubectl.returncode, out, err.decode()

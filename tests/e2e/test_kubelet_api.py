@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests import waiting
+from tests import kubectl, waiting
 from vk_fargate import errors, pki
-from vk_fargate.devcluster import binaries, cluster
+from vk_fargate.devcluster import cluster
 from vk_fargate.k8s import client, kube
 from vk_fargate.kubelet import auth, server, tls
 
@@ -455,24 +455,12 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
         await asyncio.wait_for(kubelet.backend.closed.wait(), timeout=10)
 
         # kubectl itself (in a subprocess: this event loop is also serving the kubelet).
-        kubectl = await asyncio.create_subprocess_exec(
-            str(binaries.kubectl_path()),
-            "--kubeconfig",
-            str(local_cluster.kubeconfig),
-            "-n",
-            namespace,
-            "logs",
-            "logs-demo",
-            "-c",
-            "setup",
-            "--tail=2",
-            "--timestamps",
-            "--limit-bytes=1000",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        code, out, err = await kubectl.run_async(
+            local_cluster.kubeconfig,
+            *("-n", namespace, "logs", "logs-demo", "-c", "setup"),
+            *("--tail=2", "--timestamps", "--limit-bytes=1000"),
         )
-        out, err = await asyncio.wait_for(kubectl.communicate(), timeout=30)
-        assert kubectl.returncode == 0, err.decode()
+        assert code == 0, err
         assert out == b"".join(LINES)
         assert kubelet.backend.requests[-1] == (
             "logs-demo",
@@ -481,10 +469,8 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
         )
 
         # kubectl exec reaches the kubelet too, and the user reads why it cannot work.
-        kubectl = await asyncio.create_subprocess_exec(
-            str(binaries.kubectl_path()),
-            "--kubeconfig",
-            str(local_cluster.kubeconfig),
+        code, _, err = await kubectl.run_async(
+            local_cluster.kubeconfig,
             "-n",
             namespace,
             "exec",
@@ -493,12 +479,9 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
             "app",
             "--",
             "true",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(kubectl.communicate(), timeout=30)
-        assert kubectl.returncode != 0
-        assert "kubectl exec is not supported by vk-fargate" in err.decode()
+        assert code != 0
+        assert "kubectl exec is not supported by vk-fargate" in err
     finally:
         # Grace 0: no kubelet will confirm the pod stopped, so it goes at once.
         await _delete(k, f"/api/v1/namespaces/{namespace}/pods/logs-demo", grace=0)

@@ -93,13 +93,14 @@ def test_match_is_the_whole_tag_with_wildcards(pattern: str, matches: bool) -> N
 
 
 def test_a_plan_applies_every_grep_on_log_that_matches_the_tag() -> None:
-    filters: list[tuple[str, logfilter.Entries]] = [
+    sections: list[tuple[str, logfilter.Entries]] = [
         ("grep", [("match", "kube.*"), ("exclude", "log health")]),
         ("grep", [("match", "other.*"), ("exclude", "log GET")]),  # another tag
         ("kubernetes", [("match", "kube.*")]),  # not applied
         ("grep", [("match", "*"), ("regex", "stream stdout")]),  # not on log: not applied
         ("GREP", [("match", "*"), ("exclude", "log ^$")]),
     ]
+    filters = [logfilter.parse_filter(name, entries, "")[0] for name, entries in sections]
     plan = logfilter.plan(filters, TAG)
     lines = ["GET /", "GET /health", "", "POST /"]
     assert [line for line in lines if plan.keep(line)] == ["GET /", "POST /"]
@@ -117,7 +118,7 @@ def test_the_configmap_reports_a_bad_grep_and_hands_good_ones_over() -> None:
     assert problems[0].startswith("filters.conf [FILTER] #1 grep: regex log '(['")
     good = "[FILTER]\n    Name grep\n    Match *\n    Exclude log ^DEBUG\n"
     config = logconfig.parse({"output.conf": output, "filters.conf": good})
-    assert config.filter_plugins == [
-        ("grep", (("name", "grep"), ("match", "*"), ("exclude", "log ^DEBUG")))
-    ]
-    assert not logfilter.plan(config.filter_plugins, TAG).keep("DEBUG x")
+    assert config.parsed_filters == (
+        logfilter.Filter("grep", grep(("match", "*"), ("exclude", "log ^DEBUG"))),
+    )
+    assert not logfilter.plan(config.parsed_filters, TAG).keep("DEBUG x")

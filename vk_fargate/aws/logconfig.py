@@ -87,11 +87,7 @@ class LoggingConfig:
     filters: tuple[Section, ...]
     parsers: tuple[Section, ...]
     flb_log_cw: bool
-
-    @property
-    def filter_plugins(self) -> list[tuple[str, logfilter.Entries]]:
-        """Each ``[FILTER]`` as (plugin name, entries), for ``logfilter``."""
-        return [(f.get("name") or "", f.entries) for f in self.filters]
+    parsed_filters: tuple[logfilter.Filter, ...] = ()  # ``filters``, for ``logfilter``
 
 
 def parse_sections(text: str, where: str) -> tuple[list[Section], list[str]]:
@@ -201,6 +197,7 @@ def _check(data: Mapping[str, str]) -> tuple[LoggingConfig | None, list[str]]:
             elif section.get("name") is None and section_name != "PARSER":
                 found.append(f"{key}: a [{section_name}] section has no Name")
         parsed[key] = [s for s in sections if s.name == section_name]
+    filters: list[logfilter.Filter] = []
     for index, section in enumerate(parsed["filters.conf"], start=1):
         plugin = (section.get("name") or "").lower()
         if plugin and plugin not in SUPPORTED_FILTERS:
@@ -208,10 +205,11 @@ def _check(data: Mapping[str, str]) -> tuple[LoggingConfig | None, list[str]]:
                 f"filters.conf: filter {plugin!r} is not supported on Fargate "
                 f"({', '.join(SUPPORTED_FILTERS)})"
             )
-        elif plugin == "grep":
-            found += logfilter.parse_grep(section.entries, f"filters.conf [FILTER] #{index} grep")[
-                1
-            ]
+            continue
+        where = f"filters.conf [FILTER] #{index} {plugin}"
+        parsed_filter, filter_problems = logfilter.parse_filter(plugin, section.entries, where)
+        filters.append(parsed_filter)
+        found += filter_problems
     flb_log_cw = _bool(data.get("flb_log_cw"), default=False)
     if flb_log_cw is None:
         found.append("flb_log_cw must be true or false")
@@ -237,6 +235,7 @@ def _check(data: Mapping[str, str]) -> tuple[LoggingConfig | None, list[str]]:
         filters=tuple(parsed["filters.conf"]),
         parsers=tuple(parsed["parsers.conf"]),
         flb_log_cw=flb_log_cw,
+        parsed_filters=tuple(filters),
     )
     return config, []
 

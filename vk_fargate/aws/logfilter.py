@@ -102,6 +102,26 @@ def tag_matches(pattern: str, tagged: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Filter:
+    """One ``[FILTER]`` of filters.conf, parsed once: its plugin, and its grep if it is one."""
+
+    plugin: str
+    grep: Grep | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.grep is not None and self.grep.on_log_only
+
+
+def parse_filter(plugin: str, entries: Entries, where: str) -> tuple[Filter, list[str]]:
+    """A filter section (``plugin`` from its Name), or the reasons Fluent Bit would refuse it."""
+    if plugin.lower() != "grep":
+        return Filter(plugin.lower()), []
+    grep, problems = parse_grep(entries, where)
+    return Filter("grep", grep), problems
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """The greps that apply to one container's lines, in config order."""
 
@@ -112,28 +132,24 @@ class Plan:
         return all(grep.keep(record) for grep in self.greps)
 
 
-def plan(filters: Iterable[tuple[str, Entries]], tagged: str) -> Plan:
-    """The applicable greps among ``filters`` (plugin name, entries) for ``tagged``."""
-    greps = []
-    for name, entries in filters:
-        if name.lower() != "grep":
-            continue
-        grep, _ = parse_grep(entries, "")
-        if grep is not None and grep.on_log_only and tag_matches(grep.match, tagged):
-            greps.append(grep)
-    return Plan(tuple(greps))
+def plan(filters: Iterable[Filter], tagged: str) -> Plan:
+    """The applicable greps among ``filters`` for the container tagged ``tagged``."""
+    return Plan(
+        tuple(
+            f.grep
+            for f in filters
+            if f.grep is not None and f.applied and tag_matches(f.grep.match, tagged)
+        )
+    )
 
 
-def not_applied(filters: Iterable[tuple[str, Entries]]) -> list[str]:
+def not_applied(filters: Iterable[Filter]) -> list[str]:
     """The filters vk-fargate does not apply, named for an event."""
     found = []
-    for index, (name, entries) in enumerate(filters, start=1):
-        plugin = name.lower()
-        if plugin != "grep":
-            found.append(f"#{index} {plugin}")
-            continue
-        grep, _ = parse_grep(entries, "")
-        if grep is not None and not grep.on_log_only:
-            keys = sorted({rule.key for rule in grep.rules} - set(LOG_KEYS))
+    for index, each in enumerate(filters, start=1):
+        if each.grep is None:
+            found.append(f"#{index} {each.plugin}")
+        elif not each.applied:
+            keys = sorted({rule.key for rule in each.grep.rules} - set(LOG_KEYS))
             found.append(f"#{index} grep on {', '.join(keys)}")
     return found

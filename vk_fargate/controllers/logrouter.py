@@ -161,9 +161,10 @@ class LogRouter:
                     container=c.name,
                     container_id=uid,
                 )
+                plan = logfilter.plan(config.parsed_filters, tagged)
                 for index, output in enumerate(config.outputs):
                     if logfilter.tag_matches(output.match, tagged):
-                        self._start(pod, (uid, c.name, index), config)
+                        self._start(pod, (uid, c.name, index), output, plan)
 
     async def _config(self) -> logconfig.LoggingConfig | None:
         try:
@@ -176,10 +177,13 @@ class LogRouter:
                 raise
         return None
 
-    def _start(self, pod: kube.JSON, key: Key, config: logconfig.LoggingConfig) -> None:
+    def _start(
+        self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput, plan: logfilter.Plan
+    ) -> None:
         meta = pod["metadata"]
         name = f"ship-logs/{meta['namespace']}/{meta['name']}/{key[1]}/{key[2]}"
-        task = asyncio.get_running_loop().create_task(self._ship(pod, key, config), name=name)
+        shipping = self._ship(pod, key, output, plan)
+        task = asyncio.get_running_loop().create_task(shipping, name=name)
         self.tasks[key] = task
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -195,14 +199,12 @@ class LogRouter:
             self._clients[region] = await session.client(self.aws, "logs", region=region)
         return self._clients[region]
 
-    async def _ship(self, pod: kube.JSON, key: Key, config: logconfig.LoggingConfig) -> None:
+    async def _ship(
+        self, pod: kube.JSON, key: Key, output: logconfig.CloudWatchOutput, plan: logfilter.Plan
+    ) -> None:
+        """Ship one container's lines, kept by ``plan``, to ``output``."""
         meta = pod["metadata"]
-        uid, container, index = key
-        output = config.outputs[index]
-        tagged = logfilter.tag(
-            namespace=meta["namespace"], pod=meta["name"], container=container, container_id=uid
-        )
-        plan = logfilter.plan(config.filter_plugins, tagged)
+        uid, container, _ = key
         try:
             shipper = aws_logging.Shipper(
                 await self._logs_client(output.region),

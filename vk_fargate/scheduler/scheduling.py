@@ -213,7 +213,7 @@ class Scheduler:
                 "the aws-logging ConfigMap is valid but the provider has no AWS backend "
                 "(set VK_FARGATE_AWS_ENABLED=true)",
             )
-        ignored = logfilter.not_applied(config.filter_plugins)
+        ignored = logfilter.not_applied(config.parsed_filters)
         if ignored:
             await self.recorder.record(
                 pod,

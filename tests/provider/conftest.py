@@ -82,8 +82,8 @@ async def create_profile(api: k8s.ApiClient, name: str, spec: dict[str, Any]) ->
     )
 
 
-def shell_pod(name: str, script: str) -> dict[str, Any]:
-    """A pod for fargate-scheduler whose one container (``main``) runs ``sh -c script``."""
+def pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A pod for fargate-scheduler with one ``container`` and ``spec``'s other fields."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -91,6 +91,12 @@ def shell_pod(name: str, script: str) -> dict[str, Any]:
         "spec": {
             "schedulerName": "fargate-scheduler",
             "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+            "containers": [container],
+            **spec,
         },
     }
+
+
+def shell_pod(name: str, script: str) -> dict[str, Any]:
+    """A pod for fargate-scheduler whose one container (``main``) runs ``sh -c script``."""
+    return pod(name, {"name": "main", "image": "busybox", "command": ["sh", "-c", script]})

@@ -22,17 +22,7 @@ pytestmark = pytest.mark.e2e
 def _pod(name: str, **spec: Any) -> dict[str, Any]:
     container = {"name": "app", "image": "busybox", "command": ["sleep", "300"]}
     container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "schedulerName": "fargate-scheduler",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [container],
-            **spec,
-        },
-    }
+    return conftest.pod(name, container, **spec)
 
 
 async def _events(core: k8s.CoreV1Api, ns: str, name: str) -> list[k8s.CoreV1Event]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests import waiting
 from vk_fargate import errors
 from vk_fargate.aws import devaws, iam, network, session
 
@@ -98,17 +97,14 @@ async def test_the_seeded_world_and_ten_enis_through_the_server(fake: devaws.Dev
     assert ec2.describe_network_interfaces()["NetworkInterfaces"] == []
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 async def test_stopping_ends_the_server(tmp_path: Path) -> None:
     running = await devaws.start(tmp_path)
-    assert answers(running.endpoint_url)
+
+    async def answering() -> bool:
+        return await asyncio.to_thread(devaws.answers, running.endpoint_url)
+
+    # start() returned once it answered; a loaded machine may still be slow to answer again.
+    await waiting.until(answering, timeout=30, what="moto's server to answer")
     env = running.env()
     assert env["VK_FARGATE_AWS_ENDPOINT_URL"] == running.endpoint_url
     assert env["AWS_ACCESS_KEY_ID"] == "testing"
@@ -116,5 +112,5 @@ async def test_stopping_ends_the_server(tmp_path: Path) -> None:
     running.stop()
 
     assert running.process.returncode is not None
-    assert not answers(running.endpoint_url)
+    assert not devaws.answers(running.endpoint_url)
     assert (tmp_path / "moto.log").exists()

@@ -167,10 +167,12 @@ def spawn(port: int, log: Path, *, detach: bool = False) -> subprocess.Popen[byt
         )
 
 
-def _answers(url: str) -> bool:
+def answers(url: str, *, timeout: float = 5.0) -> bool:
+    """Whether moto's server at ``url`` answers. Asks its small config document, not
+    ``/moto-api/data.json``, which serializes every resource the server holds."""
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2) as response:
-            return int(response.status) == 200
+        with urllib.request.urlopen(f"{url}/moto-api/config", timeout=timeout) as response:
+            return 200 <= int(response.status) < 300  # moto answers 201
     except (urllib.error.URLError, OSError):
         return False
 
@@ -179,7 +181,7 @@ async def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, time
     """Poll ``url`` until moto answers; ``AwsError`` if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     delay = 0.05
-    while not await asyncio.to_thread(_answers, url):
+    while not await asyncio.to_thread(answers, url):
         if process.poll() is not None:
             raise errors.AwsError(
                 f"moto server exited with code {process.returncode}: {_tail(log)}"

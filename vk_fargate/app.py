@@ -144,6 +144,8 @@ class Provider:
         uid = self.world.set_node(node, deleted=kind == "DELETED")
         if uid:
             self.queue.add(uid)
+        if kind == "DELETED":
+            self.scheduler.name_freed(node["metadata"]["name"])
         if self.endpoints is not None:
             self.endpoints.changed(node["metadata"]["name"])
 

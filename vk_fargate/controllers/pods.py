@@ -10,6 +10,9 @@ the next step, whatever happened before (a restart, a lost event, a retry):
 - pod bound, microVM known: re-register a missing node; patch the pod's status when
   it changed; record events for what changed (Started, BackOff, Killing, ...);
 - pod bound, microVM gone: the pod Failed with reason ``NotFound``.
+
+A node is removed only as the node made for that pod (its annotation, then a UID
+precondition): its name, taken from an address, may already be a successor's.
 """
 
 from __future__ import annotations
@@ -102,15 +105,14 @@ class PodReconciler:
             self.world.vms.pop(uid, None)
 
     async def _remove_node(self, uid: str) -> None:
-        name = self.world.node_by_pod.get(uid)
-        if name is None:
+        """Delete the node made for pod ``uid``, and only that one (by UID)."""
+        node = self.world.node_of(uid)
+        if node is None:
+            self.world.node_by_pod.pop(uid, None)  # the name serves another pod now
             return
-        await k8s_nodes.delete(self.api, name)
-        try:
-            await self.api.delete(k8s_nodes.lease_path(name))
-        except errors.KubeError as exc:
-            if not exc.not_found:
-                raise
+        await k8s_nodes.delete(self.api, node)
+        self.world.set_node(node, deleted=True)
+        self.scheduler.name_freed(node["metadata"]["name"])
 
     def _forget(self, uid: str) -> None:
         self._sent.pop(uid, None)
@@ -140,7 +142,7 @@ class PodReconciler:
 
     async def _sync(self, pod: kube.JSON, vm: models.MicroVM) -> None:
         uid = pod["metadata"]["uid"]
-        if uid not in self.world.node_by_pod and vm.status.private_ip:
+        if self.world.node_of(uid) is None and vm.status.private_ip:
             try:
                 size = sizing.size(pod.get("spec") or {})
             except (sizing.TooLarge, ValueError):

@@ -1,4 +1,10 @@
-"""Node and Lease operations for virtual nodes (one Lease per Node, in kube-node-lease)."""
+"""Node and Lease operations for virtual nodes (one Lease per Node, in kube-node-lease).
+
+A node's name comes from its microVM's address, and addresses are reused, so a name
+alone never identifies a node: every deletion here is bound to one object by a UID
+precondition, and a Lease counts as a node's only when its owner reference names that
+node's UID. A late cleanup of an old pod can then never remove its successor's node.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +39,42 @@ async def patch_status(api: kube.Kube, name: str, status: kube.JSON) -> kube.JSO
     return await api.patch(path(name) + "/status", {"status": status})
 
 
-async def delete(api: kube.Kube, name: str) -> None:
-    """Delete the node (its lease goes with it, by owner reference); gone is fine."""
+def _precondition(uid: str) -> kube.JSON:
+    return {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+
+
+async def delete(api: kube.Kube, node: kube.JSON) -> None:
+    """Delete exactly ``node`` (UID precondition) and its Lease; gone, or already
+    replaced by a same-named successor, is fine: the successor is left alone."""
+    meta = node["metadata"]
     try:
-        await api.delete(path(name))
+        await api.delete(path(meta["name"]), _precondition(meta["uid"]))
     except errors.KubeError as exc:
-        if not exc.not_found:
+        if not (exc.not_found or exc.conflict):
             raise
+    await delete_lease(api, meta["name"], node_uid=meta["uid"])
+
+
+async def delete_lease(api: kube.Kube, name: str, *, node_uid: str) -> None:
+    """Delete the Lease ``name`` if it belongs to the node with ``node_uid``."""
+    try:
+        found = await api.get(lease_path(name))
+    except errors.KubeError as exc:
+        if exc.not_found:
+            return
+        raise
+    if _owner_uid(found) != node_uid:
+        return
+    try:
+        await api.delete(lease_path(name), _precondition(found["metadata"]["uid"]))
+    except errors.KubeError as exc:
+        if not (exc.not_found or exc.conflict):
+            raise
+
+
+def _owner_uid(lease_doc: kube.JSON) -> str | None:
+    owners = lease_doc["metadata"].get("ownerReferences") or []
+    return next((str(o.get("uid")) for o in owners if o.get("kind") == "Node"), None)
 
 
 def micro_now() -> str:
@@ -64,11 +99,12 @@ def lease(node: kube.JSON, now: str, holder: str) -> kube.JSON:
 
 
 async def renew_lease(api: kube.Kube, node: kube.JSON, holder: str) -> None:
-    """Renew the node's lease, creating it when missing."""
+    """Renew the node's lease, creating it when missing. A same-named Lease left by an
+    earlier node (its owner another UID) is replaced, never renewed for this node."""
     name = node["metadata"]["name"]
     now = micro_now()
     try:
-        await api.patch(
+        renewed = await api.patch(
             lease_path(name),
             {"spec": {"renewTime": now, "holderIdentity": holder}},
             kind=kube.MERGE_PATCH,
@@ -76,11 +112,19 @@ async def renew_lease(api: kube.Kube, node: kube.JSON, holder: str) -> None:
     except errors.KubeError as exc:
         if not exc.not_found:
             raise
+    else:
+        if _owner_uid(renewed) == node["metadata"]["uid"]:
+            return
         try:
-            await api.create(
-                f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",
-                lease(node, now, holder),
-            )
-        except errors.KubeError as again:
-            if not again.conflict:
+            await api.delete(lease_path(name), _precondition(renewed["metadata"]["uid"]))
+        except errors.KubeError as exc:
+            if not (exc.not_found or exc.conflict):
                 raise
+    try:
+        await api.create(
+            f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",
+            lease(node, now, holder),
+        )
+    except errors.KubeError as again:
+        if not again.conflict:
+            raise

@@ -36,6 +36,7 @@ LOGGING_ANNOTATION = "Logging"
 LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = logconfig.NAMESPACE, logconfig.CONFIG_MAP
 CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
 RETRY_MIN, RETRY_MAX = 5.0, 300.0  # seconds between placement retries (doubling)
+NAME_HELD_RETRY = 2.0  # seconds between looks at a node name another pod's node holds
 
 
 def now() -> str:
@@ -82,6 +83,8 @@ class Scheduler:
         if not ip:
             raise errors.VkFargateError(f"microVM {uid} has no address")
         node = await self.ensure_node(pod, vm, size)
+        if node is None:
+            return  # retried once the name is free
         logging_state = await self._logging(pod)
         await pods.annotate(
             self.api,
@@ -103,15 +106,29 @@ class Scheduler:
             component=SCHEDULER,
         )
 
-    async def ensure_node(self, pod: kube.JSON, vm: models.MicroVM, size: sizing.Size) -> str:
-        """The pod's node, registered (with its lease) if it is not already."""
+    async def ensure_node(
+        self, pod: kube.JSON, vm: models.MicroVM, size: sizing.Size
+    ) -> str | None:
+        """The pod's node, registered (with its lease) if it is not already.
+
+        The name comes from the microVM's address, which may have been another pod's
+        a moment ago. While that pod's node still exists it is never adopted (its
+        cleanup would delete it from under this pod): None, and the pod is retried
+        when the name is free.
+        """
+        uid = pod["metadata"]["uid"]
         ip = vm.status.private_ip or ""
         name = fargate_nodes.node_name(ip, self.cfg.region)
-        if name in self.world.nodes:
-            return name
+        known = self.world.nodes.get(name)
+        if known is not None:
+            holder = world.pod_of(known)
+            if holder == uid:
+                return name
+            self._name_held(uid, name, holder)
+            return None
         meta = pod["metadata"]
         placement = fargate_nodes.Placement(
-            pod_uid=meta["uid"],
+            pod_uid=uid,
             pod=f"{meta['namespace']}/{meta['name']}",
             ip=ip,
             zone=vm.status.zone or "",
@@ -123,8 +140,25 @@ class Scheduler:
         )
         created = await k8s_nodes.create(self.api, fargate_nodes.node(placement, now()))
         self.world.set_node(created)
+        holder = world.pod_of(created)
+        if holder != uid:
+            self._name_held(uid, name, holder)
+            return None
         await k8s_nodes.renew_lease(self.api, created, holder=name)
         return name
+
+    def _name_held(self, uid: str, name: str, holder: str | None) -> None:
+        """Wait for node ``name`` of pod ``holder`` to go; look again at its cleanup."""
+        log.info("node %s still serves pod %s; pod %s waits for the name", name, holder, uid)
+        self.world.name_waiters.setdefault(name, set()).add(uid)
+        if holder:
+            self.retry(holder, 0.0)
+        self.retry(uid, NAME_HELD_RETRY)
+
+    def name_freed(self, name: str) -> None:
+        """Node ``name`` is gone: the pods waiting for the name go on at once."""
+        for uid in self.world.name_waiters.pop(name, set()):
+            self.retry(uid, 0.0)
 
     async def _create_microvm(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVM | None:
         uid = pod["metadata"]["uid"]

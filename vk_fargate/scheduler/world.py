@@ -21,6 +21,8 @@ class World:
         self.vms: dict[str, models.MicroVM] = {}
         self.nodes: dict[str, JSON] = {}
         self.node_by_pod: dict[str, str] = {}
+        # Pods whose node name is still held by another pod's node, by that name.
+        self.name_waiters: dict[str, set[str]] = {}
         self.fleet_synced = asyncio.Event()
 
     def pod_by_name(self, namespace: str, name: str) -> JSON | None:
@@ -40,11 +42,17 @@ class World:
         return uid
 
     def set_node(self, node: JSON, *, deleted: bool = False) -> str | None:
-        """Record a node change; the UID of the pod it serves, if any."""
+        """Record a node change; the UID of the pod it serves, if any.
+
+        Names are reused (they come from addresses), so a deletion removes only the
+        very node it names (same UID), never a successor already recorded.
+        """
         meta = node["metadata"]
-        uid: str | None = (meta.get("annotations") or {}).get(fargate_nodes.POD_UID_ANNOTATION)
+        uid = pod_of(node)
         if deleted:
-            self.nodes.pop(meta["name"], None)
+            known = self.nodes.get(meta["name"])
+            if known is not None and known["metadata"].get("uid") == meta.get("uid"):
+                del self.nodes[meta["name"]]
             if uid and self.node_by_pod.get(uid) == meta["name"]:
                 del self.node_by_pod[uid]
         else:
@@ -52,3 +60,15 @@ class World:
             if uid:
                 self.node_by_pod[uid] = meta["name"]
         return uid
+
+    def node_of(self, uid: str) -> JSON | None:
+        """The node made for pod ``uid``, if the world has it."""
+        name = self.node_by_pod.get(uid)
+        node = self.nodes.get(name) if name else None
+        return node if node is not None and pod_of(node) == uid else None
+
+
+def pod_of(node: JSON) -> str | None:
+    """The UID of the pod a virtual node was made for (its annotation)."""
+    uid = (node["metadata"].get("annotations") or {}).get(fargate_nodes.POD_UID_ANNOTATION)
+    return str(uid) if uid else None

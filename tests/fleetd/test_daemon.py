@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -136,6 +137,38 @@ async def test_restart_readopts_survivors_and_reports_the_lost(tmp_path: Path) -
             # The survivor is still managed: delete works through the adopted shim.
             await fleet.delete_microvm(survivor, grace_seconds=0)
             await waiting.until(lambda: _absent(fleet, survivor), what="the survivor deleted")
+    finally:
+        fleet_proc.stop()
+
+
+async def test_a_restarted_fleetd_does_not_hand_out_just_freed_addresses(tmp_path: Path) -> None:
+    """The pool's cursor and resting addresses survive a crash: a new microVM must not get
+    the address of one deleted just before (a client may still be cleaning up after it)."""
+    fleet_proc = await devfleet.start(tmp_path)
+    zone = "eu-central-1a"
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            ids = [helpers.new_id() for _ in range(3)]
+            for vm_id in ids:
+                await fleet.put_microvm(
+                    vm_id, helpers.spec(helpers.shell("app", "sleep 300"), zone=zone)
+                )
+            freed = set()
+            for vm_id in ids[:2]:
+                freed.add((await fleet.get_microvm(vm_id)).status.private_ip)
+                await fleet.delete_microvm(vm_id, grace_seconds=0)
+                await waiting.until(lambda v=vm_id: _absent(fleet, v), what="a microVM deleted")
+            kept = (await fleet.get_microvm(ids[2])).status.private_ip
+        os.kill(fleet_proc.process.pid, signal.SIGKILL)
+        fleet_proc.process.wait()
+
+        fleet_proc = await devfleet.start(tmp_path, config=fleet_proc.config)
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            fresh = await fleet.put_microvm(
+                helpers.new_id(), helpers.spec(helpers.shell("app", "sleep 300"), zone=zone)
+            )
+            assert fresh.status.private_ip not in freed | {kept}
+            assert ipaddress.IPv4Address(fresh.status.private_ip) > ipaddress.IPv4Address(kept)
     finally:
         fleet_proc.stop()
 

@@ -131,3 +131,49 @@ def test_a_wanted_address_that_was_released_can_be_taken_again() -> None:
     address = subnet.allocate(IP("10.0.0.8"))
     subnet.release(address)
     assert subnet.allocate(IP("10.0.0.8")) == IP("10.0.0.8")
+
+
+def resting_pool(quarantine: float = 300.0) -> ipam.SubnetPool:
+    return ipam.SubnetPool(
+        "subnet-1", ipaddress.IPv4Network("10.0.0.0/28"), "zone-a", quarantine=quarantine
+    )
+
+
+def test_a_freed_address_rests_while_others_are_free_even_after_a_wrap() -> None:
+    subnet = resting_pool()
+    taken = drain(subnet)  # t = 0
+    subnet.release(taken[3], now=100.0)
+    subnet.release(taken[7], now=390.0)
+    # At t=420, taken[3] has rested 320 s (> 300) and taken[7] only 30 s.
+    assert subnet.allocate(now=420.0) == taken[3]
+
+
+def test_resting_addresses_go_oldest_first_when_nothing_else_is_free() -> None:
+    subnet = resting_pool()
+    taken = drain(subnet)
+    subnet.release(taken[8], now=10.0)
+    subnet.release(taken[2], now=20.0)
+    assert subnet.allocate(now=30.0) == taken[8]
+    assert subnet.allocate(now=30.0) == taken[2]
+    with pytest.raises(errors.InsufficientCapacity):
+        subnet.allocate(now=30.0)
+
+
+def test_a_restored_pool_goes_on_after_its_cursor_and_keeps_resting_addresses() -> None:
+    """A restart must not start again at the subnet's head (the addresses just freed)."""
+    before = resting_pool()
+    first, second, third = (before.allocate(now=0.0) for _ in range(3))
+    before.release(first, now=50.0)
+    before.release(second, now=50.0)
+    after = resting_pool()
+    after.used.add(third)  # the microVM that survived the restart
+    after.restore(before.state())
+    assert after.allocate(now=60.0) == IP("10.0.0.7")
+    assert after.released == {first: 50.0, second: 50.0}
+
+
+def test_a_restored_state_from_another_subnet_is_ignored() -> None:
+    subnet = resting_pool()
+    subnet.restore({"cursor": "10.9.9.9", "released": {"10.9.9.10": 1.0}})
+    assert subnet.allocate() == IP("10.0.0.4")
+    assert not subnet.released

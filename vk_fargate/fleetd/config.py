@@ -74,6 +74,10 @@ class FleetConfig(Model):
     restart_backoff: Backoff = Backoff()
     # Events kept for resuming streams; older cursors get 410 CursorExpired.
     event_retention: int = pydantic.Field(default=20000, ge=100)
+    # Seconds a freed address rests before it is handed out again (sooner only when no
+    # other address of its subnet is free): a client's cleanup of what it named after
+    # the address (a node, a lease) finishes first.
+    address_quarantine_seconds: float = pydantic.Field(default=300.0, ge=0)
     # Seconds a client is told to wait after 503 InsufficientCapacity.
     retry_after_seconds: int = pydantic.Field(default=5, ge=1)
 

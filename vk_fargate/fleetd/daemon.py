@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import logging
 import shutil
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ class Fleet:
         self.db = db
         self.bus = events.Bus(db, retention=cfg.event_retention)
         self.vms: dict[str, provision.Record] = {}
-        self.pools = {s.id: ipam.SubnetPool(s.id, s.cidr, s.zone) for s in cfg.subnets}
+        self.pools = {
+            s.id: ipam.SubnetPool(s.id, s.cidr, s.zone, quarantine=cfg.address_quarantine_seconds)
+            for s in cfg.subnets
+        }
         self.hosts = {h.id: hostinfo.HostInfo(h) for h in cfg.hosts}
         self.networking: network.Mode = network.detect(cfg.networking)
         self.limits: cgroups.Mode = cgroups.detect()
@@ -73,6 +77,8 @@ class Fleet:
                 self.hosts[host_id].restore(state, deadline)
         for doc, pid, start in self.db.microvms():
             self._adopt(models.MicroVM.model_validate(doc), pid, start)
+        for pool in self.pools.values():
+            pool.restore(self.db.get_doc(_pool_key(pool)) or {})
         for host in self.hosts.values():
             if host.state == "draining":
                 self._spawn(self._enforce_drain(host.config.id), f"drain-{host.config.id}")
@@ -206,7 +212,8 @@ class Fleet:
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
         )
-        address = pool.allocate(wanted)
+        address = pool.allocate(wanted, now=time.time())
+        self.db.put_doc(_pool_key(pool), pool.state())
         now = models.now()
         status = models.MicroVMStatus(
             state="pending",
@@ -357,7 +364,9 @@ class Fleet:
         if self.vms.pop(vm.id, None) is None:
             return
         if vm.status.private_ip and vm.status.subnet in self.pools:
-            self.pools[vm.status.subnet].release(ipaddress.IPv4Address(vm.status.private_ip))
+            pool = self.pools[vm.status.subnet]
+            pool.release(ipaddress.IPv4Address(vm.status.private_ip), now=time.time())
+            self.db.put_doc(_pool_key(pool), pool.state())
         self.db.delete_microvm(vm.id)
         shutil.rmtree(record.dir, ignore_errors=True)
         self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))
@@ -455,3 +464,7 @@ class Fleet:
             async with asyncio.timeout(timeout):
                 while not done():
                     await asyncio.sleep(0.05)
+
+
+def _pool_key(pool: ipam.SubnetPool) -> str:
+    return f"ipam/{pool.id}"

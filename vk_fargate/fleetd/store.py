@@ -74,6 +74,17 @@ class Store:
             (host, state, deadline),
         )
 
+    # small documents by key (the address pools' cursors, ...)
+
+    def get_doc(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def put_doc(self, key: str, doc: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(doc))
+        )
+
     # events
 
     def append_event(self, doc: dict[str, Any]) -> int:

@@ -781,7 +781,7 @@ async def _exercise(it: Scenario, provider: devprovider.Provider, fleet: devflee
     async def renewed() -> bool:
         return bool((await raw.get(lease))["spec"]["renewTime"] != first)
 
-    await waiting.until(renewed, timeout=15, what="a node Lease renewal")
+    await waiting.until(renewed, timeout=60, what="a node Lease renewal")
 
     # kubectl logs: the API server's client certificate, authorized by SubjectAccessReview.
     async def logged() -> str | None:

@@ -137,7 +137,7 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             ["curl", "-sf", f"{fleet['url']}/v1/hosts", "-H", f"Authorization: Bearer {token}"],
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=60,
             check=True,
         )
         assert len(json.loads(hosts.stdout)["items"]) == 2

@@ -204,7 +204,7 @@ async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
 
             from tests import waiting
 
-            page = await waiting.until(welcome, timeout=20, what=f"nginx on {ip}:80")
+            page = await waiting.until(welcome, timeout=60, what=f"nginx on {ip}:80")
             assert "Welcome to nginx!" in page
     for vm_id in ids:
         await fleet_client.delete_microvm(vm_id, grace_seconds=2)

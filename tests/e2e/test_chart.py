@@ -109,7 +109,9 @@ CRD_INSTALL = {
         "get",
     ),
 }
-NODE_LEASES = {("coordination.k8s.io", "leases", "", v) for v in ("create", "delete", "patch")}
+NODE_LEASES = {
+    ("coordination.k8s.io", "leases", "", v) for v in ("create", "delete", "get", "patch")
+}
 LEADER_LEASE = {
     ("coordination.k8s.io", "leases", "", "create"),
     ("coordination.k8s.io", "leases", "vk-fargate-leader", "get"),

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the fleet needs: nginx and busybox (the image table of the process
-# runtime), QEMU (the microvm runtime), iproute2 and curl. Package scripts must not
+# runtime, and the files the local images are built from), QEMU (the microvm runtime),
+# iproute2 and curl; the image tools: docker-registry (the local registry), umoci and
+# skopeo (build, push and pull OCI images), runc (the OCI runtime). Package scripts must not
 # start nginx as a service (port 80 on the host): policy-rc.d says no while we install.
 set -euo pipefail
 need=()
 for pair in nginx:/usr/sbin/nginx busybox-static:/usr/bin/busybox \
-            qemu-system-x86:/usr/bin/qemu-system-x86_64 iproute2:/usr/sbin/ip curl:/usr/bin/curl; do
+            qemu-system-x86:/usr/bin/qemu-system-x86_64 iproute2:/usr/sbin/ip curl:/usr/bin/curl \
+            docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
+            umoci:/usr/bin/umoci runc:/usr/sbin/runc; do
   [ -x "${pair#*:}" ] || need+=("${pair%%:*}")
 done
 # The microvm runtime puts busybox into an initramfs, so it must be the static build.

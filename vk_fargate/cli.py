@@ -85,7 +85,7 @@ async def _dev_up(config: settings.Settings, *, with_aws: bool) -> int:
         state.stop_all(recorded)
     shutil.rmtree(root, ignore_errors=True)
     bins = _ensure_binaries(config)
-    status = await stack.up(bins, root, _say, with_aws=with_aws)
+    status = await stack.up(bins, root, _say, cache=config.cache, with_aws=with_aws)
     _export_hint(status)
     return 0
 

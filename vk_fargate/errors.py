@@ -54,6 +54,13 @@ class BinariesError(HarnessError):
     """The control-plane binaries are missing and could not be built."""
 
 
+class ImageBuildError(HarnessError):
+    """The local images could not be built or pushed (umoci, skopeo, a package file)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("build the local images", message)
+
+
 class KubeError(VkFargateError):
     """The Kubernetes API answered with an error status (``status``, ``reason``)."""
 

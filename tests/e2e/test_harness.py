@@ -128,9 +128,14 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             "kube-apiserver",
             "kube-controller-manager",
             "kube-scheduler",
+            "registry",
             "fleetd",
             "provider",
         }
+        assert described["registry"]["images"] == [
+            f"{described['registry']['url'].removeprefix('http://')}/library/{name}:latest"
+            for name in ("busybox", "nginx")
+        ]
         fleet = described["fleet"]
         token = Path(fleet["token_file"]).read_text().strip()
         hosts = subprocess.run(

@@ -1,5 +1,6 @@
-"""The whole local stack behind `vk-fargate dev up`: control plane, fleetd, provider,
-and with ``--aws`` a fake AWS (moto's server, seeded by ``vk_fargate.aws.devaws``).
+"""The whole local stack behind `vk-fargate dev up`: control plane, an image registry
+holding the local images, fleetd, provider, and with ``--aws`` a fake AWS (moto's
+server, seeded by ``vk_fargate.aws.devaws``).
 
 Everything is started detached (it outlives `dev up`) and recorded in the state file
 as one component each, so `dev status` and `dev down` see and stop all of it, last
@@ -21,13 +22,16 @@ from vk_fargate.aws import devaws
 from vk_fargate.devcluster import binaries, cluster, processes, state
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import registry as devregistry
 
 CLUSTER_NAME = "vk-fargate-dev"
 Progress = Callable[[str], None]
 
 
-def _component(pid: int, url: str, log: Path, grace: float) -> dict[str, Any]:
-    return {"pid": pid, "url": url, "log": str(log), "program": sys.executable, "grace": grace}
+def _component(
+    pid: int, url: str, log: Path, grace: float, program: str = sys.executable
+) -> dict[str, Any]:
+    return {"pid": pid, "url": url, "log": str(log), "program": program, "grace": grace}
 
 
 def has_aws(status: dict[str, Any]) -> bool:
@@ -67,16 +71,37 @@ async def _start_aws(root: Path, status: dict[str, Any], progress: Progress) -> 
     return aws
 
 
+async def _start_registry(
+    root: Path, cache: Path, status: dict[str, Any], progress: Progress
+) -> devregistry.Registry:
+    progress("starting the image registry (docker-registry, on loopback) with the local images")
+    registry = await devregistry.start_filled(root / "registry", cache, detach=True)
+    status["components"]["registry"] = _component(
+        registry.process.pid, registry.url, registry.log, 10, program=devregistry.PROGRAM
+    )
+    status["registry"] = {"url": registry.url, "images": registry.images}
+    state.save(root, status)
+    progress(f"registry at {registry.url}: {', '.join(registry.images)}")
+    return registry
+
+
 async def up(
-    bins: binaries.Binaries, root: Path, progress: Progress, *, with_aws: bool = False
+    bins: binaries.Binaries,
+    root: Path,
+    progress: Progress,
+    *,
+    cache: Path,
+    with_aws: bool = False,
 ) -> dict[str, Any]:
-    """Start the stack under ``root``; its status (also saved as the state file)."""
+    """Start the stack under ``root`` (images built under ``cache``); its status (also
+    saved as the state file)."""
     began = time.monotonic()
     local = cluster.Cluster(bins, root=root, detach=True, keep_files=True)
     await local.start(progress=progress)
     status = local.status()
     state.save(root, status)
     try:
+        await _start_registry(root, cache, status, progress)
         aws = await _start_aws(root, status, progress) if with_aws else None
         progress("starting fleetd (the reference bare-metal fleet)")
         subnets = aws.fleet_subnets() if aws is not None else None

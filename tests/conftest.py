@@ -17,6 +17,7 @@ import pytest
 from vk_fargate import errors, settings
 from vk_fargate.devcluster import binaries, cluster
 from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import client
 
@@ -62,9 +63,24 @@ def kubeconfig(local_cluster: cluster.Cluster) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[devfleet.Fleet]:
-    """A real fleetd on loopback (process runtime), stopped with all its microVMs."""
-    running = await devfleet.start(tmp_path_factory.mktemp("fleet"))
+async def registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[devregistry.Registry]:
+    """A real registry on loopback holding the local images (busybox, nginx)."""
+    running = await devregistry.start_filled(
+        tmp_path_factory.mktemp("registry"), settings.load().cache
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+async def fleet(
+    tmp_path_factory: pytest.TempPathFactory, registry: devregistry.Registry
+) -> AsyncIterator[devfleet.Fleet]:
+    """A real fleetd on loopback (process runtime, images from ``registry`` run by
+    runc), stopped with all its microVMs."""
+    running = await devfleet.start(tmp_path_factory.mktemp("fleet"), registry=registry.host)
     try:
         yield running
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests import waiting
 from tests.fleetd import helpers
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleet import client, models
@@ -25,12 +26,14 @@ async def _logs(fleet: client.FleetClient, vm_id: str, name: str, **options: obj
 async def test_init_containers_run_in_order_before_app_containers(
     fleet_client: client.FleetClient,
 ) -> None:
+    """Each in its own root (files do not pass between them without a volume), so the
+    order is read from their start and end times."""
     vm_id = helpers.new_id()
     spec = helpers.spec(
-        helpers.shell("app", "cat order; echo app >> order; cat order"),
+        helpers.shell("app", "test -e /order && echo shared || echo own root"),
         init_containers=[
-            {"name": "first", "image": "busybox", "command": ["sh", "-c", "echo first > order"]},
-            {"name": "second", "image": "busybox", "command": ["sh", "-c", "echo second >> order"]},
+            {"name": "first", "image": "busybox", "command": ["sh", "-c", "sleep 0.3 > /order"]},
+            {"name": "second", "image": "busybox", "command": ["sh", "-c", "sleep 0.3"]},
         ],
         restart_policy="Never",
     )
@@ -38,8 +41,12 @@ async def test_init_containers_run_in_order_before_app_containers(
     done = await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
     assert done.status.reason == "Completed"
     assert [c.state for c in done.status.init_containers] == ["terminated", "terminated"]
-    assert helpers.container(done, "first").exit_code == 0
-    assert await _logs(fleet_client, vm_id, "app") == "first\nsecond\nfirst\nsecond\napp\n"
+    first, second = (helpers.container(done, n) for n in ("first", "second"))
+    app = helpers.container(done, "app")
+    assert first.exit_code == second.exit_code == app.exit_code == 0
+    assert first.finished_at and second.started_at and second.finished_at and app.started_at
+    assert first.finished_at <= second.started_at < second.finished_at <= app.started_at
+    assert await _logs(fleet_client, vm_id, "app") == "own root\n"
     await fleet_client.delete_microvm(vm_id)
 
 
@@ -131,6 +138,11 @@ async def test_logs_tail_timestamps_limit_and_follow(fleet_client: client.FleetC
         vm_id,
         lambda v: helpers.container(v, "app").state in ("running", "terminated"),
     )
+
+    async def five_lines() -> bool:  # "running" comes a moment before the first line
+        return "line 5\n" in await _logs(fleet_client, vm_id, "app")
+
+    await waiting.until(five_lines, what="the first five lines")
     followed = fleet_client.logs(vm_id, "app", follow=True, tail_lines=2)
     first = b""
     async for chunk in followed:
@@ -229,5 +241,31 @@ async def test_env_is_passed_and_expanded_with_the_address(
     dashed = ip.replace(".", "-")
     assert await _logs(fleet_client, vm_id, "app") == (
         f"hi {{private_ip}}|{ip}|fargate-ip-{dashed}.x\n"
+    )
+    await fleet_client.delete_microvm(vm_id)
+
+
+async def test_a_container_sees_its_image_not_the_hosts_files(
+    fleet: devfleet.Fleet, fleet_client: client.FleetClient
+) -> None:
+    """Before images, a pod could read fleetd's bearer token and its whole state folder."""
+    vm_id = helpers.new_id()
+    state_dir = Path(fleet.token_file).parent / "state"
+    script = (
+        f"cat {fleet.token_file} 2>&1; ls {state_dir} 2>&1; ls /usr/sbin 2>&1; "
+        "head -1 /etc/passwd; hostname"
+    )
+    await fleet_client.put_microvm(
+        vm_id, helpers.spec(helpers.shell("app", script), restart_policy="Never")
+    )
+    await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+    out = await _logs(fleet_client, vm_id, "app")
+    assert fleet.token not in out
+    assert "No such file or directory" in out
+    assert "nginx" not in out  # the host's /usr/sbin holds nginx; busybox's image does not
+    assert "root:x:0:0:root:/root:/bin/sh" in out
+    vm = await fleet_client.get_microvm(vm_id)
+    assert (helpers.container(vm, "app").image_id or "").startswith(
+        "docker.io/library/busybox@sha256:"
     )
     await fleet_client.delete_microvm(vm_id)

@@ -31,6 +31,7 @@ MODELLED = [
     "Container",
     "MicroVMSpec",
     "Termination",
+    "PullResult",
     "ContainerStatus",
     "MicroVMStatus",
     "MicroVM",

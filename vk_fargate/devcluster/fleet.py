@@ -106,8 +106,12 @@ def write_config(
     hosts: list[dict[str, Any]] | None = None,
     backoff: tuple[float, float] = (0.5, 5.0),
     subnets: list[dict[str, str]] | None = None,
+    registry: str | None = None,
 ) -> Path:
     """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``.
+
+    With ``registry`` (host:port of a plain-HTTP registry) containers run from their
+    images, pulled from there for docker.io (a mirror) and for the registry itself.
 
     ``subnets`` (id, cidr, zone) mirror a VPC's private subnets when pods get ENIs;
     by default two free /24s are picked.
@@ -131,6 +135,9 @@ def write_config(
         "images": IMAGES,
         "restart_backoff": {"initial_seconds": backoff[0], "max_seconds": backoff[1]},
     }
+    if registry is not None:
+        mirror = {"mirror": f"http://{registry}"}
+        document["registries"] = {"docker.io": mirror, registry: mirror}
     root.mkdir(parents=True, exist_ok=True)
     path = root / "fleet.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -101,11 +101,13 @@ async def up(
     status = local.status()
     state.save(root, status)
     try:
-        await _start_registry(root, cache, status, progress)
+        registry = await _start_registry(root, cache, status, progress)
         aws = await _start_aws(root, status, progress) if with_aws else None
         progress("starting fleetd (the reference bare-metal fleet)")
         subnets = aws.fleet_subnets() if aws is not None else None
-        fleet = await devfleet.start(root / "fleet", detach=True, subnets=subnets)
+        fleet = await devfleet.start(
+            root / "fleet", detach=True, subnets=subnets, registry=registry.host
+        )
         status["components"]["fleetd"] = _component(fleet.process.pid, fleet.url, fleet.log, 60)
         status["fleet"] = {"url": fleet.url, "token_file": str(fleet.token_file)}
         state.save(root, status)

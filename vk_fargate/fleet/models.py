@@ -83,6 +83,8 @@ class Container(Model):
     args: list[str] = []
     env: list[EnvVar] = []
     working_dir: str | None = None
+    # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
 
 
 class MicroVMSpec(Model):
@@ -115,6 +117,14 @@ class Termination(Model):
     finished_at: datetime.datetime | None = None
 
 
+class PullResult(Model):
+    """How a container's image came to the host: pulled (how long, how big) or present."""
+
+    present: bool
+    seconds: float = pydantic.Field(ge=0)
+    size: int = pydantic.Field(ge=0)
+
+
 class ContainerStatus(Model):
     name: str
     state: ContainerState
@@ -125,6 +135,8 @@ class ContainerStatus(Model):
     finished_at: datetime.datetime | None = None
     restart_count: int = pydantic.Field(ge=0)
     container_id: str | None = None
+    image_id: str | None = None  # repo@sha256:... of the image it runs, once pulled
+    pulled: PullResult | None = None
     last_termination: Termination | None = None
 
 

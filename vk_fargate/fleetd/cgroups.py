@@ -47,6 +47,11 @@ def paths(mode: Mode, vm_id: str) -> list[Path]:
     return []
 
 
+def relative(mode: Mode, vm_id: str) -> str | None:
+    """The microVM's group as a path inside each hierarchy (runc's cgroupsPath parent)."""
+    return None if mode == "none" else f"/{GROUP}/{vm_id}"
+
+
 def create(mode: Mode, vm_id: str, *, vcpu_millis: int, mem_mib: int) -> list[str]:
     """Make the microVM's cgroups with its limits; the folders the shim must join."""
     quota = vcpu_millis * PERIOD_US // 1000
@@ -73,8 +78,12 @@ def create(mode: Mode, vm_id: str, *, vcpu_millis: int, mem_mib: int) -> list[st
 
 
 def remove(mode: Mode, vm_id: str) -> None:
-    """Delete the microVM's cgroups (once their processes are gone)."""
-    for folder in paths(mode, vm_id):
+    """Delete the microVM's cgroups (once their processes are gone), and on v1 the
+    folders runc made for its containers in the other hierarchies (pids, devices, ...)."""
+    folders = paths(mode, vm_id)
+    if mode == "cgroup-v1":
+        folders += [h / GROUP / vm_id for h in ROOT.iterdir() if (h / GROUP / vm_id) not in folders]
+    for folder in folders:
         with contextlib.suppress(OSError):
             for child in folder.iterdir():
                 if child.is_dir():

@@ -52,6 +52,15 @@ class Image(Model):
     multicall: str | None = None
 
 
+class RegistryHost(Model):
+    """How one registry is reached, as containerd's ``hosts.toml``: through a mirror
+    (``http://`` for plain HTTP), verifying TLS with the CA files in ``ca_dir``."""
+
+    mirror: str | None = pydantic.Field(default=None, pattern=r"^https?://[^/\s]+/?$")
+    verify: bool = True
+    ca_dir: Path | None = None
+
+
 class Backoff(Model):
     initial_seconds: float = pydantic.Field(default=10.0, gt=0)
     max_seconds: float = pydantic.Field(default=300.0, gt=0)
@@ -71,6 +80,8 @@ class FleetConfig(Model):
     subnets: list[Subnet] = pydantic.Field(min_length=1)
     hosts: list[Host] = pydantic.Field(min_length=1)
     images: dict[str, Image] = {}
+    # Registries by name as image references spell them (docker.io, quay.io, host:port).
+    registries: dict[str, RegistryHost] = {}
     restart_backoff: Backoff = Backoff()
     # Events kept for resuming streams; older cursors get 410 CursorExpired.
     event_retention: int = pydantic.Field(default=20000, ge=100)

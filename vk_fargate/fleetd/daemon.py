@@ -31,6 +31,7 @@ from vk_fargate.fleetd import (
     config,
     events,
     hostinfo,
+    imagestore,
     ipam,
     network,
     placement,
@@ -61,7 +62,12 @@ class Fleet:
         self.networking: network.Mode = network.detect(cfg.networking)
         self.limits: cgroups.Mode = cgroups.detect()
         state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
-        self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-")
+        store = (
+            imagestore.ImageStore(cfg.state_dir / "images", cfg.registries)
+            if cfg.registries
+            else None
+        )
+        self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-", store)
         self._place_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}

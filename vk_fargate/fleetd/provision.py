@@ -17,7 +17,17 @@ import ipaddress
 from pathlib import Path
 
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import cgroups, config, ipam, network, sandbox, shims, supervisor
+from vk_fargate.fleetd import (
+    bundles,
+    cgroups,
+    config,
+    imagestore,
+    ipam,
+    network,
+    sandbox,
+    shims,
+    supervisor,
+)
 
 KILL_MARGIN = 5.0
 """Seconds past the grace period before a stuck shim and its cgroups are SIGKILLed."""
@@ -54,6 +64,11 @@ class Host:
     limits: cgroups.Mode
     networking: network.Mode
     netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
+    images: imagestore.ImageStore | None = None  # with registries: containers run by runc
+
+    @property
+    def runc_root(self) -> Path:
+        return self.cfg.state_dir / "runc"
 
     def sandbox_key(self, vm_id: str) -> str:
         return f"{self.netns_prefix}{vm_id}"
@@ -91,6 +106,9 @@ async def provision(
                 gateway=pool.gateway,
                 bridge=bridge,
             )
+    prepared = None
+    if runtime == "process" and host.images is not None:
+        prepared = await bundles.prepare(vm, record.dir, host.images, netns=netns)
     if record.deleting:
         return
     spec = shims.spec_for(
@@ -102,6 +120,9 @@ async def provision(
         netns=netns,
         network=shim_network,
         notify_socket=host.notify_socket,
+        prepared=prepared,
+        runc_root=host.runc_root if prepared is not None else None,
+        cgroup_parent=cgroups.relative(host.limits, vm.id) if prepared is not None else None,
     )
     record.shim = supervisor.launch(record.dir, spec)
 

@@ -30,8 +30,12 @@ class ShimContainer(TypedDict):
     name: str
     argv: list[str] | None  # None: the image could not be resolved, see ``error``
     error: NotRequired[str]
+    reason: NotRequired[str]  # why it cannot run (ErrImagePull, ...), with ``error``
     env: dict[str, str]
     working_dir: str | None
+    bundle: NotRequired[str]  # an OCI bundle: runc runs the container from its image
+    image_id: NotRequired[str]  # repo@sha256:... of the image it runs
+    pulled: NotRequired[dict[str, Any]]  # the API's PullResult
 
 
 class ShimNetwork(TypedDict):
@@ -57,6 +61,8 @@ class ShimSpec(TypedDict):
     cgroups: list[str]
     network: ShimNetwork | None
     notify_socket: str | None
+    runc_root: NotRequired[str]  # runc's state folder (for containers with a bundle)
+    cgroup_parent: NotRequired[str]  # the microVM's cgroup, relative to each hierarchy
 
 
 def iso(moment: datetime.datetime | None = None) -> str:
@@ -113,13 +119,22 @@ class Status:
             "message": None,
             "started_at": iso(),
             "finished_at": None,
-            "init_containers": [self._fresh(c["name"]) for c in spec["init_containers"]],
-            "containers": [self._fresh(c["name"]) for c in spec["containers"]],
+            "init_containers": [self._fresh(c) for c in spec["init_containers"]],
+            "containers": [self._fresh(c) for c in spec["containers"]],
         }
 
     @staticmethod
-    def _fresh(name: str) -> dict[str, Any]:
-        return {"name": name, "state": "waiting", "reason": "ContainerCreating", "restart_count": 0}
+    def _fresh(container: ShimContainer) -> dict[str, Any]:
+        fresh = {
+            "name": container["name"],
+            "state": "waiting",
+            "reason": "ContainerCreating",
+            "restart_count": 0,
+        }
+        for key in ("image_id", "pulled"):
+            if key in container:
+                fresh[key] = container[key]
+        return fresh
 
     def container(self, name: str) -> dict[str, Any]:
         for item in [*self.doc["init_containers"], *self.doc["containers"]]:

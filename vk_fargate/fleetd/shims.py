@@ -25,10 +25,17 @@ FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
 
 
 def _containers(
-    items: list[models.Container], table: dict[str, config.Image], vm_dir: Path, ip: str
+    items: list[models.Container],
+    table: dict[str, config.Image],
+    vm_dir: Path,
+    ip: str,
+    prepared: dict[str, sandbox.ShimContainer],
 ) -> list[sandbox.ShimContainer]:
     out = []
     for c in items:
+        if c.name in prepared:  # from its image (``provision.prepare``)
+            out.append(prepared[c.name])
+            continue
         resolved = images.resolve(c, table, sandbox=str(vm_dir))
         shim_c = sandbox.ShimContainer(
             name=c.name,
@@ -52,10 +59,14 @@ def spec_for(
     netns: str | None,
     network: sandbox.ShimNetwork | None,
     notify_socket: Path,
+    prepared: dict[str, sandbox.ShimContainer] | None = None,
+    runc_root: Path | None = None,
+    cgroup_parent: str | None = None,
 ) -> sandbox.ShimSpec:
     spec = vm.spec
     ip = vm.status.private_ip or ""
-    return sandbox.ShimSpec(
+    ready = prepared or {}
+    shim = sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
         vcpu_millis=spec.vcpu_millis,
@@ -64,13 +75,18 @@ def spec_for(
         termination_grace_seconds=spec.termination_grace_seconds,
         backoff_initial_seconds=cfg.restart_backoff.initial_seconds,
         backoff_max_seconds=cfg.restart_backoff.max_seconds,
-        init_containers=_containers(spec.init_containers, cfg.images, vm_dir, ip),
-        containers=_containers(spec.containers, cfg.images, vm_dir, ip),
+        init_containers=_containers(spec.init_containers, cfg.images, vm_dir, ip, ready),
+        containers=_containers(spec.containers, cfg.images, vm_dir, ip, ready),
         netns=netns,
         cgroups=cgroups,
         network=network,
         notify_socket=str(notify_socket),
     )
+    if runc_root is not None:
+        shim["runc_root"] = str(runc_root)
+    if cgroup_parent is not None:
+        shim["cgroup_parent"] = cgroup_parent
+    return shim
 
 
 def fold(

@@ -84,10 +84,11 @@ def kill(shim: Shim, cgroup_dirs: list[str]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shim.pid, signal.SIGKILL)
     for folder in cgroup_dirs:
-        with contextlib.suppress(OSError):
-            for line in Path(folder, "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(line), signal.SIGKILL)
+        with contextlib.suppress(OSError):  # the group and its containers' child groups
+            for procs in Path(folder).glob("**/cgroup.procs"):
+                for line in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(line), signal.SIGKILL)
     if shim.child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             shim.child.wait(timeout=5)

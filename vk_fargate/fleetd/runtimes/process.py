@@ -22,6 +22,7 @@ import functools
 import os
 import secrets
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class ProcessRuntime:
         self.status = status
         self._stopping = asyncio.Event()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._runc: dict[str, tuple[list[str], str]] = {}  # name -> (runc argv, container id)
         self._failure: tuple[str, str] | None = None
 
     def request_stop(self) -> None:
@@ -122,12 +124,16 @@ class ProcessRuntime:
         name = container["name"]
         argv = container["argv"]
         if argv is None:
-            self.status.waiting(name, "ErrImagePull", container.get("error"))
+            self.status.waiting(
+                name, container.get("reason", "ErrImagePull"), container.get("error")
+            )
             return None
         instance = self.status.container(name)["restart_count"]
         log = sandbox.log_path(self.vm_dir, name, instance)
         log.parent.mkdir(parents=True, exist_ok=True)
         _prune(log.parent, instance)
+        if "bundle" in container:
+            return await self._run_image(container, instance, log)
         cwd = self._working_dir(container)
         env = {**BASE_ENV, "HOSTNAME": self.spec["id"], **container["env"]}
         group = self._container_group(name, instance)
@@ -160,6 +166,57 @@ class ProcessRuntime:
         code = exit_code(returncode)
         reason = "Completed" if code == 0 else ("OOMKilled" if self._oom(code) else "Error")
         self.status.terminated(name, code, reason)
+        return code
+
+    async def _run_image(
+        self, container: sandbox.ShimContainer, instance: int, log: Path
+    ) -> int | None:
+        """One instance run by runc from the container's bundle, in a cgroup under the
+        microVM's (``container-<name>-<n>``: its CPU accounting folder, as above)."""
+        name = container["name"]
+        bundle = Path(container["bundle"])
+        instance_id = f"{self.spec['id']}-{name}-{instance}"
+        spec = sandbox.read_json(bundle / "config.json")
+        parent = self.spec.get("cgroup_parent")
+        if parent:
+            spec.setdefault("linux", {})["cgroupsPath"] = f"{parent}/container-{name}-{instance}"
+        sandbox.write_json(bundle / "config.json", spec)
+        runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *runc, "run", "--bundle", str(bundle), instance_id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_shim,
+            )  # fmt: skip
+        except OSError as exc:
+            self.status.terminated(name, 128, "StartError", f"cannot start runc: {exc}")
+            return 128
+        self._procs[name] = proc
+        self._runc[name] = (runc, instance_id)
+        self.status.running(name, f"vkfargate://{instance_id}")
+        assert proc.stdout is not None and proc.stderr is not None
+        with log.open("a", encoding="utf-8") as out:
+            await asyncio.gather(
+                _pump(proc.stdout, crilog.Writer(out, "stdout")),
+                _pump(proc.stderr, crilog.Writer(out, "stderr")),
+            )
+            returncode = await proc.wait()
+        del self._procs[name]
+        self._runc.pop(name, None)
+        code = exit_code(returncode)
+        if code == 0:
+            self.status.terminated(name, 0, "Completed")
+        elif self._oom(code):
+            self.status.terminated(name, code, "OOMKilled")
+        elif _start_failed(log):
+            message = _start_error(log)
+            self.status.terminated(name, 128, "StartError", message)
+            return 128
+        else:
+            self.status.terminated(name, code, "Error")
         return code
 
     def _container_group(self, name: str, instance: int) -> Path | None:
@@ -209,7 +266,16 @@ class ProcessRuntime:
         self._signal_all(signal.SIGKILL)
 
     def _signal_all(self, sig: signal.Signals) -> None:
-        for proc in list(self._procs.values()):
+        for name, proc in list(self._procs.items()):
+            if name in self._runc:  # runc passes TERM on; KILL must reach the container
+                runc, instance_id = self._runc[name]
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(
+                        [*runc, "kill", instance_id, sig.name.removeprefix("SIG")],
+                        capture_output=True,
+                        timeout=10,
+                        check=False,
+                    )
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
 
@@ -240,6 +306,25 @@ async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:
         writer.feed(decoder.decode(chunk))
     writer.feed(decoder.decode(b"", final=True))
     writer.close()
+
+
+def _start_failed(log: Path) -> bool:
+    """Whether runc could not start the process (its error is the log's last line)."""
+    return "runc run failed" in _last_line(log) or "exec failed" in _last_line(log)
+
+
+def _start_error(log: Path) -> str:
+    """runc's reason, e.g. ``exec: "nope": executable file not found in $PATH``."""
+    line = _last_line(log)
+    return line.split("exec failed: ", 1)[-1].split("runc run failed: ", 1)[-1]
+
+
+def _last_line(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1].split(" ", 3)[-1]  # past the CRI timestamp, stream and tag
+    return ""
 
 
 def _prune(folder: Path, current: int) -> None:

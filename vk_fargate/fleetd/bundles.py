@@ -1,0 +1,97 @@
+"""Each container of a microVM made ready to run from its image: pulled, unpacked
+into an OCI bundle of its own, its ``config.json`` written for runc.
+
+The command follows Kubernetes' rules over the image's Entrypoint and Cmd; the image's
+environment and working directory are the defaults the pod's override. The pod's
+``/etc/hosts`` and ``/etc/hostname`` are written here, as the kubelet writes them, and
+``/etc/resolv.conf`` is the host's (the kubelet's ``Default`` DNS policy, which it
+also uses for ``ClusterFirst`` while the cluster has no DNS). A container whose image
+cannot be had carries the reason instead (``ErrImagePull``, ``ErrImageNeverPull``,
+``InvalidImageName``), in the kubelet's words.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from vk_fargate.fleet import images, models
+from vk_fargate.fleetd import imagestore, ocispec, sandbox
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+HOSTNAME_MAX = 63  # the kubelet truncates a pod's hostname to 63 characters
+
+
+def hostname(vm: models.MicroVM) -> str:
+    return (vm.spec.labels.get("pod") or vm.id)[:HOSTNAME_MAX].rstrip("-.")
+
+
+def pod_files(vm: models.MicroVM, vm_dir: Path) -> dict[str, str]:
+    """Write the pod's /etc files under ``vm_dir``; destination -> file."""
+    folder = vm_dir / "etc"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hostname(vm)
+    (folder / "hosts").write_text(ocispec.hosts_file(vm.status.private_ip or "127.0.0.1", name))
+    (folder / "hostname").write_text(name + "\n")
+    try:
+        shutil.copyfile(RESOLV_CONF, folder / "resolv.conf")
+    except OSError:
+        (folder / "resolv.conf").write_text("")
+    return {f"/etc/{n}": str(folder / n) for n in ("hosts", "hostname", "resolv.conf")}
+
+
+async def prepare(
+    vm: models.MicroVM, vm_dir: Path, store: imagestore.ImageStore, *, netns: str | None
+) -> dict[str, sandbox.ShimContainer]:
+    """Every container of ``vm``, pulled and bundled; by name."""
+    files = pod_files(vm, vm_dir)
+    ip = vm.status.private_ip or ""
+    out: dict[str, sandbox.ShimContainer] = {}
+    for c in [*vm.spec.init_containers, *vm.spec.containers]:
+        env = {e.name: e.rendered(ip) for e in c.env}
+        failed = sandbox.ShimContainer(name=c.name, argv=None, env=env, working_dir=c.working_dir)
+        policy = c.image_pull_policy or images.default_pull_policy(c.image)
+        try:
+            pulled = await store.ensure(c.image, policy)
+        except images.InvalidImageName as exc:
+            out[c.name] = {**failed, "reason": "InvalidImageName", "error": str(exc)}
+            continue
+        except imagestore.NotPresent as exc:
+            out[c.name] = {**failed, "reason": "ErrImageNeverPull", "error": str(exc)}
+            continue
+        except imagestore.PullError as exc:
+            message = f'failed to pull and unpack image "{c.image}": {exc.message}'
+            out[c.name] = {**failed, "reason": "ErrImagePull", "error": message}
+            continue
+        try:
+            argv = images.argv(pulled.config, c.command, c.args)
+        except ValueError as exc:
+            out[c.name] = {**failed, "reason": "CreateContainerError", "error": str(exc)}
+            continue
+        bundle = vm_dir / "bundles" / c.name
+        original = bundle / "config.umoci.json"
+        if not original.exists():
+            shutil.rmtree(bundle, ignore_errors=True)
+            bundle.parent.mkdir(parents=True, exist_ok=True)
+            await store.unpack(pulled, bundle)
+            (bundle / "config.json").replace(original)
+        container = ocispec.Container(
+            argv=argv,
+            env=images.environment(pulled.config, list(env.items())),
+            cwd=images.working_dir(pulled.config, c.working_dir),
+            hostname=hostname(vm),
+            netns=netns,
+            cgroups_path=None,  # the shim names one per instance
+            pod_files=files,
+        )
+        spec = ocispec.spec(json.loads(original.read_text()), container)
+        sandbox.write_json(bundle / "config.json", spec)
+        out[c.name] = {
+            **failed,
+            "argv": argv,
+            "bundle": str(bundle),
+            "image_id": pulled.reference.with_digest(pulled.digest),
+            "pulled": {"present": pulled.present, "seconds": pulled.seconds, "size": pulled.size},
+        }
+    return out

@@ -1,0 +1,200 @@
+"""A host's image service: pull OCI images from registries and unpack them for runc.
+
+Images go into one OCI image layout under the state directory: blobs are stored by
+digest and verified by skopeo as they arrive, so a layer two images share is
+downloaded and stored once, and a second pull of a present image fetches only its
+manifest. Pulls of one reference share one download (single flight); writes to the
+layout are serialized, since skopeo and umoci update its ``index.json`` in place.
+Registries are reached as containerd's ``hosts.toml`` says: a mirror per registry
+(``docker.io`` -> the local registry), plain HTTP or TLS with a CA bundle.
+
+skopeo and umoci (the containers and OCI projects' own tools, packaged by Debian) do
+the OCI details: manifests, image indexes (linux/amd64 is chosen), digests, layer
+whiteouts, ownership and modes, and never following a link out of the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vk_fargate import errors
+from vk_fargate.fleet import images
+from vk_fargate.fleetd import config
+
+PULL_TIMEOUT = 600.0  # seconds for one skopeo copy
+
+
+class PullError(errors.VkFargateError):
+    """A pull failed; ``message`` is what the registry or the tool said."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotPresent(errors.VkFargateError):
+    """``Never`` was asked and the image is not on this host."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pulled:
+    reference: images.Reference
+    digest: str  # of the manifest: the image's identity
+    config: images.ImageConfig
+    size: int  # bytes of the manifest's config and layers
+    seconds: float  # spent pulling; 0 when it was already present
+    present: bool  # already on this host, nothing pulled
+
+
+class ImageStore:
+    def __init__(self, root: Path, registries: dict[str, config.RegistryHost]) -> None:
+        self.layout = root / "layout"
+        self.registries = registries
+        self._lock = asyncio.Lock()
+        self._flights: dict[str, asyncio.Task[Pulled]] = {}
+
+    async def ensure(
+        self, reference: str, policy: str, *, credentials: str | None = None
+    ) -> Pulled:
+        """The image of ``reference``, pulled as ``policy`` (Always, IfNotPresent, Never)
+        asks. Raises InvalidImageName, NotPresent or PullError."""
+        ref = images.parse(reference)
+        key = str(ref)
+        if policy != "Always":
+            found = self._present(ref)
+            if found is not None:
+                return found
+            if policy == "Never":
+                raise NotPresent(
+                    f'Container image "{reference}" is not present with pull policy of Never'
+                )
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.get_running_loop().create_task(
+                self._pull(ref, credentials), name=f"pull-{key}"
+            )
+            self._flights[key] = flight
+            flight.add_done_callback(functools.partial(self._landed, key))
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: str, _flight: asyncio.Task[Pulled]) -> None:
+        self._flights.pop(key, None)
+
+    def _present(self, ref: images.Reference) -> Pulled | None:
+        manifest = self._manifest(_tag(ref))
+        if manifest is None:
+            return None
+        digest, doc = manifest
+        return self._describe(ref, digest, doc, seconds=0.0, present=True)
+
+    async def _pull(self, ref: images.Reference, credentials: str | None) -> Pulled:
+        source, tls = self._source(ref)
+        argv = ["skopeo", "copy", "--quiet", "--override-os", "linux", "--override-arch", "amd64"]
+        argv += [f"--src-tls-verify={'true' if tls.verify else 'false'}"]
+        if tls.ca_dir:
+            argv += ["--src-cert-dir", str(tls.ca_dir)]
+        if credentials:
+            argv += ["--src-creds", credentials]
+        began = time.monotonic()
+        async with self._lock:
+            self.layout.parent.mkdir(parents=True, exist_ok=True)
+            argv += [source, f"oci:{self.layout}:{_tag(ref)}"]
+            await _run(argv, secret=credentials)
+        manifest = self._manifest(_tag(ref))
+        if manifest is None:
+            raise PullError(f"{ref}: the pulled image is missing from the store")
+        digest, doc = manifest
+        return self._describe(ref, digest, doc, seconds=time.monotonic() - began, present=False)
+
+    def _source(self, ref: images.Reference) -> tuple[str, config.RegistryHost]:
+        host = self.registries.get(ref.registry) or config.RegistryHost()
+        endpoint = host.mirror or f"https://{ref.registry}"
+        scheme, _, address = endpoint.partition("://")
+        tls = host if scheme == "https" else host.model_copy(update={"verify": False})
+        where = f"{ref.repository}@{ref.digest}" if ref.digest else f"{ref.repository}:{ref.tag}"
+        return f"docker://{address.rstrip('/')}/{where}", tls
+
+    def _manifest(self, tag: str) -> tuple[str, dict[str, Any]] | None:
+        try:
+            index = json.loads((self.layout / "index.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for entry in index.get("manifests") or []:
+            if (entry.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag:
+                digest = str(entry["digest"])
+                return digest, self._blob(digest)
+        return None
+
+    def _blob(self, digest: str) -> dict[str, Any]:
+        algorithm, _, value = digest.partition(":")
+        document: dict[str, Any] = json.loads(
+            (self.layout / "blobs" / algorithm / value).read_bytes()
+        )
+        return document
+
+    def _describe(
+        self,
+        ref: images.Reference,
+        digest: str,
+        manifest: dict[str, Any],
+        *,
+        seconds: float,
+        present: bool,
+    ) -> Pulled:
+        image_config = images.ImageConfig.from_oci(self._blob(manifest["config"]["digest"]))
+        size = int(manifest["config"].get("size", 0)) + sum(
+            int(layer.get("size", 0)) for layer in manifest.get("layers") or []
+        )
+        return Pulled(ref, digest, image_config, size, seconds, present)
+
+    async def unpack(self, pulled: Pulled, bundle: Path) -> None:
+        """An OCI runtime bundle (``config.json`` + ``rootfs``) of the image at ``bundle``."""
+        async with self._lock:
+            await _run(
+                [
+                    "umoci",
+                    "unpack",
+                    "--image",
+                    f"{self.layout}:{_tag(pulled.reference)}",
+                    str(bundle),
+                ]
+            )
+
+
+def _tag(ref: images.Reference) -> str:
+    """The layout's name for ``ref`` (OCI ref names allow few characters)."""
+    return "r" + hashlib.sha256(str(ref).encode()).hexdigest()[:40]
+
+
+async def _run(argv: list[str], *, secret: str | None = None) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(PULL_TIMEOUT):
+            _, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise PullError(f"{argv[0]} took more than {PULL_TIMEOUT:.0f}s") from None
+    if process.returncode != 0:
+        text = err.decode(errors="replace").strip()
+        if secret:
+            text = text.replace(secret, "***")
+        raise PullError(_reason(text))
+
+
+def _reason(text: str) -> str:
+    """skopeo's last line, the part a user can act on (not found, unauthorized)."""
+    line = text.splitlines()[-1] if text else "failed"
+    return line.removeprefix("time=").split('msg="', 1)[-1].rstrip('"')

@@ -1,0 +1,98 @@
+"""A container's OCI runtime spec (runc's ``config.json``), from the one umoci wrote
+for its image and what the pod says. Pure.
+
+umoci's spec already carries the image's user (resolved against the image's own
+``/etc/passwd``), its rootfs and the usual ``/proc``, ``/dev`` and ``/sys`` mounts.
+On top come the merged command, environment and working directory; the pod's name as
+hostname; the pod's network namespace (shared by its containers) and the container's
+own mount, PID, IPC and UTS namespaces; a cgroup under the microVM's, so its limits
+apply; ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` bound from the
+pod's files, as the kubelet does; and containerd's default capabilities.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+# What containerd (and Docker) give a container by default; runc's template has three.
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+POD_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """What the pod decides about one container instance."""
+
+    argv: list[str]
+    env: list[tuple[str, str]]
+    cwd: str
+    hostname: str
+    netns: str | None  # the pod's network namespace (a path); None: a new one
+    cgroups_path: str | None  # e.g. /vk-fargate/<vm>/container-<name>-<n>
+    pod_files: dict[str, str]  # /etc/hosts etc. -> the host file bound there
+
+
+def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
+    """``base`` (umoci's ``config.json``) made into this container's spec."""
+    out = copy.deepcopy(base)
+    process = out.setdefault("process", {})
+    process.update(
+        terminal=False,
+        args=list(container.argv),
+        env=[f"{k}={v}" for k, v in container.env],
+        cwd=container.cwd,
+    )
+    caps = list(DEFAULT_CAPABILITIES)
+    process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    out["hostname"] = container.hostname
+    linux = out.setdefault("linux", {})
+    namespaces = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]
+    network: dict[str, str] = {"type": "network"}
+    if container.netns:
+        network["path"] = container.netns
+    linux["namespaces"] = [*namespaces, network]
+    if container.cgroups_path:
+        linux["cgroupsPath"] = container.cgroups_path
+    mounts = [m for m in out.get("mounts") or [] if m.get("destination") not in container.pod_files]
+    for destination, source in sorted(container.pod_files.items()):
+        mounts.append(
+            {
+                "destination": destination,
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", "rprivate", "rw"],
+            }
+        )
+    out["mounts"] = mounts
+    return out
+
+
+def hosts_file(ip: str, hostname: str) -> str:
+    """``/etc/hosts`` as the kubelet writes it for a pod."""
+    return (
+        "# Kubernetes-managed hosts file.\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\n"
+        "fe00::0\tip6-mcastprefix\n"
+        "fe00::1\tip6-allnodes\n"
+        "fe00::2\tip6-allrouters\n"
+        f"{ip}\t{hostname}\n"
+    )

@@ -30,6 +30,25 @@ from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import scheduling, world
 
 log = logging.getLogger(__name__)
+# A container that cannot get its image: the kubelet's first event (reason, text), then
+# "Error: <waiting reason>".
+IMAGE_FAILURES = {
+    "ErrImagePull": ("Failed", 'Failed to pull image "{image}": {message}'),
+    "ErrImageNeverPull": ("ErrImageNeverPull", "{message}"),
+    "InvalidImageName": ("InspectFailed", "{message}"),
+}
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints one truncated to milliseconds: 523ms, 1.2s, 2m3.004s."""
+    millis = int(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
 
 
 @dataclasses.dataclass
@@ -160,6 +179,34 @@ class PodReconciler:
             self._sent[uid] = status
         await self._events(pod, vm)
 
+    async def _pulled(
+        self, pod: kube.JSON, c: models.ContainerStatus, image: str, node: str | None
+    ) -> None:
+        """The kubelet's pull events for a container that started: Pulling and Pulled with
+        time and size after a real pull (its first start), else already present."""
+        pulled = c.pulled
+        if pulled is None or pulled.present or c.restart_count > 0:
+            await self.recorder.record(
+                pod,
+                "Pulled",
+                f'Container image "{image}" already present on machine',
+                component="kubelet",
+                host=node,
+            )
+            return
+        took = go_duration(pulled.seconds)
+        await self.recorder.record(
+            pod, "Pulling", f'Pulling image "{image}"', component="kubelet", host=node
+        )
+        await self.recorder.record(
+            pod,
+            "Pulled",
+            f'Successfully pulled image "{image}" in {took} ({took} including waiting). '
+            f"Image size: {pulled.size} bytes.",
+            component="kubelet",
+            host=node,
+        )
+
     async def _events(self, pod: kube.JSON, vm: models.MicroVM) -> None:
         uid = pod["metadata"]["uid"]
         node = (pod.get("spec") or {}).get("nodeName")
@@ -177,13 +224,7 @@ class PodReconciler:
                 continue
             seen[c.name] = now
             if c.state == "running":
-                await self.recorder.record(
-                    pod,
-                    "Pulled",
-                    f'Container image "{images.get(c.name)}" already present on machine',
-                    component="kubelet",
-                    host=node,
-                )
+                await self._pulled(pod, c, images.get(c.name, ""), node)
                 await self.recorder.record(
                     pod, "Created", f"Created container: {c.name}", component="kubelet", host=node
                 )
@@ -200,15 +241,14 @@ class PodReconciler:
                     component="kubelet",
                     host=node,
                 )
-            elif c.state == "waiting" and c.reason == "ErrImagePull":
-                await self.recorder.record(
-                    pod,
-                    "Failed",
-                    f"Error: ErrImagePull: {c.message}",
-                    warning=True,
-                    component="kubelet",
-                    host=node,
-                )
+            elif c.state == "waiting" and c.reason in IMAGE_FAILURES:
+                first, text = IMAGE_FAILURES[c.reason]
+                image = images.get(c.name, "")
+                message = text.format(image=image, message=c.message or "")
+                for reason, said in ((first, message), ("Failed", f"Error: {c.reason}")):
+                    await self.recorder.record(
+                        pod, reason, said, warning=True, component="kubelet", host=node
+                    )
         if vm.status.state == "failed" and seen.get("") != ("failed", None, vm.status.reason):
             seen[""] = ("failed", None, vm.status.reason)
             await self.recorder.record(

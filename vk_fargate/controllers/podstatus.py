@@ -79,7 +79,7 @@ def _statuses(
         status: JSON = {
             "name": name,
             "image": container.get("image", ""),
-            "imageID": "",
+            "imageID": c.image_id or "",
             "ready": ready,
             "started": c.state == "running",
             "restartCount": c.restart_count,

@@ -371,6 +371,7 @@ class Scheduler:
                     args=c.get("args") or [],
                     env=environment.resolve(pod, c, sources),
                     working_dir=c.get("workingDir"),
+                    image_pull_policy=c.get("imagePullPolicy"),
                 )
                 for c in items
             ]

@@ -1,0 +1,112 @@
+"""Pods run from real images pulled from the local registry, as the kubelet runs them:
+Kubernetes' command/args rules over the image's Entrypoint and Cmd, the image's
+root filesystem (never the host's), imageID, and the kubelet's pull events and errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client as k8s
+
+from tests import kubectl as kubectl_runner
+from tests import waiting
+from tests.provider import conftest
+from vk_fargate.devcluster import cluster
+
+pytestmark = pytest.mark.e2e
+
+
+async def _pod(core: k8s.CoreV1Api, ns: str, manifest: dict[str, Any]) -> None:
+    await core.create_namespaced_pod(ns, manifest)
+
+
+async def _status(core: k8s.CoreV1Api, ns: str, name: str) -> k8s.V1ContainerStatus | None:
+    pod = await core.read_namespaced_pod(name, ns)
+    statuses = pod.status.container_statuses or []
+    return statuses[0] if statuses else None
+
+
+async def _events(core: k8s.CoreV1Api, ns: str, name: str) -> list[tuple[str, str]]:
+    found = await core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+    return [(e.reason, e.message) for e in found.items]
+
+
+async def _log(core: k8s.CoreV1Api, ns: str, name: str) -> str:
+    return str(await core.read_namespaced_pod_log(name, ns))
+
+
+async def test_busybox_with_args_only_runs_them_in_the_images_root(
+    api: k8s.ApiClient, provider: conftest.Provider, local_cluster: cluster.Cluster
+) -> None:
+    """`kubectl run w --image=busybox -- sh -c ...` sets only args: they replace Cmd.
+    The container finds none of the host's secrets: not the dev cluster's CA key, not
+    the host's programs."""
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "images")
+    ca_key = local_cluster.layout.pem("ca.key")
+    assert ca_key.exists()
+    script = f"head -c 30 {ca_key} 2>&1; echo sbin=$(ls /usr/sbin | wc -l); hostname; sleep 3600"
+    manifest = conftest.pod("w", {"name": "w", "image": "busybox", "args": ["sh", "-c", script]})
+    await _pod(core, ns, manifest)
+
+    async def running() -> k8s.V1ContainerStatus | None:
+        status = await _status(core, ns, "w")
+        return status if status is not None and status.state.running else None
+
+    status = await waiting.until(running, timeout=120, what="the busybox pod Running")
+    assert status.image_id.startswith("docker.io/library/busybox@sha256:")
+
+    async def logged() -> str:
+        text = await _log(core, ns, "w")
+        return text if "\nw\n" in text else ""
+
+    out = await waiting.until(logged, what="the pod's output")
+    assert "No such file or directory" in out and "PRIVATE KEY" not in out
+    assert "sbin=0\n" in out  # the image's /usr/sbin is empty; the host's is not
+    reasons = [r for r, _ in await _events(core, ns, "w")]
+    assert "Pulled" in reasons and "Started" in reasons
+    await core.delete_namespace(ns)
+
+
+async def test_pull_failures_say_why_in_the_kubelets_words(
+    api: k8s.ApiClient, provider: conftest.Provider, kubeconfig: Path
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "images")
+    missing = conftest.pod("missing", {"name": "app", "image": "myorg/api:1.4"})
+    never = conftest.pod(
+        "never", {"name": "app", "image": "myorg/other:2", "imagePullPolicy": "Never"}
+    )
+    for manifest in (missing, never):
+        await _pod(core, ns, manifest)
+
+    async def waiting_reason(name: str) -> str | None:
+        status = await _status(core, ns, name)
+        waiting_state = status.state.waiting if status is not None else None
+        if waiting_state is None or waiting_state.reason == "ContainerCreating":
+            return None
+        return f"{waiting_state.reason}: {waiting_state.message}"
+
+    pull = await waiting.until(lambda: waiting_reason("missing"), timeout=120, what="ErrImagePull")
+    assert pull.startswith('ErrImagePull: failed to pull and unpack image "myorg/api:1.4"')
+    assert "not found" in pull or "unknown" in pull
+    events = await _events(core, ns, "missing")
+    assert any(
+        r == "Failed" and m.startswith('Failed to pull image "myorg/api:1.4"') for r, m in events
+    )
+    assert ("Failed", "Error: ErrImagePull") in events
+    never_pull = await waiting.until(
+        lambda: waiting_reason("never"), timeout=120, what="ErrImageNeverPull"
+    )
+    assert never_pull == (
+        'ErrImageNeverPull: Container image "myorg/other:2" is not present with pull policy '
+        "of Never"
+    )
+    code, out, _err = await kubectl_runner.run_async(
+        kubeconfig, "-n", ns, "describe", "pod", "never"
+    )
+    assert code == 0 and "ErrImageNeverPull" in out.decode()
+    await core.delete_namespace(ns)

@@ -269,3 +269,19 @@ async def test_a_container_sees_its_image_not_the_hosts_files(
         "docker.io/library/busybox@sha256:"
     )
     await fleet_client.delete_microvm(vm_id)
+
+
+async def test_a_command_missing_from_the_image_is_a_start_error_naming_it(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    spec = helpers.spec({"name": "app", "command": ["no-such-program"]}, restart_policy="Never")
+    await fleet_client.put_microvm(vm_id, spec)
+    done = await helpers.until_vm(
+        fleet_client, vm_id, lambda v: helpers.container(v, "app").state == "terminated"
+    )
+    app = helpers.container(done, "app")
+    assert app.reason == "StartError", app
+    assert app.exit_code == 128
+    assert "no-such-program" in (app.message or "")
+    await fleet_client.delete_microvm(vm_id)

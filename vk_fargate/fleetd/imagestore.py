@@ -95,7 +95,7 @@ class ImageStore:
         return self._describe(ref, digest, doc, seconds=0.0, present=True)
 
     async def _pull(self, ref: images.Reference, credentials: str | None) -> Pulled:
-        source, tls = self._source(ref)
+        source, tls = self._source(ref)  # before any I/O
         argv = ["skopeo", "copy", "--quiet", "--override-os", "linux", "--override-arch", "amd64"]
         argv += [f"--src-tls-verify={'true' if tls.verify else 'false'}"]
         if tls.ca_dir:
@@ -114,7 +114,12 @@ class ImageStore:
         return self._describe(ref, digest, doc, seconds=time.monotonic() - began, present=False)
 
     def _source(self, ref: images.Reference) -> tuple[str, config.RegistryHost]:
-        host = self.registries.get(ref.registry) or config.RegistryHost()
+        """Where ``ref`` is pulled from. Only configured registries are reached: a host
+        never contacts a registry its operator did not name."""
+        host = self.registries.get(ref.registry)
+        if host is None:
+            known = ", ".join(sorted(self.registries))
+            raise PullError(f"registry {ref.registry} is not configured on this fleet ({known})")
         endpoint = host.mirror or f"https://{ref.registry}"
         scheme, _, address = endpoint.partition("://")
         tls = host if scheme == "https" else host.model_copy(update={"verify": False})

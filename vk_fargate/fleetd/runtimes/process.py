@@ -182,9 +182,11 @@ class ProcessRuntime:
             spec.setdefault("linux", {})["cgroupsPath"] = f"{parent}/container-{name}-{instance}"
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
+        pid_file = bundle / "container.pid"
+        pid_file.unlink(missing_ok=True)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *runc, "run", "--bundle", str(bundle), instance_id,
+                *runc, "run", "--bundle", str(bundle), "--pid-file", str(pid_file), instance_id,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -196,13 +198,18 @@ class ProcessRuntime:
             return 128
         self._procs[name] = proc
         self._runc[name] = (runc, instance_id)
-        self.status.running(name, f"vkfargate://{instance_id}")
         assert proc.stdout is not None and proc.stderr is not None
         with log.open("a", encoding="utf-8") as out:
-            await asyncio.gather(
+            pumps = asyncio.gather(
                 _pump(proc.stdout, crilog.Writer(out, "stdout")),
                 _pump(proc.stderr, crilog.Writer(out, "stderr")),
             )
+            # Running once runc has made the container (its pid file), not before.
+            while not pid_file.exists() and proc.returncode is None and not pumps.done():
+                await asyncio.sleep(0.02)
+            if pid_file.exists():
+                self.status.running(name, f"vkfargate://{instance_id}")
+            await pumps
             returncode = await proc.wait()
         del self._procs[name]
         self._runc.pop(name, None)

@@ -133,8 +133,8 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             "provider",
         }
         assert described["registry"]["images"] == [
-            f"{described['registry']['url'].removeprefix('http://')}/library/{name}:latest"
-            for name in ("busybox", "nginx")
+            f"{described['registry']['url'].removeprefix('http://')}/library/{name}"
+            for name in ("busybox:latest", "busybox:nonroot", "nginx:latest")
         ]
         fleet = described["fleet"]
         token = Path(fleet["token_file"]).read_text().strip()

@@ -134,4 +134,4 @@ def test_the_layout_is_built_once_per_machine(tmp_path: Path) -> None:
         m["annotations"]["org.opencontainers.image.ref.name"]
         for m in json.loads(index)["manifests"]
     }
-    assert refs == {"busybox", "nginx"}
+    assert refs == {"busybox", "busybox-nonroot", "nginx"}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from vk_fargate import errors
 
-RECIPE = "2"  # bump when an image's content or configuration changes
+RECIPE = "3"  # bump when an image's content or configuration changes
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGES = ("busybox-static", "nginx", "libc6")
 BUSYBOX = Path("/usr/bin/busybox")
@@ -70,9 +70,17 @@ class Image:
     """One image of the layout: the image it builds on, its own layer, its config."""
 
     name: str
-    layer: Callable[[Path], None]  # fills a folder with what the layer adds
+    layer: Callable[[Path], None] | None  # fills a folder with what the layer adds
     cmd: tuple[str, ...]
     base: str | None = None  # an earlier image, whose layers come first (the same blobs)
+    tag: str = "latest"
+    user: str | None = None  # the image config's User
+
+    @property
+    def key(self) -> str:
+        """Its name in the layout (one per name and tag)."""
+        return self.name if self.tag == "latest" else f"{self.name}-{self.tag}"
+
     ports: tuple[str, ...] = ()
     stop_signal: str | None = None
 
@@ -129,6 +137,8 @@ def _copy(source: Path, root: Path) -> None:
 
 IMAGES = (
     Image("busybox", _base, cmd=("sh",)),
+    # busybox whose config says USER 1000:1000 (its layers are busybox's own)
+    Image("busybox", None, cmd=("sh",), base="busybox", tag="nonroot", user="1000:1000"),
     Image(
         "nginx",
         _nginx,
@@ -172,7 +182,7 @@ def build(cache: Path) -> Path:
         built = work / "layout"
         _run(["umoci", "init", "--layout", str(built)])
         for image in IMAGES:
-            _build_image(built, image, work / image.name)
+            _build_image(built, image, work / image.key)
         try:
             built.replace(layout)  # whole or not at all
         except OSError:
@@ -182,13 +192,15 @@ def build(cache: Path) -> Path:
 
 
 def _build_image(layout: Path, image: Image, work: Path) -> None:
-    ref = f"{layout}:{image.name}"
+    ref = f"{layout}:{image.key}"
     config = ["umoci", "config", "--os", "linux", "--architecture", "amd64"]
     if image.base is None:
         _run(["umoci", "new", "--image", ref])
         config += ["--image", ref]
     else:  # a new tag of the base: its very layers, then ours on top
-        config += ["--image", f"{layout}:{image.base}", "--tag", image.name]
+        config += ["--image", f"{layout}:{image.base}", "--tag", image.key]
+    if image.user:
+        config += ["--config.user", image.user]
     config += ["--config.env", PATH_ENV, "--clear=config.cmd"]
     for word in image.cmd:
         config += ["--config.cmd", word]
@@ -197,18 +209,19 @@ def _build_image(layout: Path, image: Image, work: Path) -> None:
     if image.stop_signal:
         config += ["--config.stopsignal", image.stop_signal]
     _run(config)
-    work.mkdir(parents=True)
-    image.layer(work)
-    _run(["umoci", "insert", "--image", ref, str(work), "/"])
+    if image.layer is not None:
+        work.mkdir(parents=True)
+        image.layer(work)
+        _run(["umoci", "insert", "--image", ref, str(work), "/"])
 
 
 def push(layout: Path, registry: str) -> list[str]:
-    """Push every image to ``registry`` (host:port, plain HTTP) as ``library/NAME:latest``;
+    """Push every image to ``registry`` (host:port, plain HTTP) as ``library/NAME:TAG``;
     the references pushed."""
     pushed = []
     for image in IMAGES:
-        target = f"{registry}/library/{image.name}:latest"
+        target = f"{registry}/library/{image.name}:{image.tag}"
         argv = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
-        _run([*argv, f"oci:{layout}:{image.name}", f"docker://{target}"])
+        _run([*argv, f"oci:{layout}:{image.key}", f"docker://{target}"])
         pushed.append(target)
     return pushed

@@ -110,3 +110,51 @@ async def test_pull_failures_say_why_in_the_kubelets_words(
     )
     assert code == 0 and "ErrImageNeverPull" in out.decode()
     await core.delete_namespace(ns)
+
+
+async def test_security_context_users_read_only_root_and_run_as_non_root(
+    api: k8s.ApiClient, provider: conftest.Provider
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "secctx")
+    report = "echo uid=$(id -u) gid=$(id -g); touch /probe 2>&1 || true; sleep 3600"
+
+    def shell(name: str, image: str, **context: Any) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": "app", "image": image, "args": ["sh", "-c", report]}
+        if context:
+            container["securityContext"] = context
+        return conftest.pod(name, container)
+
+    pods = {
+        "image-user": shell("image-user", "busybox:nonroot"),
+        "run-as": shell("run-as", "busybox", runAsUser=2000, runAsGroup=3000),
+        "read-only": shell("read-only", "busybox", readOnlyRootFilesystem=True),
+        "non-root": shell("non-root", "busybox", runAsNonRoot=True),
+    }
+    for manifest in pods.values():
+        await _pod(core, ns, manifest)
+
+    async def output(name: str) -> str:
+        text = await _log(core, ns, name)
+        return text if "uid=" in text else ""
+
+    image_user = await waiting.until(lambda: output("image-user"), timeout=120, what="USER 1000")
+    assert "uid=1000 gid=1000" in image_user
+    assert "Permission denied" in image_user  # / belongs to root
+    run_as = await waiting.until(lambda: output("run-as"), timeout=120, what="runAsUser")
+    assert "uid=2000 gid=3000" in run_as
+    read_only = await waiting.until(lambda: output("read-only"), timeout=120, what="read-only")
+    assert "uid=0" in read_only and "Read-only file system" in read_only
+
+    async def refused() -> str | None:
+        status = await _status(core, ns, "non-root")
+        state = status.state.waiting if status is not None else None
+        if state is None or state.reason != "CreateContainerConfigError":
+            return None
+        return str(state.message)
+
+    message = await waiting.until(refused, timeout=120, what="runAsNonRoot refused")
+    assert message.startswith("container has runAsNonRoot and image will run as root (pod: ")
+    assert message.endswith(", container: app)")
+    assert ("Failed", f"Error: {message}") in await _events(core, ns, "non-root")
+    await core.delete_namespace(ns)

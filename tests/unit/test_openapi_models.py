@@ -28,6 +28,7 @@ MODELLED = [
     "HostList",
     "HostAction",
     "EnvVar",
+    "SecurityContext",
     "Container",
     "MicroVMSpec",
     "Termination",

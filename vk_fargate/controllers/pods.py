@@ -38,6 +38,8 @@ IMAGE_FAILURES = {
     "InvalidImageName": ("InspectFailed", "{message}"),
 }
 
+CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")
+
 
 def go_duration(seconds: float) -> str:
     """A duration as Go prints one truncated to milliseconds: 523ms, 1.2s, 2m3.004s."""
@@ -237,6 +239,15 @@ class PodReconciler:
                     "BackOff",
                     f"Back-off restarting failed container {c.name} in pod "
                     f"{pod['metadata']['name']}",
+                    warning=True,
+                    component="kubelet",
+                    host=node,
+                )
+            elif c.state == "waiting" and c.reason in CONFIG_FAILURES:
+                await self.recorder.record(
+                    pod,
+                    "Failed",
+                    f"Error: {c.message}",
                     warning=True,
                     component="kubelet",
                     host=node,

@@ -76,6 +76,18 @@ class EnvVar(Model):
         return self.value.replace("{private_ip}", private_ip).replace("{private_ip_dashed}", dashed)
 
 
+class SecurityContext(Model):
+    """What the runtime needs of a container's (and its pod's) securityContext."""
+
+    run_as_user: int | None = pydantic.Field(default=None, ge=0)
+    run_as_group: int | None = pydantic.Field(default=None, ge=0)
+    run_as_non_root: bool = False
+    read_only_root_filesystem: bool = False
+    allow_privilege_escalation: bool | None = None
+    capabilities_add: list[str] = []
+    capabilities_drop: list[str] = []
+
+
 class Container(Model):
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image: str = pydantic.Field(min_length=1)
@@ -85,6 +97,7 @@ class Container(Model):
     working_dir: str | None = None
     # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    security: SecurityContext | None = None
 
 
 class MicroVMSpec(Model):

@@ -76,6 +76,7 @@ async def prepare(
             bundle.parent.mkdir(parents=True, exist_ok=True)
             await store.unpack(pulled, bundle)
             (bundle / "config.json").replace(original)
+        security = c.security or models.SecurityContext()
         container = ocispec.Container(
             argv=argv,
             env=images.environment(pulled.config, list(env.items())),
@@ -84,8 +85,23 @@ async def prepare(
             netns=netns,
             cgroups_path=None,  # the shim names one per instance
             pod_files=files,
+            run_as=(security.run_as_user, security.run_as_group),
+            read_only=security.read_only_root_filesystem,
+            no_new_privileges=security.allow_privilege_escalation is False,
+            capabilities_add=tuple(security.capabilities_add),
+            capabilities_drop=tuple(security.capabilities_drop),
         )
-        spec = ocispec.spec(json.loads(original.read_text()), container)
+        base = json.loads(original.read_text())
+        if security.run_as_non_root and ocispec.user(base, container)[0] == 0:
+            labels = vm.spec.labels
+            pod = f"{labels.get('pod', vm.id)}_{labels.get('namespace', '')}({vm.id})"
+            message = (
+                "container has runAsNonRoot and image will run as root "
+                f'(pod: "{pod}", container: {c.name})'
+            )
+            out[c.name] = {**failed, "reason": "CreateContainerConfigError", "error": message}
+            continue
+        spec = ocispec.spec(base, container)
         sandbox.write_json(bundle / "config.json", spec)
         out[c.name] = {
             **failed,

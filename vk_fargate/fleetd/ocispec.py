@@ -7,7 +7,8 @@ On top come the merged command, environment and working directory; the pod's nam
 hostname; the pod's network namespace (shared by its containers) and the container's
 own mount, PID, IPC and UTS namespaces; a cgroup under the microVM's, so its limits
 apply; ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` bound from the
-pod's files, as the kubelet does; and containerd's default capabilities.
+pod's files, as the kubelet does; containerd's default capabilities; and what the
+securityContext says (user and group, read-only root, capabilities, no_new_privs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,33 @@ class Container:
     netns: str | None  # the pod's network namespace (a path); None: a new one
     cgroups_path: str | None  # e.g. /vk-fargate/<vm>/container-<name>-<n>
     pod_files: dict[str, str]  # /etc/hosts etc. -> the host file bound there
+    run_as: tuple[int | None, int | None] = (None, None)  # uid, gid over the image's
+    read_only: bool = False  # readOnlyRootFilesystem
+    no_new_privileges: bool = False  # allowPrivilegeEscalation: false
+    capabilities_add: tuple[str, ...] = ()
+    capabilities_drop: tuple[str, ...] = ()  # "ALL" drops every default
+
+
+def capabilities(add: tuple[str, ...], drop: tuple[str, ...]) -> list[str]:
+    """containerd's defaults with Kubernetes' add and drop (names with or without CAP_)."""
+
+    def full(name: str) -> str:
+        upper = name.upper()
+        return upper if upper.startswith("CAP_") else f"CAP_{upper}"
+
+    dropped = {full(n) for n in drop}
+    kept = [] if "CAP_ALL" in dropped else [c for c in DEFAULT_CAPABILITIES if c not in dropped]
+    return [*kept, *(full(n) for n in add if full(n) not in kept)]
+
+
+def user(base: dict[str, Any], container: Container) -> tuple[int, int]:
+    """The uid and gid the process runs as: the pod's, else the image's."""
+    image = (base.get("process") or {}).get("user") or {}
+    uid, gid = container.run_as
+    return (
+        uid if uid is not None else int(image.get("uid", 0)),
+        gid if gid is not None else int(image.get("gid", 0)),
+    )
 
 
 def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
@@ -59,8 +87,14 @@ def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
         env=[f"{k}={v}" for k, v in container.env],
         cwd=container.cwd,
     )
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = capabilities(container.capabilities_add, container.capabilities_drop)
     process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    uid, gid = user(base, container)
+    process["user"] = {**(process.get("user") or {}), "uid": uid, "gid": gid}
+    if container.run_as[0] is not None and container.run_as[1] is None:
+        process["user"].pop("additionalGids", None)
+    process["noNewPrivileges"] = container.no_new_privileges
+    out.setdefault("root", {})["readonly"] = container.read_only
     out["hostname"] = container.hostname
     linux = out.setdefault("linux", {})
     namespaces = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]

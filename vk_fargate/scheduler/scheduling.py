@@ -19,7 +19,7 @@ from typing import Any
 
 from vk_fargate import errors, settings
 from vk_fargate.aws import logconfig, logfilter
-from vk_fargate.fargate import environment, sizing, validation
+from vk_fargate.fargate import environment, security, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client, models
@@ -85,6 +85,16 @@ class Scheduler:
         node = await self.ensure_node(pod, vm, size)
         if node is None:
             return  # retried once the name is free
+        ignored = security.not_applied(pod.get("spec") or {})
+        if ignored:
+            await self.recorder.record(
+                pod,
+                "SecurityContextNotApplied",
+                "vk-fargate does not apply these securityContext fields yet; the pod runs "
+                f"without them: {', '.join(ignored)}",
+                warning=True,
+                component=SCHEDULER,
+            )
         logging_state = await self._logging(pod)
         await pods.annotate(
             self.api,
@@ -372,6 +382,7 @@ class Scheduler:
                     env=environment.resolve(pod, c, sources),
                     working_dir=c.get("workingDir"),
                     image_pull_policy=c.get("imagePullPolicy"),
+                    security=_security(spec, c),
                 )
                 for c in items
             ]
@@ -406,3 +417,8 @@ class Scheduler:
             termination_grace_seconds=min(int(spec.get("terminationGracePeriodSeconds", 30)), 3600),
             spread_group=owners[0]["uid"] if owners else None,
         )
+
+
+def _security(spec: kube.JSON, container: kube.JSON) -> models.SecurityContext | None:
+    fields = security.effective(spec, container)
+    return None if fields is None else models.SecurityContext.model_validate(fields)

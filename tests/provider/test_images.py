@@ -5,6 +5,7 @@ root filesystem (never the host's), imageID, and the kubelet's pull events and e
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from kubernetes_asyncio import client as k8s
 from tests import kubectl as kubectl_runner
 from tests import waiting
 from tests.provider import conftest
-from vk_fargate.devcluster import cluster
+from vk_fargate import settings
+from vk_fargate.devcluster import cluster, images
+from vk_fargate.devcluster import registry as devregistry
 
 pytestmark = pytest.mark.e2e
 
@@ -157,4 +160,45 @@ async def test_security_context_users_read_only_root_and_run_as_non_root(
     assert message.startswith("container has runAsNonRoot and image will run as root (pod: ")
     assert message.endswith(", container: app)")
     assert ("Failed", f"Error: {message}") in await _events(core, ns, "non-root")
+    await core.delete_namespace(ns)
+
+
+async def test_a_pull_that_failed_is_retried_with_back_off_until_the_image_exists(
+    api: k8s.ApiClient, provider: conftest.Provider, registry: devregistry.Registry
+) -> None:
+    """ErrImagePull, then ImagePullBackOff, and Running once the image is pushed: a typo
+    fixed in the registry (or a registry back from an outage) loses nothing."""
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "images")
+    image = f"myorg/late-{ns}:1"
+    await _pod(
+        core, ns, conftest.pod("late", {"name": "app", "image": image, "args": ["sleep", "3600"]})
+    )
+
+    async def reason(wanted: str) -> bool:
+        status = await _status(core, ns, "late")
+        state = status.state.waiting if status is not None else None
+        return state is not None and state.reason == wanted
+
+    await waiting.until(lambda: reason("ErrImagePull"), timeout=120, what="ErrImagePull")
+    await waiting.until(lambda: reason("ImagePullBackOff"), timeout=60, what="ImagePullBackOff")
+    layout = images.build(settings.load().cache)
+    push = await asyncio.create_subprocess_exec(
+        "skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:busybox",
+        f"docker://{registry.host}/{image}",
+    )  # fmt: skip
+    assert await asyncio.wait_for(push.wait(), 120) == 0
+
+    async def running() -> bool:
+        status = await _status(core, ns, "late")
+        return status is not None and status.state.running is not None
+
+    await waiting.until(running, timeout=120, what="Running once the image exists")
+    events = await _events(core, ns, "late")
+    assert ("BackOff", f'Back-off pulling image "{image}"') in events
+    assert ("Failed", "Error: ImagePullBackOff") in events
+    assert any(
+        r == "Pulled" and m.startswith(f'Successfully pulled image "{image}" in ')
+        for r, m in events
+    )
     await core.delete_namespace(ns)

@@ -36,6 +36,7 @@ IMAGE_FAILURES = {
     "ErrImagePull": ("Failed", 'Failed to pull image "{image}": {message}'),
     "ErrImageNeverPull": ("ErrImageNeverPull", "{message}"),
     "InvalidImageName": ("InspectFailed", "{message}"),
+    "ImagePullBackOff": ("BackOff", 'Back-off pulling image "{image}"'),
 }
 
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")

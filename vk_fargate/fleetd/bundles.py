@@ -12,8 +12,11 @@ cannot be had carries the reason instead (``ErrImagePull``, ``ErrImageNeverPull`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate.fleet import images, models
@@ -39,6 +42,62 @@ def pod_files(vm: models.MicroVM, vm_dir: Path) -> dict[str, str]:
     except OSError:
         (folder / "resolv.conf").write_text("")
     return {f"/etc/{n}": str(folder / n) for n in ("hosts", "hostname", "resolv.conf")}
+
+
+Report = Callable[[list[dict[str, object]], list[dict[str, object]]], None]
+
+
+async def prepare_until_pulled(
+    vm: models.MicroVM,
+    vm_dir: Path,
+    store: imagestore.ImageStore,
+    *,
+    netns: str | None,
+    backoff: tuple[float, float],
+    report: Report,
+    cancelled: Callable[[], bool],
+) -> dict[str, sandbox.ShimContainer] | None:
+    """``prepare``, retried with back-off while an image cannot be pulled (the kubelet's
+    ``ErrImagePull`` then ``ImagePullBackOff``); ``report`` publishes the containers'
+    waiting states meanwhile. None when ``cancelled`` (the microVM is being deleted)."""
+    delay, longest = backoff
+    while True:
+        prepared = await prepare(vm, vm_dir, store, netns=netns)
+        failing = {n for n, c in prepared.items() if c.get("reason") == "ErrImagePull"}
+        if not failing or cancelled():
+            return None if cancelled() else prepared
+        report(*_waiting(vm, prepared, failing, backoff=False))
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not cancelled():
+            await asyncio.sleep(min(0.2, delay))
+        if cancelled():
+            return None
+        report(*_waiting(vm, prepared, failing, backoff=True))
+        delay = min(delay * 2, longest)
+
+
+def _waiting(
+    vm: models.MicroVM,
+    prepared: dict[str, sandbox.ShimContainer],
+    failing: set[str],
+    *,
+    backoff: bool,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    images_of = {c.name: c.image for c in [*vm.spec.init_containers, *vm.spec.containers]}
+
+    def one(name: str) -> dict[str, object]:
+        status: dict[str, object] = {"name": name, "state": "waiting", "restart_count": 0}
+        if name not in failing:
+            return {**status, "reason": "ContainerCreating"}
+        if backoff:
+            message = f'Back-off pulling image "{images_of[name]}"'
+            return {**status, "reason": "ImagePullBackOff", "message": message}
+        return {**status, "reason": "ErrImagePull", "message": prepared[name].get("error")}
+
+    return (
+        [one(c.name) for c in vm.spec.init_containers],
+        [one(c.name) for c in vm.spec.containers],
+    )
 
 
 async def prepare(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -251,6 +252,7 @@ class Fleet:
                 runtime=self.hosts[vm.status.host or ""].config.runtime,
                 pool=pool,
                 bridge=self._bridges.get(pool.id, ""),
+                report=functools.partial(self._report_waiting, record),
             )
             if record.shim is not None:
                 self._save(record)
@@ -258,6 +260,21 @@ class Fleet:
             log.exception("provisioning microVM %s failed", vm.id)
             self._set_state(record, "failed", reason="ProvisioningFailed", message=str(exc))
             await provision.release(record, self.host)
+
+    def _report_waiting(
+        self, record: provision.Record, init: list[dict[str, Any]], app: list[dict[str, Any]]
+    ) -> None:
+        """Container states while the microVM waits for its images (before its shim)."""
+        status = models.MicroVMStatus.model_validate(
+            {
+                **record.vm.status.model_dump(),
+                "init_containers": init,
+                "containers": app,
+                "updated_at": models.now(),
+            }
+        )
+        record.vm = record.vm.model_copy(update={"status": status})
+        self._save(record)
 
     @property
     def notify_socket(self) -> Path:

@@ -79,7 +79,13 @@ class Host:
 
 
 async def provision(
-    record: Record, host: Host, *, runtime: models.RuntimeName, pool: ipam.SubnetPool, bridge: str
+    record: Record,
+    host: Host,
+    *,
+    runtime: models.RuntimeName,
+    pool: ipam.SubnetPool,
+    bridge: str,
+    report: bundles.Report | None = None,
 ) -> None:
     """Cgroups, network and shim for ``record``'s microVM; no shim if it is being deleted
     meanwhile. Raises whatever the host refused; ``release`` cleans up after it."""
@@ -108,7 +114,18 @@ async def provision(
             )
     prepared = None
     if runtime == "process" and host.images is not None:
-        prepared = await bundles.prepare(vm, record.dir, host.images, netns=netns)
+        prepared = await bundles.prepare_until_pulled(
+            vm,
+            record.dir,
+            host.images,
+            netns=netns,
+            backoff=(
+                host.cfg.restart_backoff.initial_seconds,
+                host.cfg.restart_backoff.max_seconds,
+            ),
+            report=report or (lambda _init, _app: None),
+            cancelled=lambda: record.deleting,
+        )
     if record.deleting:
         return
     spec = shims.spec_for(

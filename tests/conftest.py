@@ -8,6 +8,7 @@ missing the e2e tests are skipped with that reason, unless VK_FARGATE_REQUIRE_E2
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vk_fargate import errors, settings
-from vk_fargate.devcluster import binaries, cluster
+from vk_fargate.devcluster import binaries, cluster, images
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client as fleet_api
@@ -74,13 +75,44 @@ async def registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[de
         running.stop()
 
 
+PRIVATE_USER, PRIVATE_PASSWORD = "puller", "s3cret-pull-password"
+PRIVATE_IMAGE = "private/app:1"  # busybox, in the private registry only
+
+
+@pytest.fixture(scope="session")
+async def private_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[devregistry.Registry]:
+    """A registry that wants Basic credentials, holding ``PRIVATE_IMAGE``."""
+    running = await devregistry.start(
+        tmp_path_factory.mktemp("private-registry"), users={PRIVATE_USER: PRIVATE_PASSWORD}
+    )
+    try:
+        layout = images.build(settings.load().cache)
+        push = await asyncio.create_subprocess_exec(
+            "skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+            "--dest-creds", f"{PRIVATE_USER}:{PRIVATE_PASSWORD}",
+            f"oci:{layout}:busybox", f"docker://{running.host}/{PRIVATE_IMAGE}",
+        )  # fmt: skip
+        assert await asyncio.wait_for(push.wait(), 120) == 0
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 async def fleet(
-    tmp_path_factory: pytest.TempPathFactory, registry: devregistry.Registry
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: devregistry.Registry,
+    private_registry: devregistry.Registry,
 ) -> AsyncIterator[devfleet.Fleet]:
     """A real fleetd on loopback (process runtime, images from ``registry`` run by
-    runc), stopped with all its microVMs."""
-    running = await devfleet.start(tmp_path_factory.mktemp("fleet"), registry=registry.host)
+    runc; ``private_registry`` reachable too), stopped with all its microVMs."""
+    running = await devfleet.start(
+        tmp_path_factory.mktemp("fleet"),
+        registry=registry.host,
+        private_registries=(private_registry.host,),
+    )
     try:
         yield running
     finally:

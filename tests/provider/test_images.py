@@ -6,17 +6,21 @@ root filesystem (never the host's), imageID, and the kubelet's pull events and e
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
 
+from tests import conftest as root_conftest
 from tests import kubectl as kubectl_runner
 from tests import waiting
 from tests.provider import conftest
 from vk_fargate import settings
 from vk_fargate.devcluster import cluster, images
+from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 
 pytestmark = pytest.mark.e2e
@@ -201,4 +205,59 @@ async def test_a_pull_that_failed_is_retried_with_back_off_until_the_image_exist
         r == "Pulled" and m.startswith(f'Successfully pulled image "{image}" in ')
         for r, m in events
     )
+    await core.delete_namespace(ns)
+
+
+def _docker_config(host: str, user: str, password: str) -> dict[str, Any]:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {host: {"auth": auth}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }
+
+
+async def test_a_private_image_needs_its_pull_secret_which_fleetd_never_stores(
+    api: k8s.ApiClient,
+    provider: conftest.Provider,
+    private_registry: devregistry.Registry,
+    fleet: devfleet.Fleet,
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "private")
+    image = f"{private_registry.host}/{root_conftest.PRIVATE_IMAGE}"
+    app = {"name": "app", "image": image, "args": ["sleep", "3600"]}
+    await _pod(core, ns, conftest.pod("anonymous", app))
+
+    async def pull_error() -> str | None:
+        status = await _status(core, ns, "anonymous")
+        state = status.state.waiting if status is not None else None
+        if state is None or state.reason not in ("ErrImagePull", "ImagePullBackOff"):
+            return None
+        return str(state.message) if state.reason == "ErrImagePull" else None
+
+    message = await waiting.until(pull_error, timeout=120, what="ErrImagePull without a secret")
+    assert "unauthorized" in message.lower() or "authentication required" in message.lower()
+
+    password = root_conftest.PRIVATE_PASSWORD
+    await core.create_namespaced_secret(
+        ns, _docker_config(private_registry.host, root_conftest.PRIVATE_USER, password)
+    )
+    await _pod(core, ns, conftest.pod("with-secret", app, imagePullSecrets=[{"name": "pull"}]))
+
+    async def running() -> bool:
+        status = await _status(core, ns, "with-secret")
+        return status is not None and status.state.running is not None
+
+    await waiting.until(running, timeout=120, what="the private image Running with its secret")
+    state_dir = fleet.config.parent
+    leaked = [
+        str(path)
+        for path in state_dir.rglob("*")
+        if path.is_file() and not path.is_symlink() and password.encode() in path.read_bytes()
+    ]
+    assert leaked == [], f"the pull password is in {leaked}"
     await core.delete_namespace(ns)

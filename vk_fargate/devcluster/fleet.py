@@ -107,11 +107,13 @@ def write_config(
     backoff: tuple[float, float] = (0.5, 5.0),
     subnets: list[dict[str, str]] | None = None,
     registry: str | None = None,
+    private_registries: tuple[str, ...] = (),
 ) -> Path:
     """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``.
 
     With ``registry`` (host:port of a plain-HTTP registry) containers run from their
-    images, pulled from there for docker.io (a mirror) and for the registry itself.
+    images, pulled from there for docker.io (a mirror) and for the registry itself;
+    ``private_registries`` are reachable by their own names too.
 
     ``subnets`` (id, cidr, zone) mirror a VPC's private subnets when pods get ENIs;
     by default two free /24s are picked.
@@ -137,7 +139,11 @@ def write_config(
     }
     if registry is not None:
         mirror = {"mirror": f"http://{registry}"}
-        document["registries"] = {"docker.io": mirror, registry: mirror}
+        document["registries"] = {
+            "docker.io": mirror,
+            registry: mirror,
+            **{host: {"mirror": f"http://{host}"} for host in private_registries},
+        }
     root.mkdir(parents=True, exist_ok=True)
     path = root / "fleet.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -3,7 +3,9 @@
 
 It is filled with the images of ``images`` under the names users write, so a pod's
 ``image: nginx`` is pulled from here the way containerd pulls Docker Hub through a
-mirror. Its health is read on the debug listener.
+mirror. With ``users`` it is a private registry: Basic credentials checked against an
+htpasswd file (bcrypt; the ``bcrypt`` package comes with the dev tools). Its health is
+read on the debug listener, which asks for none.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ class Registry:
         processes.stop(self.process.pid, grace=10, child=self.process)
 
 
-def write_config(root: Path, *, port: int, debug_port: int) -> Path:
-    """``registry.yml`` under ``root``."""
+def write_config(
+    root: Path, *, port: int, debug_port: int, users: dict[str, str] | None = None
+) -> Path:
+    """``registry.yml`` under ``root`` (and ``htpasswd`` for ``users``)."""
     root.mkdir(parents=True, exist_ok=True)
     document: dict[str, object] = {
         "version": 0.1,
@@ -49,15 +53,28 @@ def write_config(root: Path, *, port: int, debug_port: int) -> Path:
         },
         "http": {"addr": f"127.0.0.1:{port}", "debug": {"addr": f"127.0.0.1:{debug_port}"}},
     }
+    if users:
+        import bcrypt  # a dev tool: only tests make private registries
+
+        htpasswd = root / "htpasswd"
+        htpasswd.write_text(
+            "".join(
+                f"{user}:{bcrypt.hashpw(secret.encode(), bcrypt.gensalt(6)).decode()}\n"
+                for user, secret in users.items()
+            )
+        )
+        document["auth"] = {"htpasswd": {"realm": "vk-fargate", "path": str(htpasswd)}}
     path = root / "registry.yml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
 
-async def start(root: Path, *, detach: bool = False) -> Registry:
+async def start(
+    root: Path, *, detach: bool = False, users: dict[str, str] | None = None
+) -> Registry:
     """Start a registry with its data under ``root`` and wait until it is healthy."""
     port, debug_port = processes.free_ports(2)
-    config = write_config(root, port=port, debug_port=debug_port)
+    config = write_config(root, port=port, debug_port=debug_port, users=users)
     log = root / "registry.log"
     command = components.Command(
         "registry",

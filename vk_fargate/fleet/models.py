@@ -98,6 +98,29 @@ class Container(Model):
     # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     security: SecurityContext | None = None
+    # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
+    # it in memory, never in its database, events, logs or answers.
+    pull_credentials: str | None = pydantic.Field(default=None, repr=False)
+
+
+def without_credentials(spec: MicroVMSpec) -> tuple[MicroVMSpec, dict[str, str]]:
+    """``spec`` with no pull credentials, and the credentials by container name."""
+    found = {
+        c.name: c.pull_credentials
+        for c in [*spec.init_containers, *spec.containers]
+        if c.pull_credentials
+    }
+
+    def strip(items: list[Container]) -> list[Container]:
+        return [c.model_copy(update={"pull_credentials": None}) for c in items]
+
+    bare = spec.model_copy(
+        update={
+            "init_containers": strip(spec.init_containers),
+            "containers": strip(spec.containers),
+        }
+    )
+    return bare, found
 
 
 class MicroVMSpec(Model):

@@ -56,13 +56,14 @@ async def prepare_until_pulled(
     backoff: tuple[float, float],
     report: Report,
     cancelled: Callable[[], bool],
+    credentials: dict[str, str],
 ) -> dict[str, sandbox.ShimContainer] | None:
     """``prepare``, retried with back-off while an image cannot be pulled (the kubelet's
     ``ErrImagePull`` then ``ImagePullBackOff``); ``report`` publishes the containers'
     waiting states meanwhile. None when ``cancelled`` (the microVM is being deleted)."""
     delay, longest = backoff
     while True:
-        prepared = await prepare(vm, vm_dir, store, netns=netns)
+        prepared = await prepare(vm, vm_dir, store, netns=netns, credentials=credentials)
         failing = {n for n, c in prepared.items() if c.get("reason") == "ErrImagePull"}
         if not failing or cancelled():
             return None if cancelled() else prepared
@@ -101,7 +102,12 @@ def _waiting(
 
 
 async def prepare(
-    vm: models.MicroVM, vm_dir: Path, store: imagestore.ImageStore, *, netns: str | None
+    vm: models.MicroVM,
+    vm_dir: Path,
+    store: imagestore.ImageStore,
+    *,
+    netns: str | None,
+    credentials: dict[str, str] | None = None,
 ) -> dict[str, sandbox.ShimContainer]:
     """Every container of ``vm``, pulled and bundled; by name."""
     files = pod_files(vm, vm_dir)
@@ -112,7 +118,9 @@ async def prepare(
         failed = sandbox.ShimContainer(name=c.name, argv=None, env=env, working_dir=c.working_dir)
         policy = c.image_pull_policy or images.default_pull_policy(c.image)
         try:
-            pulled = await store.ensure(c.image, policy)
+            pulled = await store.ensure(
+                c.image, policy, credentials=(credentials or {}).get(c.name)
+            )
         except images.InvalidImageName as exc:
             out[c.name] = {**failed, "reason": "InvalidImageName", "error": str(exc)}
             continue

@@ -70,6 +70,7 @@ class Fleet:
         )
         self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-", store)
         self._place_lock = asyncio.Lock()
+        self.pull_credentials: dict[str, dict[str, str]] = {}  # vm id -> container -> user:pw
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}
 
@@ -190,8 +191,12 @@ class Fleet:
     # create
 
     async def put(self, vm_id: str, spec: models.MicroVMSpec) -> tuple[models.MicroVM, bool]:
-        """Create the microVM, or return the existing one with this very spec."""
+        """Create the microVM, or return the existing one with this very spec. Pull
+        credentials are kept in memory for its pulls, never stored."""
+        spec, credentials = models.without_credentials(spec)
         async with self._place_lock:
+            if credentials:
+                self.pull_credentials[vm_id] = credentials
             existing = self.vms.get(vm_id)
             if existing is not None:
                 if existing.vm.spec != spec:
@@ -253,6 +258,7 @@ class Fleet:
                 pool=pool,
                 bridge=self._bridges.get(pool.id, ""),
                 report=functools.partial(self._report_waiting, record),
+                credentials=self.pull_credentials.get(vm.id, {}),
             )
             if record.shim is not None:
                 self._save(record)
@@ -384,6 +390,7 @@ class Fleet:
 
     def _purge(self, record: provision.Record) -> None:
         vm = record.vm
+        self.pull_credentials.pop(vm.id, None)
         if self.vms.pop(vm.id, None) is None:
             return
         if vm.status.private_ip and vm.status.subnet in self.pools:

@@ -86,6 +86,7 @@ async def provision(
     pool: ipam.SubnetPool,
     bridge: str,
     report: bundles.Report | None = None,
+    credentials: dict[str, str] | None = None,
 ) -> None:
     """Cgroups, network and shim for ``record``'s microVM; no shim if it is being deleted
     meanwhile. Raises whatever the host refused; ``release`` cleans up after it."""
@@ -125,6 +126,7 @@ async def provision(
             ),
             report=report or (lambda _init, _app: None),
             cancelled=lambda: record.deleting,
+            credentials=credentials or {},
         )
     if record.deleting:
         return

@@ -19,7 +19,7 @@ from typing import Any
 
 from vk_fargate import errors, settings
 from vk_fargate.aws import logconfig, logfilter
-from vk_fargate.fargate import environment, security, sizing, validation
+from vk_fargate.fargate import environment, pullsecrets, security, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client, models
@@ -367,10 +367,34 @@ class Scheduler:
             size=size,
         )
 
+    async def _pull_secrets(self, pod: kube.JSON) -> list[kube.JSON]:
+        """The pod's image pull secrets (the ServiceAccount's were copied in by its
+        admission plugin); those missing are named in the kubelet's warning."""
+        namespace = pod["metadata"]["namespace"]
+        found, missing = [], []
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            try:
+                found.append(await pods.secret(self.api, namespace, ref.get("name", "")))
+            except errors.KubeError as exc:
+                if not exc.not_found:
+                    raise
+                missing.append(ref.get("name", ""))
+        if missing:
+            await self.recorder.record(
+                pod,
+                "FailedToRetrieveImagePullSecret",
+                f"Unable to retrieve some image pull secrets ({', '.join(missing)}); "
+                "attempting to pull the image may not succeed.",
+                warning=True,
+                component="kubelet",
+            )
+        return found
+
     async def _spec(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVMSpec:
         spec = pod.get("spec") or {}
         meta = pod["metadata"]
         sources = await self._sources(pod, size)
+        pull_secrets = await self._pull_secrets(pod)
 
         def containers(items: list[kube.JSON]) -> list[models.Container]:
             return [
@@ -383,6 +407,7 @@ class Scheduler:
                     working_dir=c.get("workingDir"),
                     image_pull_policy=c.get("imagePullPolicy"),
                     security=_security(spec, c),
+                    pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
                 )
                 for c in items
             ]

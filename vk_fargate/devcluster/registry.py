@@ -40,13 +40,18 @@ class Registry:
 
 
 def write_config(
-    root: Path, *, port: int, debug_port: int, users: dict[str, str] | None = None
+    root: Path,
+    *,
+    port: int,
+    debug_port: int,
+    users: dict[str, str] | None = None,
+    log_level: str = "warn",
 ) -> Path:
     """``registry.yml`` under ``root`` (and ``htpasswd`` for ``users``)."""
     root.mkdir(parents=True, exist_ok=True)
     document: dict[str, object] = {
         "version": 0.1,
-        "log": {"level": "warn"},
+        "log": {"level": log_level},  # info: a line per request
         "storage": {
             "filesystem": {"rootdirectory": str(root / "data")},
             "delete": {"enabled": True},
@@ -70,11 +75,15 @@ def write_config(
 
 
 async def start(
-    root: Path, *, detach: bool = False, users: dict[str, str] | None = None
+    root: Path,
+    *,
+    detach: bool = False,
+    users: dict[str, str] | None = None,
+    log_level: str = "warn",
 ) -> Registry:
     """Start a registry with its data under ``root`` and wait until it is healthy."""
     port, debug_port = processes.free_ports(2)
-    config = write_config(root, port=port, debug_port=debug_port, users=users)
+    config = write_config(root, port=port, debug_port=debug_port, users=users, log_level=log_level)
     log = root / "registry.log"
     command = components.Command(
         "registry",
@@ -91,9 +100,11 @@ async def start(
     return Registry(f"127.0.0.1:{port}", root, log, process)
 
 
-async def start_filled(root: Path, cache: Path, *, detach: bool = False) -> Registry:
+async def start_filled(
+    root: Path, cache: Path, *, detach: bool = False, log_level: str = "warn"
+) -> Registry:
     """A registry holding every local image (built once per machine, pushed here)."""
-    registry = await start(root, detach=detach)
+    registry = await start(root, detach=detach, log_level=log_level)
     try:
         registry.images = images.push(images.build(cache), registry.host)
     except BaseException:

@@ -2,9 +2,10 @@
 
 Images go into one OCI image layout under the state directory: blobs are stored by
 digest and verified by skopeo as they arrive, so a layer two images share is
-downloaded and stored once, and a second pull of a present image fetches only its
-manifest. Pulls of one reference share one download (single flight); writes to the
-layout are serialized, since skopeo and umoci update its ``index.json`` in place.
+downloaded and stored once, and a second pull of a present image (``Always``) fetches
+only its manifest: unchanged, nothing is copied. Pulls of one reference share one
+download (single flight); writes to the layout are serialized, since skopeo and umoci
+update its ``index.json`` in place.
 Registries are reached as containerd's ``hosts.toml`` says: a mirror per registry
 (``docker.io`` -> the local registry), plain HTTP or TLS with a CA bundle.
 
@@ -96,13 +97,22 @@ class ImageStore:
 
     async def _pull(self, ref: images.Reference, credentials: str | None) -> Pulled:
         source, tls = self._source(ref)  # before any I/O
-        argv = ["skopeo", "copy", "--quiet", "--override-os", "linux", "--override-arch", "amd64"]
-        argv += [f"--src-tls-verify={'true' if tls.verify else 'false'}"]
+        options = [f"--src-tls-verify={'true' if tls.verify else 'false'}"]
         if tls.ca_dir:
-            argv += ["--src-cert-dir", str(tls.ca_dir)]
+            options += ["--src-cert-dir", str(tls.ca_dir)]
         if credentials:
-            argv += ["--src-creds", credentials]
+            options += ["--src-creds", credentials]
         began = time.monotonic()
+        held = self._manifest(_tag(ref))
+        if held is not None:  # a manifest unchanged in the registry needs no copy at all
+            inspect = ["skopeo", "inspect", "--raw", *_as_inspect(options), source]
+            raw = await _run(inspect, secret=credentials)
+            if "sha256:" + hashlib.sha256(raw).hexdigest() == held[0]:
+                return self._describe(
+                    ref, held[0], held[1], seconds=time.monotonic() - began, present=False
+                )
+        argv = ["skopeo", "copy", "--quiet", "--override-os", "linux", "--override-arch", "amd64"]
+        argv += options
         async with self._lock:
             self.layout.parent.mkdir(parents=True, exist_ok=True)
             argv += [source, f"oci:{self.layout}:{_tag(ref)}"]
@@ -178,7 +188,12 @@ def _tag(ref: images.Reference) -> str:
     return "r" + hashlib.sha256(str(ref).encode()).hexdigest()[:40]
 
 
-async def _run(argv: list[str], *, secret: str | None = None) -> None:
+def _as_inspect(copy_options: list[str]) -> list[str]:
+    """skopeo copy's --src-* options as skopeo inspect spells them."""
+    return [o.replace("--src-", "--", 1) for o in copy_options]
+
+
+async def _run(argv: list[str], *, secret: str | None = None) -> bytes:
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -187,7 +202,7 @@ async def _run(argv: list[str], *, secret: str | None = None) -> None:
     )
     try:
         async with asyncio.timeout(PULL_TIMEOUT):
-            _, err = await process.communicate()
+            out, err = await process.communicate()
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -197,6 +212,7 @@ async def _run(argv: list[str], *, secret: str | None = None) -> None:
         if secret:
             text = text.replace(secret, "***")
         raise PullError(_reason(text))
+    return out
 
 
 def _reason(text: str) -> str:

@@ -1,7 +1,9 @@
 """Benchmark: N pods through the whole stack (control plane + fleetd + provider).
 
-Usage: python benchmarks/provider_pods.py [--pods 200]
-Creates one Deployment of N replicas (busybox `sleep`) for fargate-scheduler and
+Usage: python benchmarks/provider_pods.py [--pods 200] [--images table,registry]
+For each way of running images (``table``: host programs by the fleet's image table;
+``registry``: pulled from a local registry and run by runc, the image cached after the
+first pod), creates one Deployment of N replicas (busybox `sleep`) for fargate-scheduler and
 prints: pods/s to Running, p50/p99 create-to-Running latency (pod creationTimestamp to
 the Ready condition's transition, both set by the API server's clock), API requests
 per pod made by the provider, the provider's peak RSS, and the time to scale to 0.
@@ -29,6 +31,7 @@ from vk_fargate import settings
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.k8s import client
 
 NAMESPACE = "bench"
@@ -73,7 +76,7 @@ async def scrape_round(
     return time.monotonic() - began, sorted(latencies)
 
 
-async def main(count: int) -> None:
+async def main(count: int, registry_host: str | None) -> None:
     bins = binaries.locate(settings.load())
     root = Path(tempfile.mkdtemp(prefix="vk-fargate-bench-"))
     hosts = [
@@ -81,7 +84,7 @@ async def main(count: int) -> None:
         for z in devfleet.ZONES
     ]
     async with cluster.Cluster(bins) as local:
-        fleet = await devfleet.start(root / "fleet", hosts=hosts)
+        fleet = await devfleet.start(root / "fleet", hosts=hosts, registry=registry_host)
         port = processes.free_ports(1)[0]
         env = devprovider.environment(local, fleet, port=port, cluster_name="bench")
         provider = devprovider.Provider(env, root / "provider.log")
@@ -179,7 +182,23 @@ async def main(count: int) -> None:
     print(f"scale to 0 (pods+nodes)   {teardown:.1f}s")
 
 
+async def each_way(count: int, ways: list[str]) -> None:
+    for way in ways:
+        print(f"== images: {way}")
+        if way == "table":
+            await main(count, None)
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            registry = await devregistry.start_filled(Path(scratch), settings.load().cache)
+            try:
+                await main(count, registry.host)
+            finally:
+                registry.stop()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=200)
-    asyncio.run(main(parser.parse_args().pods))
+    parser.add_argument("--images", default="table,registry")
+    arguments = parser.parse_args()
+    asyncio.run(each_way(arguments.pods, arguments.images.split(",")))

@@ -109,3 +109,34 @@ async def _page(api: client.FleetClient, **container: object) -> str:
         return out.decode()
 
     return await waiting.until(served, what=f"nginx's page on {ip}")
+
+
+async def test_over_the_budget_unused_images_go_least_recently_used_first(
+    tmp_path: Path,
+) -> None:
+    registry = await devregistry.start_filled(tmp_path / "registry", settings.load().cache)
+    fleet = await devfleet.start(tmp_path / "fleet", registry=registry.host, image_budget_mib=4)
+    blobs = tmp_path / "fleet" / "state" / "images" / "layout" / "blobs" / "sha256"
+    try:
+        async with client.FleetClient(fleet.url, fleet.token) as api:
+            (keeper,) = await _run(api, "busybox", 1, args=["sleep", "300"])
+            (web,) = await _run(api, "nginx", 1)
+            with_nginx = {p.name for p in blobs.iterdir()}
+            await api.delete_microvm(web, grace_seconds=0)
+            await waiting.until(lambda: helpers.forgotten(api, web), what="nginx's microVM gone")
+            # One more image: the store (busybox + nginx + this) is over 4 MiB, and nginx,
+            # used by no microVM now, goes; busybox, still running, stays.
+            await _run(api, "busybox:nonroot", 1, args=["sleep", "300"])
+
+            async def collected() -> bool:  # nginx's own layer, config and manifest
+                return len(with_nginx - {p.name for p in blobs.iterdir()}) >= 3
+
+            await waiting.until(collected, what="nginx's own blobs collected")
+            assert sum(p.stat().st_size for p in blobs.iterdir()) <= 4 * 2**20
+            vm = await api.get_microvm(keeper)
+            assert helpers.container(vm, "app").state == "running"
+            # nginx can be had again: pulled anew.
+            await _run(api, "nginx", 1)
+    finally:
+        fleet.stop()
+        registry.stop()

@@ -108,6 +108,7 @@ def write_config(
     subnets: list[dict[str, str]] | None = None,
     registry: str | None = None,
     private_registries: tuple[str, ...] = (),
+    image_budget_mib: int | None = None,
 ) -> Path:
     """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``.
 
@@ -120,7 +121,7 @@ def write_config(
     """
     free = free_subnets(len(ZONES))
     suffix = secrets.token_hex(3)
-    document = {
+    document: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}",
         "token_file": str(root / "token"),
         "state_dir": str(root / "state"),
@@ -144,6 +145,8 @@ def write_config(
             registry: mirror,
             **{host: {"mirror": f"http://{host}"} for host in private_registries},
         }
+    if image_budget_mib is not None:
+        document["image_budget_mib"] = image_budget_mib
     root.mkdir(parents=True, exist_ok=True)
     path = root / "fleet.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -82,6 +82,9 @@ class FleetConfig(Model):
     images: dict[str, Image] = {}
     # Registries by name as image references spell them (docker.io, quay.io, host:port).
     registries: dict[str, RegistryHost] = {}
+    # Disk for pulled images; over it, images no microVM uses go, least recently used
+    # first (unset: no limit).
+    image_budget_mib: int | None = pydantic.Field(default=None, ge=1)
     restart_backoff: Backoff = Backoff()
     # Events kept for resuming streams; older cursors get 410 CursorExpired.
     event_retention: int = pydantic.Field(default=20000, ge=100)

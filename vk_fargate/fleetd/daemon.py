@@ -64,7 +64,11 @@ class Fleet:
         self.limits: cgroups.Mode = cgroups.detect()
         state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
         store = (
-            imagestore.ImageStore(cfg.state_dir / "images", cfg.registries)
+            imagestore.ImageStore(
+                cfg.state_dir / "images",
+                cfg.registries,
+                budget_bytes=cfg.image_budget_mib * 2**20 if cfg.image_budget_mib else None,
+            )
             if cfg.registries
             else None
         )
@@ -262,10 +266,30 @@ class Fleet:
             )
             if record.shim is not None:
                 self._save(record)
+            await self._collect_images()
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)
             self._set_state(record, "failed", reason="ProvisioningFailed", message=str(exc))
             await provision.release(record, self.host)
+
+    async def _collect_images(self) -> None:
+        """Keep the image store within its budget (images of live microVMs stay)."""
+        store = self.host.images
+        if store is None:
+            return
+        in_use = {
+            c.image
+            for r in self.vms.values()
+            if r.holds_resources
+            for c in [*r.vm.spec.init_containers, *r.vm.spec.containers]
+        }
+        try:
+            removed = await store.collect(in_use)
+        except imagestore.PullError as exc:
+            log.warning("image garbage collection failed: %s", exc.message)
+            return
+        if removed:
+            log.info("removed %d unused images to stay within the image budget", len(removed))
 
     def _report_waiting(
         self, record: provision.Record, init: list[dict[str, Any]], app: list[dict[str, Any]]

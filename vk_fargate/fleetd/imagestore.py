@@ -17,6 +17,7 @@ whiteouts, ownership and modes, and never following a link out of the root.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -55,9 +56,17 @@ class Pulled:
 
 
 class ImageStore:
-    def __init__(self, root: Path, registries: dict[str, config.RegistryHost]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        registries: dict[str, config.RegistryHost],
+        *,
+        budget_bytes: int | None = None,
+    ) -> None:
         self.layout = root / "layout"
         self.registries = registries
+        self.budget_bytes = budget_bytes
+        self.last_used: dict[str, float] = {}  # layout tag -> when a container last got it
         self._lock = asyncio.Lock()
         self._flights: dict[str, asyncio.Task[Pulled]] = {}
 
@@ -68,6 +77,7 @@ class ImageStore:
         asks. Raises InvalidImageName, NotPresent or PullError."""
         ref = images.parse(reference)
         key = str(ref)
+        self.last_used[_tag(ref)] = time.time()
         if policy != "Always":
             found = self._present(ref)
             if found is not None:
@@ -168,6 +178,48 @@ class ImageStore:
             int(layer.get("size", 0)) for layer in manifest.get("layers") or []
         )
         return Pulled(ref, digest, image_config, size, seconds, present)
+
+    def size(self) -> int:
+        """Bytes the layout's blobs take."""
+        blobs = self.layout / "blobs"
+        return (
+            sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file()) if blobs.exists() else 0
+        )
+
+    async def collect(self, in_use: set[str]) -> list[str]:
+        """Over the budget, remove images no microVM uses (``in_use``: references),
+        least recently used first, then the blobs nothing references any more; the
+        layout tags removed. Running containers keep their own unpacked copies."""
+        if self.budget_bytes is None or self.size() <= self.budget_bytes:
+            return []
+        keep = set()
+        for reference in in_use:
+            with contextlib.suppress(images.InvalidImageName):
+                keep.add(_tag(images.parse(reference)))
+        removed: list[str] = []
+        async with self._lock:
+            candidates = sorted(
+                (t for t in self._tags() if t not in keep), key=lambda t: self.last_used.get(t, 0.0)
+            )
+            for tag in candidates:
+                await _run(["umoci", "rm", "--image", f"{self.layout}:{tag}"])
+                await _run(["umoci", "gc", "--layout", str(self.layout)])
+                removed.append(tag)
+                self.last_used.pop(tag, None)
+                if self.size() <= self.budget_bytes:
+                    break
+        return removed
+
+    def _tags(self) -> list[str]:
+        try:
+            index = json.loads((self.layout / "index.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [
+            str((m.get("annotations") or {}).get("org.opencontainers.image.ref.name", ""))
+            for m in index.get("manifests") or []
+            if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+        ]
 
     async def unpack(self, pulled: Pulled, bundle: Path) -> None:
         """An OCI runtime bundle (``config.json`` + ``rootfs``) of the image at ``bundle``."""

@@ -117,6 +117,17 @@ def test_running_once_init_containers_succeeded() -> None:
     assert all("reason" not in c for c in status["conditions"])
 
 
+@pytest.mark.parametrize("reason", ["ContainerCreating", "ErrImagePull", "ImagePullBackOff"])
+def test_pending_until_a_container_has_started(reason: str) -> None:
+    """The microVM runs, but no container has started yet (an image is being pulled)."""
+    vm = microvm("running", containers=[cs("app", "waiting", reason=reason)])
+    assert podstatus.compute(pod(), vm)["phase"] == "Pending"
+    restarted = cs("app", "waiting", reason="CrashLoopBackOff", restart_count=2)
+    assert podstatus.compute(pod(), microvm("running", containers=[restarted]))["phase"] == (
+        "Running"
+    )
+
+
 def test_running_but_not_ready_while_a_container_waits() -> None:
     vm = microvm(
         "running",

@@ -102,6 +102,13 @@ def _phase(vm: models.MicroVM, init_done: bool, sidecars: set[str]) -> str:
         return "Succeeded" if ok else "Failed"
     if state in ("pending", "provisioning") or not init_done:
         return "Pending"
+    # As the kubelet: Pending while no container has started yet (its image being
+    # pulled, runc making it), Running once one runs or has run.
+    if all(
+        c.state == "waiting" and c.restart_count == 0 and c.last_termination is None
+        for c in vm.status.containers
+    ):
+        return "Pending"
     return "Running"
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from vk_fargate import settings
 from vk_fargate.devcluster import images
 from vk_fargate.devcluster import registry as devregistry
 
@@ -69,15 +68,10 @@ def run_image(
     )
 
 
-@pytest.fixture(scope="module")
-async def filled(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    running = await devregistry.start_filled(
-        tmp_path_factory.mktemp("registry"), settings.load().cache
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
+@pytest.fixture
+def filled(registry: devregistry.Registry) -> devregistry.Registry:
+    """The session's registry (tests/conftest.py), filled with the local images."""
+    return registry
 
 
 def test_busybox_is_docker_hubs_shape_so_args_replace_cmd(filled: devregistry.Registry) -> None:

@@ -43,15 +43,20 @@ def _precondition(uid: str) -> kube.JSON:
     return {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
 
 
+async def _delete_exactly(api: kube.Kube, path_: str, uid: str) -> None:
+    """Delete the object at ``path_`` if it is still the one with ``uid``."""
+    try:
+        await api.delete(path_, _precondition(uid))
+    except errors.KubeError as exc:
+        if not (exc.not_found or exc.conflict):
+            raise
+
+
 async def delete(api: kube.Kube, node: kube.JSON) -> None:
     """Delete exactly ``node`` (UID precondition) and its Lease; gone, or already
     replaced by a same-named successor, is fine: the successor is left alone."""
     meta = node["metadata"]
-    try:
-        await api.delete(path(meta["name"]), _precondition(meta["uid"]))
-    except errors.KubeError as exc:
-        if not (exc.not_found or exc.conflict):
-            raise
+    await _delete_exactly(api, path(meta["name"]), meta["uid"])
     await delete_lease(api, meta["name"], node_uid=meta["uid"])
 
 
@@ -63,13 +68,8 @@ async def delete_lease(api: kube.Kube, name: str, *, node_uid: str) -> None:
         if exc.not_found:
             return
         raise
-    if _owner_uid(found) != node_uid:
-        return
-    try:
-        await api.delete(lease_path(name), _precondition(found["metadata"]["uid"]))
-    except errors.KubeError as exc:
-        if not (exc.not_found or exc.conflict):
-            raise
+    if _owner_uid(found) == node_uid:
+        await _delete_exactly(api, lease_path(name), found["metadata"]["uid"])
 
 
 def _owner_uid(lease_doc: kube.JSON) -> str | None:
@@ -115,11 +115,7 @@ async def renew_lease(api: kube.Kube, node: kube.JSON, holder: str) -> None:
     else:
         if _owner_uid(renewed) == node["metadata"]["uid"]:
             return
-        try:
-            await api.delete(lease_path(name), _precondition(renewed["metadata"]["uid"]))
-        except errors.KubeError as exc:
-            if not (exc.not_found or exc.conflict):
-                raise
+        await _delete_exactly(api, lease_path(name), renewed["metadata"]["uid"])
     try:
         await api.create(
             f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",

@@ -39,6 +39,15 @@ class Replica(devprovider.Provider):
         self.address = env["VK_FARGATE_KUBELET_ADVERTISE_ADDRESS"]
         self.metrics_url = f"http://127.0.0.1:{env['VK_FARGATE_METRICS_PORT']}/metrics"
 
+    def new_ports(self) -> None:
+        """Fresh loopback ports for a restart: the old ones may have been handed out as
+        another socket's ephemeral port while this replica was down."""
+        metrics, webhook = processes.free_ports(2)
+        self.env["VK_FARGATE_METRICS_PORT"] = str(metrics)
+        self.env["VK_FARGATE_WEBHOOK_PORT"] = str(webhook)
+        self.env["VK_FARGATE_WEBHOOK_URL"] = f"https://127.0.0.1:{webhook}"
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+
     async def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         async with aiohttp.ClientSession() as http, http.get(self.metrics_url) as response:
             text = await response.text()
@@ -189,6 +198,7 @@ async def test_the_standby_takes_over_a_dead_leader_without_a_node_going_not_rea
     assert (await b.samples())[("vkfargate_leader", ())] == 1
 
     # A graceful stop hands the lease over at once; the restarted a takes it.
+    a.new_ports()
     await a.start()
     b.stop()
 

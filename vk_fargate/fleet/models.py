@@ -8,7 +8,7 @@ so the two cannot drift apart. Validation limits live here too: the daemon answe
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -101,6 +101,15 @@ class Container(Model):
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)
+
+    @pydantic.model_serializer(mode="wrap")
+    def _write_only(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``pull_credentials`` is write-only: sent by a client, never in an answer (the
+        daemon keeps only specs without it)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("pull_credentials") is None:
+            out.pop("pull_credentials", None)
+        return out
 
 
 def without_credentials(spec: MicroVMSpec) -> tuple[MicroVMSpec, dict[str, str]]:

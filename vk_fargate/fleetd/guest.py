@@ -63,14 +63,18 @@ if [ -n "$VK_NET" ]; then
 fi
 now() { read -r up _ < /proc/uptime; echo "${up%%.*}"; }
 oom() { awk '$1 == "oom_kill" { print $2 }' /proc/vmstat; }
+running() {  # whether a container runs: a glob, as ls fails when a file goes meanwhile
+  for f in /run/vk/*.pid; do [ -e "$f" ] && return 0; done; return 1
+}
 stopper() {  # a host line "VKSTOP <grace seconds>": TERM, grace, KILL
   while read -r cmd grace; do
     [ "$cmd" = VKSTOP ] || continue
+    case $grace in ''|*[!0-9]*) grace=$VK_GRACE_S ;; esac
     : > /run/vk/stopping
     for f in /run/vk/*.pid; do [ -e "$f" ] && kill -TERM -"$(cat "$f")" 2>/dev/null; done
     for f in /run/vk/*.sleep; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
     n=0
-    while [ $n -lt $((grace * 10)) ] && ls /run/vk/*.pid >/dev/null 2>&1; do
+    while [ $n -lt $((grace * 10)) ] && running; do
       sleep 0.1; n=$((n+1))
     done
     for f in /run/vk/*.pid; do [ -e "$f" ] && kill -KILL -"$(cat "$f")" 2>/dev/null; done
@@ -84,8 +88,10 @@ run_one() {  # one instance of container $1; its exit code in $rc
   awk -v p="$P $1 e " '{ print p $0; fflush() }' < $d.err & a2=$!
   o=$(oom)
   echo "$P $1 S"
-  setsid sh /vk/c/$1/run > $d.out 2> $d.err < /dev/null & c=$!
-  echo $c > $d.pid
+  # The container writes its own pid file before it runs, so the stopper cannot miss
+  # it: either the stopper's glob sees the file, or the container sees "stopping".
+  setsid sh -c "echo \$\$ > $d.pid; [ -e /run/vk/stopping ] && kill -TERM \$\$
+    exec sh /vk/c/$1/run" > $d.out 2> $d.err < /dev/null & c=$!
   wait $c; rc=$?
   rm -f $d.pid
   wait $a1 $a2
@@ -231,6 +237,7 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
         "VK_BACKOFF_MS": str(max(1, round(spec["backoff_initial_seconds"] * 1000))),
         "VK_BACKOFF_MAX_MS": str(max(1, round(spec["backoff_max_seconds"] * 1000))),
         "VK_RESET_S": str(BACKOFF_RESET_SECONDS),
+        "VK_GRACE_S": str(spec["termination_grace_seconds"]),
         "VK_INIT": " ".join(str(i) for i in runnable if i < count),
         "VK_APPS": " ".join(str(i) for i in runnable if i >= count),
         "VK_NET": f"{net['ip']}/{net['prefix_len']} {net['gateway']}" if net else "",

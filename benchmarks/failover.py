@@ -125,8 +125,10 @@ async def round_trip(
 async def main(count: int, rounds: int) -> None:
     bins = binaries.locate(settings.load())
     root = Path(tempfile.mkdtemp(prefix="vk-fargate-failover-"))
-    async with cluster.Cluster(bins) as local:
-        fleet = await devfleet.start(root / "fleet")
+    async with (
+        cluster.Cluster(bins) as local,
+        devfleet.with_images(root, settings.load().cache) as fleet,
+    ):
         api = await client.connect(local.kubeconfig)
         replicas = {i: replica(local, fleet, i, root) for i in ADDRESSES}
         results: list[dict[str, float]] = []
@@ -166,7 +168,6 @@ async def main(count: int, rounds: int) -> None:
             await api.close()
             for each in replicas.values():
                 each.stop()
-            fleet.stop()
     print(f"pods before the first kill  {count} (+1 per round)")
     for n, found in enumerate(results, 1):
         print(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import procstat  # benchmarks/procstat.py, beside this script
 
+from vk_fargate import settings
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleet import client, models
 
@@ -97,52 +98,53 @@ async def _watch(
 
 
 async def run(count: int, concurrency: int, root: Path) -> None:
-    fleet = await devfleet.start(root, hosts=HOSTS)
+    async with devfleet.with_images(root, settings.load().cache, hosts=HOSTS) as fleet:
+        await _run(fleet, count, concurrency)
+
+
+async def _run(fleet: devfleet.Fleet, count: int, concurrency: int) -> None:
     memory = Memory()
-    try:
-        async with client.FleetClient(fleet.url, fleet.token) as api:
-            ids = [f"bench-{i:04d}" for i in range(count)]
-            loop = asyncio.get_running_loop()
-            waiting: dict[str, asyncio.Future[str]] = {i: loop.create_future() for i in ids}
-            latencies: dict[str, float] = {}
-            outcome: dict[str, str] = {}
-            slots = asyncio.Semaphore(concurrency)
-            cursor = (await api.list_microvms()).cursor
-            watcher = asyncio.create_task(_watch(api, cursor, waiting))
-            sampler = asyncio.create_task(_sample(fleet.process.pid, memory))
+    async with client.FleetClient(fleet.url, fleet.token) as api:
+        ids = [f"bench-{i:04d}" for i in range(count)]
+        loop = asyncio.get_running_loop()
+        waiting: dict[str, asyncio.Future[str]] = {i: loop.create_future() for i in ids}
+        latencies: dict[str, float] = {}
+        outcome: dict[str, str] = {}
+        slots = asyncio.Semaphore(concurrency)
+        cursor = (await api.list_microvms()).cursor
+        watcher = asyncio.create_task(_watch(api, cursor, waiting))
+        sampler = asyncio.create_task(_sample(fleet.process.pid, memory))
 
-            async def create(vm_id: str) -> None:
-                async with slots:
-                    sent = time.monotonic()
-                    await api.put_microvm(vm_id, SPEC)
-                    outcome[vm_id] = await asyncio.wait_for(waiting[vm_id], timeout=120)
-                    latencies[vm_id] = time.monotonic() - sent
+        async def create(vm_id: str) -> None:
+            async with slots:
+                sent = time.monotonic()
+                await api.put_microvm(vm_id, SPEC)
+                outcome[vm_id] = await asyncio.wait_for(waiting[vm_id], timeout=120)
+                latencies[vm_id] = time.monotonic() - sent
 
-            began = time.monotonic()
-            await asyncio.gather(*(create(i) for i in ids))
-            elapsed = time.monotonic() - began
-            # One more second of samples: the shims live ~5 s, so their peak may come late.
-            await asyncio.sleep(1.0)
-            watcher.cancel()
-            sampler.cancel()
-            fleetd_hwm = procstat.status_kib(fleet.process.pid, "VmHWM")
+        began = time.monotonic()
+        await asyncio.gather(*(create(i) for i in ids))
+        elapsed = time.monotonic() - began
+        # One more second of samples: the shims live ~5 s, so their peak may come late.
+        await asyncio.sleep(1.0)
+        watcher.cancel()
+        sampler.cancel()
+        fleetd_hwm = procstat.status_kib(fleet.process.pid, "VmHWM")
 
-            deleting = time.monotonic()
-            removal = asyncio.Semaphore(concurrency)
+        deleting = time.monotonic()
+        removal = asyncio.Semaphore(concurrency)
 
-            async def delete(vm_id: str) -> None:
-                async with removal:
-                    await api.delete_microvm(vm_id, grace_seconds=0)
+        async def delete(vm_id: str) -> None:
+            async with removal:
+                await api.delete_microvm(vm_id, grace_seconds=0)
 
-            await asyncio.gather(*(delete(i) for i in ids))
-            while (await api.list_microvms({"benchmark": "fleet_create"})).items:
-                await asyncio.sleep(0.2)
-            delete_elapsed = time.monotonic() - deleting
-            for task in (watcher, sampler):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-    finally:
-        fleet.stop()
+        await asyncio.gather(*(delete(i) for i in ids))
+        while (await api.list_microvms({"benchmark": "fleet_create"})).items:
+            await asyncio.sleep(0.2)
+        delete_elapsed = time.monotonic() - deleting
+        for task in (watcher, sampler):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     values = sorted(latencies.values())
     cuts = statistics.quantiles(values, n=100, method="inclusive")

@@ -40,7 +40,7 @@ from typing import Any
 
 import procstat  # benchmarks/procstat.py, beside this script
 
-from vk_fargate import errors
+from vk_fargate import errors, settings
 from vk_fargate.aws import devaws, logconfig, session
 from vk_fargate.aws import logging as aws_logging
 from vk_fargate.controllers import logrouter
@@ -381,15 +381,14 @@ async def _remove(api: client.FleetClient) -> None:
 async def run(lines: int, timeout: float, root: Path) -> bool:
     aws = await devaws.start(root / "aws")
     try:
-        fleet = await devfleet.start(root / "fleet")
-        try:
-            async with client.FleetClient(fleet.url, fleet.token) as api:
-                try:
-                    return await _bench(api, aws, lines, timeout)
-                finally:
-                    await _remove(api)
-        finally:
-            fleet.stop()
+        async with (
+            devfleet.with_images(root, settings.load().cache) as fleet,
+            client.FleetClient(fleet.url, fleet.token) as api,
+        ):
+            try:
+                return await _bench(api, aws, lines, timeout)
+            finally:
+                await _remove(api)
     finally:
         aws.stop()
 

@@ -1,12 +1,12 @@
 """Benchmark: N pods through the whole stack (control plane + fleetd + provider).
 
-Usage: python benchmarks/provider_pods.py [--pods 200] [--images table,registry]
-For each way of running images (``table``: host programs by the fleet's image table;
-``registry``: pulled from a local registry and run by runc, the image cached after the
-first pod), creates one Deployment of N replicas (busybox `sleep`) for fargate-scheduler and
-prints: pods/s to Running, p50/p99 create-to-Running latency (pod creationTimestamp to
-the Ready condition's transition, both set by the API server's clock), API requests
-per pod made by the provider, the provider's peak RSS, and the time to scale to 0.
+Usage: python benchmarks/provider_pods.py [--pods 200]
+With the images in a local registry (pulled once, then cached on the host; each pod's
+containers run by runc), creates one Deployment of N replicas (busybox `sleep`) for
+fargate-scheduler and prints: pods/s to Running, p50/p99 create-to-Running latency
+(pod creationTimestamp to the Ready condition's transition, both set by the API
+server's clock), API requests per pod made by the provider, the provider's peak RSS,
+and the time to scale to 0.
 In between, it scrapes every node's ``/metrics/resource`` as metrics-server does (each
 node's own address and port, 10 at a time, two rounds) and prints the round's time and
 the per-node latency, checking each answer carries its pod's container metrics.
@@ -76,7 +76,7 @@ async def scrape_round(
     return time.monotonic() - began, sorted(latencies)
 
 
-async def main(count: int, registry_host: str | None) -> None:
+async def main(count: int, registry_host: str) -> None:
     bins = binaries.locate(settings.load())
     root = Path(tempfile.mkdtemp(prefix="vk-fargate-bench-"))
     hosts = [
@@ -182,23 +182,17 @@ async def main(count: int, registry_host: str | None) -> None:
     print(f"scale to 0 (pods+nodes)   {teardown:.1f}s")
 
 
-async def each_way(count: int, ways: list[str]) -> None:
-    for way in ways:
-        print(f"== images: {way}")
-        if way == "table":
-            await main(count, None)
-            continue
-        with tempfile.TemporaryDirectory() as scratch:
-            registry = await devregistry.start_filled(Path(scratch), settings.load().cache)
-            try:
-                await main(count, registry.host)
-            finally:
-                registry.stop()
+async def with_registry(count: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        registry = await devregistry.start_filled(Path(scratch), settings.load().cache)
+        try:
+            await main(count, registry.host)
+        finally:
+            registry.stop()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=200)
-    parser.add_argument("--images", default="table,registry")
     arguments = parser.parse_args()
-    asyncio.run(each_way(arguments.pods, arguments.images.split(",")))
+    asyncio.run(with_registry(arguments.pods))

@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from tests import waiting
-from vk_fargate.fleetd import crilog, guest, sandbox
+from vk_fargate import settings
+from vk_fargate.devcluster import images as devimages
+from vk_fargate.fleetd import crilog, guest, ocispec, sandbox
 from vk_fargate.fleetd import network as fleetd_network
 from vk_fargate.fleetd.runtimes import microvm
 
@@ -44,8 +46,43 @@ def assets() -> guest.Assets:
     return guest.ensure_assets(guest.default_cache())
 
 
-def container(name: str, argv: list[str], **env: str) -> sandbox.ShimContainer:
-    return {"name": name, "argv": argv, "env": env, "working_dir": None}
+@pytest.fixture(scope="module")
+def layout() -> Path:
+    """The local images (busybox, nginx) as one OCI layout, built once per machine."""
+    return devimages.build(settings.load().cache)
+
+
+def bundle(
+    layout: Path,
+    root: Path,
+    name: str,
+    argv: list[str] | None = None,
+    image: str = "busybox",
+    **env: str,
+) -> sandbox.ShimContainer:
+    """Container ``name`` as fleetd makes it ready: ``image`` unpacked by umoci into an
+    OCI bundle under ``root``, its config made by ``ocispec`` (``argv`` over the
+    image's command, ``env`` over the image's)."""
+    path = root / "bundles" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:{image}", str(path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    base = json.loads((path / "config.json").read_text())
+    image_env = [tuple(e.split("=", 1)) for e in base["process"].get("env", [])]
+    merged = [*(e for e in image_env if e[0] not in env), *env.items()]
+    run = ocispec.Container(
+        argv=argv or base["process"]["args"],
+        env=[(k, v) for k, v in merged],
+        cwd=base["process"].get("cwd") or "/",
+        hostname=name,
+        netns=None,
+        cgroups_path=None,
+        pod_files={},
+    )
+    (path / "config.json").write_text(json.dumps(ocispec.spec(base, run)))
+    return {"name": name, "argv": run.argv, "env": env, "working_dir": None, "bundle": str(path)}
 
 
 def make_spec(vm_id: str, **overrides: Any) -> sandbox.ShimSpec:
@@ -113,21 +150,27 @@ def qemu_running(vm_id: str) -> bool:
 
 
 async def test_containers_run_in_the_guest_and_report_exit_codes(
-    assets: guest.Assets, tmp_path: Path
+    assets: guest.Assets, layout: Path, tmp_path: Path
 ) -> None:
+    setup = ["/bin/sh", "-c", "echo prepared; echo warn >&2"]
     spec = make_spec(
         "vm-e2e-exit",
-        init_containers=[container("setup", ["/bin/sh", "-c", "echo prepared; echo warn >&2"])],
+        init_containers=[bundle(layout, tmp_path, "setup", setup)],
         containers=[
-            container("app", ["/bin/sh", "-c", "echo hello from $NAME; exit 3"], NAME="guest"),
+            bundle(layout, tmp_path, "app", ["sh", "-c", "echo hello from $NAME; exit 3"],
+                   NAME="guest"),
+            bundle(layout, tmp_path, "missing", ["/no/such/program"]),
         ],
-    )
+    )  # fmt: skip
     await finish(await start_shim(tmp_path, spec))
 
     doc = status(tmp_path)
     assert (doc["phase"], doc["reason"]) == ("exited", "Error"), doc
-    app = doc["containers"][0]
+    app, missing = doc["containers"]
     assert (app["state"], app["exit_code"], app["reason"]) == ("terminated", 3, "Error")
+    # runc's own words, as the process runtime reports them.
+    assert (missing["state"], missing["reason"]) == ("terminated", "StartError"), missing
+    assert "/no/such/program" in missing["message"], missing
     assert doc["init_containers"][0]["exit_code"] == 0
     assert [(r.stream, r.full, r.text) for r in records(tmp_path, "app")] == [
         ("stdout", True, "hello from guest")
@@ -141,9 +184,9 @@ async def test_containers_run_in_the_guest_and_report_exit_codes(
 
 
 async def test_restarts_are_counted_and_logged_per_instance(
-    assets: guest.Assets, tmp_path: Path
+    assets: guest.Assets, layout: Path, tmp_path: Path
 ) -> None:
-    # The guest's /tmp survives restarts: fail twice, then succeed.
+    # The container's root filesystem survives its restarts: fail twice, then succeed.
     script = (
         "n=$(($(cat /tmp/n 2>/dev/null || echo 0) + 1)); echo $n > /tmp/n; "
         "echo attempt $n; [ $n -ge 3 ]"
@@ -151,7 +194,7 @@ async def test_restarts_are_counted_and_logged_per_instance(
     spec = make_spec(
         "vm-e2e-restart",
         restart_policy="OnFailure",
-        containers=[container("flaky", ["/bin/sh", "-c", script])],
+        containers=[bundle(layout, tmp_path, "flaky", ["/bin/sh", "-c", script])],
     )
     await finish(await start_shim(tmp_path, spec))
 
@@ -166,16 +209,17 @@ async def test_restarts_are_counted_and_logged_per_instance(
 
 
 async def test_stop_gives_the_grace_period_then_ends_qemu(
-    assets: guest.Assets, tmp_path: Path
+    assets: guest.Assets, layout: Path, tmp_path: Path
 ) -> None:
     loop = "echo up; while :; do sleep 1; done"
     spec = make_spec(
         "vm-e2e-stop",
         containers=[
-            container("polite", ["/bin/sh", "-c", f"trap 'echo got TERM; exit 143' TERM; {loop}"]),
-            container("stubborn", ["/bin/sh", "-c", f"trap '' TERM; {loop}"]),
+            bundle(layout, tmp_path, "polite",
+                   ["/bin/sh", "-c", f"trap 'echo got TERM; exit 143' TERM; {loop}"]),
+            bundle(layout, tmp_path, "stubborn", ["/bin/sh", "-c", f"trap '' TERM; {loop}"]),
         ],
-    )
+    )  # fmt: skip
     shim = await start_shim(tmp_path, spec)
 
     def both_up() -> bool:
@@ -257,12 +301,11 @@ def fetch(url: str) -> str:
         return response.read().decode()  # type: ignore[no-any-return]
 
 
-async def test_guest_serves_http_on_the_bridge(
-    assets: guest.Assets, tmp_path: Path, bridge: tuple[str, ipaddress.IPv4Network]
+async def test_guest_serves_the_nginx_image_on_the_bridge(
+    assets: guest.Assets, layout: Path, tmp_path: Path, bridge: tuple[str, ipaddress.IPv4Network]
 ) -> None:
     name, subnet = bridge
     guest_ip = str(subnet[2])
-    serve = "mkdir -p /www && echo hello over tap > /www/index.html && exec httpd -f -p 80 -h /www"
     spec = make_spec(
         "vm-e2e-net",
         network={
@@ -271,7 +314,7 @@ async def test_guest_serves_http_on_the_bridge(
             "gateway": str(subnet[1]),
             "bridge": name,
         },
-        containers=[container("web", ["/bin/sh", "-c", serve])],
+        containers=[bundle(layout, tmp_path, "web", image="nginx")],  # the image's own Cmd
     )
     tap = microvm.tap_name(spec)
     _, route = await ip("route", "get", guest_ip)
@@ -291,9 +334,9 @@ async def test_guest_serves_http_on_the_bridge(
                 return await asyncio.to_thread(fetch, f"http://{guest_ip}/")
             return None
 
-        assert (
-            await waiting.until(page, timeout=30, what="HTTP from the guest") == "hello over tap\n"
-        )
+        served = await waiting.until(page, timeout=30, what="HTTP from the guest")
+        # The page of the image's own files (Debian's welcome page), not the host's.
+        assert "<title>Welcome to nginx!</title>" in served, served
         # The daemon's /stats reads the guest's traffic from this tap, by this name.
         assert tap == microvm.default_tap(spec["id"])
         counted = fleetd_network.counters(tap)
@@ -303,7 +346,7 @@ async def test_guest_serves_http_on_the_bridge(
         await finish(shim)
     doc = status(tmp_path)
     assert (doc["phase"], doc["reason"]) == ("exited", "Stopped"), doc
-    assert doc["containers"][0]["exit_code"] in (137, 143)
+    assert doc["containers"][0]["exit_code"] == 0  # nginx's fast shutdown on TERM
     assert not qemu_running(spec["id"])
     code, _ = await ip("link", "show", "dev", tap)
     assert code != 0, "the tap device outlived the microVM"

@@ -16,6 +16,7 @@ from tests import waiting
 from tests.fleetd import helpers
 from vk_fargate import errors
 from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client, models
 from vk_fargate.fleetd import supervisor
 
@@ -26,8 +27,10 @@ SMALL_HOSTS = [
 
 
 @pytest.fixture
-async def small_fleet(tmp_path: Path) -> AsyncIterator[devfleet.Fleet]:
-    running = await devfleet.start(tmp_path, hosts=SMALL_HOSTS)
+async def small_fleet(
+    tmp_path: Path, registry: devregistry.Registry
+) -> AsyncIterator[devfleet.Fleet]:
+    running = await devfleet.start(tmp_path, hosts=SMALL_HOSTS, registry=registry.host)
     try:
         yield running
     finally:
@@ -100,8 +103,10 @@ async def test_events_resume_after_a_dropped_connection(small_fleet: devfleet.Fl
         assert second in {e.microvm_id for e in resumed}
 
 
-async def test_restart_readopts_survivors_and_reports_the_lost(tmp_path: Path) -> None:
-    fleet_proc = await devfleet.start(tmp_path)
+async def test_restart_readopts_survivors_and_reports_the_lost(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host)
     try:
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
             survivor, lost = helpers.new_id(), helpers.new_id()
@@ -141,10 +146,12 @@ async def test_restart_readopts_survivors_and_reports_the_lost(tmp_path: Path) -
         fleet_proc.stop()
 
 
-async def test_a_restarted_fleetd_does_not_hand_out_just_freed_addresses(tmp_path: Path) -> None:
+async def test_a_restarted_fleetd_does_not_hand_out_just_freed_addresses(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
     """The pool's cursor and resting addresses survive a crash: a new microVM must not get
     the address of one deleted just before (a client may still be cleaning up after it)."""
-    fleet_proc = await devfleet.start(tmp_path)
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host)
     zone = "eu-central-1a"
     try:
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
@@ -184,9 +191,11 @@ async def _absent(fleet: client.FleetClient, vm_id: str) -> bool:
 async def test_drain_announces_then_stops_and_places_elsewhere(small_fleet: devfleet.Fleet) -> None:
     async with client.FleetClient(small_fleet.url, small_fleet.token) as fleet:
         vm_id = helpers.new_id()
-        vm = await fleet.put_microvm(
-            vm_id, helpers.spec(helpers.shell("app", "sleep 300"), zone="eu-central-1a")
+        # sleep is the container's PID 1, which ignores TERM: it ends at the grace's KILL.
+        spec = helpers.spec(
+            helpers.shell("app", "sleep 300"), zone="eu-central-1a", termination_grace_seconds=2
         )
+        vm = await fleet.put_microvm(vm_id, spec)
         assert vm.status.host == "small-a"
         await helpers.until_vm(fleet, vm_id, lambda v: v.status.state == "running")
         cursor = (await fleet.list_microvms()).cursor

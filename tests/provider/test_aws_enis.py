@@ -17,6 +17,7 @@ from vk_fargate.aws import devaws, network, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.devcluster import stack as devstack
 from vk_fargate.k8s import client
 
@@ -49,11 +50,13 @@ async def _profile(
 
 
 async def test_ten_pods_get_ten_enis_and_leave_none(
-    stack: tuple[cluster.Cluster, devaws.DevAws], tmp_path: Path
+    stack: tuple[cluster.Cluster, devaws.DevAws], tmp_path: Path, registry: devregistry.Registry
 ) -> None:
     local, aws = stack
     world = aws.world
-    fleet = await devfleet.start(tmp_path / "fleet", subnets=aws.fleet_subnets())
+    fleet = await devfleet.start(
+        tmp_path / "fleet", subnets=aws.fleet_subnets(), registry=registry.host
+    )
     port = processes.free_ports(1)[0]
     env = {**devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER), **aws.env()}
     provider = devprovider.Provider(env, tmp_path / "provider.log")

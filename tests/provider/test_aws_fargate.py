@@ -20,6 +20,7 @@ from vk_fargate.aws import devaws, iam, session
 from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.devcluster import stack as devstack
 from vk_fargate.k8s import client
 
@@ -44,12 +45,14 @@ TALK = (
 
 @pytest.fixture
 async def stack(
-    control_plane_binaries: binaries.Binaries, tmp_path: Path
+    control_plane_binaries: binaries.Binaries, tmp_path: Path, registry: devregistry.Registry
 ) -> AsyncIterator[tuple[cluster.Cluster, devaws.DevAws, devfleet.Fleet]]:
     # Free /24s of this machine, not a fixed layout: other fleets may be using 10.0.x.
     aws = await devaws.start(tmp_path / "aws", cluster_name=CLUSTER, layout=devstack.aws_layout())
     try:
-        fleet = await devfleet.start(tmp_path / "fleet", subnets=aws.fleet_subnets())
+        fleet = await devfleet.start(
+            tmp_path / "fleet", subnets=aws.fleet_subnets(), registry=registry.host
+        )
         try:
             async with cluster.Cluster(control_plane_binaries) as local:
                 yield local, aws, fleet

@@ -28,6 +28,7 @@ from tests import kubectl, waiting
 from vk_fargate.devcluster import binaries, cluster, kubeconfigs, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.k8s import client
 from vk_fargate.kubelet import tls
 
@@ -79,7 +80,7 @@ async def chart_cluster(
 
 
 async def test_the_provider_needs_no_more_than_the_charts_rbac(
-    chart_cluster: cluster.Cluster, tmp_path: Path
+    chart_cluster: cluster.Cluster, tmp_path: Path, registry: devregistry.Registry
 ) -> None:
     local = chart_cluster
     rendered = await asyncio.to_thread(
@@ -132,7 +133,7 @@ async def test_the_provider_needs_no_more_than_the_charts_rbac(
     kubeconfig = tmp_path / "provider.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(as_account))
 
-    fleet = await devfleet.start(tmp_path / "fleet")
+    fleet = await devfleet.start(tmp_path / "fleet", registry=registry.host)
     port = processes.free_ports(1)[0]
     env = devprovider.environment(local, fleet, port=port, cluster_name="rbac")
     # The webhook serving certificate from files, as the Deployment mounts the Secret's.

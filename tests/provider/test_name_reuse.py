@@ -23,6 +23,7 @@ from vk_fargate import errors, settings
 from vk_fargate.controllers import pods as pod_reconciler
 from vk_fargate.devcluster import cluster
 from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import client, events, kube
@@ -80,12 +81,16 @@ def owner(node: kube.JSON) -> str | None:
 
 
 @pytest.fixture
-async def small_fleet(tmp_path: Path) -> AsyncIterator[devfleet.Fleet]:
+async def small_fleet(
+    tmp_path: Path, registry: devregistry.Registry
+) -> AsyncIterator[devfleet.Fleet]:
     """A fleetd whose only subnet is a /28: 11 addresses."""
     net = next(devfleet.free_subnets(1)[0].subnets(new_prefix=28))
     subnets = [{"id": "subnet-tiny", "cidr": str(net), "zone": "eu-central-1a"}]
     hosts = [{"id": "metal-a", "zone": "eu-central-1a", "vcpus": 64, "mem_mib": 262144}]
-    running = await devfleet.start(tmp_path / "fleet", subnets=subnets, hosts=hosts)
+    running = await devfleet.start(
+        tmp_path / "fleet", subnets=subnets, hosts=hosts, registry=registry.host
+    )
     try:
         yield running
     finally:

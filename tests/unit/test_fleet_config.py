@@ -25,9 +25,7 @@ VALID: dict[str, Any] = {
         {"id": "metal-a", "zone": "zone-a", "vcpus": 32, "mem_mib": 131072},
         {"id": "metal-b", "zone": "zone-b", "vcpus": 0.5, "mem_mib": 4096, "runtime": "microvm"},
     ],
-    "images": {
-        "busybox": {"command": ["/usr/bin/busybox", "sh"], "multicall": "/usr/bin/busybox"},
-    },
+    "registries": {"docker.io": {"mirror": "http://127.0.0.1:5000"}},
     "restart_backoff": {"initial_seconds": 1, "max_seconds": 30},
 }
 
@@ -66,8 +64,7 @@ def test_a_valid_config(tmp_path: Path) -> None:
         ("metal-a", 32, 131072, "process"),
         ("metal-b", 0.5, 4096, "microvm"),
     ]
-    assert cfg.images["busybox"].multicall == "/usr/bin/busybox"
-    assert cfg.images["busybox"].args == []
+    assert cfg.registries["docker.io"].mirror == "http://127.0.0.1:5000"
     assert (cfg.restart_backoff.initial_seconds, cfg.restart_backoff.max_seconds) == (1, 30)
     # defaults
     assert cfg.networking == "auto"
@@ -165,12 +162,17 @@ def test_a_bad_listen_is_refused(tmp_path: Path, listen: str) -> None:
         (changed(event_retention=10), "event_retention"),
         (changed(hosts=[{**VALID["hosts"][0], "vcpus": 0}]), "hosts.0.vcpus"),
         (changed(hosts=[{**VALID["hosts"][0], "runtime": "docker"}]), "hosts.0.runtime"),
-        (changed(images={"x": {"command": []}}), "images.x.command"),
         ([1, 2, 3], "(top)"),
     ],
 )
 def test_a_bad_field_is_named(tmp_path: Path, document: Any, where: str) -> None:
     assert f"{where}: " in refused(tmp_path, document)
+
+
+def test_the_old_image_table_is_refused_saying_what_replaced_it(tmp_path: Path) -> None:
+    message = refused(tmp_path, changed(images={"nginx": {"command": ["/usr/sbin/nginx"]}}))
+    assert "images: the image table is gone" in message
+    assert "registries" in message
 
 
 def test_an_empty_file_is_refused_naming_what_is_missing(tmp_path: Path) -> None:

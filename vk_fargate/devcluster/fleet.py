@@ -2,12 +2,14 @@
 
 The generated config has two hosts in two zones with a private /24 each, picked so it
 overlaps no route of this machine (checked against ``ip route``), a short restart
-back-off, and the image table of ``config/fleet.yaml`` (nginx, busybox). fleetd runs
-with ``--stop-on-exit``, so stopping it removes every microVM, namespace and bridge.
+back-off, and the registries containers' images come from (the local registry as
+docker.io's mirror). fleetd runs with ``--stop-on-exit``, so stopping it removes every
+microVM, namespace and bridge.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -15,29 +17,16 @@ import random
 import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from vk_fargate.devcluster import components, processes
+from vk_fargate.devcluster import registry as devregistry
 
 ZONES = ("eu-central-1a", "eu-central-1b")
-NGINX_CONF = Path(__file__).resolve().parents[1] / "fleetd" / "nginx.conf"
-IMAGES: dict[str, Any] = {
-    "nginx": {
-        "command": [
-            "/usr/sbin/nginx",
-            "-e",
-            "stderr",
-            "-c",
-            str(NGINX_CONF),
-            "-g",
-            "daemon off; pid {sandbox}/nginx.pid;",
-        ],
-    },
-    "busybox": {"command": ["/usr/bin/busybox", "sh"], "multicall": "/usr/bin/busybox"},
-}
 
 
 def _routes() -> list[ipaddress.IPv4Network]:
@@ -135,7 +124,6 @@ def write_config(
             {"id": f"metal-{zone[-1]}", "zone": zone, "vcpus": 64, "mem_mib": 262144}
             for zone in ZONES
         ],
-        "images": IMAGES,
         "restart_backoff": {"initial_seconds": backoff[0], "max_seconds": backoff[1]},
     }
     if registry is not None:
@@ -190,3 +178,18 @@ async def start(
     return Fleet(
         f"http://127.0.0.1:{port}", token_file.read_text().strip(), token_file, config, log, process
     )
+
+
+@contextlib.asynccontextmanager
+async def with_images(root: Path, cache: Path, **options: Any) -> AsyncIterator[Fleet]:
+    """A fleetd (``start``'s options) and a registry of the local images it pulls from,
+    both stopped on leaving: what a benchmark needs to run containers."""
+    registry = await devregistry.start_filled(root / "registry", cache)
+    try:
+        fleet = await start(root / "fleet", registry=registry.host, **options)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+    finally:
+        registry.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -43,15 +43,6 @@ class Host(Model):
     runtime: Literal["process", "microvm"] = "process"
 
 
-class Image(Model):
-    """How the process runtime runs an image it cannot pull: a host program."""
-
-    command: list[str] = pydantic.Field(min_length=1)
-    args: list[str] = []
-    # A multi-call binary (busybox) that runs bare command names given by containers.
-    multicall: str | None = None
-
-
 class RegistryHost(Model):
     """How one registry is reached, as containerd's ``hosts.toml``: through a mirror
     (``http://`` for plain HTTP), verifying TLS with the CA files in ``ca_dir``."""
@@ -79,7 +70,6 @@ class FleetConfig(Model):
     networking: Literal["auto", "netns", "nominal"] = "auto"
     subnets: list[Subnet] = pydantic.Field(min_length=1)
     hosts: list[Host] = pydantic.Field(min_length=1)
-    images: dict[str, Image] = {}
     # Registries by name as image references spell them (docker.io, quay.io, host:port).
     registries: dict[str, RegistryHost] = {}
     # Disk for pulled images; over it, images no microVM uses go, least recently used
@@ -94,6 +84,16 @@ class FleetConfig(Model):
     address_quarantine_seconds: float = pydantic.Field(default=300.0, ge=0)
     # Seconds a client is told to wait after 503 InsufficientCapacity.
     retry_after_seconds: int = pydantic.Field(default=5, ge=1)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_image_table(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "images" in data:
+            raise ValueError(
+                "images: the image table is gone, containers run from their images; "
+                "name the registries they come from under registries (see config/fleet.yaml)"
+            )
+        return data
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> FleetConfig:

@@ -63,14 +63,10 @@ class Fleet:
         self.networking: network.Mode = network.detect(cfg.networking)
         self.limits: cgroups.Mode = cgroups.detect()
         state_key = hashlib.sha1(str(cfg.state_dir.resolve()).encode()).hexdigest()[:6]
-        store = (
-            imagestore.ImageStore(
-                cfg.state_dir / "images",
-                cfg.registries,
-                budget_bytes=cfg.image_budget_mib * 2**20 if cfg.image_budget_mib else None,
-            )
-            if cfg.registries
-            else None
+        store = imagestore.ImageStore(
+            cfg.state_dir / "images",
+            cfg.registries,
+            budget_bytes=cfg.image_budget_mib * 2**20 if cfg.image_budget_mib else None,
         )
         self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-", store)
         self._place_lock = asyncio.Lock()
@@ -275,8 +271,6 @@ class Fleet:
     async def _collect_images(self) -> None:
         """Keep the image store within its budget (images of live microVMs stay)."""
         store = self.host.images
-        if store is None:
-            return
         in_use = {
             c.image
             for r in self.vms.values()

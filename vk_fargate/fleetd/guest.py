@@ -1,25 +1,33 @@
-"""What a ``microvm`` guest boots: a Debian kernel and a busybox initramfs, built once.
+"""What a ``microvm`` guest boots: a Debian kernel, busybox and runc, built once.
 
 The kernel comes from Debian's ``linux-image-<version>-amd64`` package (fetched with
 ``apt-get download``, unpacked with ``dpkg -x``); its xz-compressed ``vmlinuz`` is
 decompressed here into the ELF ``vmlinux`` QEMU boots directly through the PVH entry
 (emulated decompression would cost seconds). The base initramfs holds busybox-static,
-the virtio modules (Debian builds them as modules) and ``/init``, the guest's
-supervisor. Both land in ``<cache>/microvm/<kernel-version>/`` and are reused by every
-microVM on the machine; the initramfs name carries a hash of what it is built from.
+the virtio modules (Debian builds them as modules), runc with the libraries it links,
+and ``/init``, the guest's supervisor. Both land in ``<cache>/microvm/<kernel-version>/``
+and are reused by every microVM on the machine; the initramfs name carries a hash of
+what it is built from.
 
-Each microVM adds a small cpio of its own (``vm_initrd``): ``/vk/vm.sh`` and one
-``/vk/c/<index>/run`` script per container, appended to the base archive (Linux unpacks
-concatenated archives in order). The console protocol ``/init`` speaks is described in
-``runtimes/microvm.py``. Standard library only: this module runs inside the shim.
+Each microVM adds an archive of its own (``vm_initrd``): ``/vk/vm.sh`` and one OCI
+bundle per container, ``/vk/b/<index>``, holding the image's root filesystem as fleetd
+unpacked it and the container's ``config.json`` made for the guest. ``/init`` runs each
+with ``runc run --no-pivot`` (an initramfs cannot be pivoted away from), as Fargate's
+guest runs its containers with runc: the same namespaces, user, capabilities and
+read-only root as the process runtime. The console protocol ``/init`` speaks is
+described in ``runtimes/microvm.py``. Standard library only: this module runs inside
+the shim.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fcntl
 import gzip
 import hashlib
+import io
+import json
 import lzma
 import math
 import os
@@ -29,27 +37,25 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from vk_fargate.fleetd import sandbox
+from vk_fargate.fleetd import cpio, ocispec, sandbox
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # Loaded in this order (Debian's package carries no modules.dep); only when a NIC is given.
 MODULES = ("virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net")
 MARK = "@@vkf@@"  # starts every line of the console protocol; rare in real output
-# Same defaults the process runtime gives a container.
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BACKOFF_RESET_SECONDS = 600  # kubelet's: a container up this long starts back-off over
 HOSTNAME_MAX = 63  # a hostname label
 _APT_TIMEOUT = 600  # seconds for apt-get to fetch a ~70 MB package
-_CPIO_DIR, _CPIO_FILE, _CPIO_LINK, _CPIO_CHR = 0o040000, 0o100000, 0o120000, 0o020000
 
 INIT = r"""#!/bin/sh
 # The guest's supervisor, written by vk_fargate/fleetd/guest.py; $P is MARK.
 . /vk/vm.sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /run /tmp; mount -t tmpfs run /run; mount -t tmpfs tmp /tmp; mkdir -p /run/vk
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo 1 > /proc/sys/kernel/printk
 stty -F /dev/console -echo 2>/dev/null
 echo "$P - I"
@@ -82,7 +88,6 @@ stopper() {  # a host line "VKSTOP <grace seconds>": TERM, grace, KILL
 }
 run_one() {  # one instance of container $1; its exit code in $rc
   d=/run/vk/$1
-  if ! sh /vk/c/$1/run check; then echo "$P $1 N"; rc=128; return; fi
   rm -f $d.out $d.err; mkfifo $d.out $d.err
   awk -v p="$P $1 o " '{ print p $0; fflush() }' < $d.out & a1=$!
   awk -v p="$P $1 e " '{ print p $0; fflush() }' < $d.err & a2=$!
@@ -91,7 +96,8 @@ run_one() {  # one instance of container $1; its exit code in $rc
   # The container writes its own pid file before it runs, so the stopper cannot miss
   # it: either the stopper's glob sees the file, or the container sees "stopping".
   setsid sh -c "echo \$\$ > $d.pid; [ -e /run/vk/stopping ] && kill -TERM \$\$
-    exec sh /vk/c/$1/run" > $d.out 2> $d.err < /dev/null & c=$!
+    exec runc --root /run/runc run --no-pivot --bundle /vk/b/$1 vk$1" \
+    > $d.out 2> $d.err < /dev/null & c=$!
   wait $c; rc=$?
   rm -f $d.pid
   wait $a1 $a2
@@ -204,17 +210,48 @@ def ensure_assets(cache: Path, *, kernel_version: str | None = None) -> Assets:
 
 
 def vm_initrd(assets: Assets, spec: sandbox.ShimSpec, out: Path) -> None:
-    """Write ``out``: the base initramfs followed by this microVM's own archive."""
-    files: dict[str, str] = {"vk/vm.sh": _vm_script(spec)}
-    for index, container in enumerate([*spec["init_containers"], *spec["containers"]]):
-        if container["argv"] is not None:
-            files[f"vk/c/{index}/run"] = _run_script(spec, container)
-    entries = [(name, _CPIO_FILE | 0o755, text.encode()) for name, text in files.items()]
+    """Write ``out``: the base initramfs followed by this microVM's own archive, which
+    holds ``/vk/vm.sh``, each container's bundle as ``/vk/b/<index>`` (``guest_config``
+    and the image's root filesystem) and the pod's ``/etc`` files as ``/vk/etc``."""
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "wb") as sink:
         sink.write(assets.initrd.read_bytes())
-        sink.write(gzip.compress(_newc(entries), compresslevel=1, mtime=0))
+        cpio.pad(sink)
+        archive = cpio.Writer(sink)
+        archive.add("vk/vm.sh", cpio.FILE | 0o755, _vm_script(spec).encode())
+        pod_files: dict[str, str] = {}
+        for index, container in enumerate([*spec["init_containers"], *spec["containers"]]):
+            if "bundle" not in container:
+                continue
+            bundle = Path(container["bundle"])
+            config = sandbox.read_json(bundle / "config.json")
+            for mount in config.get("mounts") or []:
+                if mount.get("destination") in ocispec.POD_FILES:
+                    pod_files[Path(mount["destination"]).name] = mount["source"]
+            text = json.dumps(guest_config(config, index)).encode()
+            archive.add(f"vk/b/{index}/config.json", cpio.FILE | 0o644, text)
+            archive.add_tree(f"vk/b/{index}/rootfs", bundle / "rootfs")
+        for name, source in sorted(pod_files.items()):
+            archive.add(f"vk/etc/{name}", cpio.FILE | 0o644, Path(source).read_bytes())
+        archive.close()
     tmp.replace(out)
+
+
+def guest_config(config: dict[str, Any], index: int) -> dict[str, Any]:
+    """A bundle's ``config.json`` as runc runs it inside the guest. The microVM is the
+    pod's sandbox: its containers share the guest's network namespace (no netns of the
+    host's), get a cgroup each under the guest's root, and bind the pod's ``/etc`` files
+    from ``/vk/etc``."""
+    out = copy.deepcopy(config)
+    linux = out.setdefault("linux", {})
+    namespaces = linux.get("namespaces") or []
+    linux["namespaces"] = [n for n in namespaces if n.get("type") != "network"]
+    linux["cgroupsPath"] = f"/vk/{index}"
+    for mount in out.get("mounts") or []:
+        if mount.get("destination") in ocispec.POD_FILES:
+            mount["source"] = f"/vk/etc/{Path(mount['destination']).name}"
+    out.setdefault("root", {})["path"] = "rootfs"
+    return out
 
 
 def vcpus(vcpu_millis: int) -> int:
@@ -227,7 +264,7 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
     runnable = [
         index
         for index, c in enumerate([*spec["init_containers"], *spec["containers"]])
-        if c["argv"] is not None
+        if "bundle" in c
     ]
     net = spec["network"]
     values = {
@@ -244,21 +281,6 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
         "VK_MODULES": " ".join(MODULES),
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
-
-
-def _run_script(spec: sandbox.ShimSpec, container: sandbox.ShimContainer) -> str:
-    """``run check`` says whether argv[0] resolves; ``run`` execs the container."""
-    argv = container["argv"]
-    assert argv is not None
-    env = {"PATH": BASE_PATH, "HOME": "/root", "HOSTNAME": spec["id"], **container["env"]}
-    workdir = container["working_dir"] or "/"
-    return (
-        "#!/bin/sh\n"
-        f"PATH={shlex.quote(env['PATH'])}\n"
-        f'if [ "$1" = check ]; then command -v -- {shlex.quote(argv[0])} >/dev/null; exit; fi\n'
-        f"cd -- {shlex.quote(workdir)} 2>/dev/null || cd /\n"
-        f"exec env -i {shlex.join(f'{k}={v}' for k, v in env.items())} {shlex.join(argv)}\n"
-    )
 
 
 def _cached_kernel(root: Path) -> str | None:
@@ -314,59 +336,63 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
 
 
 def _ensure_base_initrd(home: Path) -> Path:
+    """busybox, the modules and ``/init`` (gzip'd), then runc and the libraries it
+    links (uncompressed: 11 MB the emulated guest need not decompress)."""
     busybox = busybox_binary().read_bytes()
     modules = {m: (home / "modules" / f"{m}.ko").read_bytes() for m in MODULES}
+    runtime = runc_files()
     digest = hashlib.sha256(INIT.encode() + busybox)
-    for module in MODULES:
-        digest.update(module.encode() + modules[module])
-    path = home / f"initrd-{digest.hexdigest()[:12]}.gz"
+    for name, data in [*modules.items(), *runtime.items()]:
+        digest.update(name.encode() + data)
+    path = home / f"initrd-{digest.hexdigest()[:12]}.img"
     if path.is_file():
         return path
-    mount_points = ("dev", "proc", "sys", "run", "tmp", "root", "etc")
-    entries = [(d, _CPIO_DIR | 0o755, b"") for d in mount_points]
-    entries.append(("bin/busybox", _CPIO_FILE | 0o755, busybox))
+    core = io.BytesIO()
+    archive = cpio.Writer(core)
+    for folder in ("dev", "proc", "sys", "run", "tmp", "root", "etc"):
+        archive.add(folder, cpio.DIR | 0o755)
+    archive.add("bin/busybox", cpio.FILE | 0o755, busybox)
     for applet in _applets():
         if applet != "bin/busybox":
-            entries.append((applet, _CPIO_LINK | 0o777, b"/bin/busybox"))
-    entries += [(f"lib/modules/{m}.ko", _CPIO_FILE | 0o644, modules[m]) for m in MODULES]
-    entries.append(("init", _CPIO_FILE | 0o755, INIT.encode()))
-    entries.append(("dev/console", _CPIO_CHR | 0o600, b""))  # rdev 5:1, see _newc
+            archive.add(applet, cpio.LINK | 0o777, b"/bin/busybox")
+    for module in MODULES:
+        archive.add(f"lib/modules/{module}.ko", cpio.FILE | 0o644, modules[module])
+    archive.add("init", cpio.FILE | 0o755, INIT.encode())
+    archive.add("dev/console", cpio.CHR | 0o600, rdev=(5, 1))
+    archive.close()
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(gzip.compress(_newc(entries), compresslevel=6, mtime=0))
+    with open(tmp, "wb") as sink:
+        sink.write(gzip.compress(core.getvalue(), compresslevel=6, mtime=0))
+        cpio.pad(sink)
+        archive = cpio.Writer(sink)
+        for name, data in runtime.items():
+            archive.add(name, cpio.FILE | 0o755, data)
+        archive.close()
     tmp.replace(path)
-    for stale in home.glob("initrd-*.gz"):
+    for stale in [*home.glob("initrd-*.gz"), *home.glob("initrd-*.img")]:
         if stale != path:
             stale.unlink(missing_ok=True)
     return path
 
 
+def runc_files() -> dict[str, bytes]:
+    """runc and the shared libraries it links, by their paths in the guest (the host's)."""
+    runc = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/sbin")
+    if runc is None:
+        raise AssetError("build initramfs: runc not found (apt-get install runc)")
+    out = _run(["ldd", runc], "list runc's libraries (ldd)")
+    files = {"usr/sbin/runc": Path(runc).read_bytes()}
+    for line in out.splitlines():
+        found = re.search(r"(/\S+) \(0x", line)
+        if found:
+            library = Path(found.group(1))
+            files[str(library).lstrip("/")] = library.read_bytes()  # through symlinks
+    return files
+
+
 def _applets() -> list[str]:
     out = _run([str(busybox_binary()), "--list-full"], "list busybox applets")
     return sorted({line.strip().lstrip("/") for line in out.splitlines() if line.strip()})
-
-
-def _newc(entries: Iterable[tuple[str, int, bytes]]) -> bytes:
-    """A newc cpio archive of (path, mode, data), parent folders first; character devices
-    are /dev/console (5:1)."""
-    listed: dict[str, tuple[int, bytes]] = {}
-    for name, mode, data in entries:
-        for parent in reversed(Path(name).parents[:-1]):
-            listed.setdefault(str(parent), (_CPIO_DIR | 0o755, b""))
-        listed[name] = (mode, data)
-    parts: list[bytes] = []
-    items = [*((n, m, d) for n, (m, d) in listed.items()), ("TRAILER!!!", 0, b"")]
-    for ino, (name, mode, data) in enumerate(items, start=1):
-        rdev = (5, 1) if mode & 0o170000 == _CPIO_CHR else (0, 0)
-        nlink = 2 if mode & 0o170000 == _CPIO_DIR else 1
-        fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
-        header = b"070701" + b"".join(b"%08X" % field for field in fields)
-        parts.append(_pad(header + name.encode() + b"\0"))
-        parts.append(_pad(data))
-    return b"".join(parts)
-
-
-def _pad(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % 4)
 
 
 def _elf_segments(elf: bytes) -> list[tuple[int, int, int]]:

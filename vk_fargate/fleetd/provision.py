@@ -64,7 +64,7 @@ class Host:
     limits: cgroups.Mode
     networking: network.Mode
     netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
-    images: imagestore.ImageStore | None = None  # with registries: containers run by runc
+    images: imagestore.ImageStore  # the host's image service: pulls, unpacks, GC
 
     @property
     def runc_root(self) -> Path:
@@ -113,35 +113,29 @@ async def provision(
                 gateway=pool.gateway,
                 bridge=bridge,
             )
-    prepared = None
-    if runtime == "process" and host.images is not None:
-        prepared = await bundles.prepare_until_pulled(
-            vm,
-            record.dir,
-            host.images,
-            netns=netns,
-            backoff=(
-                host.cfg.restart_backoff.initial_seconds,
-                host.cfg.restart_backoff.max_seconds,
-            ),
-            report=report or (lambda _init, _app: None),
-            cancelled=lambda: record.deleting,
-            credentials=credentials or {},
-        )
-    if record.deleting:
+    prepared = await bundles.prepare_until_pulled(
+        vm,
+        record.dir,
+        host.images,
+        netns=netns,
+        backoff=(host.cfg.restart_backoff.initial_seconds, host.cfg.restart_backoff.max_seconds),
+        report=report or (lambda _init, _app: None),
+        cancelled=lambda: record.deleting,
+        credentials=credentials or {},
+    )
+    if prepared is None or record.deleting:
         return
     spec = shims.spec_for(
         vm,
         cfg=host.cfg,
         runtime=runtime,
-        vm_dir=record.dir,
         cgroups=record.cgroups,
         netns=netns,
         network=shim_network,
         notify_socket=host.notify_socket,
         prepared=prepared,
-        runc_root=host.runc_root if prepared is not None else None,
-        cgroup_parent=cgroups.relative(host.limits, vm.id) if prepared is not None else None,
+        runc_root=host.runc_root,
+        cgroup_parent=cgroups.relative(host.limits, vm.id),
     )
     record.shim = supervisor.launch(record.dir, spec)
 

@@ -1,8 +1,8 @@
 """Translating between the API's microVMs and the files a shim reads and writes. Pure.
 
-``spec_for`` turns a placed microVM into the shim's ``spec.json`` (images resolved to
-argv here, so a shim never needs the image table); ``fold`` turns a shim's
-``status.json`` into the API's state, reason and container statuses.
+``spec_for`` turns a placed microVM, its containers made ready from their images, into
+the shim's ``spec.json``; ``fold`` turns a shim's ``status.json`` into the API's state,
+reason and container statuses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import config, images, sandbox
+from vk_fargate.fleetd import config, sandbox
 
 PHASE_STATE: dict[str, models.MicroVMState] = {
     "starting": "provisioning",
@@ -24,48 +24,22 @@ PHASE_STATE: dict[str, models.MicroVMState] = {
 FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
 
 
-def _containers(
-    items: list[models.Container],
-    table: dict[str, config.Image],
-    vm_dir: Path,
-    ip: str,
-    prepared: dict[str, sandbox.ShimContainer],
-) -> list[sandbox.ShimContainer]:
-    out = []
-    for c in items:
-        if c.name in prepared:  # from its image (``provision.prepare``)
-            out.append(prepared[c.name])
-            continue
-        resolved = images.resolve(c, table, sandbox=str(vm_dir))
-        shim_c = sandbox.ShimContainer(
-            name=c.name,
-            argv=resolved.argv,
-            env={e.name: e.rendered(ip) for e in c.env},
-            working_dir=c.working_dir,
-        )
-        if resolved.error:
-            shim_c["error"] = resolved.error
-        out.append(shim_c)
-    return out
-
-
 def spec_for(
     vm: models.MicroVM,
     *,
     cfg: config.FleetConfig,
     runtime: models.RuntimeName,
-    vm_dir: Path,
     cgroups: list[str],
     netns: str | None,
     network: sandbox.ShimNetwork | None,
     notify_socket: Path,
-    prepared: dict[str, sandbox.ShimContainer] | None = None,
-    runc_root: Path | None = None,
-    cgroup_parent: str | None = None,
+    prepared: dict[str, sandbox.ShimContainer],
+    runc_root: Path,
+    cgroup_parent: str | None,
 ) -> sandbox.ShimSpec:
+    """The shim's spec: ``prepared`` holds every container, made ready from its image
+    (``bundles.prepare``) or carrying why it cannot run."""
     spec = vm.spec
-    ip = vm.status.private_ip or ""
-    ready = prepared or {}
     shim = sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
@@ -75,15 +49,14 @@ def spec_for(
         termination_grace_seconds=spec.termination_grace_seconds,
         backoff_initial_seconds=cfg.restart_backoff.initial_seconds,
         backoff_max_seconds=cfg.restart_backoff.max_seconds,
-        init_containers=_containers(spec.init_containers, cfg.images, vm_dir, ip, ready),
-        containers=_containers(spec.containers, cfg.images, vm_dir, ip, ready),
+        init_containers=[prepared[c.name] for c in spec.init_containers],
+        containers=[prepared[c.name] for c in spec.containers],
         netns=netns,
         cgroups=cgroups,
         network=network,
         notify_socket=str(notify_socket),
     )
-    if runc_root is not None:
-        shim["runc_root"] = str(runc_root)
+    shim["runc_root"] = str(runc_root)
     if cgroup_parent is not None:
         shim["cgroup_parent"] = cgroup_parent
     return shim

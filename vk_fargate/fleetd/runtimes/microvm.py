@@ -14,7 +14,6 @@ here; every protocol line starts with ``guest.MARK`` and names a container by in
     <i> S          container <i> started (a new instance)
     <i> o|e <text> one line of its stdout|stderr
     <i> X <code> [oom]  it exited
-    <i> N          its argv[0] does not exist in the guest
     <i> R <ms>     it restarts after <ms> of back-off
 
 Other console lines (kernel messages) go to ``<vm_dir>/console.log``. A stop writes
@@ -158,20 +157,20 @@ class MicroVMRuntime:
             await self._delete_tap()
             self._finish_containers()
             with contextlib.suppress(OSError):
-                (self.vm_dir / "initrd.gz").unlink()
+                (self.vm_dir / "initrd.img").unlink()
             self.status.phase("exited", *self._outcome())
 
     async def _run(self) -> None:
         for c in [*self.spec["init_containers"], *self.spec["containers"]]:
-            if c["argv"] is None:
-                self.status.waiting(c["name"], "ErrImagePull", c.get("error"))
+            if "bundle" not in c:
+                self.status.waiting(c["name"], c.get("reason", "ErrImagePull"), c.get("error"))
                 if c in self.spec["init_containers"]:
                     self._failure = ("InitError", f"init container {c['name']} failed")
                     return
         try:
             guest.qemu_binary()
             assets = await asyncio.to_thread(guest.ensure_assets, self.cache)
-            initrd = self.vm_dir / "initrd.gz"
+            initrd = self.vm_dir / "initrd.img"
             await asyncio.to_thread(guest.vm_initrd, assets, self.spec, initrd)
         except (guest.AssetError, OSError) as exc:
             self._failure = ("AssetError", str(exc))
@@ -306,12 +305,12 @@ class MicroVMRuntime:
             self._close_log(index)
             code_text, _, flag = arg.partition(" ")
             code = int(code_text) if code_text.isdigit() else 128
+            log = sandbox.log_path(self.vm_dir, name, self.status.container(name)["restart_count"])
+            if code != 0 and flag != "oom" and process.start_failed(log):
+                self.status.terminated(name, 128, "StartError", process.start_error(log))
+                return
             reason = "Completed" if code == 0 else "OOMKilled" if flag == "oom" else "Error"
             self.status.terminated(name, code, reason)
-        elif kind == "N":
-            argv = [*self.spec["init_containers"], *self.spec["containers"]][index]["argv"]
-            missing = f"cannot start {(argv or ['?'])[0]}: not found in the guest"
-            self.status.terminated(name, 128, "StartError", missing)
         elif kind == "R" and arg.isdigit():
             self.status.restarting(name, int(arg) / 1000)
 

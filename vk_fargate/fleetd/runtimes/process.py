@@ -1,14 +1,13 @@
-"""The ``process`` runtime: each container is a process group inside the shim's
-network namespace and cgroup (both joined by the shim before anything starts).
+"""The ``process`` runtime: each container runs from its image's OCI bundle under
+runc, in the pod's network namespace and under the microVM's cgroups.
 
 Init containers run one after another and must exit 0; then the app containers run
 side by side, restarted per the restart policy with exponential back-off, as kubelet
 does (reset after ``BACKOFF_RESET`` seconds of good running). A stop sends SIGTERM to
 every container, waits the grace period, then SIGKILLs what is left.
-On a cgroup v1 host each container instance starts inside a CPU accounting child
-group of its own (``sandbox.container_group``), entered before ``exec``, so the daemon
-can read the container's CPU time and list its processes; the group is removed when
-the instance has ended.
+Each container instance gets a cgroup of its own under the microVM's
+(``container-<name>-<n>``, see ``sandbox.container_group``), so the daemon can read
+the container's CPU time and list its processes.
 Standard library only.
 """
 
@@ -18,9 +17,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
-import functools
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -30,10 +27,6 @@ from vk_fargate.fleetd import crilog, sandbox
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
-BASE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-}
 # How many instances of a container's log are kept: the current and the previous one.
 KEPT_INSTANCES = 2
 
@@ -132,41 +125,7 @@ class ProcessRuntime:
         log = sandbox.log_path(self.vm_dir, name, instance)
         log.parent.mkdir(parents=True, exist_ok=True)
         _prune(log.parent, instance)
-        if "bundle" in container:
-            return await self._run_image(container, instance, log)
-        cwd = self._working_dir(container)
-        env = {**BASE_ENV, "HOSTNAME": self.spec["id"], **container["env"]}
-        group = self._container_group(name, instance)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=cwd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=functools.partial(_prepare_child, group),
-            )
-        except OSError as exc:
-            _remove_group(group)
-            self.status.terminated(name, 128, "StartError", f"cannot start {argv[0]}: {exc}")
-            return 128
-        self._procs[name] = proc
-        self.status.running(name, f"vkfargate://{secrets.token_hex(16)}")
-        assert proc.stdout is not None and proc.stderr is not None
-        with log.open("a", encoding="utf-8") as out:
-            await asyncio.gather(
-                _pump(proc.stdout, crilog.Writer(out, "stdout")),
-                _pump(proc.stderr, crilog.Writer(out, "stderr")),
-            )
-            returncode = await proc.wait()
-        del self._procs[name]
-        _remove_group(group)
-        code = exit_code(returncode)
-        reason = "Completed" if code == 0 else ("OOMKilled" if self._oom(code) else "Error")
-        self.status.terminated(name, code, reason)
-        return code
+        return await self._run_image(container, instance, log)
 
     async def _run_image(
         self, container: sandbox.ShimContainer, instance: int, log: Path
@@ -218,25 +177,13 @@ class ProcessRuntime:
             self.status.terminated(name, 0, "Completed")
         elif self._oom(code):
             self.status.terminated(name, code, "OOMKilled")
-        elif _start_failed(log):
-            message = _start_error(log)
+        elif start_failed(log):
+            message = start_error(log)
             self.status.terminated(name, 128, "StartError", message)
             return 128
         else:
             self.status.terminated(name, code, "Error")
         return code
-
-    def _container_group(self, name: str, instance: int) -> Path | None:
-        """The instance's CPU accounting group, made now; None where there is none."""
-        accounting = sandbox.accounting_group(self.spec["cgroups"])
-        if accounting is None:
-            return None
-        group = sandbox.container_group(accounting, name, instance)
-        try:
-            group.mkdir(exist_ok=True)
-        except OSError:
-            return None
-        return group
 
     def _oom(self, code: int) -> bool:
         """A SIGKILL while the memory cgroup recorded an OOM kill."""
@@ -252,14 +199,6 @@ class ProcessRuntime:
                         if key == "oom_kill" and value.strip() != "0":
                             return True
         return False
-
-    def _working_dir(self, container: sandbox.ShimContainer) -> str:
-        wanted = container["working_dir"]
-        if wanted and Path(wanted).is_dir():
-            return wanted
-        root = self.vm_dir / "rootfs"
-        root.mkdir(exist_ok=True)
-        return str(root)
 
     async def _stop_when_asked(self) -> None:
         await self._stopping.wait()
@@ -292,21 +231,6 @@ def _die_with_shim() -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 
 
-def _prepare_child(group: Path | None) -> None:
-    """Runs in the container's process between fork and exec."""
-    _die_with_shim()
-    if group is not None:
-        with contextlib.suppress(OSError):  # without it the container only lacks stats
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-
-
-def _remove_group(group: Path | None) -> None:
-    """Delete an ended instance's accounting group (kept while processes linger)."""
-    if group is not None:
-        with contextlib.suppress(OSError):
-            group.rmdir()
-
-
 async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(65536):
@@ -315,12 +239,12 @@ async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:
     writer.close()
 
 
-def _start_failed(log: Path) -> bool:
+def start_failed(log: Path) -> bool:
     """Whether runc could not start the process (its error is the log's last line)."""
     return "runc run failed" in _last_line(log) or "exec failed" in _last_line(log)
 
 
-def _start_error(log: Path) -> str:
+def start_error(log: Path) -> str:
     """runc's reason, e.g. ``exec: "nope": executable file not found in $PATH``."""
     line = _last_line(log)
     return line.split("exec failed: ", 1)[-1].split("runc run failed: ", 1)[-1]

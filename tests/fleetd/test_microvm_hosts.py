@@ -1,0 +1,91 @@
+"""A fleet whose hosts run QEMU microVMs, end to end through fleetd's API: the image is
+pulled from the real registry, its root filesystem reaches the guest, and runc inside
+the guest runs it. What the pod serves and sees comes from the image, never the host."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests import waiting
+from tests.fleetd import helpers
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import registry as devregistry
+from vk_fargate.fleet import client
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which("qemu-system-x86_64") is None,
+        reason="qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)",
+    ),
+]
+BOOT = 180  # seconds for a pull, a boot under TCG and the container's start, on 2 busy cores
+HOSTS = [
+    {"id": f"metal-vm-{zone[-1]}", "zone": zone, "vcpus": 4, "mem_mib": 8192, "runtime": "microvm"}
+    for zone in devfleet.ZONES
+]
+
+
+@pytest.fixture
+async def api(tmp_path: Path, registry: devregistry.Registry) -> AsyncIterator[client.FleetClient]:
+    fleet = await devfleet.start(tmp_path / "fleet", hosts=HOSTS, registry=registry.host)
+    try:
+        async with client.FleetClient(fleet.url, fleet.token) as fleet_api:
+            yield fleet_api
+    finally:
+        fleet.stop()
+
+
+async def test_a_microvm_serves_the_nginx_image_over_its_tap(api: client.FleetClient) -> None:
+    vm_id = helpers.new_id()
+    await api.put_microvm(vm_id, helpers.spec({"name": "web", "image": "nginx"}))
+    vm = await helpers.until_vm(
+        api, vm_id, lambda v: helpers.container(v, "web").state == "running", timeout=BOOT
+    )
+    web = helpers.container(vm, "web")
+    assert web.image_id is not None and web.image_id.startswith("docker.io/library/nginx@sha256:")
+    ip = vm.status.private_ip
+    assert ip is not None and helpers.route_via_bridge(ip), f"{ip} is not on fleetd's bridge"
+
+    async def page() -> str | None:
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-s", "--max-time", "3", f"http://{ip}/", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        return out.decode() if proc.returncode == 0 else None
+
+    served = await waiting.until(page, timeout=60, what="nginx's page from the guest")
+    assert "<title>Welcome to nginx!</title>" in served, served
+
+
+async def test_a_microvm_pod_sees_its_image_not_the_host(
+    api: client.FleetClient, tmp_path: Path
+) -> None:
+    marker = tmp_path / "host-secret"
+    marker.write_text("the host's secret\n")
+    state_dir = tmp_path / "fleet" / "state"
+    script = (
+        f"cat {marker} || echo no-marker; ls {state_dir} || echo no-state; "
+        "id -u; cat /etc/hostname; echo end; sleep 300"
+    )
+    vm_id = helpers.new_id()
+    spec = helpers.spec(helpers.shell("look", script), labels={"pod": "looker"})
+    await api.put_microvm(vm_id, spec)
+    await helpers.until_vm(
+        api, vm_id, lambda v: helpers.container(v, "look").state == "running", timeout=BOOT
+    )
+
+    async def output() -> list[str] | None:
+        text = b"".join([chunk async for chunk in api.logs(vm_id, "look")]).decode()
+        lines = text.splitlines()
+        return lines if "end" in lines else None
+
+    lines = await waiting.until(output, timeout=60, what="the container's output")
+    assert "the host's secret" not in lines
+    assert "no-marker" in lines and "no-state" in lines, lines
+    assert lines[-3:] == ["0", "looker", "end"], lines  # the image's root; the pod's name

@@ -9,6 +9,7 @@ unexpected exception is logged and answered 500 ``Internal`` without crashing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hmac
 import json
@@ -202,9 +203,10 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    async for chunk in logs.stream(path, options, active=active):
-        await response.write(chunk)
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):  # the client went away: not an error
+        async for chunk in logs.stream(path, options, active=active):
+            await response.write(chunk)
+        await response.write_eof()
     return response
 
 
@@ -234,14 +236,16 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    while True:
-        found = await bus.after(cursor, timeout=HEARTBEAT_SECONDS)
-        if not found:
-            beat = {"type": "heartbeat", "cursor": cursor, "time": models.now().isoformat()}
-            await response.write(json.dumps(beat).encode() + b"\n")
-            continue
-        await response.write(b"".join(json.dumps(e).encode() + b"\n" for e in found))
-        cursor = found[-1]["cursor"]
+    with contextlib.suppress(ConnectionResetError):  # a client ends a stream by leaving
+        while True:
+            found = await bus.after(cursor, timeout=HEARTBEAT_SECONDS)
+            if not found:
+                beat = {"type": "heartbeat", "cursor": cursor, "time": models.now().isoformat()}
+                await response.write(json.dumps(beat).encode() + b"\n")
+                continue
+            await response.write(b"".join(json.dumps(e).encode() + b"\n" for e in found))
+            cursor = found[-1]["cursor"]
+    return response
 
 
 async def openapi(_: web.Request) -> web.Response:

@@ -185,6 +185,25 @@ async def test_cgroup_limits_match_the_size(fleet_client: client.FleetClient) ->
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
+async def test_a_container_over_the_memory_limit_is_oom_killed(
+    fleet_client: client.FleetClient,
+) -> None:
+    """The microVM's memory limit holds for the container runc runs, and the kernel's
+    OOM kill is reported as the kubelet reports it: 137, ``OOMKilled``."""
+    if (await fleet_client.hosts())[0].limits == "none":
+        pytest.skip("this host enforces no memory limit (no writable memory cgroup)")
+    vm_id = helpers.new_id()
+    # The shell holds all of a command's output: 1 GiB into a 512 MiB microVM.
+    hog = helpers.shell("hog", "x=$(head -c 1073741824 /dev/zero | tr '\\0' x); echo done")
+    await fleet_client.put_microvm(vm_id, helpers.spec(hog, restart_policy="Never"))
+    done = await helpers.until_vm(
+        fleet_client, vm_id, lambda v: v.status.state == "stopped", timeout=120
+    )
+    hog_status = helpers.container(done, "hog")
+    assert (hog_status.exit_code, hog_status.reason) == (137, "OOMKilled"), hog_status
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
 @needs_root
 async def test_pod_ips_answer_from_the_host_and_two_pods_share_port_80(
     fleet_client: client.FleetClient, fleet: devfleet.Fleet

@@ -143,6 +143,7 @@ class ProcessRuntime:
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"
         pid_file.unlink(missing_ok=True)
+        marks = self._oom_marks()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *runc, "run", "--bundle", str(bundle), "--pid-file", str(pid_file), instance_id,
@@ -175,7 +176,7 @@ class ProcessRuntime:
         code = exit_code(returncode)
         if code == 0:
             self.status.terminated(name, 0, "Completed")
-        elif self._oom(code):
+        elif self._oom(code, marks):
             self.status.terminated(name, code, "OOMKilled")
         elif start_failed(log):
             message = start_error(log)
@@ -185,20 +186,29 @@ class ProcessRuntime:
             self.status.terminated(name, code, "Error")
         return code
 
-    def _oom(self, code: int) -> bool:
-        """A SIGKILL while the memory cgroup recorded an OOM kill."""
+    def _oom_marks(self) -> tuple[int, int]:
+        """Counters an OOM kill of this microVM's containers raises: its groups' own
+        ``oom_kill`` (v2 counts its children's too) or, on v1, where the kill counts in
+        the killed task's group (the container's, which runc removes on exit), the
+        host's ``oom_kill`` together with the microVM group's ``failcnt``."""
+        kills = failures = 0
+        v1 = False
+        for group in self.spec["cgroups"]:
+            kills += _counter(Path(group) / "memory.events", "oom_kill")
+            if (Path(group) / "memory.failcnt").exists():
+                v1 = True
+                failures += _counter(Path(group) / "memory.failcnt", None)
+        if v1:
+            kills += _counter(Path("/proc/vmstat"), "oom_kill")
+        return kills, (failures if v1 else -1)
+
+    def _oom(self, code: int, before: tuple[int, int]) -> bool:
+        """A SIGKILL while an OOM kill of this microVM's memory was recorded (on v1:
+        some OOM kill on the host while this microVM's memory hit its limit)."""
         if code != 128 + signal.SIGKILL:
             return False
-        for group in self.spec["cgroups"]:
-            events = Path(group) / "memory.events"
-            oom_control = Path(group) / "memory.oom_control"
-            for path in (events, oom_control):
-                with contextlib.suppress(OSError):
-                    for line in path.read_text().splitlines():
-                        key, _, value = line.partition(" ")
-                        if key == "oom_kill" and value.strip() != "0":
-                            return True
-        return False
+        kills, failures = self._oom_marks()
+        return kills > before[0] and (failures == -1 or failures > before[1])
 
     async def _stop_when_asked(self) -> None:
         await self._stopping.wait()
@@ -237,6 +247,20 @@ async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:
         writer.feed(decoder.decode(chunk))
     writer.feed(decoder.decode(b"", final=True))
     writer.close()
+
+
+def _counter(path: Path, key: str | None) -> int:
+    """The value of ``key`` in a flat-keyed file (``name value`` lines), or the file's
+    only number when ``key`` is None; 0 when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        text = path.read_text()
+        if key is None:
+            return int(text.strip())
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
 
 
 def start_failed(log: Path) -> bool:

@@ -135,12 +135,15 @@ async def test_pull_failures_say_why_in_the_kubelets_words(
     await core.delete_namespace(ns)
 
 
-async def test_security_context_users_read_only_root_and_run_as_non_root(
+async def test_security_context_users_read_only_root_seccomp_and_run_as_non_root(
     api: k8s.ApiClient, provider: conftest.Provider
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "secctx")
-    report = "echo uid=$(id -u) gid=$(id -g); touch /probe 2>&1 || true; sleep 3600"
+    report = (
+        "grep Seccomp: /proc/self/status; unshare -U true 2>&1 && echo userns-made; "
+        "echo uid=$(id -u) gid=$(id -g); touch /probe 2>&1 || true; sleep 3600"
+    )
 
     def shell(name: str, image: str, **context: Any) -> dict[str, Any]:
         container: dict[str, Any] = {"name": "app", "image": image, "args": ["sh", "-c", report]}
@@ -153,7 +156,9 @@ async def test_security_context_users_read_only_root_and_run_as_non_root(
         "run-as": shell("run-as", "busybox", runAsUser=2000, runAsGroup=3000),
         "read-only": shell("read-only", "busybox", readOnlyRootFilesystem=True),
         "non-root": shell("non-root", "busybox", runAsNonRoot=True),
+        "seccomp": shell("seccomp", "busybox"),
     }
+    pods["seccomp"]["spec"]["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     for manifest in pods.values():
         await _pod(core, ns, manifest)
 
@@ -168,6 +173,13 @@ async def test_security_context_users_read_only_root_and_run_as_non_root(
     assert "uid=2000 gid=3000" in run_as
     read_only = await waiting.until(lambda: output("read-only"), timeout=120, what="read-only")
     assert "uid=0" in read_only and "Read-only file system" in read_only
+    assert "Seccomp:\t0" in read_only  # Kubernetes' default: Unconfined
+    assert "userns-made" in read_only  # a user namespace needs no capability...
+    confined = await waiting.until(lambda: output("seccomp"), timeout=120, what="seccomp")
+    assert "Seccomp:\t2" in confined, confined  # a filter, inherited from the pod
+    # ... but RuntimeDefault refuses unshare(CLONE_NEWUSER), as Docker's default does.
+    assert "unshare(0x10000000): Operation not permitted" in confined, confined
+    assert "userns-made" not in confined
 
     async def refused() -> str | None:
         status = await _status(core, ns, "non-root")

@@ -35,7 +35,18 @@ def test_the_containers_fields_override_the_pods() -> None:
         "allow_privilege_escalation": False,
         "capabilities_add": ["NET_ADMIN"],
         "capabilities_drop": ["ALL"],
+        "seccomp_profile": None,
     }
+
+
+def test_seccomp_runtime_default_is_applied_and_the_containers_profile_wins() -> None:
+    pod = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}
+    merged = security.effective(pod, {"name": "a"})
+    assert merged is not None and merged["seccomp_profile"] == "RuntimeDefault"
+    own = {"name": "a", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}
+    merged = security.effective(pod, own)
+    assert merged is not None and merged["seccomp_profile"] == "Unconfined"
+    assert security.not_applied({"containers": [own], **pod}) == []
 
 
 def test_fields_not_applied_are_named_with_where_they_are() -> None:
@@ -44,12 +55,18 @@ def test_fields_not_applied_are_named_with_where_they_are() -> None:
         "containers": [
             {"name": "web", "securityContext": {"seLinuxOptions": {"level": "s0"}}},
             {"name": "ok", "securityContext": {"runAsUser": 1}},
+            {
+                "name": "own",
+                "securityContext": {
+                    "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}
+                },
+            },
         ],
     }
     assert security.not_applied(spec) == [
-        "securityContext.seccompProfile",
         "securityContext.fsGroup",
         "containers[web].securityContext.seLinuxOptions",
+        "containers[own].securityContext.seccompProfile",
     ]
     assert security.not_applied({"containers": [{"name": "a"}]}) == []
 

@@ -86,6 +86,8 @@ class SecurityContext(Model):
     allow_privilege_escalation: bool | None = None
     capabilities_add: list[str] = []
     capabilities_drop: list[str] = []
+    # Kubernetes' seccompProfile.type; unset is Unconfined, as Kubernetes' default.
+    seccomp_profile: Literal["RuntimeDefault", "Unconfined"] | None = None
 
 
 class Container(Model):

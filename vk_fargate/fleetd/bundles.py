@@ -157,6 +157,7 @@ async def prepare(
             no_new_privileges=security.allow_privilege_escalation is False,
             capabilities_add=tuple(security.capabilities_add),
             capabilities_drop=tuple(security.capabilities_drop),
+            seccomp=security.seccomp_profile == "RuntimeDefault",
         )
         base = json.loads(original.read_text())
         if security.run_as_non_root and ocispec.user(base, container)[0] == 0:

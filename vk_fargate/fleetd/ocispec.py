@@ -8,7 +8,8 @@ hostname; the pod's network namespace (shared by its containers) and the contain
 own mount, PID, IPC and UTS namespaces; a cgroup under the microVM's, so its limits
 apply; ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` bound from the
 pod's files, as the kubelet does; containerd's default capabilities; and what the
-securityContext says (user and group, read-only root, capabilities, no_new_privs).
+securityContext says (user and group, read-only root, capabilities, no_new_privs, the
+``RuntimeDefault`` seccomp filter of ``seccomp``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from typing import Any
+
+from vk_fargate.fleetd import seccomp
 
 # What containerd (and Docker) give a container by default; runc's template has three.
 DEFAULT_CAPABILITIES = (
@@ -53,6 +56,7 @@ class Container:
     no_new_privileges: bool = False  # allowPrivilegeEscalation: false
     capabilities_add: tuple[str, ...] = ()
     capabilities_drop: tuple[str, ...] = ()  # "ALL" drops every default
+    seccomp: bool = False  # seccompProfile RuntimeDefault
 
 
 def capabilities(add: tuple[str, ...], drop: tuple[str, ...]) -> list[str]:
@@ -95,6 +99,8 @@ def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
         process["user"].pop("additionalGids", None)
     process["noNewPrivileges"] = container.no_new_privileges
     out.setdefault("root", {})["readonly"] = container.read_only
+    if container.seccomp:
+        out.setdefault("linux", {})["seccomp"] = seccomp.runtime_default()
     out["hostname"] = container.hostname
     linux = out.setdefault("linux", {})
     namespaces = [n for n in linux.get("namespaces") or [] if n.get("type") != "network"]

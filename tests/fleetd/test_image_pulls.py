@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -59,13 +60,19 @@ async def _run(api: client.FleetClient, image: str, count: int, **container: obj
 
 
 async def test_one_download_per_blob_and_shared_layers_are_not_downloaded_again(
-    stack: tuple[devregistry.Registry, devfleet.Fleet],
+    stack: tuple[devregistry.Registry, devfleet.Fleet], tmp_path: Path
 ) -> None:
     registry, fleet = stack
     async with client.FleetClient(fleet.url, fleet.token) as api:
-        await _run(api, "nginx", 20)
+        ids = await _run(api, "nginx", 20)
         nginx = {d: n for (repo, d), n in blob_gets(registry).items() if repo == "library/nginx"}
         assert len(nginx) == 3 and set(nginx.values()) == {1}, nginx  # config + 2 layers
+        # One unpacked copy; each container's root an overlay over it.
+        state = tmp_path / "fleet" / "state"
+        assert len(list((state / "images" / "unpacked").iterdir())) == 1
+        if os.geteuid() == 0:
+            roots = [state / "microvms" / i / "bundles" / "app" / "rootfs" for i in ids]
+            assert all(os.path.ismount(root) for root in roots)
         await _run(api, "busybox", 1, args=["sleep", "300"])
         busybox = {d for (repo, d), _ in blob_gets(registry).items() if repo == "library/busybox"}
         assert len(busybox) == 1, "only busybox's config: its one layer is nginx's base"

@@ -1,5 +1,6 @@
-"""Each container of a microVM made ready to run from its image: pulled, unpacked
-into an OCI bundle of its own, its ``config.json`` written for runc.
+"""Each container of a microVM made ready to run from its image: pulled, given an OCI
+bundle of its own (its root an overlay over the image's one unpacked copy, see
+``rootfs``), its ``config.json`` written for runc.
 
 The command follows Kubernetes' rules over the image's Entrypoint and Cmd; the image's
 environment and working directory are the defaults the pod's override. The pod's
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate.fleet import images, models
-from vk_fargate.fleetd import imagestore, ocispec, sandbox
+from vk_fargate.fleetd import imagestore, ocispec, rootfs, sandbox
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 HOSTNAME_MAX = 63  # the kubelet truncates a pod's hostname to 63 characters
@@ -139,10 +140,11 @@ async def prepare(
         bundle = vm_dir / "bundles" / c.name
         original = bundle / "config.umoci.json"
         if not original.exists():
+            rootfs.unmount_one(bundle)  # a half-made bundle of an earlier try
             shutil.rmtree(bundle, ignore_errors=True)
-            bundle.parent.mkdir(parents=True, exist_ok=True)
-            await store.unpack(pulled, bundle)
-            (bundle / "config.json").replace(original)
+            shared = await store.unpacked(pulled)
+            await asyncio.to_thread(rootfs.make, shared / "rootfs", bundle)
+            shutil.copyfile(shared / "config.json", original)
         security = c.security or models.SecurityContext()
         container = ocispec.Container(
             argv=argv,

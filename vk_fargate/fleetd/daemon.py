@@ -37,6 +37,7 @@ from vk_fargate.fleetd import (
     network,
     placement,
     provision,
+    rootfs,
     shims,
     stats,
     store,
@@ -416,6 +417,7 @@ class Fleet:
             pool.release(ipaddress.IPv4Address(vm.status.private_ip), now=time.time())
             self.db.put_doc(_pool_key(pool), pool.state())
         self.db.delete_microvm(vm.id)
+        rootfs.unmount(record.dir / "bundles")  # never delete through a live mount
         shutil.rmtree(record.dir, ignore_errors=True)
         self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))
 

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class ImageStore:
         budget_bytes: int | None = None,
     ) -> None:
         self.layout = root / "layout"
+        self.unpacked_root = root / "unpacked"  # one read-only unpacked copy per image
         self.registries = registries
         self.budget_bytes = budget_bytes
         self.last_used: dict[str, float] = {}  # layout tag -> when a container last got it
@@ -189,7 +191,8 @@ class ImageStore:
     async def collect(self, in_use: set[str]) -> list[str]:
         """Over the budget, remove images no microVM uses (``in_use``: references),
         least recently used first, then the blobs nothing references any more; the
-        layout tags removed. Running containers keep their own unpacked copies."""
+        layout tags removed, with their unpacked copies (no live container mounts one:
+        the images of live microVMs stay)."""
         if self.budget_bytes is None or self.size() <= self.budget_bytes:
             return []
         keep = set()
@@ -202,7 +205,12 @@ class ImageStore:
                 (t for t in self._tags() if t not in keep), key=lambda t: self.last_used.get(t, 0.0)
             )
             for tag in candidates:
+                held = self._manifest(tag)
                 await _run(["umoci", "rm", "--image", f"{self.layout}:{tag}"])
+                if held is not None and held[0] not in {
+                    m[0] for t in self._tags() if (m := self._manifest(t)) is not None
+                }:
+                    self._forget_unpacked({held[0]})
                 await _run(["umoci", "gc", "--layout", str(self.layout)])
                 removed.append(tag)
                 self.last_used.pop(tag, None)
@@ -221,18 +229,27 @@ class ImageStore:
             if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
         ]
 
-    async def unpack(self, pulled: Pulled, bundle: Path) -> None:
-        """An OCI runtime bundle (``config.json`` + ``rootfs``) of the image at ``bundle``."""
-        async with self._lock:
-            await _run(
-                [
-                    "umoci",
-                    "unpack",
-                    "--image",
-                    f"{self.layout}:{_tag(pulled.reference)}",
-                    str(bundle),
-                ]
-            )
+    async def unpacked(self, pulled: Pulled) -> Path:
+        """The image's OCI bundle (umoci's ``config.json`` + ``rootfs``), unpacked once
+        per host and image (by manifest digest); containers mount over it, read-only."""
+        home = self.unpacked_root / pulled.digest.removeprefix("sha256:")
+        if (home / "config.json").exists():
+            return home
+        async with self._lock:  # also makes one unpack of an image serve all who wait
+            if (home / "config.json").exists():
+                return home
+            staging = home.with_name(f".{home.name}.unpacking")
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            layout_ref = f"{self.layout}:{_tag(pulled.reference)}"
+            await _run(["umoci", "unpack", "--image", layout_ref, str(staging)])
+            staging.rename(home)  # config.json appears with the whole tree, never before
+        return home
+
+    def _forget_unpacked(self, digests: set[str]) -> None:
+        """Remove unpacked copies of images no longer in the layout."""
+        for digest in digests:
+            shutil.rmtree(self.unpacked_root / digest.removeprefix("sha256:"), True)
 
 
 def _tag(ref: images.Reference) -> str:

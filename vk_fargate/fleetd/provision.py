@@ -24,6 +24,7 @@ from vk_fargate.fleetd import (
     imagestore,
     ipam,
     network,
+    rootfs,
     sandbox,
     shims,
     supervisor,
@@ -150,10 +151,12 @@ async def shim_exit(shim: supervisor.Shim, *, timeout: float) -> None:
 
 async def release(record: Record, host: Host) -> None:
     """Give back what a stopped microVM held on the host (not its record or address):
-    its shim and every process in its cgroups, its network namespace, its cgroups."""
+    its shim and every process in its cgroups, its containers' root filesystems, its
+    network namespace, its cgroups."""
     if record.shim is not None:
         await shim_exit(record.shim, timeout=KILL_MARGIN)
         supervisor.kill(record.shim, record.cgroups)
+    rootfs.unmount(record.dir / "bundles")
     if host.networking == "netns":
         await network.delete_sandbox(host.sandbox_key(record.vm.id))
     cgroups.remove(host.limits, record.vm.id)

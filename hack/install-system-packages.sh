@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the fleet needs: nginx and busybox (the image table of the process
-# runtime, and the files the local images are built from), QEMU (the microvm runtime),
-# iproute2 and curl; the image tools: docker-registry (the local registry), umoci and
+# Debian packages the fleet needs: nginx and busybox (the files the local images are
+# built from), QEMU (the microvm runtime), iproute2 and curl; the image tools: docker-registry (the local registry), umoci and
 # skopeo (build, push and pull OCI images), runc (the OCI runtime). Package scripts must not
 # start nginx as a service (port 80 on the host): policy-rc.d says no while we install.
 set -euo pipefail

@@ -58,11 +58,14 @@ def bundle(
     name: str,
     argv: list[str] | None = None,
     image: str = "busybox",
+    *,
+    locked: bool = False,
     **env: str,
 ) -> sandbox.ShimContainer:
     """Container ``name`` as fleetd makes it ready: ``image`` unpacked by umoci into an
     OCI bundle under ``root``, its config made by ``ocispec`` (``argv`` over the
-    image's command, ``env`` over the image's)."""
+    image's command, ``env`` over the image's; ``locked``: uid 1000, a read-only root,
+    every capability dropped and the RuntimeDefault seccomp filter)."""
     path = root / "bundles" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -80,9 +83,18 @@ def bundle(
         netns=None,
         cgroups_path=None,
         pod_files={},
+        run_as=(1000, 1000) if locked else (None, None),
+        read_only=locked,
+        capabilities_drop=("ALL",) if locked else (),
+        seccomp=locked,
     )
     (path / "config.json").write_text(json.dumps(ocispec.spec(base, run)))
     return {"name": name, "argv": run.argv, "env": env, "working_dir": None, "bundle": str(path)}
+
+
+LOCKED_REPORT = (
+    "echo uid=$(id -u); grep -E 'Seccomp:|CapEff:' /proc/self/status; touch /probe 2>&1; true"
+)
 
 
 def make_spec(vm_id: str, **overrides: Any) -> sandbox.ShimSpec:
@@ -160,17 +172,25 @@ async def test_containers_run_in_the_guest_and_report_exit_codes(
             bundle(layout, tmp_path, "app", ["sh", "-c", "echo hello from $NAME; exit 3"],
                    NAME="guest"),
             bundle(layout, tmp_path, "missing", ["/no/such/program"]),
+            bundle(layout, tmp_path, "locked", ["sh", "-c", LOCKED_REPORT], locked=True),
         ],
     )  # fmt: skip
     await finish(await start_shim(tmp_path, spec))
 
     doc = status(tmp_path)
     assert (doc["phase"], doc["reason"]) == ("exited", "Error"), doc
-    app, missing = doc["containers"]
+    app, missing, locked = doc["containers"]
     assert (app["state"], app["exit_code"], app["reason"]) == ("terminated", 3, "Error")
     # runc's own words, as the process runtime reports them.
     assert (missing["state"], missing["reason"]) == ("terminated", "StartError"), missing
     assert "/no/such/program" in missing["message"], missing
+    # The guest's runc applies the securityContext as the host's does.
+    assert locked["exit_code"] == 0, locked
+    report = [r.text for r in records(tmp_path, "locked")]
+    assert (
+        "uid=1000" in report and "Seccomp:\t2" in report and "CapEff:\t0000000000000000" in report
+    )
+    assert any("Read-only file system" in line for line in report), report
     assert doc["init_containers"][0]["exit_code"] == 0
     assert [(r.stream, r.full, r.text) for r in records(tmp_path, "app")] == [
         ("stdout", True, "hello from guest")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
+import yarl
 
 from tests.fleetd import helpers
 from vk_fargate import errors
@@ -69,6 +72,15 @@ async def test_bad_requests_get_clear_4xx(fleet: devfleet.Fleet) -> None:
             assert (await r.json())["code"] == "Unauthorized"
         async with http.get("/v1/microvms", headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 401
+        # Hostile headers and bodies get 4xx, never a 500 (each was a 500 before).
+        assert await _raw_status(fleet.url, b"Authorization: Bearer t\xf6ken") == 401
+        for bad in (b"[" * 100_000 + b"]" * 100_000, b'{"vcpu_millis": 1' + b"0" * 5000 + b"}"):
+            async with http.put("/v1/microvms/x1", data=bad, headers=auth) as r:
+                assert r.status == 400, await r.text()
+                assert (await r.json())["code"] == "BadRequest"
+        lower = {"Authorization": f"bearer {fleet.token}"}
+        async with http.get("/v1/microvms", headers=lower) as r:
+            assert r.status == 200, "the auth scheme is case-insensitive"
         async with http.put("/v1/microvms/x1", data=b"{not json", headers=auth) as r:
             assert r.status == 400
             assert (await r.json())["code"] == "BadRequest"
@@ -91,3 +103,17 @@ async def test_bad_requests_get_clear_4xx(fleet: devfleet.Fleet) -> None:
             assert r.status == 400
         async with http.get("/healthz") as r:
             assert r.status == 200
+
+
+async def _raw_status(url: str, header: bytes) -> int:
+    """The status of a GET /v1/microvms carrying ``header`` as raw bytes (aiohttp's
+    client would encode a str header as UTF-8; a hostile client need not)."""
+    address = yarl.URL(url)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    try:
+        writer.write(b"GET /v1/microvms HTTP/1.1\r\nHost: fleet\r\n" + header)
+        writer.write(b"\r\nConnection: close\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), 60)
+    finally:
+        writer.close()
+    return int(status_line.split()[1])

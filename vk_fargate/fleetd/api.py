@@ -49,11 +49,8 @@ def _invalid(exc: pydantic.ValidationError) -> errors.InvalidSpec:
 @web.middleware
 async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.path != "/healthz":
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {request.app[TOKEN]}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise errors.Unauthorized("a valid bearer token is required")
+        if request.path != "/healthz" and not _authorized(request):
+            raise errors.Unauthorized("a valid bearer token is required")
         return await handler(request)
     except errors.FleetError as exc:
         return _error(exc)
@@ -66,11 +63,25 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
         return _error(errors.FleetError("internal error; see the fleet daemon's log"))
 
 
+def _authorized(request: web.Request) -> bool:
+    """Whether the request carries the token: ``Bearer`` in any case (RFC 9110 schemes
+    are case-insensitive); a header that is not UTF-8 is simply not the token."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    expected = request.app[TOKEN].encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), expected
+    )
+
+
 async def _json(request: web.Request) -> Any:
+    """The body as JSON; 400 for what is not, including nesting deeper than the parser's
+    recursion limit and integers longer than Python's 4300 digits."""
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise errors.BadRequest(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise errors.BadRequest("the body is not valid JSON: nested too deeply") from exc
 
 
 def _int(request: web.Request, name: str, *, minimum: int) -> int | None:

@@ -8,8 +8,9 @@ at most ``--concurrency`` in flight: a slot is held from the PUT until the micro
 ``running``, as seen on the event stream (resumed from the list's cursor). Prints the
 throughput (microVMs brought to running per second, first PUT to last running), p50 and
 p99 create-to-running latency (PUT sent -> ``running`` event received), fleetd's peak RSS
-(sampled VmRSS and the kernel's VmHWM) and the peak total RSS of the shims; then deletes
-every microVM and stops fleetd.
+(sampled VmRSS and the kernel's VmHWM) and the peak total PSS of the shims with their
+template (the proportional share: pages the forked shims share with the template are
+counted once, not once per shim); then deletes every microVM and stops fleetd.
 """
 
 from __future__ import annotations
@@ -46,23 +47,6 @@ SPEC = models.MicroVMSpec(
 )
 
 
-def _shims(fleetd_pid: int) -> list[int]:
-    """PIDs of the shims fleetd started (its children running vk_fargate.fleetd.shim)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) != fleetd_pid:
-                continue
-            if b"vk_fargate.fleetd.shim" in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 @dataclasses.dataclass
 class Memory:
     fleetd_peak_kib: int = 0
@@ -76,8 +60,10 @@ async def _sample(fleetd_pid: int, memory: Memory) -> None:
         memory.fleetd_peak_kib = max(
             memory.fleetd_peak_kib, procstat.status_kib(fleetd_pid, "VmRSS")
         )
-        shims = _shims(fleetd_pid)
-        total = sum(procstat.status_kib(pid, "VmRSS") for pid in shims)
+        template, shims = procstat.shims(fleetd_pid)
+        total = sum(procstat.proportional_kib(pid) for pid in shims)
+        if template is not None:
+            total += procstat.proportional_kib(template)
         memory.shims_max_count = max(memory.shims_max_count, len(shims))
         if total > memory.shims_peak_kib:
             memory.shims_peak_kib, memory.shims_at_peak = total, len(shims)
@@ -166,7 +152,7 @@ async def _run(fleet: devfleet.Fleet, count: int, concurrency: int) -> None:
     )
     per_shim = memory.shims_peak_kib / max(memory.shims_at_peak, 1) / 1024
     print(
-        f"shim RSS, total at peak        {memory.shims_peak_kib / 1024:6.1f} MiB "
+        f"shims' PSS, total at peak      {memory.shims_peak_kib / 1024:6.1f} MiB "
         f"over {memory.shims_at_peak} shims ({per_shim:.1f} MiB each; "
         f"at most {memory.shims_max_count} shims at once)"
     )

@@ -9,10 +9,12 @@ it (process runtime, runc). Prints:
   blob already present), then its one unpack per host and a container's root over it
   (an overlay), each the median of 3 runs, through fleetd's own ImageStore and rootfs;
 - ``--pods`` microVMs of nginx created at once: create -> running p50/max (IfNotPresent,
-  image present), and per running pod on the host the RSS of the shim plus runc's
-  foreground process (the supervision beyond the container's own processes; RSS and
-  the private part, USS, which is what one more pod costs: the rest is shared), and the
-  disk of its bundle (its own files: the overlay's upper folder, not the shared copy).
+  image present), and per running pod on the host the memory of its shim plus any runc
+  process beside it (the supervision beyond the container's own processes): RSS; the
+  private part, USS, which is what one more pod costs; PSS, which adds its share of the
+  pages it shares with the shim template (whose own RSS, once per host, is printed
+  too); and the disk of its bundle (its own files: the overlay's upper folder, not the
+  shared copy).
 """
 
 from __future__ import annotations
@@ -98,14 +100,13 @@ async def _pods(fleet: devfleet.Fleet, count: int, vm_root: Path) -> dict[str, f
         for i in ids:
             status = (vm_root / i / "status.json").read_text()
             shims.append(int(status.split('"shim_pid": ')[1].split(",")[0]))
-        supervision, private = [], []
+        supervision, private, proportional = [], [], []
         for shim in shims:
-            runc = _children(shim, "runc")
-            supervision.append(
-                procstat.status_kib(shim, "VmRSS")
-                + sum(procstat.status_kib(r, "VmRSS") for r in runc)
-            )
-            private.append(procstat.private_kib(shim) + sum(procstat.private_kib(r) for r in runc))
+            processes = [shim, *_children(shim, "runc")]  # runc: only where it stays beside
+            supervision.append(sum(procstat.status_kib(p, "VmRSS") for p in processes))
+            private.append(sum(procstat.private_kib(p) for p in processes))
+            proportional.append(sum(procstat.proportional_kib(p) for p in processes))
+        template, _ = procstat.shims(fleet.process.pid)
         bundles = vm_root / ids[0] / "bundles"
         disk = sum(
             f.lstat().st_blocks * 512
@@ -120,6 +121,10 @@ async def _pods(fleet: devfleet.Fleet, count: int, vm_root: Path) -> dict[str, f
         "create->running max s": values[-1],
         "shim+runc RSS per pod MiB": statistics.median(supervision) / 1024,
         "shim+runc private (USS) per pod MiB": statistics.median(private) / 1024,
+        "shim+runc proportional (PSS) per pod MiB": statistics.median(proportional) / 1024,
+        "shim template RSS, once per host MiB": (
+            procstat.status_kib(template, "VmRSS") / 1024 if template else 0.0
+        ),
         "bundle disk per pod MiB": disk / 2**20,
     }
 

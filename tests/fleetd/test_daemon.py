@@ -180,6 +180,76 @@ async def test_a_restarted_fleetd_does_not_hand_out_just_freed_addresses(
         fleet_proc.stop()
 
 
+def _stat(pid: int) -> tuple[str, int]:
+    """A process's name and parent PID, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+    return name, int(rest.split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _parent_or_none(int(p.name)) == pid
+    ]
+
+
+def _parent_or_none(pid: int) -> int | None:
+    try:
+        return _stat(pid)[1]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _template(fleetd_pid: int) -> int:
+    (template,) = [
+        c
+        for c in _children(fleetd_pid)
+        if b"vk_fargate.fleetd.zygote" in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+    return template
+
+
+async def test_a_pod_is_supervised_by_its_forked_shim_alone(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    """The memory a pod costs beyond its container is one shim, forked from the daemon's
+    template (so most of its pages are shared), with the container's process as its
+    child: no runc process stays beside a running container. A template that dies is
+    replaced, and the shims it forked run on."""
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host)
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+
+            async def run_one() -> tuple[str, int]:
+                vm_id = helpers.new_id()
+                app = {"name": "app", "command": ["sleep", "300"]}
+                await fleet.put_microvm(vm_id, helpers.spec(app))
+                await helpers.until_vm(
+                    fleet, vm_id, lambda v: helpers.container(v, "app").state == "running"
+                )
+                status = supervisor.read_status(tmp_path / "state" / "microvms" / vm_id)
+                assert status is not None
+                return vm_id, status["shim_pid"]
+
+            first, second = await run_one(), await run_one()
+            template = _template(fleet_proc.process.pid)
+            for _, shim in (first, second):
+                assert _stat(shim) == ("vk-shim", template)
+                inside = [_stat(c)[0] for c in _children(shim)]
+                assert inside == ["sleep"], f"the shim's children: {inside}"
+
+            os.kill(template, signal.SIGKILL)
+            third = await run_one()
+            assert _template(fleet_proc.process.pid) != template
+            for vm_id, shim in (first, second, third):
+                assert (await fleet.get_microvm(vm_id)).status.state == "running"
+                assert _stat(shim)[0] == "vk-shim"
+    finally:
+        fleet_proc.stop()
+
+
 async def _absent(fleet: client.FleetClient, vm_id: str) -> bool:
     try:
         await fleet.get_microvm(vm_id)

@@ -69,7 +69,9 @@ class Fleet:
             cfg.registries,
             budget_bytes=cfg.image_budget_mib * 2**20 if cfg.image_budget_mib else None,
         )
-        self.host = provision.Host(cfg, self.limits, self.networking, f"{state_key}-", store)
+        self.host = provision.Host(
+            cfg, self.limits, self.networking, f"{state_key}-", store, supervisor.Spawner()
+        )
         self._place_lock = asyncio.Lock()
         self.pull_credentials: dict[str, dict[str, str]] = {}  # vm id -> container -> user:pw
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,6 +128,7 @@ class Fleet:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.host.spawner.close()
         if self.networking == "netns" and stop_microvms:
             await network.sweep(self.host.netns_prefix, set())
         if self.networking == "netns":

@@ -66,6 +66,7 @@ class Host:
     networking: network.Mode
     netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
     images: imagestore.ImageStore  # the host's image service: pulls, unpacks, GC
+    spawner: supervisor.Spawner  # forks the shims
 
     @property
     def runc_root(self) -> Path:
@@ -138,7 +139,7 @@ async def provision(
         runc_root=host.runc_root,
         cgroup_parent=cgroups.relative(host.limits, vm.id),
     )
-    record.shim = supervisor.launch(record.dir, spec)
+    record.shim = await supervisor.launch(record.dir, spec, host.spawner)
 
 
 async def shim_exit(shim: supervisor.Shim, *, timeout: float) -> None:
@@ -156,6 +157,7 @@ async def release(record: Record, host: Host) -> None:
     if record.shim is not None:
         await shim_exit(record.shim, timeout=KILL_MARGIN)
         supervisor.kill(record.shim, record.cgroups)
+        await shim_exit(record.shim, timeout=KILL_MARGIN)
     rootfs.unmount(record.dir / "bundles")
     if host.networking == "netns":
         await network.delete_sandbox(host.sandbox_key(record.vm.id))

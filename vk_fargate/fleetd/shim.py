@@ -1,6 +1,7 @@
 """The per-microVM shim: ``python -m vk_fargate.fleetd.shim <vm_dir>``.
 
-Started by the daemon in a session of its own. It joins the microVM's cgroups and
+Forked by the shim template (``zygote``) in a session of its own, or started as a
+program of its own (the microVM tests do). It joins the microVM's cgroups and
 network namespace (so every container inherits them), runs the runtime named in
 ``spec.json`` and exits when the microVM has stopped. SIGTERM asks for a stop; the
 grace period comes from ``stop.json``. Standard library only.
@@ -19,6 +20,7 @@ from vk_fargate.fleetd import sandbox
 from vk_fargate.fleetd.runtimes import process
 
 CLONE_NEWNET = 0x40000000  # from <sched.h>
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 
 
 def join_cgroups(paths: list[str]) -> None:
@@ -38,6 +40,15 @@ def join_netns(path: str) -> None:
         os.close(fd)
 
 
+def become_subreaper() -> None:
+    """Orphans below us become our children: ``runc run --detach`` exits once the
+    container runs, and the container's process is then ours to wait for."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
+
+
 async def run(vm_dir: Path) -> int:
     spec: sandbox.ShimSpec = sandbox.read_json(vm_dir / "spec.json")
     status = sandbox.Status(vm_dir, spec)
@@ -45,6 +56,8 @@ async def run(vm_dir: Path) -> int:
         join_cgroups(spec["cgroups"])
         if spec["netns"]:
             join_netns(spec["netns"])
+        if spec["runtime"] == "process":
+            become_subreaper()
     except OSError as exc:
         status.phase("exited", "SandboxError", str(exc))
         return 1
@@ -63,8 +76,13 @@ async def run(vm_dir: Path) -> int:
     return 0
 
 
+def main_in(vm_dir: Path) -> int:
+    """Run the shim for ``vm_dir`` to its end; the exit code."""
+    return asyncio.run(run(vm_dir))
+
+
 def main() -> None:
-    sys.exit(asyncio.run(run(Path(sys.argv[1]))))
+    sys.exit(main_in(Path(sys.argv[1])))
 
 
 if __name__ == "__main__":

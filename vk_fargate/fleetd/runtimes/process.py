@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import ctypes
 import os
 import signal
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,8 +43,8 @@ class ProcessRuntime:
         self.spec = spec
         self.status = status
         self._stopping = asyncio.Event()
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._runc: dict[str, tuple[list[str], str]] = {}  # name -> (runc argv, container id)
+        self._live: set[str] = set()  # containers runc is making or that still run
+        self._pids: dict[str, int] = {}  # name -> its running process (a child of ours)
         self._failure: tuple[str, str] | None = None
 
     def request_stop(self) -> None:
@@ -131,7 +130,12 @@ class ProcessRuntime:
         self, container: sandbox.ShimContainer, instance: int, log: Path
     ) -> int | None:
         """One instance run by runc from the container's bundle, in a cgroup under the
-        microVM's (``container-<name>-<n>``: its CPU accounting folder, as above)."""
+        microVM's (``container-<name>-<n>``: its CPU accounting folder, as above).
+
+        ``runc run --detach`` makes the container and exits; the container's process,
+        orphaned, becomes this shim's child (a subreaper, see ``shim``), which waits
+        for it. Its output comes through the pipes runc handed on, so no runc process
+        stays beside a running container."""
         name = container["name"]
         bundle = Path(container["bundle"])
         instance_id = f"{self.spec['id']}-{name}-{instance}"
@@ -144,44 +148,55 @@ class ProcessRuntime:
         pid_file = bundle / "container.pid"
         pid_file.unlink(missing_ok=True)
         marks = self._oom_marks()
+        # Our own pipes, not asyncio's: the container keeps them after runc has exited,
+        # and asyncio's ``wait`` on 3.11 waits for its pipes to close too.
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *runc, "run", "--bundle", str(bundle), "--pid-file", str(pid_file), instance_id,
+                *runc, "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
+                instance_id,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=out_write,
+                stderr=err_write,
                 start_new_session=True,
-                preexec_fn=_die_with_shim,
             )  # fmt: skip
         except OSError as exc:
+            os.close(out_read)
+            os.close(err_read)
             self.status.terminated(name, 128, "StartError", f"cannot start runc: {exc}")
             return 128
-        self._procs[name] = proc
-        self._runc[name] = (runc, instance_id)
-        assert proc.stdout is not None and proc.stderr is not None
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        self._live.add(name)
+        returncode = None
         with log.open("a", encoding="utf-8") as out:
             pumps = asyncio.gather(
-                _pump(proc.stdout, crilog.Writer(out, "stdout")),
-                _pump(proc.stderr, crilog.Writer(out, "stderr")),
+                _pump(out_read, crilog.Writer(out, "stdout")),
+                _pump(err_read, crilog.Writer(out, "stderr")),
             )
-            # Running once runc has made the container (its pid file), not before.
-            while not pid_file.exists() and proc.returncode is None and not pumps.done():
-                await asyncio.sleep(0.02)
-            if pid_file.exists():
-                self.status.running(name, f"vkfargate://{instance_id}")
+            try:
+                if await proc.wait() == 0:  # the container runs
+                    pid = int(pid_file.read_text())
+                    self._pids[name] = pid
+                    self.status.running(name, f"vkfargate://{instance_id}")
+                    if self._stopping.is_set():  # the stop came while runc was starting it
+                        _signal(pid, signal.SIGTERM)
+                    returncode = await _reaped(pid)
+            finally:
+                self._pids.pop(name, None)
+                self._live.discard(name)
             await pumps
-            returncode = await proc.wait()
-        del self._procs[name]
-        self._runc.pop(name, None)
+        await _delete(runc, instance_id)
+        if returncode is None:  # runc could not start it: its reason ends the log
+            self.status.terminated(name, 128, "StartError", start_error(log))
+            return 128
         code = exit_code(returncode)
         if code == 0:
             self.status.terminated(name, 0, "Completed")
         elif self._oom(code, marks):
             self.status.terminated(name, code, "OOMKilled")
-        elif start_failed(log):
-            message = start_error(log)
-            self.status.terminated(name, 128, "StartError", message)
-            return 128
         else:
             self.status.terminated(name, code, "Error")
         return code
@@ -217,31 +232,61 @@ class ProcessRuntime:
         grace = float(stop.get("grace_seconds", self.spec["termination_grace_seconds"]))
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while self._procs and time.monotonic() < deadline:
+        while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._signal_all(signal.SIGKILL)
 
     def _signal_all(self, sig: signal.Signals) -> None:
-        for name, proc in list(self._procs.items()):
-            if name in self._runc:  # runc passes TERM on; KILL must reach the container
-                runc, instance_id = self._runc[name]
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(
-                        [*runc, "kill", instance_id, sig.name.removeprefix("SIG")],
-                        capture_output=True,
-                        timeout=10,
-                        check=False,
-                    )
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+        for pid in list(self._pids.values()):
+            _signal(pid, sig)
 
 
-def _die_with_shim() -> None:
-    """PR_SET_PDEATHSIG: a container never outlives its shim, as a VM's processes."""
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """Signal a container's process: our child, not yet waited for, so ``pid`` is still
+    that process (a PID is not reused before its parent has waited)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
-async def _pump(stream: asyncio.StreamReader, writer: crilog.Writer) -> None:
+async def _reaped(pid: int) -> int:
+    """Wait for our child ``pid`` to end; its return code as ``Popen`` gives it."""
+    fd = os.pidfd_open(pid)
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, ended.set)
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    _, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222  (ended: it does not block)
+    return os.waitstatus_to_exitcode(status)
+
+
+async def _delete(runc: list[str], instance_id: str) -> None:
+    """Remove runc's record of an ended container and its cgroup."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *runc, "delete", "--force", instance_id,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    except (OSError, TimeoutError) as exc:
+        print(f"runc delete {instance_id}: {exc}", file=sys.stderr, flush=True)
+        return
+    if proc.returncode != 0:
+        print(f"runc delete {instance_id}: {err.decode(errors='replace')}", file=sys.stderr)
+
+
+async def _pump(fd: int, writer: crilog.Writer) -> None:
+    """Copy a pipe's bytes, as CRI log lines, until every writer has closed it."""
+    stream = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(fd, "rb", buffering=0)
+    )
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(65536):
         writer.feed(decoder.decode(chunk))

@@ -95,6 +95,17 @@ async def test_bad_requests_get_clear_4xx(fleet: devfleet.Fleet) -> None:
         ) as r:
             assert r.status == 422
             assert (await r.json())["field"] == "containers"
+        # What a host would struggle with or exec(2) refuse, refused up front.
+        app = {"name": "a", "image": "b"}
+        for field, change in (
+            ("containers", {"containers": [{"name": f"c{n}", "image": "b"} for n in range(5000)]}),
+            ("containers.0.env", {"containers": [{**app, "env": [{"name": "A"}] * 20_000}]}),
+            ("containers.0.working_dir", {"containers": [{**app, "working_dir": "../../etc"}]}),
+        ):
+            spec = {**body, "vcpu_millis": 250, **change}
+            async with http.put("/v1/microvms/x1", json=spec, headers=auth) as r:
+                assert r.status == 422, await r.text()
+                assert (await r.json())["field"] == field
         async with http.get("/v1/microvms/does-not-exist", headers=auth) as r:
             assert r.status == 404
         async with http.get("/v1/microvms/bad%20id!", headers=auth) as r:

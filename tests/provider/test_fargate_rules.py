@@ -51,6 +51,11 @@ async def _events(core: k8s.CoreV1Api, ns: str, name: str) -> list[k8s.CoreV1Eve
             {"container": {"resources": {"requests": {"cpu": "17"}}}},
             "Pod not supported on Fargate: the pod requests 17000m vCPU",
         ),
+        (  # the fleet API's bound, checked before any microVM is asked for
+            {"container": {"workingDir": "../../../../etc"}},
+            "Pod not supported on Fargate: working_dir: container app: workingDir "
+            "'../../../../etc' is not an absolute path",
+        ),
     ],
 )
 async def test_refused_pods_stay_pending_with_eks_message(

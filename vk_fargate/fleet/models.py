@@ -22,6 +22,16 @@ EventType = Literal["microvm", "deleted", "host", "maintenance", "heartbeat"]
 # A microVM in one of these states holds no host resources any more.
 FINAL_STATES: frozenset[str] = frozenset({"stopped", "failed"})
 
+# Bounds on what one spec may ask of a host. Kubernetes sets no count of containers or
+# variables (only its 1.5 MiB object limit), so these sit far above real pods.
+MAX_CONTAINERS = 64  # each of init_containers and containers
+MAX_ENV = 4096  # variables per container
+# What exec(2) takes: one argument or NAME=value under the kernel's MAX_ARG_STRLEN
+# (128 KiB with its NUL), and a container's command, args and env together at most
+# 1 MiB (half of ARG_MAX under the default 8 MiB stack; the image's env comes on top).
+MAX_EXEC_STRING = 128 * 1024
+MAX_EXEC_TOTAL = 1024 * 1024
+
 
 class Model(pydantic.BaseModel):
     """Strict about unknown fields, as the OpenAPI schemas are."""
@@ -64,7 +74,8 @@ class HostAction(Model):
 
 
 class EnvVar(Model):
-    name: str = pydantic.Field(min_length=1)
+    # Kubernetes' rule: printable ASCII but "=".
+    name: str = pydantic.Field(min_length=1, pattern=r"^[ -<>-~]+$")
     value: str = ""
     # Fill in {private_ip} and {private_ip_dashed} once placed (pod IP, node name).
     expand: bool = False
@@ -95,8 +106,8 @@ class Container(Model):
     image: str = pydantic.Field(min_length=1)
     command: list[str] = []
     args: list[str] = []
-    env: list[EnvVar] = []
-    working_dir: str | None = None
+    env: list[EnvVar] = pydantic.Field(default=[], max_length=MAX_ENV)
+    working_dir: str | None = pydantic.Field(default=None, max_length=4096)
     # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     security: SecurityContext | None = None
@@ -112,6 +123,39 @@ class Container(Model):
         if out.get("pull_credentials") is None:
             out.pop("pull_credentials", None)
         return out
+
+    @pydantic.field_validator("working_dir")
+    @classmethod
+    def _absolute(cls, path: str | None, info: pydantic.ValidationInfo) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(
+                f"container {info.data.get('name', '?')}: workingDir {path!r} is not an "
+                "absolute path (the OCI runtime's rule for a process's working directory)"
+            )
+        return path
+
+    @pydantic.model_validator(mode="after")
+    def _fits_exec(self) -> Container:
+        """Refuse here what exec(2) would refuse later (E2BIG, or a NUL cutting a
+        string short), naming the container."""
+        strings = [*self.command, *self.args, *(f"{e.name}={e.value}" for e in self.env)]
+        total = 0
+        for text in strings:
+            size = len(text.encode()) + 1
+            if "\0" in text:
+                raise ValueError(f"container {self.name}: {text[:40]!r}... holds a NUL byte")
+            if size > MAX_EXEC_STRING:
+                raise ValueError(
+                    f"container {self.name}: {text[:40]!r}... is {size} bytes, over the "
+                    f"{MAX_EXEC_STRING} a process can be given in one argument or variable"
+                )
+            total += size
+        if total > MAX_EXEC_TOTAL:
+            raise ValueError(
+                f"container {self.name}: command, args and env are {total} bytes, over "
+                f"the {MAX_EXEC_TOTAL} a container may be started with"
+            )
+        return self
 
 
 def without_credentials(spec: MicroVMSpec) -> tuple[MicroVMSpec, dict[str, str]]:
@@ -143,8 +187,8 @@ class MicroVMSpec(Model):
     private_ip: str | None = None
     spread_group: str | None = None
     labels: dict[str, str] = {}
-    init_containers: list[Container] = []
-    containers: list[Container] = pydantic.Field(min_length=1)
+    init_containers: list[Container] = pydantic.Field(default=[], max_length=MAX_CONTAINERS)
+    containers: list[Container] = pydantic.Field(min_length=1, max_length=MAX_CONTAINERS)
     restart_policy: RestartPolicy = "Always"
     termination_grace_seconds: int = pydantic.Field(default=30, ge=0, le=3600)
 
@@ -155,6 +199,14 @@ class MicroVMSpec(Model):
         if duplicates:
             raise ValueError(f"container names must be unique: {', '.join(duplicates)}")
         return self
+
+
+def invalid(exc: pydantic.ValidationError) -> str:
+    """The first broken rule of a spec, as ``field: message`` (the daemon's 422 and the
+    scheduler's refusal say the same)."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{field}: {first['msg'].removeprefix('Value error, ')}"
 
 
 class Termination(Model):

@@ -41,9 +41,8 @@ def _error(exc: errors.FleetError) -> web.Response:
 
 
 def _invalid(exc: pydantic.ValidationError) -> errors.InvalidSpec:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or None
-    return errors.InvalidSpec(f"{field or 'body'}: {first['msg']}", field=field)
+    field = ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
+    return errors.InvalidSpec(models.invalid(exc), field=field)
 
 
 @web.middleware

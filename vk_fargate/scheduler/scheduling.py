@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic
+
 from vk_fargate import errors, settings
 from vk_fargate.aws import logconfig, logfilter
 from vk_fargate.fargate import environment, pullsecrets, security, sizing, validation
@@ -178,6 +180,9 @@ class Scheduler:
             spec = await self._with_eni(pod, spec)
         except enis_module.Misconfigured as exc:
             await self._refuse(pod, str(exc))
+            return None
+        except pydantic.ValidationError as exc:  # a pod the fleet API cannot carry
+            await self._refuse(pod, f"Pod not supported on Fargate: {models.invalid(exc)}")
             return None
         except environment.ConfigError as exc:
             await self.recorder.record(

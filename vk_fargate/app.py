@@ -4,8 +4,10 @@ Start order: the kubelet API (so the API server can reach new nodes at once), th
 watches (pods of fargate-scheduler, our nodes, the fleet), then, once all three
 have synced, the reconcilers: nothing is decided on a partial view, which is what
 makes a restart safe (orphans are only deleted when we know they are orphans).
-Every background task is named; one that ends unexpectedly stops the process with
-an error (the Deployment restarts it) instead of dying silently.
+Every background task is named. A loop that fails (the API server restarting, say)
+is restarted with back-off and logged once per outage (``supervision``), never lost;
+``/readyz`` says not ready while the API server cannot be reached. The process exits
+only when it loses the leader Lease (so a restart rejoins as a standby).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import pydantic
 import yaml
 from aiohttp import web
 
-from vk_fargate import errors, metrics, observability, settings
+from vk_fargate import errors, metrics, observability, settings, supervision
 from vk_fargate.admission import registration
 from vk_fargate.admission import server as admission_server
 from vk_fargate.aws import profilecheck
@@ -149,20 +151,34 @@ class Provider:
         if self.endpoints is not None:
             self.endpoints.changed(node["metadata"]["name"])
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, once: bool = False) -> None:
-        """Run ``work`` in the background: a loop that ends stops the process (failed);
-        a ``once`` job may end, and its error is logged."""
+    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run the loop ``work()`` in the background for good: restarted when it fails."""
+        self._start_task(supervision.forever(name, work), name, self._task_done)
+
+    def _once(self, work: Coroutine[Any, Any, None], name: str, *, fatal: bool = False) -> None:
+        """Run a job in the background; its error is logged, and stops the process
+        when ``fatal``."""
+        self._start_task(work, name, self._fatal_done if fatal else self._job_done)
+
+    def _start_task(
+        self,
+        work: Coroutine[Any, Any, None],
+        name: str,
+        done: Callable[[asyncio.Task[None]], None],
+    ) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
-        task.add_done_callback(self._job_done if once else self._task_done)
+        task.add_done_callback(done)
         self._tasks.append(task)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        log.critical(
-            "background task %s ended unexpectedly", task.get_name(), exc_info=task.exception()
-        )
-        self.failed.set()
+        if not task.cancelled():  # supervision.forever ends only when cancelled
+            log.critical("supervisor of %s ended", task.get_name(), exc_info=task.exception())
+            self.failed.set()
+
+    def _fatal_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            log.critical("%s: %s", task.get_name(), task.exception())
+            self.failed.set()
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -195,13 +211,13 @@ class Provider:
             leading=self.leading.is_set,
         )
         self.scheduler.node_port = self.kubelet.serve_node
-        self._spawn(self.endpoints.run(), "node-endpoints")
+        self._spawn(self.endpoints.run, "node-endpoints")
         await self._serve_metrics()
         await self._start_webhooks()
-        self._spawn(self.pod_informer.run(), "watch-pods")
-        self._spawn(self.node_informer.run(), "watch-nodes")
+        self._spawn(self.pod_informer.run, "watch-pods")
+        self._spawn(self.node_informer.run, "watch-nodes")
         self._spawn(
-            fleetwatch.run(
+            lambda: fleetwatch.run(
                 self.fleet,
                 self.world,
                 self.queue.add,
@@ -212,7 +228,7 @@ class Provider:
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
         if crd:
-            self._spawn(self.profiles.run(self.leading), "fargate-profiles")
+            self._spawn(lambda: self.profiles.run(self.leading), "fargate-profiles")
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
@@ -224,8 +240,8 @@ class Provider:
                 f"{SYNC_TIMEOUT:.0f}s"
             ) from None
         if self.elector is not None:
-            self._spawn(self.elector.run(), "leader-election")
-            self._spawn(self._follow_leadership(), "leadership")
+            self._spawn(self.elector.run, "leader-election")
+            self._once(self._follow_leadership(), "leadership", fatal=True)
         else:
             self.leading.set()
             self._lead()
@@ -261,14 +277,14 @@ class Provider:
         self.queue.start()
         if self.endpoints is not None:
             self.endpoints.changed()  # the leader owns every node's port and address
-        self._spawn(self._collect_enis(), "eni-collection", once=True)
+        self._once(self._collect_enis(), "eni-collection")
         if self.aws_auth is not None:
-            self._spawn(self.aws_auth.run(), "aws-auth")
+            self._spawn(self.aws_auth.run, "aws-auth")
         if self.log_router is not None:
-            self._spawn(self.log_router.run(), "log-router")
-        self._spawn(self.heartbeats.run(), "node-heartbeats")
-        self._spawn(self.evictions.run(), "patch-evictions")
-        self._spawn(self.evictions.watch_budgets(), "budget-warnings")
+            self._spawn(self.log_router.run, "log-router")
+        self._spawn(self.heartbeats.run, "node-heartbeats")
+        self._spawn(self.evictions.run, "patch-evictions")
+        self._spawn(self.evictions.watch_budgets, "budget-warnings")
         log.info(
             "leading: %d pods, %d microVMs, %d nodes",
             len(self.world.pods),
@@ -296,7 +312,11 @@ class Provider:
         self._metrics_runner = await observability.serve(
             host=self.cfg.metrics_bind,
             port=self.cfg.metrics_port,
-            ready=lambda: self.pod_informer.synced.is_set() and self.world.fleet_synced.is_set(),
+            ready=lambda: (
+                self.pod_informer.synced.is_set()
+                and self.world.fleet_synced.is_set()
+                and self.api.unreachable_since is None
+            ),
         )
 
     async def _start_webhooks(self) -> None:

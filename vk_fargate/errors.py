@@ -7,6 +7,7 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
     +-- HarnessError               the local control plane could not be started
     |   +-- BinariesError          the control-plane binaries are missing or failed to build
     +-- KubeError                  the Kubernetes API answered an error; ``status``, ``reason``
+    |   +-- KubeUnavailable        the API server could not be reached (503 ServiceUnavailable)
     +-- AwsError                   an AWS call failed or AWS holds something unusable; ``code``
     |   +-- SubnetNotFound         a profile's subnet does not exist
     |   +-- SubnetNotPrivate       a profile's subnet routes to an internet gateway
@@ -77,6 +78,14 @@ class KubeError(VkFargateError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached or broke the connection (a restart, an
+    upgrade, a failover): retry with back-off, as for its own 503."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "ServiceUnavailable", message)
 
 
 class AwsError(VkFargateError):

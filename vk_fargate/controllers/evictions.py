@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import models
 from vk_fargate.k8s import events, kube, pods
@@ -111,9 +111,13 @@ class Evictions:
 
     async def watch_budgets(self) -> None:
         """Warn about budgets that protect nothing, in namespaces profiles serve."""
+        outage = supervision.Outage(log, "checking PodDisruptionBudgets")
         while True:
             try:
                 await self._check_budgets()
+                outage.ended()
+            except errors.KubeUnavailable as exc:
+                outage.failed(exc)
             except errors.KubeError as exc:
                 log.warning("checking PodDisruptionBudgets failed: %s", exc)
             await asyncio.sleep(self.budget_check_seconds)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from vk_fargate import errors, settings
+from vk_fargate import errors, settings, supervision
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.k8s import kube
 from vk_fargate.k8s import nodes as k8s_nodes
@@ -44,6 +44,9 @@ class Heartbeats:
     max_lag: float = 0.0  # worst lateness of a lease renewal, seconds (a metric)
     not_ready: Callable[[kube.JSON], str | None] | None = None  # why a node is not Ready
     reported: dict[str, str] = dataclasses.field(default_factory=dict)  # last Ready message
+    _outage: supervision.Outage = dataclasses.field(
+        default_factory=lambda: supervision.Outage(log, "node heartbeats")
+    )
 
     async def run(self) -> None:
         gate = asyncio.Semaphore(CONCURRENCY)
@@ -79,8 +82,12 @@ class Heartbeats:
         async with gate:
             try:
                 await call
+            except errors.KubeUnavailable as exc:
+                self._outage.failed(exc)
             except (errors.KubeError, OSError, TimeoutError) as exc:
                 log.warning("node heartbeat failed: %s", exc)
+            else:
+                self._outage.ended()
 
     async def _renew(self, name: str) -> None:
         node = self.world.nodes.get(name)

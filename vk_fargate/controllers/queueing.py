@@ -3,7 +3,8 @@
 A key added many times before a worker takes it is worked once; a key is never
 worked by two workers at once (added while in work, it is worked again after);
 ``later`` re-adds a key after a delay (retries with back-off). A failing handler is
-logged and retried with back-off, never lost, and never kills a worker.
+retried with back-off, never lost, and never kills a worker; it is logged in one line
+(at debug level while the API server is unreachable), with a traceback only for a bug.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+
+from vk_fargate import errors
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,14 @@ class Queue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _retry(self, key: str) -> float:
+        """Add ``key`` again after its next back-off; that delay."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay: float = min(RETRY_MIN * 2.0 ** (failures - 1), RETRY_MAX)
+        self.later(key, delay)
+        return delay
+
     async def _work(self) -> None:
         while True:
             key = await self._ready.get()
@@ -80,12 +91,17 @@ class Queue:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(RETRY_MIN * 2 ** (failures - 1), RETRY_MAX)
+            except errors.VkFargateError as exc:  # while the API server is down: quietly
+                delay = self._retry(key)
+                outage = isinstance(exc, errors.KubeUnavailable)
+                log.log(
+                    logging.DEBUG if outage else logging.WARNING,
+                    "%s: reconciling %s failed: %s (retry in %.1fs)",
+                    *(self._name, key, exc, delay),
+                )
+            except Exception:  # a bug: its traceback
+                delay = self._retry(key)
                 log.exception("%s: reconciling %s failed (retry in %.1fs)", self._name, key, delay)
-                self.later(key, delay)
             finally:
                 self._active.discard(key)
                 if key in self._dirty:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from vk_fargate import pki
+from vk_fargate import errors, pki
 from vk_fargate.devcluster import binaries, components, kubeconfigs, processes
 
 # Seconds each component gets to become healthy; a cold apiserver on 2 cores takes ~10.
@@ -105,6 +105,30 @@ class Cluster:
         self.running.clear()
         if self._owns_root and not self.keep_files:
             shutil.rmtree(self.layout.root, ignore_errors=True)
+
+    def crash(self, name: str) -> None:
+        """SIGKILL component ``name``, as a crash would end it; ``resume`` starts it again."""
+        item = self._component(name)
+        item.process.kill()
+        item.process.wait()
+
+    async def resume(self, name: str) -> None:
+        """Start a crashed component again with its own command line; wait until healthy."""
+        item = self._component(name)
+        process = processes.spawn(item.command, detach=self.detach)
+        self.running[self.running.index(item)] = Running(item.command, process)
+        await processes.wait_healthy(
+            process,
+            item.command,
+            ssl_context=self._health_ssl(item.command),
+            timeout=HEALTH_TIMEOUT,
+        )
+
+    def _component(self, name: str) -> Running:
+        for item in self.running:
+            if item.command.name == name:
+                return item
+        raise errors.HarnessError(f"find {name}", f"no such component: {name}")
 
     async def __aenter__(self) -> Cluster:
         await self.start()

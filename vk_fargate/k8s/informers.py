@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.k8s import kube
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Informer:
         self.synced = asyncio.Event()
         self.restarts = 0
         self._handlers: list[Handler] = []
+        self._outage = supervision.Outage(log, f"informer {name}")
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -70,6 +71,7 @@ class Informer:
         while True:
             try:
                 version = await self._relist()
+                self._outage.ended()
                 delay = BACKOFF_MIN
                 while True:
                     version = await self._watch(version)
@@ -83,7 +85,7 @@ class Informer:
                 ValueError,
             ) as exc:
                 self.restarts += 1
-                log.warning("informer %s: %r; relisting in %.1fs", self.name, exc, delay)
+                self._outage.failed(exc)  # a broken watch, then relists that fail
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, BACKOFF_MAX)
 

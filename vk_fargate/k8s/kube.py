@@ -3,13 +3,18 @@
 Objects travel as plain JSON dicts, never as generated models: patches stay exact,
 unknown fields survive, and no response is parsed into classes (which also avoids
 the client's bogus ``ValueError`` when it parses a Binding response). Errors come
-back as ``errors.KubeError`` with the API's status, reason and message.
+back as ``errors.KubeError`` with the API's status, reason and message; a server that
+cannot be reached or breaks the connection as ``errors.KubeUnavailable``, so callers
+ride out an API-server restart by catching ``KubeError`` alone. ``unreachable_since``
+says whether the last request found the server down (for ``/readyz``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +34,23 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
         self.requests = 0  # every request made, for the benchmarks
+        self.unreachable_since: float | None = None  # monotonic time of the outage's start
+
+    @contextlib.contextmanager
+    def _transport(self) -> Iterator[None]:
+        """Map a failure to reach the server to ``KubeUnavailable`` and keep track of
+        the outage: it lasts until a request gets an answer."""
+        try:
+            yield
+        except (aiohttp.ClientError, TimeoutError) as exc:  # aiohttp's own timeouts
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
+            reason = f"{type(exc).__name__}: {exc}"
+            raise errors.KubeUnavailable(f"the API server did not answer: {reason}") from exc
+        except errors.KubeError:  # an answer, if an error status
+            self.unreachable_since = None
+            raise
+        self.unreachable_since = None
 
     async def close(self) -> None:
         await self.api.close()
@@ -50,19 +72,20 @@ class Kube:
             for k, v in (query or {}).items()
             if v is not None
         ]
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            path,
-            method,
-            query_params=params,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-        if response.status >= 400:
-            async with response:
-                raise _error(response.status, await response.read())
+        with self._transport():
+            response: aiohttp.ClientResponse = await self.api.call_api(
+                path,
+                method,
+                query_params=params,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+            if response.status >= 400:
+                async with response:
+                    raise _error(response.status, await response.read())
         return response
 
     async def request(
@@ -75,8 +98,9 @@ class Kube:
         content_type: str = "application/json",
     ) -> JSON:
         response = await self._send(method, path, query=query, body=body, content_type=content_type)
-        async with response:
-            data = await response.read()
+        with self._transport():
+            async with response:
+                data = await response.read()
         return json.loads(data) if data else {}
 
     async def get(self, path: str, **query: Any) -> JSON:
@@ -97,7 +121,12 @@ class Kube:
         response = await self._send("GET", path, query=query, timeout=timeout)
         async with response:
             buffer = b""
-            async for chunk in response.content.iter_any():
+            chunks = aiter(response.content.iter_any())
+            while True:
+                with self._transport():
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:

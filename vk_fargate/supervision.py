@@ -1,0 +1,83 @@
+"""Loops that outlive their failures: restarted with back-off, one log line per outage.
+
+A controller's loop (a watch, the heartbeats, an eviction sweep) that raises or ends is
+started again after a back-off that doubles from 1 s to 30 s, and starts over once the
+loop has run for a minute, as client-go's ``wait.BackoffUntil``. The first failure of
+an outage is logged (with its traceback only when it is not one of ours, i.e. a bug);
+the retries during it are logged at debug level, so an API-server restart costs a line
+or two, not a traceback per retry. Only cancellation ends a supervised loop. Loops that
+retry by themselves (a watch, the heartbeats) report their outages through ``Outage``
+in the same way: one warning as it begins, one line when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from vk_fargate import errors
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
+HEALTHY_AFTER = 60.0  # seconds of running that end an outage and reset the back-off
+
+
+class Outage:
+    """What a retrying loop says about one kind of failure: a warning when it begins,
+    debug lines while it lasts, and how long it lasted once it is over."""
+
+    def __init__(
+        self, logger: logging.Logger, what: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.what = what
+        self.clock = clock
+        self.began: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.began is None:
+            self.began = self.clock()
+            self.logger.warning("%s: %s; retrying until it works", self.what, exc)
+        else:
+            self.logger.debug("%s: %s", self.what, exc)
+
+    def ended(self) -> None:
+        if self.began is not None:
+            self.logger.info("%s: works again after %.0fs", self.what, self.clock() - self.began)
+            self.began = None
+
+
+async def forever(
+    name: str,
+    start: Callable[[], Awaitable[None]],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run ``start()`` again and again, with back-off, until cancelled."""
+    delay = BACKOFF_MIN
+    failures = 0  # in the current outage
+    while True:
+        began = clock()
+        bug: Exception | None = None
+        try:
+            await start()
+            reason = "ended"
+        except errors.VkFargateError as exc:
+            reason = str(exc)
+        except Exception as exc:  # not ours: a bug, whose traceback is wanted once
+            reason, bug = repr(exc), exc
+        if clock() - began >= HEALTHY_AFTER:
+            delay, failures = BACKOFF_MIN, 0
+        if failures == 0 and bug is not None:
+            log.error("%s failed; restarting it with back-off", name, exc_info=bug)
+        elif failures == 0:
+            log.warning("%s: %s; retrying with back-off until it recovers", name, reason)
+        else:
+            log.debug("%s: %s; retry %d in %.0fs", name, reason, failures, delay)
+        failures += 1
+        await sleep(delay)
+        delay = min(delay * 2, BACKOFF_MAX)

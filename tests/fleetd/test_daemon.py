@@ -14,8 +14,9 @@ import pytest
 
 from tests import waiting
 from tests.fleetd import helpers
-from vk_fargate import errors
+from vk_fargate import errors, settings
 from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.devcluster import images
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client, models
 from vk_fargate.fleetd import supervisor
@@ -142,6 +143,53 @@ async def test_restart_readopts_survivors_and_reports_the_lost(
             # The survivor is still managed: delete works through the adopted shim.
             await fleet.delete_microvm(survivor, grace_seconds=0)
             await waiting.until(lambda: _absent(fleet, survivor), what="the survivor deleted")
+    finally:
+        fleet_proc.stop()
+
+
+async def test_a_microvm_accepted_before_a_crash_is_provisioned_after_it(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    """A PUT answered 201 is a promise: a microVM still provisioning when fleetd dies
+    (here: waiting for an image that does not exist yet) is provisioned by the restarted
+    fleetd, not reported lost."""
+    image = f"myorg/late-{helpers.new_id()}:1"
+    vm_id = helpers.new_id()
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host)
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            app = {"name": "app", "image": image, "command": ["sleep", "300"]}
+            await fleet.put_microvm(vm_id, helpers.spec(app))
+            waiting_for_image = await helpers.until_vm(
+                fleet,
+                vm_id,
+                lambda v: (
+                    helpers.container(v, "app").reason in ("ErrImagePull", "ImagePullBackOff")
+                ),
+            )
+            assert waiting_for_image.status.state == "provisioning"
+        os.kill(fleet_proc.process.pid, signal.SIGKILL)
+        fleet_proc.process.wait()
+
+        fleet_proc = await devfleet.start(tmp_path, config=fleet_proc.config)
+        layout = images.build(settings.load().cache)
+        push = await asyncio.create_subprocess_exec(
+            "skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:busybox",
+            f"docker://{registry.host}/{image}",
+        )  # fmt: skip
+        assert await asyncio.wait_for(push.wait(), 120) == 0
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            vm = await helpers.until_vm(
+                fleet,
+                vm_id,
+                lambda v: (
+                    v.status.state != "provisioning"
+                    and helpers.container(v, "app").state == "running"
+                ),
+                timeout=90,
+                what="the microVM running once its image exists",
+            )
+            assert vm.status.state == "running", vm.status
     finally:
         fleet_proc.stop()
 

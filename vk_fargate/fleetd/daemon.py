@@ -2,7 +2,8 @@
 
 Life of a microVM: ``put`` places it (host, subnet, address) under one lock, so two
 creates never take the same room, records it ``pending`` and starts a named task that
-provisions it (cgroups, network namespace, shim: ``provision``) to ``provisioning``.
+provisions it (cgroups, network namespace, shim: ``provision``) to ``provisioning``; a
+restart of the daemon provisions again what it had accepted but not finished.
 From then on the shim's status file drives it (``running`` .. ``stopped``/``failed``),
 read when the shim pings the notify socket and, as a safety net, by a sweep every second
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
@@ -86,8 +87,11 @@ class Fleet:
         for host_id, (state, deadline) in self.db.host_states().items():
             if host_id in self.hosts:
                 self.hosts[host_id].restore(state, deadline)
+        unfinished = []
         for doc, pid, start in self.db.microvms():
-            self._adopt(models.MicroVM.model_validate(doc), pid, start)
+            record = self._adopt(models.MicroVM.model_validate(doc), pid, start)
+            if record is not None:
+                unfinished.append(record)
         for pool in self.pools.values():
             pool.restore(self.db.get_doc(_pool_key(pool)) or {})
         for host in self.hosts.values():
@@ -96,17 +100,30 @@ class Fleet:
         if self.networking == "netns":  # namespaces of microVMs that did not survive
             live = {self.host.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
             await network.sweep(self.host.netns_prefix, live)
+        for record in unfinished:  # after the sweep, which would take their namespaces
+            self._spawn(self._provision(record, again=True), f"provision-{record.vm.id}")
         self._spawn(self._sweep_forever(), "fleet-sweep")
 
-    def _adopt(self, vm: models.MicroVM, pid: int | None, start: int | None) -> None:
+    def _adopt(
+        self, vm: models.MicroVM, pid: int | None, start: int | None
+    ) -> provision.Record | None:
+        """Take back a microVM of the daemon's last run; the record if its provisioning
+        never finished (its shim never started), which ``start`` does again: a PUT
+        answered 201 is a promise, and only a microVM whose shim died is lost."""
         record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm.id)
         record.cgroups = [str(p) for p in cgroups.paths(self.limits, vm.id)]
         self.vms[vm.id] = record
         if vm.status.private_ip and vm.status.subnet in self.pools:
             self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
         if not record.holds_resources:
-            return
-        record.shim = supervisor.adopt(pid, start)
+            return None
+        if pid is None and vm.status.state in ("pending", "provisioning"):
+            record.shim = supervisor.forked_for(record.dir)
+            if record.shim is None:
+                return record
+            self._save(record)  # its shim was forked just before the daemon died
+        else:
+            record.shim = supervisor.adopt(pid, start)
         if record.shim is None:
             self._set_state(
                 record,
@@ -117,6 +134,7 @@ class Fleet:
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
+        return None
 
     async def close(self, *, stop_microvms: bool) -> None:
         """Stop background work; with ``stop_microvms`` also every microVM and bridge."""
@@ -250,9 +268,14 @@ class Fleet:
         ]
         return host.load(placed)
 
-    async def _provision(self, record: provision.Record) -> None:
+    async def _provision(self, record: provision.Record, *, again: bool = False) -> None:
+        """Provision ``record``'s microVM; ``again`` after a restart cut it short, first
+        giving back what the cut-short attempt held (the pull starts over; the image
+        store keeps the blobs it had)."""
         vm = record.vm
         try:
+            if again:
+                await provision.release(record, self.host)
             self._set_state(record, "provisioning")
             pool = self.pools[vm.status.subnet or ""]
             await provision.provision(

@@ -3,10 +3,13 @@
 ``<vm_dir>/spec.json`` (``ShimSpec``, written by the daemon) says what to run;
 ``<vm_dir>/status.json`` (written by the shim, atomically, after every change) says
 how it goes, with container statuses shaped like the API's ``ContainerStatus``;
-``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/logs/<name>/<n>.log``
-holds instance ``n`` of each container's output. After each write the shim sends the
-microVM id as a datagram to the daemon's notify socket (lost when the daemon is down;
-the daemon re-reads every status file when it starts). On a cgroup v1 host each
+``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/shim.pid``
+names the shim (PID and start time), written by the template as it forks it, so a
+daemon cut short between the fork and its own record still finds it;
+``<vm_dir>/logs/<name>/<n>.log`` holds instance ``n`` of each container's output.
+After each write the shim sends the microVM id as a datagram to the daemon's notify
+socket (lost when the daemon is down; the daemon re-reads every status file when it
+starts). On a cgroup v1 host each
 container instance also gets a CPU accounting group, ``container_group``, that the
 daemon reads for the container's stats.
 
@@ -103,6 +106,32 @@ def write_json(path: Path, document: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(document))
     tmp.replace(path)
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field
+    22), or None if it is gone: with the PID, it names the process for good."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 overall; fields[0] is field 3
+
+
+def record_shim(vm_dir: Path, pid: int) -> None:
+    """Write ``shim.pid``: the shim ``pid`` with its start time."""
+    write_json(vm_dir / "shim.pid", [pid, process_start(pid)])
+
+
+def recorded_shim(vm_dir: Path) -> tuple[int, int] | None:
+    """The shim ``shim.pid`` names, as (PID, start time), if it is readable."""
+    found = read_json(vm_dir / "shim.pid")
+    if isinstance(found, list) and len(found) == 2 and all(isinstance(n, int) for n in found):
+        return found[0], found[1]
+    return None
 
 
 class Status:

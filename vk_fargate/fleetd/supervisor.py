@@ -34,18 +34,6 @@ class Shim:
         return self.pid, self.start
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])  # field 22 overall; fields[0] is field 3
-
-
 class Spawner:
     """The daemon's end of the shim template: one request at a time, restarted when it
     has died."""
@@ -116,19 +104,26 @@ async def launch(vm_dir: Path, spec: sandbox.ShimSpec, spawner: Spawner) -> Shim
     vm_dir.mkdir(parents=True, exist_ok=True)
     sandbox.write_json(vm_dir / "spec.json", spec)
     pid = await spawner.spawn(vm_dir)
-    started = start_time(pid)
+    started = sandbox.process_start(pid)
     return Shim(pid, started if started is not None else -1)
 
 
 def adopt(pid: int | None, start: int | None) -> Shim | None:
     """The shim recorded as (pid, start) if that very process still runs."""
-    if pid is None or start is None or start_time(pid) != start:
+    if pid is None or start is None or sandbox.process_start(pid) != start:
         return None
     return Shim(pid, start)
 
 
+def forked_for(vm_dir: Path) -> Shim | None:
+    """The shim the template forked for ``vm_dir`` (its ``shim.pid``), if it still runs:
+    the daemon may have died before recording it."""
+    recorded = sandbox.recorded_shim(vm_dir)
+    return adopt(*recorded) if recorded is not None else None
+
+
 def alive(shim: Shim) -> bool:
-    return start_time(shim.pid) == shim.start
+    return sandbox.process_start(shim.pid) == shim.start
 
 
 def stop(shim: Shim, vm_dir: Path, grace: float) -> None:

@@ -26,7 +26,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from vk_fargate.fleetd import shim
+from vk_fargate.fleetd import sandbox, shim
 from vk_fargate.fleetd.runtimes import microvm, process  # noqa: F401  imported for the children
 
 PR_SET_NAME = 15  # from <linux/prctl.h>
@@ -55,6 +55,7 @@ def _spawn(vm_dir: Path) -> int:
     sys.stderr.flush()
     pid = os.fork()
     if pid:
+        sandbox.record_shim(vm_dir, pid)
         return pid
     code = 1
     try:

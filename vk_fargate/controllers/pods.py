@@ -143,9 +143,21 @@ class PodReconciler:
         self.scheduler.attempts.pop(uid, None)
 
     async def _vanished(self, pod: kube.JSON) -> None:
+        """A bound pod whose microVM the cache lacks: Failed (final, as for a lost node)
+        only once the fleet itself says the microVM is gone; the cache may be behind
+        (a reconnecting event stream), and a Failed pod never runs again."""
         if not self.world.fleet_synced.is_set():
             return
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        uid = pod["metadata"]["uid"]
+        try:
+            vm = await self.fleet.get_microvm(uid)
+        except errors.NotFound:
+            pass
+        else:
+            self.world.vms.setdefault(uid, vm)
+            await self._sync(pod, self.world.vms[uid])
             return
         status = {
             "phase": "Failed",

@@ -81,6 +81,7 @@ class Scheduler:
             vm = await self._create_microvm(pod, size)
             if vm is None:
                 return
+            self.world.vms.setdefault(uid, vm)  # read our writes: the stream may lag
         ip = vm.status.private_ip
         if not ip:
             raise errors.VkFargateError(f"microVM {uid} has no address")

@@ -1,0 +1,66 @@
+"""The pod reconciler never fails a pod from a cache that may be behind: a bound pod
+whose microVM the provider has not seen yet (its event stream reconnecting, say) is
+looked up in the fleet, not declared gone. A Failed pod is final: it never runs again.
+
+Driven directly, on the session's control plane and fleet, with a world that lacks the
+microVM; the pod uses a scheduler name of its own, so the session's provider leaves it
+alone."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from kubernetes_asyncio import client as k8s
+
+from tests.fleetd import helpers
+from tests.provider import conftest
+from vk_fargate import settings
+from vk_fargate.controllers import pods
+from vk_fargate.devcluster import fleet as devfleet
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import client as fleet_api
+from vk_fargate.k8s import events, kube
+from vk_fargate.scheduler import scheduling, world
+
+pytestmark = pytest.mark.e2e
+CLUSTER = "stale-cache"
+
+
+async def test_a_microvm_missing_from_the_cache_is_looked_up_not_declared_gone(
+    api: k8s.ApiClient, fleet: devfleet.Fleet
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "stale")
+    pod = conftest.shell_pod("bound", "exec sleep 300")
+    pod["spec"].update(schedulerName="stale-scheduler", nodeName="fargate-ip-elsewhere")
+    created = await core.create_namespaced_pod(ns, pod)
+    uid = created.metadata.uid
+    door = kube.Kube(api)
+    async with fleet_api.FleetClient(fleet.url, fleet.token) as fleet_client:
+        spec = helpers.spec(helpers.shell("main", "exec sleep 300"))
+        spec.labels[fargate_nodes.CLUSTER_LABEL] = CLUSTER
+        await fleet_client.put_microvm(uid, spec)
+        state = world.World()
+        state.set_pod(await door.get(f"/api/v1/namespaces/{ns}/pods/bound"))
+        state.fleet_synced.set()  # ... but its copy of the fleet lacks this microVM
+        cfg = settings.ProviderSettings(cluster_name=CLUSTER)
+        recorder = events.Recorder(door, component="kubelet", instance="test")
+        scheduler = scheduling.Scheduler(
+            door, fleet_client, recorder, state, cfg, retry=lambda _uid, _delay: None
+        )
+        reconciler = pods.PodReconciler(door, fleet_client, recorder, state, scheduler)
+        try:
+            await reconciler.reconcile(uid)
+            after = await core.read_namespaced_pod("bound", ns)
+            assert after.status.phase != "Failed", after.status
+            assert uid in state.vms, "the fleet's answer went into the cache"
+        finally:
+            await fleet_client.delete_microvm(uid, grace_seconds=0)
+            selector = f"{fargate_nodes.CLUSTER_LABEL}={CLUSTER}"
+            for node in (await core.list_node(label_selector=selector)).items:
+                await core.delete_node(node.metadata.name)
+                leases = k8s.CoordinationV1Api(api)
+                with contextlib.suppress(k8s.ApiException):
+                    await leases.delete_namespaced_lease(node.metadata.name, "kube-node-lease")
+            await core.delete_namespace(ns)

@@ -89,7 +89,9 @@ async def test_environment_is_resolved_before_start(
     ]
     script = (
         'echo "$MESSAGE|$COLOR|$PASSWORD|${MISSING:-unset}|$POD_NAME|$TEAM|$POD_IP|$NODE|'
-        '$MEM|$CFG_SIZE|$DB_SERVICE_PORT|${KUBERNETES_SERVICE_HOST:+k8s}"; sleep 300'
+        "$MEM|$CFG_SIZE|$DB_SERVICE_PORT|${KUBERNETES_SERVICE_HOST:+k8s}|"
+        # $(VAR) in command/args is the kubelet's to expand, pod IP included.
+        '$(MESSAGE)@$(POD_IP)"; sleep 300'
     )
     body = _pod(
         "env",
@@ -108,7 +110,9 @@ async def test_environment_is_resolved_before_start(
         return text if text else None
 
     line = (await waiting.until(printed, what="the env line")).strip()
-    assert line == (f"hello world|green|s3cret|unset|env|blue|{ip}|{node}|512|xl|5432|k8s")
+    assert line == (
+        f"hello world|green|s3cret|unset|env|blue|{ip}|{node}|512|xl|5432|k8s|hello world@{ip}"
+    )
     await core.delete_namespace(ns)
 
 

@@ -76,7 +76,9 @@ async def test_simple_web_runs_on_a_fargate_node(
     status = pod.status.container_statuses[0]
     assert status.ready and status.state.running.started_at is not None
     assert status.container_id.startswith("vkfargate://")
-    assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
+    ready = {c.type: c for c in pod.status.conditions}["Ready"]
+    assert ready.status == "True"
+    assert ready.reason is None, "Ready=True keeps no reason from its False days"
 
     node = await core.read_node(node_name)
     assert node.metadata.labels["eks.amazonaws.com/compute-type"] == "fargate"

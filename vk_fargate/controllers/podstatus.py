@@ -121,6 +121,8 @@ def _condition(kind: str, ok: bool, since: str | None, reason: str | None = None
     }
     if reason and not ok:
         condition["reason"] = reason
+    elif ok:  # null: the strategic-merge patch removes a reason left from False
+        condition.update(reason=None, message=None)
     return condition
 
 

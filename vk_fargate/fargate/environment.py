@@ -132,6 +132,15 @@ def _expand(value: str, env: dict[str, tuple[str, bool]]) -> tuple[str, bool]:
     return _REFERENCE.sub(replace, value), expand
 
 
+def expand_command(items: list[str], env: list[models.EnvVar]) -> tuple[list[str], bool]:
+    """``command`` or ``args`` with ``$(VAR)`` expanded from the container's final
+    environment, as the kubelet does (an unknown name stays as written, ``$$`` is
+    ``$``); and whether a value known only once placed went in (``expand``)."""
+    known = {e.name: (e.value, e.expand) for e in env}
+    expanded = [_expand(item, known) for item in items]
+    return [text for text, _ in expanded], any(needs for _, needs in expanded)
+
+
 def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]:
     """The container's environment for the fleet, or ConfigError."""
     namespace = pod["metadata"]["namespace"]

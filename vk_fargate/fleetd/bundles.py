@@ -133,7 +133,11 @@ async def prepare(
             out[c.name] = {**failed, "reason": "ErrImagePull", "error": message}
             continue
         try:
-            argv = images.argv(pulled.config, c.command, c.args)
+            command, args = c.command, c.args
+            if c.expand_command:
+                command = [models.render(part, ip) for part in command]
+                args = [models.render(part, ip) for part in args]
+            argv = images.argv(pulled.config, command, args)
         except ValueError as exc:
             out[c.name] = {**failed, "reason": "CreateContainerError", "error": str(exc)}
             continue

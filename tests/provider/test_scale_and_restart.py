@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 from kubernetes_asyncio import client as k8s
@@ -132,6 +133,44 @@ async def test_restart_mid_creation_ends_with_no_orphan_and_no_duplicate(
 
     await waiting.until(cleaned, timeout=180, what="scale to 0 after the restart")
     await k8s.CoreV1Api(api).delete_namespace(ns)
+
+
+async def test_a_restart_sends_no_event_again(
+    api: k8s.ApiClient, provider: conftest.Provider, fleet: devfleet.Fleet
+) -> None:
+    """A restarted provider does not announce again what its predecessor announced: a
+    container that did not restart was Started once (the kubelet's events too)."""
+    ns = await _ns(api)
+    await k8s.AppsV1Api(api).create_namespaced_deployment(ns, deployment("simple-web", 3))
+
+    async def three() -> bool:
+        return await _counts(api, fleet, ns) == (3, 3, 3, 3)
+
+    await waiting.until(three, timeout=120, what="3 Running pods")
+    provider.kill()
+    await provider.start()
+    await _scale(api, ns, 4)  # reconciled after the pods found at start (one queue, FIFO)
+
+    async def four() -> bool:
+        return await _counts(api, fleet, ns) == (4, 4, 4, 4)
+
+    await waiting.until(four, timeout=120, what="a 4th pod Running after the restart")
+    core = k8s.CoreV1Api(api)
+    per_pod: collections.Counter[str] = collections.Counter()
+    for reason in ("Created", "Started"):
+        events = await core.list_namespaced_event(ns, field_selector=f"reason={reason}")
+        for event in events.items:
+            per_pod[f"{reason} {event.involved_object.name}"] += event.count or 1
+    assert len(per_pod) == 8 and set(per_pod.values()) == {1}, per_pod
+    await _scale(api, ns, 0)
+    await waiting.until(
+        lambda: _empty(api, fleet, ns), timeout=120, what="scale to 0 after the restart"
+    )
+    await core.delete_namespace(ns)
+
+
+async def _empty(api: k8s.ApiClient, fleet: devfleet.Fleet, ns: str) -> bool:
+    return await _counts(api, fleet, ns) == (0, 0, 0, 0)
 
 
 async def test_nodes_stay_ready_for_three_minutes(

@@ -54,6 +54,23 @@ def go_duration(seconds: float) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
+def reported(pod: kube.JSON) -> dict[str, tuple[str, str | None, str | None]]:
+    """What the pod's status already says of each container, as ``_events`` keys it
+    (state, container ID, reason): what an earlier run of the provider reported, whose
+    events a restart must not send again (a kubelet does not either)."""
+    status = pod.get("status") or {}
+    out: dict[str, tuple[str, str | None, str | None]] = {}
+    for c in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        for kind, detail in (c.get("state") or {}).items():
+            out[c["name"]] = (kind, c.get("containerID"), (detail or {}).get("reason"))
+    if status.get("phase") == "Failed" and status.get("reason"):
+        out[""] = ("failed", None, status["reason"])
+    return out
+
+
 @dataclasses.dataclass
 class PodReconciler:
     api: kube.Kube
@@ -225,7 +242,9 @@ class PodReconciler:
     async def _events(self, pod: kube.JSON, vm: models.MicroVM) -> None:
         uid = pod["metadata"]["uid"]
         node = (pod.get("spec") or {}).get("nodeName")
-        seen = self._seen.setdefault(uid, {})
+        seen = self._seen.get(uid)
+        if seen is None:  # new to this process: maybe not to the cluster (a restart)
+            seen = self._seen[uid] = reported(pod)
         images = {
             c["name"]: c.get("image", "")
             for c in [

@@ -194,6 +194,35 @@ async def test_a_microvm_accepted_before_a_crash_is_provisioned_after_it(
         fleet_proc.stop()
 
 
+async def test_a_delete_cut_short_by_a_crash_is_finished_after_it(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    """A delete is stored with the microVM: when fleetd dies while the microVM stops
+    (here inside its grace period), the restarted fleetd finishes the stop and forgets
+    the microVM, without being asked again."""
+    vm_id = helpers.new_id()
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host)
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            stubborn = "trap 'echo got TERM' TERM; while :; do sleep 0.1; done"
+            await fleet.put_microvm(vm_id, helpers.spec(helpers.shell("app", stubborn)))
+            await helpers.until_vm(
+                fleet, vm_id, lambda v: helpers.container(v, "app").state == "running"
+            )
+            await fleet.delete_microvm(vm_id, grace_seconds=3)
+        os.kill(fleet_proc.process.pid, signal.SIGKILL)
+        fleet_proc.process.wait()
+
+        fleet_proc = await devfleet.start(tmp_path, config=fleet_proc.config)
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
+            await waiting.until(
+                lambda: _absent(fleet, vm_id), timeout=30, what="the microVM forgotten"
+            )
+        assert not (tmp_path / "state" / "microvms" / vm_id).exists()
+    finally:
+        fleet_proc.stop()
+
+
 async def test_a_restarted_fleetd_does_not_hand_out_just_freed_addresses(
     tmp_path: Path, registry: devregistry.Registry
 ) -> None:

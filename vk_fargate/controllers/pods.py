@@ -113,7 +113,10 @@ class PodReconciler:
     async def _deleting(self, pod: kube.JSON, vm: models.MicroVM | None) -> None:
         uid = pod["metadata"]["uid"]
         if vm is not None:
-            if vm.status.state != "stopping" and uid not in self._stopping:
+            # Asked again once it has ended: a fleet that lost the request (a restart
+            # of an older fleetd) would otherwise keep it, and the pod Terminating.
+            ended = vm.status.state in models.FINAL_STATES
+            if ended or (vm.status.state != "stopping" and uid not in self._stopping):
                 grace = pod["metadata"].get("deletionGracePeriodSeconds")
                 node = (pod.get("spec") or {}).get("nodeName")
                 for c in vm.status.containers:

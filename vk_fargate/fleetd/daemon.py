@@ -7,8 +7,8 @@ restart of the daemon provisions again what it had accepted but not finished.
 From then on the shim's status file drives it (``running`` .. ``stopped``/``failed``),
 read when the shim pings the notify socket and, as a safety net, by a sweep every second
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
-it once stopped (a ``deleted`` event). Every change is stored, then published as an
-event.
+it once stopped (a ``deleted`` event); the request is stored too, so a restart finishes
+it. Every change is stored, then published as an event.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from vk_fargate.fleetd.runtimes import microvm
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
+DELETING = "deleting/"  # key prefix of the stored deletions not yet done, by microVM id
 
 
 class Fleet:
@@ -100,8 +101,15 @@ class Fleet:
         if self.networking == "netns":  # namespaces of microVMs that did not survive
             live = {self.host.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
             await network.sweep(self.host.netns_prefix, live)
+        deletions = self.db.docs(DELETING)  # asked for before the restart: finish them
         for record in unfinished:  # after the sweep, which would take their namespaces
-            self._spawn(self._provision(record, again=True), f"provision-{record.vm.id}")
+            if record.vm.id not in deletions:
+                self._spawn(self._provision(record, again=True), f"provision-{record.vm.id}")
+        for vm_id, asked in deletions.items():
+            if vm_id in self.vms:
+                await self.delete(vm_id, grace=asked.get("grace"))
+            else:
+                self.db.delete_doc(DELETING + vm_id)
         self._spawn(self._sweep_forever(), "fleet-sweep")
 
     def _adopt(
@@ -389,6 +397,7 @@ class Fleet:
         if record.deleting:
             return record.vm
         record.deleting = True
+        self.db.put_doc(DELETING + vm_id, {"grace": grace})  # a restart finishes it
         if not record.holds_resources or record.shim is None:
             if record.state in ("pending", "provisioning"):
                 self._set_state(record, "stopping")
@@ -443,6 +452,7 @@ class Fleet:
             pool.release(ipaddress.IPv4Address(vm.status.private_ip), now=time.time())
             self.db.put_doc(_pool_key(pool), pool.state())
         self.db.delete_microvm(vm.id)
+        self.db.delete_doc(DELETING + vm.id)
         rootfs.unmount(record.dir / "bundles")  # never delete through a live mount
         shutil.rmtree(record.dir, ignore_errors=True)
         self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))

@@ -85,6 +85,16 @@ class Store:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(doc))
         )
 
+    def delete_doc(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every document whose key starts with ``prefix``, by the rest of its key."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
+        return {key[len(prefix) :]: dict(json.loads(value)) for key, value in rows}
+
     # events
 
     def append_event(self, doc: dict[str, Any]) -> int:

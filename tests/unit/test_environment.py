@@ -373,18 +373,6 @@ def test_a_var_referencing_an_expanded_var_is_expanded_too() -> None:
     assert (out["PLAIN"].value, out["PLAIN"].expand) == ("x", False)
 
 
-def test_command_and_args_are_expanded_from_the_final_environment() -> None:
-    env = environment.resolve(
-        pod(),
-        container([{"name": "WHO", "value": "world"}, field("POD_IP", "status.podIP")]),
-        sources(),
-    )
-    plain, late = environment.expand_command(["echo", "$(WHO)", "$$(WHO)", "$(NOPE)"], env)
-    assert (plain, late) == (["echo", "world", "$(WHO)", "$(NOPE)"], False)
-    bound, late = environment.expand_command(["--bind=$(POD_IP):80"], env)
-    assert (bound, late) == (["--bind={private_ip}:80"], True)
-
-
 def test_an_unsupported_field_ref_is_a_config_error() -> None:
     with pytest.raises(environment.ConfigError, match=r"status\.phase"):
         resolved(container([field("V", "status.phase")]))

@@ -290,3 +290,11 @@ def test_from_oci_busybox() -> None:
 def test_from_oci_rejects_non_string_lists(bad: object) -> None:
     with pytest.raises(ValueError, match="Cmd must be a list of strings"):
         images.ImageConfig.from_oci({"config": {"Cmd": bad}})
+
+
+def test_command_and_args_are_expanded_from_the_env_as_the_kubelet_does() -> None:
+    env = {"WHO": "world", "IP": "10.0.1.2"}
+    items = ["echo", "$(WHO)", "$$(WHO)", "$(NOPE)", "--bind=$(IP):80", "$$$(WHO)"]
+    assert images.expand_all(items, env) == [
+        "echo", "world", "$(WHO)", "$(NOPE)", "--bind=10.0.1.2:80", "$world"
+    ]  # fmt: skip

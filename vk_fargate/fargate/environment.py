@@ -19,10 +19,9 @@ import re
 from typing import Any
 
 from vk_fargate.fargate import quantities, sizing
-from vk_fargate.fleet import models
+from vk_fargate.fleet import images, models
 
 JSON = dict[str, Any]
-_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 class ConfigError(Exception):
@@ -116,29 +115,19 @@ def _resource(container: JSON, ref: JSON, size: sizing.Size) -> str:
 
 
 def _expand(value: str, env: dict[str, tuple[str, bool]]) -> tuple[str, bool]:
-    expand = False
+    """``value`` expanded from ``env``; and whether a value known only once placed
+    went in."""
+    late = False
 
-    def replace(match: re.Match[str]) -> str:
-        nonlocal expand
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1)
+    def lookup(name: str) -> str | None:
+        nonlocal late
         if name not in env:
-            return match.group(0)
+            return None
         text, needs = env[name]
-        expand = expand or needs
+        late = late or needs
         return text
 
-    return _REFERENCE.sub(replace, value), expand
-
-
-def expand_command(items: list[str], env: list[models.EnvVar]) -> tuple[list[str], bool]:
-    """``command`` or ``args`` with ``$(VAR)`` expanded from the container's final
-    environment, as the kubelet does (an unknown name stays as written, ``$$`` is
-    ``$``); and whether a value known only once placed went in (``expand``)."""
-    known = {e.name: (e.value, e.expand) for e in env}
-    expanded = [_expand(item, known) for item in items]
-    return [text for text, _ in expanded], any(needs for _, needs in expanded)
+    return images.expand(value, lookup), late
 
 
 def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -143,6 +143,28 @@ class ImageConfig:
             working_dir=section.get("WorkingDir") or "",
             user=section.get("User") or "",
         )
+
+
+_VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, lookup: Callable[[str], str | None]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: ``lookup(name)``'s value, or the reference as
+    written when it has none; ``$$`` is a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        value = lookup(match.group(1))
+        return match.group(0) if value is None else value
+
+    return _VARIABLE.sub(replace, text)
+
+
+def expand_all(items: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``command`` or ``args`` expanded from the container's environment, as the kubelet
+    does before it starts the container."""
+    return [expand(item, env.get) for item in items]
 
 
 def argv(config: ImageConfig, command: Sequence[str], args: Sequence[str]) -> list[str]:

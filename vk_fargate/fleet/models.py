@@ -81,13 +81,10 @@ class EnvVar(Model):
     expand: bool = False
 
     def rendered(self, private_ip: str) -> str:
-        return render(self.value, private_ip) if self.expand else self.value
-
-
-def render(text: str, private_ip: str) -> str:
-    """``text`` with ``{private_ip}`` and ``{private_ip_dashed}`` filled in."""
-    dashed = private_ip.replace(".", "-")
-    return text.replace("{private_ip}", private_ip).replace("{private_ip_dashed}", dashed)
+        if not self.expand:
+            return self.value
+        dashed = private_ip.replace(".", "-")
+        return self.value.replace("{private_ip}", private_ip).replace("{private_ip_dashed}", dashed)
 
 
 class SecurityContext(Model):
@@ -111,8 +108,6 @@ class Container(Model):
     args: list[str] = []
     env: list[EnvVar] = pydantic.Field(default=[], max_length=MAX_ENV)
     working_dir: str | None = pydantic.Field(default=None, max_length=4096)
-    # command and args hold $(VAR)s of values known once placed: render them as env's.
-    expand_command: bool = False
     # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     security: SecurityContext | None = None

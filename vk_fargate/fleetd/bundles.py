@@ -133,11 +133,8 @@ async def prepare(
             out[c.name] = {**failed, "reason": "ErrImagePull", "error": message}
             continue
         try:
-            command, args = c.command, c.args
-            if c.expand_command:
-                command = [models.render(part, ip) for part in command]
-                args = [models.render(part, ip) for part in args]
-            argv = images.argv(pulled.config, command, args)
+            command = images.expand_all(c.command, env)  # as the kubelet, from the env
+            argv = images.argv(pulled.config, command, images.expand_all(c.args, env))
         except ValueError as exc:
             out[c.name] = {**failed, "reason": "CreateContainerError", "error": str(exc)}
             continue

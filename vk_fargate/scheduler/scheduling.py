@@ -403,17 +403,13 @@ class Scheduler:
         pull_secrets = await self._pull_secrets(pod)
 
         def container(c: kube.JSON) -> models.Container:
-            env = environment.resolve(pod, c, sources)
-            command, late_command = environment.expand_command(c.get("command") or [], env)
-            args, late_args = environment.expand_command(c.get("args") or [], env)
             return models.Container(
                 name=c["name"],
                 image=c.get("image") or "",
-                command=command,
-                args=args,
-                env=env,
+                command=c.get("command") or [],  # $(VAR)s: the fleet expands them
+                args=c.get("args") or [],
+                env=environment.resolve(pod, c, sources),
                 working_dir=c.get("workingDir"),
-                expand_command=late_command or late_args,
                 image_pull_policy=c.get("imagePullPolicy"),
                 security=_security(spec, c),
                 pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),

@@ -304,3 +304,41 @@ async def test_a_command_missing_from_the_image_is_a_start_error_naming_it(
     assert app.exit_code == 128
     assert "no-such-program" in (app.message or "")
     await fleet_client.delete_microvm(vm_id)
+
+
+async def test_a_secret_env_value_is_write_only_and_gone_with_the_microvm(
+    fleet: devfleet.Fleet, fleet_client: client.FleetClient
+) -> None:
+    """A value from a Secret reaches the container, but no answer, event or stored row,
+    and nothing of it stays once the microVM is deleted; the state folder is its
+    owner's alone."""
+    vm_id = helpers.new_id()
+    marker = f"s3cret-{helpers.new_id()}"
+    events_from = (await fleet_client.list_microvms()).cursor
+    app = helpers.shell(
+        "app",
+        'echo "password is $PASSWORD"; exec sleep 300',
+        env=[{"name": "PASSWORD", "value": marker, "secret": True}],
+    )
+    created = await fleet_client.put_microvm(vm_id, helpers.spec(app))
+    assert [(e.name, e.value) for e in created.spec.containers[0].env] == [("PASSWORD", "")]
+
+    async def said() -> bool:
+        return marker in await _logs(fleet_client, vm_id, "app")
+
+    await waiting.until(said, what="the container to see the value")
+    listed = (await fleet_client.list_microvms()).items
+    assert marker not in "".join(vm.model_dump_json() for vm in listed)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+    async for event in fleet_client.events(events_from):
+        assert marker not in event.model_dump_json()
+        if event.type == "deleted" and event.microvm_id == vm_id:
+            break
+    state = fleet.config.parent / "state"
+    assert state.stat().st_mode & 0o077 == 0, "the state folder is readable by others"
+    holding = [
+        str(f)
+        for f in state.rglob("*")
+        if f.is_file() and not f.is_symlink() and marker.encode() in f.read_bytes()
+    ]
+    assert holding == [], holding

@@ -373,6 +373,26 @@ def test_a_var_referencing_an_expanded_var_is_expanded_too() -> None:
     assert (out["PLAIN"].value, out["PLAIN"].expand) == ("x", False)
 
 
+def test_secret_values_and_what_expands_them_are_marked_secret() -> None:
+    env = [
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "pw"}}},
+        {"name": "URL", "value": "db://u:$(PASSWORD)@db"},
+        {"name": "PLAIN", "value": "x"},
+        {  # optional and missing: the envFrom Secret's value stays, and stays secret
+            "name": "S_pw",
+            "valueFrom": {"configMapKeyRef": {"name": "nope", "optional": True, "key": "k"}},
+        },
+    ]
+    stores = sources(
+        secrets={"creds": {"data": {"pw": base64.b64encode(b"s3cret").decode()}}},
+    )
+    secret_from = container(env, env_from=[{"secretRef": {"name": "creds"}, "prefix": "S_"}])
+    out = {v.name: v for v in environment.resolve(pod(), secret_from, stores)}
+    assert {n for n, v in out.items() if v.secret} == {"PASSWORD", "URL", "S_pw"}
+    assert out["URL"].value == "db://u:s3cret@db"
+    assert "s3cret" not in repr(out["URL"]), "values stay out of logs"
+
+
 def test_an_unsupported_field_ref_is_a_config_error() -> None:
     with pytest.raises(environment.ConfigError, match=r"status\.phase"):
         resolved(container([field("V", "status.phase")]))

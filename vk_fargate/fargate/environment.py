@@ -114,26 +114,30 @@ def _resource(container: JSON, ref: JSON, size: sizing.Size) -> str:
     return str(int(amount.to_integral_value(rounding=decimal.ROUND_CEILING)))
 
 
-def _expand(value: str, env: dict[str, tuple[str, bool]]) -> tuple[str, bool]:
-    """``value`` expanded from ``env``; and whether a value known only once placed
-    went in."""
-    late = False
+def _expand(
+    value: str, env: dict[str, tuple[str, bool]], secret: set[str]
+) -> tuple[str, bool, bool]:
+    """``value`` expanded from ``env``; whether a value known only once placed went in,
+    and whether a Secret's value did (the names in ``secret``)."""
+    late = confidential = False
 
     def lookup(name: str) -> str | None:
-        nonlocal late
+        nonlocal late, confidential
         if name not in env:
             return None
         text, needs = env[name]
         late = late or needs
+        confidential = confidential or name in secret
         return text
 
-    return images.expand(value, lookup), late
+    return images.expand(value, lookup), late, confidential
 
 
 def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]:
     """The container's environment for the fleet, or ConfigError."""
     namespace = pod["metadata"]["namespace"]
     env: dict[str, tuple[str, bool]] = {}
+    secret: set[str] = set()  # names whose value comes from a Secret (write-only)
     service_env = _service_env(sources.master_services)
     if (pod.get("spec") or {}).get("enableServiceLinks", True):
         service_env = {**_service_env(sources.services), **service_env}
@@ -153,11 +157,14 @@ def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]
             for key in obj.get("data") or {}:
                 text = obj["data"][key] if kind == "configMapRef" else _decode(obj, key)
                 env[prefix + key] = (text, False)
+                _mark(secret, prefix + key, kind == "secretRef")
     for var in container.get("env") or []:
         name = var["name"]
         source = var.get("valueFrom")
         if source is None:
-            env[name] = _expand(var.get("value", ""), env)
+            text, late, confidential = _expand(var.get("value", ""), env, secret)
+            env[name] = (text, late)
+            _mark(secret, name, confidential)
             continue
         if "configMapKeyRef" in source or "secretKeyRef" in source:
             is_cm = "configMapKeyRef" in source
@@ -175,8 +182,20 @@ def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]
                 )
             text = obj["data"][ref["key"]] if is_cm else _decode(obj, ref["key"])
             env[name] = (text, False)
+            _mark(secret, name, not is_cm)
         elif "fieldRef" in source:
             env[name] = _field(pod, source["fieldRef"]["fieldPath"], sources.node_name_template)
+            secret.discard(name)
         elif "resourceFieldRef" in source:
             env[name] = (_resource(container, source["resourceFieldRef"], sources.size), False)
-    return [models.EnvVar(name=k, value=v, expand=x) for k, (v, x) in env.items()]
+            secret.discard(name)
+    return [
+        models.EnvVar(name=k, value=v, expand=x, secret=k in secret) for k, (v, x) in env.items()
+    ]
+
+
+def _mark(secret: set[str], name: str, confidential: bool) -> None:
+    if confidential:
+        secret.add(name)
+    else:
+        secret.discard(name)

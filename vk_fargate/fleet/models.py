@@ -8,6 +8,7 @@ so the two cannot drift apart. Validation limits live here too: the daemon answe
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -76,9 +77,12 @@ class HostAction(Model):
 class EnvVar(Model):
     # Kubernetes' rule: printable ASCII but "=".
     name: str = pydantic.Field(min_length=1, pattern=r"^[ -<>-~]+$")
-    value: str = ""
+    value: str = pydantic.Field(default="", repr=False)
     # Fill in {private_ip} and {private_ip_dashed} once placed (pod IP, node name).
     expand: bool = False
+    # From a Secret: write-only, as pull_credentials. fleetd keeps the value beside the
+    # microVM (mode 0600, removed with it) and answers "" in its place.
+    secret: bool = False
 
     def rendered(self, private_ip: str) -> str:
         if not self.expand:
@@ -158,6 +162,18 @@ class Container(Model):
         return self
 
 
+SecretEnv = dict[str, dict[str, str]]  # container -> variable -> value
+
+
+def _each_container(spec: MicroVMSpec, change: Callable[[Container], Container]) -> MicroVMSpec:
+    return spec.model_copy(
+        update={
+            "init_containers": [change(c) for c in spec.init_containers],
+            "containers": [change(c) for c in spec.containers],
+        }
+    )
+
+
 def without_credentials(spec: MicroVMSpec) -> tuple[MicroVMSpec, dict[str, str]]:
     """``spec`` with no pull credentials, and the credentials by container name."""
     found = {
@@ -165,17 +181,34 @@ def without_credentials(spec: MicroVMSpec) -> tuple[MicroVMSpec, dict[str, str]]
         for c in [*spec.init_containers, *spec.containers]
         if c.pull_credentials
     }
+    return _each_container(spec, lambda c: c.model_copy(update={"pull_credentials": None})), found
 
-    def strip(items: list[Container]) -> list[Container]:
-        return [c.model_copy(update={"pull_credentials": None}) for c in items]
 
-    bare = spec.model_copy(
-        update={
-            "init_containers": strip(spec.init_containers),
-            "containers": strip(spec.containers),
-        }
-    )
-    return bare, found
+def without_secrets(spec: MicroVMSpec) -> tuple[MicroVMSpec, SecretEnv]:
+    """``spec`` with its secret env values blanked, and those values (the daemon keeps
+    them beside the microVM, never in its database, events or answers)."""
+    found: SecretEnv = {}
+
+    def blank(c: Container) -> Container:
+        values = {e.name: e.value for e in c.env if e.secret}
+        if not values:
+            return c
+        found[c.name] = values
+        env = [e.model_copy(update={"value": ""}) if e.secret else e for e in c.env]
+        return c.model_copy(update={"env": env})
+
+    return _each_container(spec, blank), found
+
+
+def with_secrets(spec: MicroVMSpec, secrets: SecretEnv) -> MicroVMSpec:
+    """``spec`` with the values ``without_secrets`` took out put back."""
+
+    def fill(c: Container) -> Container:
+        values = secrets.get(c.name, {})
+        env = [e.model_copy(update={"value": values.get(e.name, e.value)}) for e in c.env]
+        return c.model_copy(update={"env": env}) if values else c
+
+    return _each_container(spec, fill)
 
 
 class MicroVMSpec(Model):

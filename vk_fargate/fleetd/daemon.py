@@ -128,6 +128,7 @@ class Fleet:
         if pid is None and vm.status.state in ("pending", "provisioning"):
             record.shim = supervisor.forked_for(record.dir)
             if record.shim is None:
+                provision.load_secrets(record)
                 return record
             self._save(record)  # its shim was forked just before the daemon died
         else:
@@ -224,6 +225,7 @@ class Fleet:
         """Create the microVM, or return the existing one with this very spec. Pull
         credentials are kept in memory for its pulls, never stored."""
         spec, credentials = models.without_credentials(spec)
+        spec, secrets = models.without_secrets(spec)
         async with self._place_lock:
             if credentials:
                 self.pull_credentials[vm_id] = credentials
@@ -234,6 +236,8 @@ class Fleet:
                 return existing.vm, False
             vm = self._place(vm_id, spec)
             record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
+            record.secrets = secrets
+            provision.keep_secrets(record)
             self.vms[vm_id] = record
             self._save(record)
         self._spawn(self._provision(record), f"provision-{vm_id}")

@@ -43,6 +43,7 @@ class Record:
         self.vm = vm
         self.dir = vm_dir
         self.shim: supervisor.Shim | None = None
+        self.secrets: models.SecretEnv = {}  # blanked in ``vm``: see ``keep_secrets``
         self.cgroups: list[str] = []
         self.deleting = False
         self.stop_reason: str | None = None  # why the daemon stopped it, if it did
@@ -93,7 +94,7 @@ async def provision(
     """Cgroups, network and shim for ``record``'s microVM; no shim if it is being deleted
     meanwhile. Raises whatever the host refused; ``release`` cleans up after it."""
     vm = record.vm
-    record.dir.mkdir(parents=True, exist_ok=True)
+    record.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     overhead = QEMU_OVERHEAD_MIB if runtime == "microvm" else 0
     record.cgroups = cgroups.create(
         host.limits, vm.id, vcpu_millis=vm.spec.vcpu_millis, mem_mib=vm.spec.mem_mib + overhead
@@ -116,7 +117,7 @@ async def provision(
                 bridge=bridge,
             )
     prepared = await bundles.prepare_until_pulled(
-        vm,
+        vm.model_copy(update={"spec": models.with_secrets(vm.spec, record.secrets)}),
         record.dir,
         host.images,
         netns=netns,
@@ -140,6 +141,22 @@ async def provision(
         cgroup_parent=cgroups.relative(host.limits, vm.id),
     )
     record.shim = await supervisor.launch(record.dir, spec, host.spawner)
+
+
+SECRETS = "secrets.json"
+
+
+def keep_secrets(record: Record) -> None:
+    """Keep the secret env values of ``record`` beside it (mode 0600, in a 0700 folder,
+    removed with it), for a provisioning that a restart of the daemon cuts short."""
+    if record.secrets:
+        record.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sandbox.write_json(record.dir / SECRETS, record.secrets)
+
+
+def load_secrets(record: Record) -> None:
+    found = sandbox.read_json(record.dir / SECRETS)
+    record.secrets = found if isinstance(found, dict) else {}
 
 
 async def shim_exit(shim: supervisor.Shim, *, timeout: float) -> None:

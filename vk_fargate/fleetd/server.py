@@ -88,6 +88,7 @@ async def serve(
     """Run fleetd until SIGTERM/SIGINT (or ``stop`` is set)."""
     token = load_token(cfg)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.state_dir.chmod(0o700)  # its database and microVM folders hold Secrets' values
     db = store.Store(cfg.state_dir / "fleetd.sqlite3")
     fleet = daemon.Fleet(cfg, db)
     stop = stop or asyncio.Event()

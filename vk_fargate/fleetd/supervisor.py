@@ -101,7 +101,7 @@ async def _ask(template: asyncio.subprocess.Process, line: str) -> str:
 
 async def launch(vm_dir: Path, spec: sandbox.ShimSpec, spawner: Spawner) -> Shim:
     """Write ``spec.json`` and start the shim for it, in a session of its own."""
-    vm_dir.mkdir(parents=True, exist_ok=True)
+    vm_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     sandbox.write_json(vm_dir / "spec.json", spec)
     pid = await spawner.spawn(vm_dir)
     started = sandbox.process_start(pid)

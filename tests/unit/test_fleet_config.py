@@ -79,11 +79,22 @@ def test_the_example_config_of_the_repository_loads() -> None:
     assert {h.zone for h in cfg.hosts} <= {s.zone for s in cfg.subnets}
 
 
-@pytest.mark.parametrize("listen", ["[::1]:8400", "0.0.0.0:1"])
+@pytest.mark.parametrize("listen", ["[::1]:8400", "localhost:1", "127.0.0.2:65535"])
 def test_listen_host_and_port(tmp_path: Path, listen: str) -> None:
     cfg = config.load(write(tmp_path, changed(listen=listen)))
     host, _, port = listen.rpartition(":")
     assert (cfg.listen_host, cfg.listen_port) == (host.strip("[]"), int(port))
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8400", "10.0.0.5:8400", "[::]:8400", "fleet:8400"])
+def test_plain_http_beyond_loopback_is_refused_unless_asked_for(
+    tmp_path: Path, listen: str
+) -> None:
+    message = refused(tmp_path, changed(listen=listen))
+    assert "without TLS" in message and "insecure_listen" in message
+    tls = {"cert_file": "/etc/fleet/tls.crt", "key_file": "/etc/fleet/tls.key"}
+    assert config.load(write(tmp_path, changed(listen=listen, tls=tls))).tls is not None
+    assert config.load(write(tmp_path, changed(listen=listen, insecure_listen=True)))
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,8 @@ class FleetConfig(Model):
     listen: str = "127.0.0.1:8400"
     token_file: Path | None = None
     tls: TLS | None = None
+    # Serve plain HTTP beyond loopback: the bearer token and Secrets' values in clear.
+    insecure_listen: bool = False
     state_dir: Path = Path("/var/lib/vk-fargate-fleetd")
     networking: Literal["auto", "netns", "nominal"] = "auto"
     subnets: list[Subnet] = pydantic.Field(min_length=1)
@@ -115,6 +117,12 @@ class FleetConfig(Model):
         host_part, _, port = self.listen.rpartition(":")
         if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, not {self.listen!r}")
+        if self.tls is None and not self.insecure_listen and not _loopback(self.listen_host):
+            raise ValueError(
+                f"listen {self.listen!r} reaches beyond this machine without TLS: the bearer "
+                "token and Secrets' values would cross the network in clear. Set tls "
+                "(cert_file, key_file), or insecure_listen: true if you mean it"
+            )
         return self
 
     @property
@@ -124,6 +132,15 @@ class FleetConfig(Model):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
 
 
 def load(path: Path) -> FleetConfig:

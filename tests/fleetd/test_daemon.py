@@ -12,11 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import waiting
+from tests import pushing, waiting
 from tests.fleetd import helpers
-from vk_fargate import errors, settings
+from vk_fargate import errors
 from vk_fargate.devcluster import fleet as devfleet
-from vk_fargate.devcluster import images
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client, models
 from vk_fargate.fleetd import supervisor
@@ -172,12 +171,7 @@ async def test_a_microvm_accepted_before_a_crash_is_provisioned_after_it(
         fleet_proc.process.wait()
 
         fleet_proc = await devfleet.start(tmp_path, config=fleet_proc.config)
-        layout = images.build(settings.load().cache)
-        push = await asyncio.create_subprocess_exec(
-            "skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:busybox",
-            f"docker://{registry.host}/{image}",
-        )  # fmt: skip
-        assert await asyncio.wait_for(push.wait(), 120) == 0
+        await pushing.push_busybox(registry.host, image)
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as fleet:
             vm = await helpers.until_vm(
                 fleet,

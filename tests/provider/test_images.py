@@ -5,7 +5,6 @@ root filesystem (never the host's), imageID, and the kubelet's pull events and e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from pathlib import Path
@@ -16,10 +15,9 @@ from kubernetes_asyncio import client as k8s
 
 from tests import conftest as root_conftest
 from tests import kubectl as kubectl_runner
-from tests import waiting
+from tests import pushing, waiting
 from tests.provider import conftest
-from vk_fargate import settings
-from vk_fargate.devcluster import cluster, images
+from vk_fargate.devcluster import cluster
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 
@@ -213,12 +211,7 @@ async def test_a_pull_that_failed_is_retried_with_back_off_until_the_image_exist
         return state is not None and state.reason == wanted
 
     await waiting.until(lambda: reason("ImagePullBackOff"), timeout=60, what="ImagePullBackOff")
-    layout = images.build(settings.load().cache)
-    push = await asyncio.create_subprocess_exec(
-        "skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:busybox",
-        f"docker://{registry.host}/{image}",
-    )  # fmt: skip
-    assert await asyncio.wait_for(push.wait(), 120) == 0
+    await pushing.push_busybox(registry.host, image)
 
     async def running() -> bool:
         status = await _status(core, ns, "late")

@@ -91,7 +91,7 @@ class Queue:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except errors.VkFargateError as exc:  # while the API server is down: quietly
+            except errors.VkFargateError as exc:  # expected: one line (debug in an outage)
                 delay = self._retry(key)
                 outage = isinstance(exc, errors.KubeUnavailable)
                 log.log(

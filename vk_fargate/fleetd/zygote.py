@@ -4,7 +4,7 @@ A shim started as a fresh interpreter costs about 13 MiB of private memory, most
 the interpreter and the modules it imports. This process imports them once, freezes
 them out of the garbage collector's reach (``gc.freeze``, so a child's collections do
 not write to the shared pages) and forks one shim per microVM. A child then costs only
-the pages it writes: about 3.5 MiB.
+the pages it writes: 4.8 MiB (``benchmarks/image_pull.py``).
 
 Protocol, one line each way per shim: the daemon writes a microVM's folder; the
 template answers ``ok <pid>`` or ``error <reason>``. Each shim runs in a session of

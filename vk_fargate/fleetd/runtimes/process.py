@@ -45,6 +45,7 @@ class ProcessRuntime:
         self._stopping = asyncio.Event()
         self._live: set[str] = set()  # containers runc is making or that still run
         self._pids: dict[str, int] = {}  # name -> its running process (a child of ours)
+        self._killing = False  # the grace period of a stop is over
         self._failure: tuple[str, str] | None = None
 
     def request_stop(self) -> None:
@@ -182,7 +183,7 @@ class ProcessRuntime:
                     self._pids[name] = pid
                     self.status.running(name, f"vkfargate://{instance_id}")
                     if self._stopping.is_set():  # the stop came while runc was starting it
-                        _signal(pid, signal.SIGTERM)
+                        _signal(pid, signal.SIGKILL if self._killing else signal.SIGTERM)
                     returncode = await _reaped(pid)
             finally:
                 self._pids.pop(name, None)
@@ -234,6 +235,7 @@ class ProcessRuntime:
         deadline = time.monotonic() + grace
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self._killing = True  # and a container runc is still making gets KILL at once
         self._signal_all(signal.SIGKILL)
 
     def _signal_all(self, sig: signal.Signals) -> None:

@@ -45,6 +45,9 @@ def pod_files(vm: models.MicroVM, vm_dir: Path) -> dict[str, str]:
     return {f"/etc/{n}": str(folder / n) for n in ("hosts", "hostname", "resolv.conf")}
 
 
+ERROR_SHOWN = 1.0
+"""Seconds ``ErrImagePull`` shows after a failed pull before ``ImagePullBackOff``."""
+
 Report = Callable[[list[dict[str, object]], list[dict[str, object]]], None]
 
 
@@ -63,18 +66,26 @@ async def prepare_until_pulled(
     ``ErrImagePull`` then ``ImagePullBackOff``); ``report`` publishes the containers'
     waiting states meanwhile. None when ``cancelled`` (the microVM is being deleted)."""
     delay, longest = backoff
+
+    async def wait(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not cancelled():
+            await asyncio.sleep(min(0.2, seconds))
+
     while True:
         prepared = await prepare(vm, vm_dir, store, netns=netns, credentials=credentials)
         failing = {n for n, c in prepared.items() if c.get("reason") == "ErrImagePull"}
         if not failing or cancelled():
             return None if cancelled() else prepared
+        # As the kubelet: ErrImagePull as the pull fails, until its next look at the pod
+        # finds the image in back-off, then ImagePullBackOff until the retry.
         report(*_waiting(vm, prepared, failing, backoff=False))
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and not cancelled():
-            await asyncio.sleep(min(0.2, delay))
+        await wait(min(ERROR_SHOWN, delay / 2))
+        if not cancelled():
+            report(*_waiting(vm, prepared, failing, backoff=True))
+            await wait(delay - min(ERROR_SHOWN, delay / 2))
         if cancelled():
             return None
-        report(*_waiting(vm, prepared, failing, backoff=True))
         delay = min(delay * 2, longest)
 
 

@@ -40,6 +40,7 @@ from vk_fargate.controllers import (
     pods,
     profiles,
     queueing,
+    unrouted,
 )
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -74,13 +75,7 @@ class Provider:
         self.world = world.World()
         self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
         self.queue = queueing.Queue(self._reconcile, workers=cfg.workers, name="pods")
-        self.scheduler = scheduling.Scheduler(
-            api, fleet, self.recorder, self.world, cfg, retry=self.queue.later
-        )
-        self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.aws = aws_session.AwsSettings.from_provider(cfg)
-        self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
-        self.aws_clients: aws_session.Clients | None = None  # connected by start()
         self.profiles = profiles.ProfileController(
             api,
             self.world,
@@ -88,7 +83,26 @@ class Provider:
             recorder=self.recorder,
             checker=self._check_profile if self.aws.enabled else None,
         )
-        self.scheduler.profile_of = self._profile
+        self.scheduler = scheduling.Scheduler(
+            api,
+            fleet,
+            self.recorder,
+            self.world,
+            cfg,
+            retry=self.queue.later,
+            profiles=self.profiles.profiles,
+        )
+        self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
+        self.unrouted = unrouted.Unrouted(
+            api,
+            self.recorder,
+            self.profiles.profiles,
+            self.profiles.created,
+            scheduler=cfg.scheduler_name,
+            excluded_namespaces=registration.excluded_namespaces(cfg.namespace),
+        )
+        self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
+        self.aws_clients: aws_session.Clients | None = None  # connected by start()
         self.aws_auth: awsauth.AwsAuth | None = None
         self.log_router: logrouter.LogRouter | None = None
         if self.aws.enabled:
@@ -227,8 +241,13 @@ class Provider:
             "watch-fleet",
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
+        profiles_known = self.profiles.informer.synced
         if crd:
             self._spawn(lambda: self.profiles.run(self.leading), "fargate-profiles")
+        else:
+            profiles_known = asyncio.Event()  # the config file's only: known now
+            profiles_known.set()
+        self._spawn(lambda: self.unrouted.run(self.leading, profiles_known), "unrouted-pods")
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()

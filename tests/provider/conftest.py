@@ -3,8 +3,10 @@ control plane and fleetd."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,20 @@ from vk_fargate.devcluster import provider as devprovider
 
 CLUSTER_NAME = "e2e"
 Provider = devprovider.Provider
+# fargate-scheduler runs only pods a Fargate profile selects. The tests' pods say which
+# scheduler they are for in this label, and each provider's profile selects its own.
+SCHEDULER_LABEL = "e2e.vk-fargate.io/scheduler"
+
+
+def profiles_file(directory: Path, scheduler: str = "fargate-scheduler") -> Path:
+    """A provider's profiles file: one profile taking the pods labelled for ``scheduler``."""
+    path = directory / "profiles.yaml"
+    profile = {
+        "name": "e2e",
+        "selectors": [{"namespace": "*", "labels": {SCHEDULER_LABEL: scheduler}}],
+    }
+    path.write_text(json.dumps([profile]))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +41,23 @@ async def provider(
 ) -> AsyncIterator[devprovider.Provider]:
     port = processes.free_ports(1)[0]
     env = devprovider.environment(local_cluster, fleet, port=port, cluster_name=CLUSTER_NAME)
-    running = devprovider.Provider(env, tmp_path_factory.mktemp("provider") / "provider.log")
+    home = tmp_path_factory.mktemp("provider")
+    env["VK_FARGATE_PROFILES_FILE"] = str(profiles_file(home))
+    running = devprovider.Provider(env, home / "provider.log")
     await running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+async def own_cluster(
+    control_plane_binaries: binaries.Binaries,
+) -> AsyncIterator[cluster.Cluster]:
+    """A control plane of the test's own, for tests that break it or its webhooks."""
+    async with cluster.Cluster(control_plane_binaries) as running:
+        yield running
 
 
 @pytest.fixture
@@ -82,14 +109,21 @@ async def create_profile(api: k8s.ApiClient, name: str, spec: dict[str, Any]) ->
     )
 
 
-def pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    """A pod for fargate-scheduler with one ``container`` and ``spec``'s other fields."""
+def for_scheduler(scheduler: str = "fargate-scheduler") -> dict[str, str]:
+    """The labels that put a test's pod in the profile of ``scheduler``'s provider."""
+    return {SCHEDULER_LABEL: scheduler}
+
+
+def pod(
+    name: str, container: dict[str, Any], scheduler: str = "fargate-scheduler", **spec: Any
+) -> dict[str, Any]:
+    """A pod for ``scheduler`` with one ``container`` and ``spec``'s other fields."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": for_scheduler(scheduler)},
         "spec": {
-            "schedulerName": "fargate-scheduler",
+            "schedulerName": scheduler,
             "terminationGracePeriodSeconds": 1,
             "containers": [container],
             **spec,
@@ -97,6 +131,7 @@ def pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
     }
 
 
-def shell_pod(name: str, script: str) -> dict[str, Any]:
-    """A pod for fargate-scheduler whose one container (``main``) runs ``sh -c script``."""
-    return pod(name, {"name": "main", "image": "busybox", "command": ["sh", "-c", script]})
+def shell_pod(name: str, script: str, scheduler: str = "fargate-scheduler") -> dict[str, Any]:
+    """A pod for ``scheduler`` whose one container (``main``) runs ``sh -c script``."""
+    container = {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+    return pod(name, container, scheduler)

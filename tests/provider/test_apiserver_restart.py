@@ -5,7 +5,6 @@ and works on afterwards. On a control plane of its own, since it kills the API s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,21 +13,13 @@ from kubernetes_asyncio import client as k8s
 
 from tests import waiting
 from tests.provider import conftest
-from vk_fargate.devcluster import binaries, cluster, processes
+from vk_fargate.devcluster import cluster, processes
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
 from vk_fargate.k8s import client
 
 pytestmark = pytest.mark.e2e
 DOWN_FOR = 12.0  # seconds: longer than a Lease renewal period, so every loop meets it
-
-
-@pytest.fixture
-async def own_cluster(
-    control_plane_binaries: binaries.Binaries,
-) -> AsyncIterator[cluster.Cluster]:
-    async with cluster.Cluster(control_plane_binaries) as running:
-        yield running
 
 
 async def _answers(url: str, status: int) -> bool:
@@ -45,6 +36,7 @@ async def test_the_provider_rides_out_an_api_server_restart(
     env = devprovider.environment(
         own_cluster, fleet, port=processes.free_ports(1)[0], cluster_name="restart"
     )
+    env["VK_FARGATE_PROFILES_FILE"] = str(conftest.profiles_file(tmp_path))
     provider = devprovider.Provider(env, tmp_path / "provider.log")
     readyz = f"http://127.0.0.1:{env['VK_FARGATE_METRICS_PORT']}/readyz"
     await provider.start()

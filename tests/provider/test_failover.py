@@ -77,6 +77,7 @@ async def replicas(
                 "VK_FARGATE_LEADER_ELECT": "true",
                 "VK_FARGATE_LEADER_LEASE": LEASE,
                 "VK_FARGATE_SCHEDULER_NAME": SCHEDULER,
+                "VK_FARGATE_PROFILES_FILE": str(conftest.profiles_file(tmp_path, SCHEDULER)),
                 "VK_FARGATE_WEBHOOK_REGISTER": "false",
                 "VK_FARGATE_KUBELET_BIND": address,
                 "VK_FARGATE_KUBELET_ADVERTISE_ADDRESS": address,
@@ -92,9 +93,7 @@ async def replicas(
 
 
 def _pod(name: str, script: str) -> dict[str, object]:
-    pod = conftest.shell_pod(name, script)
-    pod["spec"]["schedulerName"] = SCHEDULER  # type: ignore[index]
-    return pod
+    return conftest.shell_pod(name, script, SCHEDULER)
 
 
 async def _holder(api: k8s.ApiClient, home: str) -> str | None:

@@ -11,6 +11,7 @@ from kubernetes_asyncio import client as k8s
 
 from tests import waiting
 from tests.provider import conftest
+from vk_fargate import errors
 from vk_fargate.devcluster import cluster
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleet import client as fleet_api
@@ -76,6 +77,54 @@ async def test_refused_pods_stay_pending_with_eks_message(
     assert pod.status.phase == "Pending" and not pod.spec.node_name
     conditions = {c.type: c for c in pod.status.conditions or []}
     assert conditions["PodScheduled"].status == "False"
+    await core.delete_namespace(ns)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (
+            {},
+            "Pod not supported on Fargate: no Fargate profile selects pods in namespace "
+            "{ns!r} (no labels)",
+        ),
+        (  # a profile that exists, claimed by a pod it does not select
+            {"eks.amazonaws.com/fargate-profile": "e2e", "app": "web"},
+            "Pod not supported on Fargate: fargate profile e2e does not select pods in "
+            "namespace {ns!r} with labels app=web",
+        ),
+        (
+            {"eks.amazonaws.com/fargate-profile": "rel"},
+            "Pod not supported on Fargate: fargate profile rel (the pod's "
+            "eks.amazonaws.com/fargate-profile label) does not exist",
+        ),
+    ],
+)
+async def test_a_pod_no_profile_selects_is_refused_whatever_it_claims(
+    api: k8s.ApiClient,
+    provider: conftest.Provider,
+    fleet: devfleet.Fleet,
+    labels: dict[str, str],
+    message: str,
+) -> None:
+    """schedulerName set by hand, or a profile label set by hand, is not a way onto Fargate."""
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "unprofiled")
+    manifest = _pod("stray")
+    manifest["metadata"]["labels"] = labels
+    created = await core.create_namespaced_pod(ns, manifest)
+
+    async def refusal() -> k8s.CoreV1Event | None:
+        events = [e for e in await _events(core, ns, "stray") if e.reason == "FailedScheduling"]
+        return events[0] if events else None
+
+    event = await waiting.until(refusal, what="a FailedScheduling event")
+    assert event.message == message.format(ns=ns)
+    pod = await core.read_namespaced_pod("stray", ns)
+    assert pod.status.phase == "Pending" and not pod.spec.node_name
+    async with fleet_api.FleetClient(fleet.url, fleet.token) as fleet_client:
+        with pytest.raises(errors.NotFound):
+            await fleet_client.get_microvm(created.metadata.uid)
     await core.delete_namespace(ns)
 
 
@@ -191,7 +240,7 @@ async def test_profile_lifecycle_with_the_cli(
             **_pod("placed"),
             "metadata": {
                 "name": "placed",
-                "labels": {"eks.amazonaws.com/fargate-profile": "fp-e2e"},
+                "labels": {"eks.amazonaws.com/fargate-profile": "fp-e2e", "tier": "web"},
             },
         },
     )
@@ -224,7 +273,7 @@ async def test_a_drain_evicts_through_the_pdb_retries_once_then_deletes(
                 "replicas": 2,
                 "selector": {"matchLabels": labels},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": labels | conftest.for_scheduler()},
                     "spec": {
                         "schedulerName": "fargate-scheduler",
                         "terminationGracePeriodSeconds": 1,

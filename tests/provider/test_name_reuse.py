@@ -25,6 +25,7 @@ from vk_fargate.devcluster import cluster
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import client, events, kube
 from vk_fargate.k8s import nodes as k8s_nodes
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.e2e
 CLUSTER = "name-reuse"
 REGION = "eu-central-1"
 SCHEDULER = "name-reuse-scheduler"  # not the session provider's: these pods are ours
+PROFILE = fargate_profiles.Profile(name="reuse", selectors=[{"namespace": "reuse-*"}])
 USABLE = 11  # addresses of a /28 that a subnet hands out (AWS reserves 5)
 
 
@@ -57,6 +59,7 @@ class Stack:
             self.world,
             cfg,
             retry=lambda uid, _delay: self.retries.append(uid),
+            profiles=lambda: [PROFILE],
         )
         self.pods = pod_reconciler.PodReconciler(api, fleet, recorder, self.world, self.scheduler)
 
@@ -110,8 +113,7 @@ async def test_a_pod_given_a_just_freed_address_never_loses_its_node(
             await fleet.put_microvm(helpers.new_id(), helpers.spec(helpers.shell("f", "sleep 600")))
         sleeper = {"name": "main", "image": "busybox", "command": ["sleep", "3600"]}
         for name in ("a", "b"):
-            manifest = conftest.pod(name, sleeper)
-            manifest["spec"]["schedulerName"] = SCHEDULER
+            manifest = conftest.pod(name, sleeper, SCHEDULER)
             await raw.create(f"/api/v1/namespaces/{ns}/pods", manifest)
 
         # Pod A is placed: the last free address, its node named after it.

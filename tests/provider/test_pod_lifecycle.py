@@ -25,7 +25,11 @@ def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {"team": "blue"}, "annotations": {"note": "hi"}},
+        "metadata": {
+            "name": name,
+            "labels": {"team": "blue", **conftest.for_scheduler()},
+            "annotations": {"note": "hi"},
+        },
         "spec": {
             "schedulerName": "fargate-scheduler",
             "terminationGracePeriodSeconds": 1,

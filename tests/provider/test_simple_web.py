@@ -27,7 +27,7 @@ def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
             "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels | conftest.for_scheduler()},
                 "spec": {
                     "schedulerName": "fargate-scheduler",
                     "terminationGracePeriodSeconds": 2,

@@ -80,6 +80,11 @@ def _common(target: Target, path: str, ca_bundle: bytes) -> kube.JSON:
     }
 
 
+def excluded_namespaces(provider_namespace: str = PROVIDER_NAMESPACE) -> list[str]:
+    """The namespaces whose pods the API server never sends to the pod webhook."""
+    return sorted({"kube-system", provider_namespace})
+
+
 def mutating(
     *,
     target: Target,
@@ -88,7 +93,7 @@ def mutating(
     name: str = NAME,
 ) -> kube.JSON:
     """The MutatingWebhookConfiguration that sends new pods to ``POST /mutate-pods``."""
-    excluded = sorted({"kube-system", provider_namespace})
+    excluded = excluded_namespaces(provider_namespace)
     webhook = _common(target, server.MUTATE_PATH, ca_bundle) | {
         "name": POD_WEBHOOK,
         "rules": [

@@ -57,17 +57,50 @@ class ProfileController:
         self.checker = checker  # with an AWS backend: what AWS says of a profile
         self.checked: set[str] = set()  # profile UIDs checked by this process
         self.static = {p.name: p for p in static}
-        self.dynamic: dict[str, fargate_profiles.Profile] = {}
+        # Parsed cluster profiles by (name, resourceVersion): the webhook reads them per pod.
+        self._parsed: dict[tuple[str, str], fargate_profiles.Profile | None] = {}
         self.informer = informers.Informer(api, k8s_profiles.PATH, name="fargateprofiles")
         self.informer.subscribe(lambda _kind, obj: self.queue.add(obj["metadata"]["name"]))
         self.queue = queueing.Queue(self.reconcile, workers=2, name="profiles")
 
     def profiles(self) -> list[fargate_profiles.Profile]:
-        """Every usable profile: the config file's, then the cluster's (by name)."""
+        """Every usable profile: the config file's, then the cluster's (by name).
+
+        Read from the watch's cache, so every replica answers the webhook alike, not
+        only the leader, which reconciles.
+        """
+        cluster = (self._usable(obj) for _, obj in sorted(self.informer.cache.items()))
         return [
             *self.static.values(),
-            *(p for n, p in self.dynamic.items() if n not in self.static),
+            *(p for p in cluster if p is not None and p.name not in self.static),
         ]
+
+    def created(self, name: str) -> str | None:
+        """When profile ``name`` was created (RFC 3339); None for the config file's,
+        which are there from the provider's start, and for unknown ones."""
+        if name in self.static:
+            return None
+        obj = self.informer.cache.get(f"/{name}")
+        return None if obj is None else str(obj["metadata"].get("creationTimestamp") or "")
+
+    def _usable(self, obj: kube.JSON) -> fargate_profiles.Profile | None:
+        """The profile ``obj`` holds, if it takes pods (ACTIVE or FAILED, not deleted)."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        if meta.get("deletionTimestamp") or status.get("status") not in fargate_profiles.SELECTING:
+            return None
+        key = (meta["name"], str(meta.get("resourceVersion")))
+        if key not in self._parsed:
+            if len(self._parsed) > 4 * fargate_profiles.MAX_PROFILES:
+                self._parsed.clear()
+            try:
+                profile = fargate_profiles.Profile.model_validate({"name": key[0], **obj["spec"]})
+            except pydantic.ValidationError:
+                self._parsed[key] = None  # reconcile marks it FAILED, saying why
+            else:
+                self._parsed[key] = profile.model_copy(
+                    update={"status": status["status"], "message": status.get("message") or ""}
+                )
+        return self._parsed[key]
 
     def count(self) -> int:
         return len(self.informer.cache)
@@ -75,13 +108,11 @@ class ProfileController:
     async def reconcile(self, name: str) -> None:
         obj = self.informer.cache.get(f"/{name}")
         if obj is None:
-            self.dynamic.pop(name, None)
             return
         meta = obj["metadata"]
         status = (obj.get("status") or {}).get("status")
         finalizers = list(meta.get("finalizers") or [])
         if meta.get("deletionTimestamp"):
-            self.dynamic.pop(name, None)
             await self._delete(obj, status, finalizers)
             return
         if k8s_profiles.FINALIZER not in finalizers:
@@ -97,7 +128,6 @@ class ProfileController:
             profile = fargate_profiles.Profile.model_validate({"name": name, **obj["spec"]})
         except pydantic.ValidationError as exc:
             problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            self.dynamic.pop(name, None)
             if status != "FAILED":
                 await k8s_profiles.set_status(self.api, name, "FAILED", problem)
             return
@@ -109,9 +139,6 @@ class ProfileController:
                 return
         elif status == "CREATING":
             await k8s_profiles.set_status(self.api, name, "ACTIVE")
-            return
-        message = (obj.get("status") or {}).get("message") or ""
-        self.dynamic[name] = profile.model_copy(update={"status": status, "message": message})
 
     async def _check(self, obj: kube.JSON, profile: fargate_profiles.Profile) -> bool:
         """Ask AWS about the profile and record the verdict; whether the profile can be

@@ -7,6 +7,11 @@ the pod's ``eks.amazonaws.com/fargate-profile`` label names one that matches; pr
 being created or deleted take no pods. The
 annotation ``eks.amazonaws.com/compute-type: ec2`` and DaemonSet ownership keep a pod
 off Fargate altogether.
+
+``claimed`` is fargate-scheduler's side: a pod may reach it without the webhook (its
+``schedulerName`` set by hand, or created while the webhook was down), so the profile
+it runs under is checked again at placement, and a pre-set profile label is a claim to
+verify, never a pass.
 """
 
 from __future__ import annotations
@@ -89,3 +94,37 @@ def choose(profiles: list[Profile], pod: dict[str, Any], namespace: str) -> Prof
         if matches(profile, namespace, labels):
             return profile
     return None
+
+
+def _described(namespace: str, labels: dict[str, str]) -> str:
+    shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != PROFILE_LABEL)
+    return f"namespace {namespace!r}" + (f" with labels {shown}" if shown else " (no labels)")
+
+
+def claimed(profiles: list[Profile], pod: dict[str, Any], namespace: str) -> Profile | str:
+    """The profile ``pod`` (sent to fargate-scheduler) runs under, or why it may not run.
+
+    A pod naming a profile in its ``eks.amazonaws.com/fargate-profile`` label runs
+    under that profile only if it exists, takes pods and selects the pod; a pod
+    naming none runs under the profile the webhook would have chosen.
+    """
+    meta = pod.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(COMPUTE_TYPE_ANNOTATION) == "ec2":
+        return f"the pod is annotated {COMPUTE_TYPE_ANNOTATION}: ec2"
+    if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+        return "DaemonSets are not supported on Fargate"
+    labels: dict[str, str] = meta.get("labels") or {}
+    named = labels.get(PROFILE_LABEL)
+    if named is None:
+        chosen = choose(profiles, pod, namespace)
+        if chosen is None:
+            return f"no Fargate profile selects pods in {_described(namespace, labels)}"
+        return chosen
+    profile = next((p for p in profiles if p.name == named), None)
+    if profile is None:
+        return f"fargate profile {named} (the pod's {PROFILE_LABEL} label) does not exist"
+    if profile.status not in SELECTING:
+        return f"fargate profile {named} is {profile.status} and takes no new pods"
+    if not matches(profile, namespace, labels):
+        return f"fargate profile {named} does not select pods in {_described(namespace, labels)}"
+    return profile

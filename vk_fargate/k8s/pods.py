@@ -1,10 +1,11 @@
-"""Pod operations the provider needs: bind, status patches, final deletion, and the
-objects env resolution reads (ConfigMaps, Secrets, Services)."""
+"""Pod operations the provider needs: bind, status patches, deletion, re-creation, and
+the objects env resolution reads (ConfigMaps, Secrets, Services)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from vk_fargate import errors
 from vk_fargate.k8s import kube
 
 
@@ -32,9 +33,18 @@ async def patch_status(api: kube.Kube, pod: kube.JSON, status: kube.JSON) -> kub
     return await api.patch(path(meta["namespace"], meta["name"]) + "/status", body)
 
 
-async def annotate(api: kube.Kube, pod: kube.JSON, annotations: dict[str, str | None]) -> kube.JSON:
+async def annotate(
+    api: kube.Kube,
+    pod: kube.JSON,
+    annotations: dict[str, str | None],
+    *,
+    labels: dict[str, str] | None = None,
+) -> kube.JSON:
+    """Merge ``annotations`` (and ``labels``) into the pod, if it is still this UID."""
     meta = pod["metadata"]
-    body = {"metadata": {"uid": meta["uid"], "annotations": annotations}}
+    body: kube.JSON = {"metadata": {"uid": meta["uid"], "annotations": annotations}}
+    if labels:
+        body["metadata"]["labels"] = labels
     return await api.patch(path(meta["namespace"], meta["name"]), body, kind=kube.MERGE_PATCH)
 
 
@@ -48,6 +58,29 @@ async def delete_now(api: kube.Kube, pod: kube.JSON) -> None:
         "preconditions": {"uid": meta["uid"]},
     }
     await api.delete(path(meta["namespace"], meta["name"]), body)
+
+
+async def delete_unchanged(api: kube.Kube, pod: kube.JSON) -> bool:
+    """Delete ``pod`` only as the caller saw it (its UID and resourceVersion): a pod bound
+    or changed meanwhile is kept, and one already gone stays gone. Whether this call
+    deleted it."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+    }
+    try:
+        await api.delete(path(meta["namespace"], meta["name"]), body)
+    except errors.KubeError as exc:
+        if exc.conflict or exc.not_found:
+            return False
+        raise
+    return True
+
+
+async def create(api: kube.Kube, pod: kube.JSON) -> kube.JSON:
+    return await api.create(f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods", pod)
 
 
 async def evict(api: kube.Kube, pod: kube.JSON) -> None:

@@ -58,7 +58,8 @@ class Scheduler:
     aws_backend: bool = False  # whether logs can be shipped to CloudWatch
     # The kubelet port a new node advertises: a port of its own (the kubelet API's).
     node_port: Callable[[str], Awaitable[int]] | None = None
-    profile_of: Callable[[str], fargate_profiles.Profile | None] = lambda _name: None
+    # Every profile that may take pods (the config file's and the cluster's).
+    profiles: Callable[[], list[fargate_profiles.Profile]] = list
     _master_services: list[Any] | None = None
 
     async def place(self, pod: kube.JSON) -> None:
@@ -74,11 +75,19 @@ class Scheduler:
             return
         vm = self.world.vms.get(uid)
         if vm is None:
-            blocked = self._blocked(pod)
-            if blocked is not None:
-                await self._refuse(pod, blocked)
+            profile = fargate_profiles.claimed(self.profiles(), pod, pod["metadata"]["namespace"])
+            if isinstance(profile, str):
+                await self._refuse(pod, f"Pod not supported on Fargate: {profile}")
                 return
-            vm = await self._create_microvm(pod, size)
+            if profile.status == "FAILED":
+                await self._refuse(
+                    pod,
+                    enis_module.misconfigured(
+                        profile.name, profile.message or "the profile is FAILED"
+                    ),
+                )
+                return
+            vm = await self._create_microvm(pod, size, profile)
             if vm is None:
                 return
             self.world.vms.setdefault(uid, vm)  # read our writes: the stream may lag
@@ -99,10 +108,14 @@ class Scheduler:
                 component=SCHEDULER,
             )
         logging_state = await self._logging(pod)
+        # A pod that reached us without the webhook gets the label it would have set.
+        profile_name = vm.spec.labels.get("profile")
+        missing = PROFILE_LABEL not in (pod["metadata"].get("labels") or {})
         await pods.annotate(
             self.api,
             pod,
             {CAPACITY_ANNOTATION: size.capacity_provisioned, LOGGING_ANNOTATION: logging_state},
+            labels={PROFILE_LABEL: profile_name} if missing and profile_name else None,
         )
         try:
             await pods.bind(self.api, pod, node)
@@ -173,12 +186,14 @@ class Scheduler:
         for uid in self.world.name_waiters.pop(name, set()):
             self.retry(uid, 0.0)
 
-    async def _create_microvm(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVM | None:
+    async def _create_microvm(
+        self, pod: kube.JSON, size: sizing.Size, profile: fargate_profiles.Profile
+    ) -> models.MicroVM | None:
         uid = pod["metadata"]["uid"]
         meta = pod["metadata"]
         try:
-            spec = await self._spec(pod, size)
-            spec = await self._with_eni(pod, spec)
+            spec = await self._spec(pod, size, profile.name)
+            spec = await self._with_eni(pod, spec, profile)
         except enis_module.Misconfigured as exc:
             await self._refuse(pod, str(exc))
             return None
@@ -211,19 +226,12 @@ class Scheduler:
             await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
             return None
 
-    def _blocked(self, pod: kube.JSON) -> str | None:
-        """EKS's text when the pod's profile is FAILED (e.g. a public subnet)."""
-        name = (pod["metadata"].get("labels") or {}).get(PROFILE_LABEL, "")
-        profile = self.profile_of(name)
-        if profile is None or profile.status != "FAILED":
-            return None
-        return enis_module.misconfigured(name, profile.message or "the profile is FAILED")
-
-    async def _with_eni(self, pod: kube.JSON, spec: models.MicroVMSpec) -> models.MicroVMSpec:
+    async def _with_eni(
+        self, pod: kube.JSON, spec: models.MicroVMSpec, profile: fargate_profiles.Profile
+    ) -> models.MicroVMSpec:
         """The spec with the address of the pod's ENI, when its profile names subnets."""
         meta = pod["metadata"]
-        profile = self.profile_of((meta.get("labels") or {}).get(PROFILE_LABEL, ""))
-        if self.enis is None or profile is None or not profile.subnets:
+        if self.enis is None or not profile.subnets:
             return spec
         address = await self.enis.address(
             profile, namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"]
@@ -396,7 +404,7 @@ class Scheduler:
             )
         return found
 
-    async def _spec(self, pod: kube.JSON, size: sizing.Size) -> models.MicroVMSpec:
+    async def _spec(self, pod: kube.JSON, size: sizing.Size, profile: str) -> models.MicroVMSpec:
         spec = pod.get("spec") or {}
         meta = pod["metadata"]
         sources = await self._sources(pod, size)
@@ -429,7 +437,7 @@ class Scheduler:
                 CLUSTER_LABEL: self.cfg.cluster_name,
                 "namespace": meta["namespace"],
                 "pod": meta["name"],
-                "profile": (meta.get("labels") or {}).get(PROFILE_LABEL, ""),
+                "profile": profile,
             },
             init_containers=containers(
                 [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") != "Always"]

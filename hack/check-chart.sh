@@ -6,7 +6,8 @@
 # deletes both again, whatever happens.
 # Env: HELM (default: built by hack/helm/build.sh), KUBECTL (default: .venv/bin/kubectl),
 #      HADOLINT (default: .venv/bin/hadolint, else hadolint on PATH).
-# Exits non-zero on the first failed check.
+# Exits non-zero on the first failed check; refusals (e.g. plain HTTP to the fleet) are
+# tests/e2e/test_chart.py's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 chart=$root/helm/vk-fargate
@@ -74,13 +75,17 @@ render() {  # render OUT [helm args...]
     "$@" >"$out"
 }
 
-step "dry run: default values"
-render "$work/default.yaml" --set fleet.token.value=dry-run \
+step "dry run: default values, a private CA for the fleet"
+PYTHONPATH=$root "$root/.venv/bin/python" -c \
+  'import sys; from vk_fargate import pki; sys.stdout.buffer.write(pki.new_ca("fleet").cert)' \
+  >"$work/fleet-ca.crt"
+render "$work/default.yaml" --set fleet.token.value=dry-run --set-file fleet.caBundle="$work/fleet-ca.crt" \
   --set-json 'profiles=[{"name":"fargate","selectors":[{"namespace":"fargate-workload"}]}]'
 "$kubectl" apply --dry-run=server -f "$work/default.yaml"
 
-step "dry run: one replica, CRD installed by the provider, existing Secrets"
+step "dry run: one replica, CRD installed by the provider, existing Secrets, plain HTTP fleet"
 render "$work/single.yaml" --set replicaCount=1 --set leaderElection.enabled=false \
+  --set fleet.url=http://fleetd.example:8400 --set fleet.insecure=true \
   --set installCRD=true --set fleet.token.secretName=fleet --set webhook.tls.existingSecret=tls \
   --set kubelet.tls.existingSecret=kubelet-tls --set kubelet.clientCA.configMap= \
   --set aws.enabled=true --set aws.region=eu-central-1 --set aws.endpointUrl=http://aws.local

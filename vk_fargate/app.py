@@ -403,8 +403,9 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
         token = token_file.read_text().strip()
     except OSError as exc:
         raise errors.ConfigError(f"cannot read the fleet token {token_file}: {exc}") from exc
+    tls = fleet_client.trusting(cfg.fleet_ca_file) if cfg.fleet_ca_file else None
     api = kube.Kube(await client.connect(cfg.kubeconfig))
-    fleet = fleet_client.FleetClient(cfg.fleet_url, token)
+    fleet = fleet_client.FleetClient(cfg.fleet_url, token, ssl_context=tls)
     provider = Provider(cfg, api, fleet)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             _logging()
-            return asyncio.run(app.run(settings.ProviderSettings()))
+            return asyncio.run(app.run(settings.provider()))
         if args.command == "profile":
             return asyncio.run(_profile(args, config))
         if args.command == "fleetd":

@@ -1,15 +1,21 @@
 """Process-wide settings, read once from the environment (``VK_FARGATE_*``).
 
-Only paths live here for now; every later component adds its own section.
+Only paths live here for now; every later component adds its own section. What counts
+as loopback lives here too: fleetd's listen address and the provider's fleet URL may use
+plain HTTP there only (else TLS, or an explicit insecure setting).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from pathlib import Path
 
 import pydantic
 import pydantic_settings
+
+from vk_fargate import errors
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -55,8 +61,19 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         default=None, description="Default: $KUBECONFIG, then the in-cluster service account."
     )
     scheduler_name: str = "fargate-scheduler"
-    fleet_url: str = "http://127.0.0.1:8400"
+    fleet_url: str = pydantic.Field(
+        default="http://127.0.0.1:8400",
+        description="The fleet API: https:// unless on loopback (or fleet_insecure).",
+    )
     fleet_token_file: Path | None = None
+    fleet_ca_file: Path | None = pydantic.Field(
+        default=None,
+        description="CA bundle (PEM) the fleet's certificate must chain to; default: the system's.",
+    )
+    fleet_insecure: bool = pydantic.Field(
+        default=False,
+        description="Allow plain http:// beyond loopback: the token and Secrets' values in clear.",
+    )
     kubelet_bind: str = "0.0.0.0"
     kubelet_port: int = pydantic.Field(default=10250, ge=0, le=65535)
     kubelet_advertise_address: str = pydantic.Field(
@@ -118,3 +135,47 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     workers: int = pydantic.Field(default=16, ge=1, le=256)
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
     node_status_seconds: float = pydantic.Field(default=60.0, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _fleet_transport(self) -> ProviderSettings:
+        url = urllib.parse.urlsplit(self.fleet_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"fleet_url must be http(s)://HOST[:PORT], not {self.fleet_url!r}")
+        if url.scheme == "https":
+            return self
+        if self.fleet_ca_file is not None:
+            raise ValueError(
+                f"fleet_ca_file is set but fleet_url {self.fleet_url!r} is plain http: "
+                "use https:// (or drop the CA)"
+            )
+        if not self.fleet_insecure and not loopback(url.hostname):
+            raise ValueError(
+                f"fleet_url {self.fleet_url!r} reaches beyond this machine without TLS: the "
+                "bearer token and Secrets' values would cross the network in clear. Use "
+                "https:// (VK_FARGATE_FLEET_CA_FILE for a private CA), or set "
+                "VK_FARGATE_FLEET_INSECURE=true if you mean it"
+            )
+        return self
+
+
+def provider() -> ProviderSettings:
+    """``vk-fargate run``'s settings from the environment; ConfigError names what is wrong."""
+    try:
+        return ProviderSettings()
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            (f"VK_FARGATE_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise errors.ConfigError(f"invalid VK_FARGATE_* settings: {problems}") from exc
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) never leaves this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere

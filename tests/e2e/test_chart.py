@@ -18,7 +18,10 @@ Go module proxy (hack/helm/build.sh) against the session's real API server.
 - the Deployment sets every provider setting but two (in-cluster credentials, the webhook
   Service), wired as the README says; the CRD is the package's; the chart's webhook
   configurations (self-signed and cert-manager) are registration.py's; the profiles
-  ConfigMap loads as the provider's.
+  ConfigMap loads as the provider's;
+- the fleet is reached over TLS by default (a private CA from fleet.caBundle, mounted
+  where VK_FARGATE_FLEET_CA_FILE points), and plain HTTP beyond loopback without
+  fleet.insecure fails to render, as the provider's settings would refuse it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from kubernetes_asyncio import client as k8s
 
 from tests import kubectl as kubectl_cli
 from tests import waiting
-from vk_fargate import app, errors, settings
+from vk_fargate import app, errors, pki, settings
 from vk_fargate.admission import registration
 from vk_fargate.aws import session as aws_session
 from vk_fargate.devcluster import binaries, cluster, processes
@@ -358,10 +361,12 @@ def _env(deployment: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-def test_the_deployment_sets_every_setting_wired_as_documented(helm: Path) -> None:
+def test_the_deployment_sets_every_setting_wired_as_documented(helm: Path, tmp_path: Path) -> None:
     docs = documents(
         render(
             helm,
+            "--set-file",
+            f"fleet.caBundle={fleet_ca_file(tmp_path)}",
             "--set",
             "aws.enabled=true",
             "--set",
@@ -408,6 +413,7 @@ def test_the_deployment_sets_every_setting_wired_as_documented(helm: Path) -> No
     assert "emptyDir" in volumes[mounts["/tmp"]]
     for variable in (
         "VK_FARGATE_FLEET_TOKEN_FILE",
+        "VK_FARGATE_FLEET_CA_FILE",
         "VK_FARGATE_PROFILES_FILE",
         "VK_FARGATE_KUBELET_CLIENT_CA_FILE",
         "VK_FARGATE_KUBELET_TLS_CERT_FILE",
@@ -435,6 +441,85 @@ def test_the_deployment_sets_every_setting_wired_as_documented(helm: Path) -> No
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert budget["spec"]["selector"]["matchLabels"] == selector
     assert webhook["spec"]["selector"] == selector
+
+
+def fleet_ca_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet-ca.crt"
+    path.write_bytes(pki.new_ca("fleet-ca").cert)
+    return path
+
+
+def refused(helm: Path, *args: str) -> str:
+    """helm template's error for values the chart must refuse."""
+    done = subprocess.run(
+        [str(helm), "template", "x", str(CHART), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0, args
+    return done.stderr
+
+
+def _fleet_settings(docs: list[dict[str, Any]]) -> settings.ProviderSettings:
+    """The provider's settings from the rendered fleet variables (refused as it would)."""
+    env = _env(one(docs, "Deployment"))
+    fleet = {n.removeprefix("VK_FARGATE_").lower(): v for n, v in env.items() if "_FLEET_" in n}
+    return settings.ProviderSettings.model_validate(fleet)
+
+
+def test_the_fleet_is_reached_over_tls_by_default(helm: Path, tmp_path: Path) -> None:
+    docs = documents(render(helm))
+    env = _env(one(docs, "Deployment"))
+    assert env["VK_FARGATE_FLEET_URL"].startswith("https://")
+    assert env["VK_FARGATE_FLEET_INSECURE"] == "false"
+    assert "VK_FARGATE_FLEET_CA_FILE" not in env  # the image's system CAs
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-fleet-ca")]
+    assert _fleet_settings(docs).fleet_ca_file is None
+
+    # A private CA: in a ConfigMap, mounted where VK_FARGATE_FLEET_CA_FILE points.
+    bundle = fleet_ca_file(tmp_path)
+    docs = documents(render(helm, "--set-file", f"fleet.caBundle={bundle}"))
+    deployment = one(docs, "Deployment")
+    ca_file = Path(_env(deployment)["VK_FARGATE_FLEET_CA_FILE"])
+    spec = deployment["spec"]["template"]["spec"]
+    [mount] = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "fleet-ca"]
+    assert mount["mountPath"] == str(ca_file.parent) and mount["readOnly"] is True
+    [volume] = [v for v in spec["volumes"] if v["name"] == "fleet-ca"]
+    config_map = one(docs, "ConfigMap", volume["configMap"]["name"])
+    assert config_map["data"][ca_file.name].strip() == bundle.read_text().strip()
+    assert "checksum/fleet-ca" in deployment["spec"]["template"]["metadata"]["annotations"]
+    mounted = tmp_path / "mounted.crt"
+    mounted.write_text(config_map["data"][ca_file.name])
+    fleet_api.trusting(mounted)  # loads as the provider loads it
+    assert _fleet_settings(docs).fleet_ca_file == ca_file
+
+
+def test_plain_http_to_the_fleet_is_refused_unless_on_loopback_or_insecure(helm: Path) -> None:
+    message = refused(helm, "--set", "fleet.url=http://fleetd.vk-fargate.svc:8400")
+    assert "without TLS" in message and "fleet.insecure=true" in message
+    insecure = (
+        "--set",
+        "fleet.url=http://fleetd.vk-fargate.svc:8400",
+        "--set",
+        "fleet.insecure=true",
+    )
+    docs = documents(render(helm, *insecure))
+    assert _env(one(docs, "Deployment"))["VK_FARGATE_FLEET_INSECURE"] == "true"
+    assert _fleet_settings(docs).fleet_insecure is True
+    for url in ("http://127.0.0.1:8400", "http://localhost:8400", "http://[::1]:8400"):
+        assert _fleet_settings(documents(render(helm, "--set", f"fleet.url={url}")))
+    assert "without TLS" in refused(helm, "--set", "fleet.url=http://127.evil.example:8400")
+
+
+def test_unusable_fleet_values_are_refused(helm: Path, tmp_path: Path) -> None:
+    bundle = f"fleet.caBundle={fleet_ca_file(tmp_path)}"
+    for url in ("fleetd:8400", "ftp://fleetd:8400", "https://"):
+        assert "fleet.url must be https://HOST[:PORT]" in refused(helm, "--set", f"fleet.url={url}")
+    assert "must be PEM certificates" in refused(helm, "--set", "fleet.caBundle=not-a-pem")
+    message = refused(helm, "--set-file", bundle, "--set", "fleet.url=http://127.0.0.1:8400")
+    assert "fleet.caBundle is set but fleet.url" in message
 
 
 def test_the_profiles_config_map_loads_as_the_provider_loads_it(helm: Path, tmp_path: Path) -> None:

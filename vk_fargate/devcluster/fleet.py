@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from vk_fargate import pki
 from vk_fargate.devcluster import components, processes
 from vk_fargate.devcluster import registry as devregistry
 
@@ -98,8 +99,10 @@ def write_config(
     registry: str | None = None,
     private_registries: tuple[str, ...] = (),
     image_budget_mib: int | None = None,
+    tls: pki.KeyPair | None = None,
 ) -> Path:
-    """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``.
+    """A fleet.yaml under ``root`` for a one-machine fleet on loopback ``port``, served
+    over TLS with ``tls`` (a certificate for 127.0.0.1 and its key, written beside it).
 
     With ``registry`` (host:port of a plain-HTTP registry) containers run from their
     images, pulled from there for docker.io (a mirror) and for the registry itself;
@@ -136,6 +139,11 @@ def write_config(
     if image_budget_mib is not None:
         document["image_budget_mib"] = image_budget_mib
     root.mkdir(parents=True, exist_ok=True)
+    if tls is not None:
+        document["tls"] = {"cert_file": str(root / "tls.crt"), "key_file": str(root / "tls.key")}
+        (root / "tls.crt").write_bytes(tls.cert)
+        (root / "tls.key").touch(mode=0o600)
+        (root / "tls.key").write_bytes(tls.key)
     path = root / "fleet.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -148,8 +156,9 @@ async def start(
     port = processes.free_ports(1)[0]
     if config is None:
         config = write_config(root, port=port, **options)
-    else:
-        port = int(yaml.safe_load(config.read_text())["listen"].rpartition(":")[2])
+    document = yaml.safe_load(config.read_text())
+    port = int(document["listen"].rpartition(":")[2])
+    url = f"{'https' if document.get('tls') else 'http'}://127.0.0.1:{port}"
     token_file = root / "token"
     if not token_file.exists():
         token_file.write_text(secrets.token_urlsafe(24) + "\n")
@@ -166,7 +175,7 @@ async def start(
             str(config),
             "--stop-on-exit",
         ),
-        f"http://127.0.0.1:{port}/healthz",
+        f"{url}/healthz",
         log,
     )
     process = processes.spawn(command, detach=detach)
@@ -175,9 +184,7 @@ async def start(
     except BaseException:
         processes.stop(process.pid, grace=10, child=process)
         raise
-    return Fleet(
-        f"http://127.0.0.1:{port}", token_file.read_text().strip(), token_file, config, log, process
-    )
+    return Fleet(url, token_file.read_text().strip(), token_file, config, log, process)
 
 
 @contextlib.asynccontextmanager

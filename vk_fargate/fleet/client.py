@@ -4,7 +4,9 @@ Every call is idempotent by the API's design (client-chosen ids, PUT, DELETE), s
 connection errors and 5xx answers are retried with jittered exponential back-off,
 never sooner than a ``Retry-After``. ``InsufficientCapacity`` is not retried here:
 the caller decides (the scheduler reports it on the pod and tries again later).
-Errors come back as the typed ``errors.FleetError`` subclasses.
+Errors come back as the typed ``errors.FleetError`` subclasses. An https:// fleet is
+verified against the system's CAs, or only those of a CA bundle (``trusting``); a
+certificate that does not verify is a plain ``FleetError``, never retried.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,6 +39,14 @@ def _retry_wait(state: tenacity.RetryCallState) -> float:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, errors.FleetUnavailable)
+
+
+def trusting(ca_file: Path) -> ssl.SSLContext:
+    """A client context trusting only the CAs in ``ca_file`` (PEM) for the fleet."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError included: no certificate in the file
+        raise errors.ConfigError(f"cannot load the fleet CA bundle {ca_file}: {exc}") from exc
 
 
 class FleetClient:
@@ -131,7 +142,7 @@ class FleetClient:
                 async for chunk in response.content.iter_any():
                     yield chunk
         except aiohttp.ClientError as exc:
-            raise errors.FleetUnavailable(f"fleet logs stream failed: {exc}") from exc
+            raise _failed("fleet logs stream failed", exc) from exc
 
     async def events(self, since: int) -> AsyncIterator[models.Event]:
         """Every event after ``since``, forever, reconnecting from the last cursor seen.
@@ -168,7 +179,7 @@ class FleetClient:
                         if line.strip():
                             yield models.Event.model_validate_json(line)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise errors.FleetUnavailable(f"fleet event stream broke: {exc!r}") from exc
+            raise _failed("fleet event stream broke", exc) from exc
         raise errors.FleetUnavailable("fleet event stream ended")
 
     async def _call(
@@ -195,7 +206,18 @@ class FleetClient:
                 await _raise_for(response)
                 return await response.json()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise errors.FleetUnavailable(f"{method} {path}: {exc!r}") from exc
+            raise _failed(f"{method} {path}", exc) from exc
+
+
+def _failed(what: str, exc: Exception) -> errors.FleetError:
+    """FleetUnavailable (retried) for a failed connection; a certificate this client does
+    not trust is a FleetError of its own: retrying cannot fix it."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return errors.FleetError(
+            f"{what}: the fleet's TLS certificate is not trusted ({exc.certificate_error}); "
+            "give the CA that signed it (VK_FARGATE_FLEET_CA_FILE)"
+        )
+    return errors.FleetUnavailable(f"{what}: {exc!r}")
 
 
 def _route(path: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from vk_fargate import errors
+from vk_fargate import errors, settings
 
 
 class Model(pydantic.BaseModel):
@@ -117,7 +117,11 @@ class FleetConfig(Model):
         host_part, _, port = self.listen.rpartition(":")
         if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, not {self.listen!r}")
-        if self.tls is None and not self.insecure_listen and not _loopback(self.listen_host):
+        if (
+            self.tls is None
+            and not self.insecure_listen
+            and not settings.loopback(self.listen_host)
+        ):
             raise ValueError(
                 f"listen {self.listen!r} reaches beyond this machine without TLS: the bearer "
                 "token and Secrets' values would cross the network in clear. Set tls "
@@ -132,15 +136,6 @@ class FleetConfig(Model):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve anywhere
 
 
 def load(path: Path) -> FleetConfig:

@@ -164,4 +164,26 @@ webhooks:
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: replicas without it would all schedule and reconcile the same pods" }}
 {{- end }}
+{{- include "vk-fargate.validateFleet" . }}
+{{- end }}
+
+{{/* The provider's own rule (vk_fargate/settings.py): TLS to the fleet unless it is on
+loopback or insecure is asked for; a CA bundle only for https. */}}
+{{- define "vk-fargate.validateFleet" -}}
+{{- $url := urlParse .Values.fleet.url }}
+{{- if or (not (has $url.scheme (list "http" "https"))) (not $url.hostname) }}
+{{- fail (printf "fleet.url must be https://HOST[:PORT] (or http:// on loopback), not %q" .Values.fleet.url) }}
+{{- end }}
+{{- if eq $url.scheme "http" }}
+{{- if .Values.fleet.caBundle }}
+{{- fail (printf "fleet.caBundle is set but fleet.url %q is plain http: use https://" .Values.fleet.url) }}
+{{- end }}
+{{- $loopback := or (eq $url.hostname "localhost" "::1") (regexMatch "^127\\.[0-9]+\\.[0-9]+\\.[0-9]+$" $url.hostname) }}
+{{- if not (or $loopback .Values.fleet.insecure) }}
+{{- fail (printf "fleet.url %q reaches the fleet without TLS: the bearer token and Secrets' values would cross the network in clear. Use https:// (with fleet.caBundle for a private CA), or set fleet.insecure=true if you mean it" .Values.fleet.url) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.fleet.caBundle (not (contains "-----BEGIN CERTIFICATE-----" .Values.fleet.caBundle)) }}
+{{- fail "fleet.caBundle must be PEM certificates (-----BEGIN CERTIFICATE-----), e.g. --set-file fleet.caBundle=ca.crt" }}
+{{- end }}
 {{- end }}

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vk_fargate import __version__, app, costcli, errors, profilecli, settings
-from vk_fargate.devcluster import binaries, demo, stack, state
+from vk_fargate.devcluster import binaries, demo, restart, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
 
@@ -141,6 +141,13 @@ def _dev_demo(config: settings.Settings) -> int:
     return 0
 
 
+async def _dev_restart(config: settings.Settings, name: str, *, kill: bool) -> int:
+    how = "killed" if kill else "stopped"
+    component = await restart.restart(state.dev_root(config.state_dir), name, kill=kill)
+    _say(f"{name} {how} and started again: pid {component['pid']}, healthy at {component['url']}")
+    return 0
+
+
 def _dev_build(config: settings.Settings) -> int:
     bins = _ensure_binaries(config)
     print(bins.kube_apiserver.parent)
@@ -228,6 +235,18 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     down = dev_commands.add_parser("down", help="stop the local cluster")
     down.add_argument("--keep-files", action="store_true", help="keep certificates and logs")
+    restarting = dev_commands.add_parser(
+        "restart",
+        help="stop one component and start it again as `dev up` started it",
+        description="Components: etcd, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler, registry, fleetd, provider (`dev status` lists them). A graceful "
+        "restart of fleetd ends its microVMs (the dev stack runs it with --stop-on-exit); "
+        "--kill keeps them for the new fleetd to adopt.",
+    )
+    restarting.add_argument("component", help="a name `vk-fargate dev status` shows")
+    restarting.add_argument(
+        "--kill", action="store_true", help="SIGKILL it, as a crash would (default: SIGTERM)"
+    )
     dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
     dev_commands.add_parser("demo", help="replay the seed's walkthrough on the running stack")
     commands.add_parser(
@@ -304,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dev_down(config, keep_files=args.keep_files)
         if args.dev_command == "demo":
             return _dev_demo(config)
+        if args.dev_command == "restart":
+            return asyncio.run(_dev_restart(config, args.component, kill=args.kill))
         return _dev_build(config)
     except errors.VkFargateError as exc:
         print(f"error: {exc}", file=sys.stderr)

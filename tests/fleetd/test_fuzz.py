@@ -1,14 +1,18 @@
-"""Property-based fuzzing of the real fleet daemon from openapi.yaml (schemathesis)."""
+"""Property-based fuzzing of the real fleet daemon: every operation from openapi.yaml
+(schemathesis), and the Authorization header and request bodies as raw bytes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import urllib.parse
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
 import hypothesis
+import hypothesis.strategies as st
 import pytest
 import schemathesis
 from schemathesis.specs.openapi import checks
@@ -107,3 +111,52 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case[Any], fleet: devflee
         checks=CHECKS,
         timeout=REQUEST_TIMEOUT,
     )
+
+
+def _raw(url: str, request: bytes) -> int:
+    """The status the daemon answers to ``request`` (raw bytes: a hostile client need
+    not encode as aiohttp's client would)."""
+    address = urllib.parse.urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
+        conn.sendall(request)
+        status_line = conn.makefile("rb").readline()
+    return int(status_line.split()[1])
+
+
+@hypothesis.given(value=st.binary(max_size=300).filter(lambda b: b"\r" not in b and b"\n" not in b))
+@hypothesis.settings(max_examples=60, deadline=None, database=None)
+def test_any_authorization_header_is_refused_never_a_server_error(
+    value: bytes, fleet: devfleet.Fleet
+) -> None:
+    request = b"GET /v1/microvms HTTP/1.1\r\nHost: fleet\r\nAuthorization: " + value
+    status = _raw(fleet.url, request + b"\r\nConnection: close\r\n\r\n")
+    assert status in (400, 401), (value, status)
+
+
+def _nested(depth: int, leaf: str, kind: str) -> str:
+    return (
+        ("[" * depth if kind == "list" else '{"a":' * depth)
+        + leaf
+        + ("]" * depth if kind == "list" else "}" * depth)
+    )
+
+
+@hypothesis.given(
+    depth=st.integers(min_value=1, max_value=20_000),
+    digits=st.integers(min_value=1, max_value=10_000),
+    kind=st.sampled_from(["list", "object"]),
+    padding=st.integers(min_value=0, max_value=3 * 1024 * 1024),
+)
+@hypothesis.settings(max_examples=40, deadline=None, database=None)
+def test_any_body_size_depth_or_number_is_refused_never_a_server_error(
+    depth: int, digits: int, kind: str, padding: int, fleet: devfleet.Fleet
+) -> None:
+    """Deep nesting, long integers and large bodies: a 4xx, never a 5xx."""
+    body = _nested(depth, "9" * digits, kind).encode() + b" " * padding
+    head = (
+        f"PUT /v1/microvms/fuzz-body HTTP/1.1\r\nHost: fleet\r\n"
+        f"Authorization: Bearer {fleet.token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    status = _raw(fleet.url, head + body)
+    assert 400 <= status < 500, (depth, digits, kind, padding, status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vk_fargate.devcluster import binaries, components
+from vk_fargate.devcluster import binaries, components, processes
 
 LAYOUT = components.Layout(Path("/x"))
 PORTS = components.Ports(2379, 2380, 6443, 10257, 10259)
@@ -45,3 +45,12 @@ def test_controllers_use_their_own_kubeconfig_and_log() -> None:
     assert "--use-service-account-credentials=true" in cm.argv
     assert cm.log == Path("/x/logs/kube-controller-manager.log")
     assert _by_name()["kube-scheduler"].health_url == "https://127.0.0.1:10259/healthz"
+
+
+def test_server_ports_are_picked_below_the_ephemeral_range() -> None:
+    """A port in the ephemeral range can be taken by an outgoing connection (even one to
+    itself) while its server restarts; the dev stack's servers stay out of it."""
+    first = int(Path(processes.EPHEMERAL_RANGE).read_text().split()[0])
+    ports = processes.free_ports(6)
+    assert len(set(ports)) == 6
+    assert all(processes.PORTS_FROM <= p < first for p in ports), ports

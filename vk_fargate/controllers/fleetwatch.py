@@ -1,6 +1,8 @@
 """The fleet's side of the world: list this cluster's microVMs, then follow the event
 stream from the list's cursor, so no change is missed; relist when the cursor has
-expired or the fleet was unreachable. Every change enqueues the pod (same UID).
+expired or the fleet was unreachable. Every change enqueues the pod (same UID), and
+every list enqueues the pods still waiting for a microVM: their retries backed off
+while the fleet was away, and need not wait out the back-off once it is back.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ async def run(
             for vm in fresh.values():
                 state.vms[vm.id] = vm
                 enqueue(vm.id)
+            # Pods still to place were backing off while the fleet was away: now, at once.
+            for uid, pod in list(state.pods.items()):
+                if uid not in fresh and not (pod.get("spec") or {}).get("nodeName"):
+                    enqueue(uid)
             state.fleet_synced.set()
             delay = BACKOFF_MIN
             async for event in fleet.events(listed.cursor):

@@ -89,7 +89,7 @@ class Cluster:
                 await processes.wait_healthy(
                     process,
                     command,
-                    ssl_context=self._health_ssl(command),
+                    ssl_context=health_ssl(self.layout, command.name),
                     timeout=HEALTH_TIMEOUT,
                 )
                 progress(f"{command.name} healthy in {time.monotonic() - began:.1f}s")
@@ -120,7 +120,7 @@ class Cluster:
         await processes.wait_healthy(
             process,
             item.command,
-            ssl_context=self._health_ssl(item.command),
+            ssl_context=health_ssl(self.layout, name),
             timeout=HEALTH_TIMEOUT,
         )
 
@@ -149,18 +149,12 @@ class Cluster:
                     "url": item.command.health_url.rsplit("/", 1)[0],
                     "log": str(item.command.log),
                     "program": item.command.argv[0],
+                    "argv": list(item.command.argv),
+                    "health_url": item.command.health_url,
                 }
                 for item in self.running
             },
         }
-
-    def _health_ssl(self, command: components.Command) -> ssl.SSLContext | bool:
-        if command.name == "kube-apiserver":
-            context = ssl.create_default_context(cafile=str(self.layout.pem("ca.crt")))
-            context.load_cert_chain(self.layout.pem("admin.crt"), self.layout.pem("admin.key"))
-            return context
-        # The controllers serve /healthz with certificates they make up themselves.
-        return False
 
     def _write_files(self) -> None:
         layout = self.layout
@@ -206,3 +200,13 @@ class Cluster:
         document = kubeconfigs.render(server=self.server, ca_cert=ca.cert, client=client, user=user)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         path.chmod(0o600)
+
+
+def health_ssl(layout: components.Layout, name: str) -> ssl.SSLContext | bool:
+    """How to ask component ``name`` of the cluster at ``layout`` whether it is healthy."""
+    if name == "kube-apiserver":
+        context = ssl.create_default_context(cafile=str(layout.pem("ca.crt")))
+        context.load_cert_chain(layout.pem("admin.crt"), layout.pem("admin.key"))
+        return context
+    # The controllers serve /healthz with certificates they make up themselves.
+    return False

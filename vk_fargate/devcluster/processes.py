@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import ssl
@@ -27,19 +28,46 @@ from vk_fargate import errors
 from vk_fargate.devcluster import components
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+PORTS_FROM = 20000  # servers' ports are picked from here to the ephemeral range
 # How much of a failed component's log to quote in the error.
 LOG_TAIL_LINES = 15
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands to outgoing connections."""
+    try:
+        return int(Path(EPHEMERAL_RANGE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports that were free a moment ago.
 
-    All sockets are held open together so the kernel hands out distinct ports.
+    They are picked below the kernel's ephemeral range: a port in it may be taken by
+    any outgoing connection while its server restarts (a client retrying a connect to
+    it can even connect to itself), and the server could not listen again. All sockets
+    are held open together so the ports are distinct.
     """
-    sockets = [socket.socket() for _ in range(count)]
+    first = _ephemeral_start()
+    pool = range(PORTS_FROM, first) if first - PORTS_FROM >= 4 * count else range(0)
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
+        for port in random.sample(pool, k=len(pool)):
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            if len(sockets) == count:
+                break
+        while len(sockets) < count:  # no room below the ephemeral range: any free port
+            sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:

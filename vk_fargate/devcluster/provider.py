@@ -61,13 +61,20 @@ class Provider:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        """Start it and wait until it is ready: webhooks registered, watches synced (its
-        /readyz), not merely serving the kubelet API, which comes first."""
+    @property
+    def ready_url(self) -> str:
+        """Its /readyz: webhooks registered, watches synced; not merely serving the
+        kubelet API, which comes first."""
         metrics_port = self.env.get("VK_FARGATE_METRICS_PORT")
-        ready = f"http://127.0.0.1:{metrics_port}/readyz" if metrics_port else f"{self.url}/healthz"
+        return f"http://127.0.0.1:{metrics_port}/readyz" if metrics_port else f"{self.url}/healthz"
+
+    async def start(self) -> None:
+        """Start it and wait until it is ready (``ready_url``)."""
         command = components.Command(
-            "vk-fargate-run", (sys.executable, "-m", "vk_fargate.cli", "run"), ready, self.log
+            "vk-fargate-run",
+            (sys.executable, "-m", "vk_fargate.cli", "run"),
+            self.ready_url,
+            self.log,
         )
         self.process = processes.spawn(command, detach=self.detach, env=self.env)
         await processes.wait_healthy(self.process, command, ssl_context=False, timeout=90)

@@ -11,7 +11,8 @@ addresses fleetd serves) and the provider (which gets moto's endpoint and dummy 
 
 from __future__ import annotations
 
-import sys
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +30,27 @@ Progress = Callable[[str], None]
 
 
 def _component(
-    pid: int, url: str, log: Path, grace: float, program: str = sys.executable
+    process: subprocess.Popen[bytes],
+    url: str,
+    log: Path,
+    grace: float,
+    *,
+    health_url: str,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {"pid": pid, "url": url, "log": str(log), "program": program, "grace": grace}
+    """A started component as the state file records it: enough to stop it, and to
+    start it again as it was (``dev restart``)."""
+    argv = [str(a) for a in process.args]  # type: ignore[union-attr]
+    return {
+        "pid": process.pid,
+        "url": url,
+        "log": str(log),
+        "program": argv[0],
+        "grace": grace,
+        "argv": argv,
+        "health_url": health_url,
+        "env": env or {},
+    }
 
 
 def has_aws(status: dict[str, Any]) -> bool:
@@ -59,7 +78,9 @@ async def _start_aws(root: Path, status: dict[str, Any], progress: Progress) -> 
     except errors.AwsError as exc:
         log = root / "aws" / devaws.LOG_NAME
         raise errors.HarnessError("start moto", str(exc), log=log) from exc
-    status["components"]["aws"] = _component(aws.process.pid, aws.endpoint_url, aws.log, 10)
+    status["components"]["aws"] = _component(
+        aws.process, aws.endpoint_url, aws.log, 10, health_url=aws.endpoint_url
+    )
     status["aws"] = dict(aws.world)
     state.save(root, status)
     world = aws.world
@@ -77,7 +98,7 @@ async def _start_registry(
     progress("starting the image registry (docker-registry, on loopback) with the local images")
     registry = await devregistry.start_filled(root / "registry", cache, detach=True)
     status["components"]["registry"] = _component(
-        registry.process.pid, registry.url, registry.log, 10, program=devregistry.PROGRAM
+        registry.process, registry.url, registry.log, 10, health_url=f"{registry.url}/v2/"
     )
     status["registry"] = {"url": registry.url, "images": registry.images}
     state.save(root, status)
@@ -108,7 +129,9 @@ async def up(
         fleet = await devfleet.start(
             root / "fleet", detach=True, subnets=subnets, registry=registry.host
         )
-        status["components"]["fleetd"] = _component(fleet.process.pid, fleet.url, fleet.log, 60)
+        status["components"]["fleetd"] = _component(
+            fleet.process, fleet.url, fleet.log, 60, health_url=f"{fleet.url}/healthz"
+        )
         status["fleet"] = {"url": fleet.url, "token_file": str(fleet.token_file)}
         state.save(root, status)
         progress(f"fleetd serving the fleet API at {fleet.url}")
@@ -122,8 +145,9 @@ async def up(
         provider = devprovider.Provider(env, root / "logs" / "provider.log", detach=True)
         await provider.start()
         assert provider.process is not None
+        own = {k: v for k, v in env.items() if os.environ.get(k) != v}
         status["components"]["provider"] = _component(
-            provider.process.pid, provider.url, provider.log, 20
+            provider.process, provider.url, provider.log, 20, health_url=provider.ready_url, env=own
         )
         status["provider"] = {"kubelet_url": provider.url, "cluster_name": CLUSTER_NAME}
         state.save(root, status)

@@ -37,21 +37,22 @@ def load(root: Path) -> dict[str, Any] | None:
     return loaded
 
 
-def _ours(component: dict[str, Any]) -> bool:
+def ours(component: dict[str, Any]) -> bool:
+    """Whether the component's recorded PID still runs the program recorded for it."""
     pid = int(component["pid"])
     return processes.alive(pid) and processes.program_of(pid) == component["program"]
 
 
 def liveness(status: dict[str, Any]) -> dict[str, bool]:
     """For each recorded component, whether it is still running."""
-    return {name: _ours(c) for name, c in status["components"].items()}
+    return {name: ours(c) for name, c in status["components"].items()}
 
 
 def stop_all(status: dict[str, Any]) -> list[str]:
     """Stop every recorded component still running, last started first; their names."""
     stopped = []
     for name, component in reversed(list(status["components"].items())):
-        if _ours(component):
+        if ours(component):
             processes.stop(int(component["pid"]), grace=float(component.get("grace", 10)))
             stopped.append(name)
     return stopped

@@ -4,9 +4,10 @@ Usage: python benchmarks/provider_pods.py [--pods 200]
 With the images in a local registry (pulled once, then cached on the host; each pod's
 containers run by runc), creates one Deployment of N replicas (busybox `sleep`) for
 fargate-scheduler and prints: pods/s to Running, p50/p99 create-to-Running latency
-(pod creationTimestamp to the Ready condition's transition, both set by the API
-server's clock), API requests per pod made by the provider, the provider's peak RSS,
-and the time to scale to 0.
+(pod creationTimestamp, from the API server, to the Ready condition's transition,
+which the provider stamps as it writes it: when a watch could first see it), API
+requests per pod made by the provider, the provider's peak RSS, and the time to scale
+to 0.
 In between, it scrapes every node's ``/metrics/resource`` as metrics-server does (each
 node's own address and port, 10 at a time, two rounds) and prints the round's time and
 the per-node latency, checking each answer carries its pod's container metrics.

@@ -207,7 +207,8 @@ def test_a_failed_microvm_without_reason_is_provider_failed() -> None:
 
 
 def test_conditions_shape_and_second_precision_timestamps() -> None:
-    status = podstatus.compute(pod(), microvm("running", containers=[running("app")]))
+    vm = microvm("running", containers=[running("app")])
+    status = podstatus.compute(pod(), vm, now=UPDATED)
     assert [c["type"] for c in status["conditions"]] == [
         "PodReadyToStartContainers",
         "Initialized",
@@ -222,10 +223,27 @@ def test_conditions_shape_and_second_precision_timestamps() -> None:
         "reason": None,
         "message": None,
         "lastProbeTime": None,
-        "lastTransitionTime": "2024-05-01T12:00:00Z",
+        "lastTransitionTime": "2024-05-01T12:06:00Z",
     }
     assert by_type["Ready"]["lastTransitionTime"] == "2024-05-01T12:06:00Z"
     assert status["startTime"] == "2024-05-01T12:00:00Z"
+
+
+def test_a_transition_is_stamped_when_written_and_a_steady_condition_keeps_its_time() -> None:
+    """Ready's time is when the API server learns of it, not when the microVM started
+    (a benchmark reading it would otherwise flatter the provider)."""
+    before = [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": "2024-05-01T12:00:01Z"},
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2024-05-01T12:00:01Z"},
+    ]
+    vm = microvm("running", containers=[running("app")])
+    status = podstatus.compute(pod(), vm, previous=before, now=UPDATED)
+    by_type = conditions(status)
+    assert by_type["Initialized"]["lastTransitionTime"] == "2024-05-01T12:00:01Z"
+    assert by_type["Ready"]["lastTransitionTime"] == "2024-05-01T12:06:00Z"
+    assert by_type["ContainersReady"]["lastTransitionTime"] == "2024-05-01T12:06:00Z"
+    again = podstatus.compute(pod(), vm, previous=status["conditions"])
+    assert again["conditions"] == status["conditions"], "nothing changed: nothing to write"
 
 
 def test_timestamp_converts_to_utc_and_drops_fractions() -> None:

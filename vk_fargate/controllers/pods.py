@@ -202,8 +202,9 @@ class PodReconciler:
             except (sizing.TooLarge, ValueError):
                 size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
             await self.scheduler.ensure_node(pod, vm, size)
-        status = podstatus.compute(pod, vm)
-        before = (self._sent.get(uid) or pod.get("status") or {}).get("phase")
+        current = self._sent.get(uid) or pod.get("status") or {}  # read our writes
+        status = podstatus.compute(pod, vm, previous=current.get("conditions"))
+        before = current.get("phase")
         if status["phase"] == "Running" and before not in ("Running", "Succeeded", "Failed"):
             created = pod["metadata"].get("creationTimestamp")
             if created:

@@ -112,13 +112,8 @@ def _phase(vm: models.MicroVM, init_done: bool, sidecars: set[str]) -> str:
     return "Running"
 
 
-def _condition(kind: str, ok: bool, since: str | None, reason: str | None = None) -> JSON:
-    condition: JSON = {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "lastProbeTime": None,
-        "lastTransitionTime": since,
-    }
+def _condition(kind: str, ok: bool, reason: str | None = None) -> JSON:
+    condition: JSON = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None}
     if reason and not ok:
         condition["reason"] = reason
     elif ok:  # null: the strategic-merge patch removes a reason left from False
@@ -126,8 +121,26 @@ def _condition(kind: str, ok: bool, since: str | None, reason: str | None = None
     return condition
 
 
-def compute(pod: JSON, vm: models.MicroVM) -> JSON:
-    """The ``status`` fields the provider owns, for a strategic-merge patch."""
+def _stamped(conditions: list[JSON], previous: list[JSON], now: str | None) -> list[JSON]:
+    """Each condition's lastTransitionTime: kept while its status is unchanged, else
+    ``now``, when the API server learns of the change (as the kubelet stamps it)."""
+    before = {c.get("type"): c for c in previous}
+    for condition in conditions:
+        old = before.get(condition["type"]) or {}
+        same = old.get("status") == condition["status"] and old.get("lastTransitionTime")
+        condition["lastTransitionTime"] = old["lastTransitionTime"] if same else now
+    return conditions
+
+
+def compute(
+    pod: JSON,
+    vm: models.MicroVM,
+    *,
+    previous: list[JSON] | None = None,
+    now: datetime.datetime | None = None,
+) -> JSON:
+    """The ``status`` fields the provider owns, for a strategic-merge patch written at
+    ``now``; ``previous`` are the conditions the API server has (or was last sent)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
     # The scheduler runs sidecars as the fleet's app containers (scheduling._spec).
@@ -144,17 +157,18 @@ def compute(pod: JSON, vm: models.MicroVM) -> JSON:
     )
     phase = _phase(vm, init_done, sidecars)
     ready = phase == "Running" and all(s["ready"] for s in main)
-    since = timestamp(vm.status.updated_at)
     sandbox_up = vm.status.state in ("running", "stopping")
+    conditions = [
+        _condition("PodReadyToStartContainers", sandbox_up),
+        _condition("Initialized", init_done, "ContainersNotInitialized"),
+        _condition("ContainersReady", ready, "ContainersNotReady"),
+        _condition("Ready", ready, "ContainersNotReady"),
+        _condition("PodScheduled", True),
+    ]
+    written = timestamp(now or models.now())
     status: JSON = {
         "phase": phase,
-        "conditions": [
-            _condition("PodReadyToStartContainers", sandbox_up, since),
-            _condition("Initialized", init_done, since, "ContainersNotInitialized"),
-            _condition("ContainersReady", ready, since, "ContainersNotReady"),
-            _condition("Ready", ready, since, "ContainersNotReady"),
-            _condition("PodScheduled", True, timestamp(vm.status.created_at)),
-        ],
+        "conditions": _stamped(conditions, previous or [], written),
         "containerStatuses": main,
         "startTime": timestamp(vm.status.created_at),
     }

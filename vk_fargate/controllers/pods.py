@@ -99,8 +99,7 @@ class PodReconciler:
             await self._sync(pod, vm)
 
     async def _orphan(self, uid: str, vm: models.MicroVM | None) -> None:
-        if vm is not None:
-            await self._stop(uid, grace=0)
+        if vm is not None and not await self._stop(uid, grace=0):
             return
         await self._remove_node(uid)
         await self._release_eni(uid)
@@ -116,20 +115,21 @@ class PodReconciler:
             # Asked again once it has ended: a fleet that lost the request (a restart
             # of an older fleetd) would otherwise keep it, and the pod Terminating.
             ended = vm.status.state in models.FINAL_STATES
-            if ended or (vm.status.state != "stopping" and uid not in self._stopping):
-                grace = pod["metadata"].get("deletionGracePeriodSeconds")
-                node = (pod.get("spec") or {}).get("nodeName")
-                for c in vm.status.containers:
-                    if c.state == "running":
-                        await self.recorder.record(
-                            pod,
-                            "Killing",
-                            f"Stopping container {c.name}",
-                            component="kubelet",
-                            host=node,
-                        )
-                await self._stop(uid, grace=grace)
-            return
+            if not ended and (vm.status.state == "stopping" or uid in self._stopping):
+                return  # its end comes as a fleet event
+            grace = pod["metadata"].get("deletionGracePeriodSeconds")
+            node = (pod.get("spec") or {}).get("nodeName")
+            for c in vm.status.containers:
+                if c.state == "running":
+                    await self.recorder.record(
+                        pod,
+                        "Killing",
+                        f"Stopping container {c.name}",
+                        component="kubelet",
+                        host=node,
+                    )
+            if not await self._stop(uid, grace=grace):
+                return
         try:
             await pods.delete_now(self.api, pod)
         except errors.KubeError as exc:
@@ -139,12 +139,17 @@ class PodReconciler:
         await self._release_eni(uid)
         self._forget(uid)
 
-    async def _stop(self, uid: str, *, grace: int | None) -> None:
+    async def _stop(self, uid: str, *, grace: int | None) -> bool:
+        """Ask the fleet to stop the microVM; True when it is gone already (the answer
+        to an earlier DELETE was lost, say). It leaves the cache then, so the fleet's
+        ``deleted`` event, if still to come, enqueues nothing: the caller goes on."""
         try:
             await self.fleet.delete_microvm(uid, grace_seconds=grace)
-            self._stopping.add(uid)
         except errors.NotFound:
             self.world.vms.pop(uid, None)
+            return True
+        self._stopping.add(uid)
+        return False
 
     async def _remove_node(self, uid: str) -> None:
         """Delete the node made for pod ``uid``, and only that one (by UID)."""

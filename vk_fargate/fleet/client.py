@@ -191,7 +191,9 @@ class FleetClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         call = f"{method} {_route(path)}"
-        async for attempt in self._retrying:
+        # A copy per call: an AsyncRetrying keeps the attempt's state in itself, so
+        # concurrent calls sharing one would count, and lose, each other's failures.
+        async for attempt in self._retrying.copy():
             with attempt, metrics.Timer(call):
                 return await self._once(method, path, json_body=json_body, params=params)
         raise AssertionError("unreachable: tenacity reraises")

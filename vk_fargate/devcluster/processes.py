@@ -29,6 +29,7 @@ from vk_fargate.devcluster import components
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+KILL_WAIT = 10.0  # seconds a SIGKILLed process may take to close its files
 PORTS_FROM = 20000  # servers' ports are picked from here to the ephemeral range
 # How much of a failed component's log to quote in the error.
 LOG_TAIL_LINES = 15
@@ -160,6 +161,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def ended(pid: int) -> bool:
+    """Whether ``pid`` has ended with all its threads: its files, listening sockets
+    included, are closed. A killed multi-threaded process shows as a zombie while its
+    other threads still exit and still hold them."""
+    try:
+        return not alive(pid) and len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def program_of(pid: int) -> str | None:
     """argv[0] of a live process, to check a PID still is the program we started."""
     try:
@@ -179,10 +190,22 @@ def stop(pid: int, *, grace: float = 10.0, child: subprocess.Popen[bytes] | None
     while time.monotonic() < deadline:
         if child is not None and child.poll() is not None:
             break
-        if child is None and not alive(pid):
+        if child is None and ended(pid):
             break
         time.sleep(0.05)
+    if child is None:
+        kill(pid)
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    if child is not None:
-        child.wait()
+    child.wait()
+
+
+def kill(pid: int) -> None:
+    """SIGKILL the process group of ``pid``, as a crash ends it, and wait (at most
+    ``KILL_WAIT``) until its files, listening sockets included, are closed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT
+    while not ended(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -11,10 +11,7 @@ fleetd ends its microVMs, a killed one leaves them running for the new one to ad
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +49,7 @@ def _end(component: dict[str, Any], *, kill: bool) -> None:
     if not kill:
         processes.stop(pid, grace=float(component.get("grace", 10)))
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while processes.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    processes.kill(pid)
 
 
 async def restart(root: Path, name: str, *, kill: bool = False) -> dict[str, Any]:

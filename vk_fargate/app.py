@@ -74,7 +74,15 @@ class Provider:
         self.fleet = fleet
         self.world = world.World()
         self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
-        self.queue = queueing.Queue(self._reconcile, workers=cfg.workers, name="pods")
+        # Queues by direction: pods from Kubernetes (place, delete) and status from the
+        # fleet, so that a status write never waits behind placements; one key at a time.
+        exclusive = queueing.Exclusive()
+        self.queue = queueing.Queue(
+            self._reconcile, workers=cfg.workers, name="pods", exclusive=exclusive
+        )
+        self.status_queue = queueing.Queue(
+            self._report, workers=cfg.status_workers, name="status", exclusive=exclusive
+        )
         self.aws = aws_session.AwsSettings.from_provider(cfg)
         self.profiles = profiles.ProfileController(
             api,
@@ -151,6 +159,17 @@ class Provider:
         self.failed = asyncio.Event()
 
     async def _reconcile(self, uid: str) -> None:
+        await self.pods.reconcile(uid)
+
+    async def _report(self, uid: str) -> None:
+        """A change the fleet reported: a pod still to be placed is the pods queue's
+        (its placement goes on there, at once); any other is reconciled here."""
+        pod = self.world.pods.get(uid)
+        meta = (pod or {}).get("metadata") or {}
+        unbound = pod is not None and not (pod.get("spec") or {}).get("nodeName")
+        if unbound and not meta.get("deletionTimestamp"):
+            self.queue.add(uid)
+            return
         await self.pods.reconcile(uid)
 
     def _on_pod(self, kind: str, pod: kube.JSON) -> None:
@@ -234,7 +253,7 @@ class Provider:
             lambda: fleetwatch.run(
                 self.fleet,
                 self.world,
-                self.queue.add,
+                self.status_queue.add,
                 cluster=self.cfg.cluster_name,
                 on_notice=self.evictions.notice,
             ),
@@ -294,6 +313,7 @@ class Provider:
         for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
             self.queue.add(uid)
         self.queue.start()
+        self.status_queue.start()
         if self.endpoints is not None:
             self.endpoints.changed()  # the leader owns every node's port and address
         self._once(self._collect_enis(), "eni-collection")
@@ -383,6 +403,7 @@ class Provider:
             self.node_informer.restarts,
         )
         await self.queue.stop()
+        await self.status_queue.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

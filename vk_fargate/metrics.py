@@ -36,6 +36,30 @@ FLEET_ERRORS = prometheus_client.Counter(
     ["call", "code"],
     registry=REGISTRY,
 )
+# client-go's workqueue metrics, per queue (pods, status, profiles, ...).
+QUEUE_DEPTH = prometheus_client.Gauge(
+    "vkfargate_workqueue_depth", "Keys waiting in the queue.", ["name"], registry=REGISTRY
+)
+QUEUE_ADDS = prometheus_client.Counter(
+    "vkfargate_workqueue_adds", "Keys added to the queue.", ["name"], registry=REGISTRY
+)
+QUEUE_RETRIES = prometheus_client.Counter(
+    "vkfargate_workqueue_retries", "Keys retried after a failure.", ["name"], registry=REGISTRY
+)
+QUEUE_WAIT = prometheus_client.Histogram(
+    "vkfargate_workqueue_queue_duration_seconds",
+    "How long a key waited in the queue before a worker took it.",
+    ["name"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+QUEUE_WORK = prometheus_client.Histogram(
+    "vkfargate_workqueue_work_duration_seconds",
+    "How long working a key took.",
+    ["name"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 PROVISIONED_VCPU_SECONDS = prometheus_client.Counter(
     "vkfargate_provisioned_vcpu_seconds",
     "vCPU-seconds provisioned to finished microVMs.",

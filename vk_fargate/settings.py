@@ -132,7 +132,12 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     leader_retry_seconds: float = pydantic.Field(
         default=2.0, gt=0, description="Between looks at (and renewals of) the leader Lease."
     )
-    workers: int = pydantic.Field(default=16, ge=1, le=256)
+    workers: int = pydantic.Field(
+        default=16, ge=1, le=256, description="Pods placed or deleted at once."
+    )
+    status_workers: int = pydantic.Field(
+        default=8, ge=1, le=256, description="Pod status writes (from the fleet) at once."
+    )
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
     node_status_seconds: float = pydantic.Field(default=60.0, gt=0)
 

@@ -226,3 +226,48 @@ async def test_stop_cancels_workers_in_work_and_pending_timers() -> None:
     await asyncio.sleep(0.05)
     assert "timer" not in calls
     assert len(queue) == 0
+
+
+async def test_queues_sharing_keys_work_a_key_one_at_a_time_and_others_go_on() -> None:
+    """Pods and status queues: a status write for one pod waits only for that pod's
+    placement, never for placements of other pods queued before it."""
+    exclusive = queueing.Exclusive()
+    placing = asyncio.Event()
+    release = asyncio.Event()
+    inside: collections.Counter[str] = collections.Counter()
+    most_inside = 0
+    reported: list[str] = []
+
+    async def place(key: str) -> None:
+        nonlocal most_inside
+        inside[key] += 1
+        most_inside = max(most_inside, inside[key])
+        placing.set()
+        await release.wait()  # a slow placement (many API requests)
+        inside[key] -= 1
+
+    async def report(key: str) -> None:
+        nonlocal most_inside
+        inside[key] += 1
+        most_inside = max(most_inside, inside[key])
+        reported.append(key)
+        inside[key] -= 1
+
+    pods = queueing.Queue(place, workers=1, name="pods", exclusive=exclusive)
+    status = queueing.Queue(report, workers=1, name="status", exclusive=exclusive)
+    pods.start()
+    status.start()
+    try:
+        for key in ("a", "b", "c"):
+            pods.add(key)
+        await asyncio.wait_for(placing.wait(), TIMEOUT)  # "a" is being placed
+        status.add("a")
+        status.add("z")  # a pod placed long ago: its status goes at once
+        await until(lambda: reported == ["z"])
+        release.set()
+        await until(lambda: reported == ["z", "a"])
+        await until(lambda: len(pods) == 0)
+    finally:
+        await pods.stop()
+        await status.stop()
+    assert most_inside == 1

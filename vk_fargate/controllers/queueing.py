@@ -5,29 +5,69 @@ worked by two workers at once (added while in work, it is worked again after);
 ``later`` re-adds a key after a delay (retries with back-off). A failing handler is
 retried with back-off, never lost, and never kills a worker; it is logged in one line
 (at debug level while the API server is unreachable), with a traceback only for a bug.
+
+Queues that work the same keys in different directions (pods from Kubernetes, status
+from the fleet) share an ``Exclusive``: a key is then worked by one of them at a
+time, while every other key goes on in both (a worker never waits for a key). Each
+queue reports client-go's workqueue metrics (depth, adds, retries, time queued, time
+worked) under its name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN, RETRY_MAX = 0.5, 60.0  # seconds between retries of a failing key
 
 
+class Exclusive:
+    """Keys that several queues work, held by one worker at a time across them.
+
+    A worker never waits for a key another queue holds (it would stall every key
+    behind it): ``take`` fails, and the key is added to its queue again once freed.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._waiting: dict[str, list[Callable[[], None]]] = {}
+
+    def take(self, key: str, when_free: Callable[[], None]) -> bool:
+        """Hold ``key``; or False, and ``when_free()`` is called once it is released."""
+        if key in self._held:
+            self._waiting.setdefault(key, []).append(when_free)
+            return False
+        self._held.add(key)
+        return True
+
+    def release(self, key: str) -> None:
+        self._held.discard(key)
+        for when_free in self._waiting.pop(key, []):
+            when_free()
+
+
 class Queue:
     def __init__(
-        self, handler: Callable[[str], Awaitable[None]], *, workers: int, name: str
+        self,
+        handler: Callable[[str], Awaitable[None]],
+        *,
+        workers: int,
+        name: str,
+        exclusive: Exclusive | None = None,
     ) -> None:
         self._handler = handler
         self._workers = workers
         self._name = name
+        self._exclusive = exclusive or Exclusive()
         self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._since: dict[str, float] = {}  # when each queued key was added
         self._queued: set[str] = set()
         self._active: set[str] = set()
         self._dirty: set[str] = set()
@@ -39,11 +79,14 @@ class Queue:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        metrics.QUEUE_ADDS.labels(self._name).inc()
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
+            self._since[key] = time.monotonic()
             self._ready.put_nowait(key)
+            metrics.QUEUE_DEPTH.labels(self._name).set(len(self._queued))
 
     def later(self, key: str, delay: float) -> None:
         """Add ``key`` after ``delay`` seconds (an earlier ``add`` wins)."""
@@ -77,6 +120,7 @@ class Queue:
         """Add ``key`` again after its next back-off; that delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
+        metrics.QUEUE_RETRIES.labels(self._name).inc()
         delay: float = min(RETRY_MIN * 2.0 ** (failures - 1), RETRY_MAX)
         self.later(key, delay)
         return delay
@@ -85,7 +129,12 @@ class Queue:
         while True:
             key = await self._ready.get()
             self._queued.discard(key)
+            metrics.QUEUE_DEPTH.labels(self._name).set(len(self._queued))
+            if not self._exclusive.take(key, functools.partial(self.add, key)):
+                continue  # in work in another queue: added again when it is done there
             self._active.add(key)
+            began = time.monotonic()
+            metrics.QUEUE_WAIT.labels(self._name).observe(began - self._since.pop(key, began))
             try:
                 await self._handler(key)
                 self._failures.pop(key, None)
@@ -103,6 +152,8 @@ class Queue:
                 delay = self._retry(key)
                 log.exception("%s: reconciling %s failed (retry in %.1fs)", self._name, key, delay)
             finally:
+                metrics.QUEUE_WORK.labels(self._name).observe(time.monotonic() - began)
+                self._exclusive.release(key)
                 self._active.discard(key)
                 if key in self._dirty:
                     self._dirty.discard(key)

@@ -64,6 +64,7 @@ def replica(
             "VK_FARGATE_WEBHOOK_REGISTER": "false",
             "VK_FARGATE_KUBELET_BIND": address,
             "VK_FARGATE_KUBELET_ADVERTISE_ADDRESS": address,
+            "VK_FARGATE_PROFILES_FILE": str(devprovider.profiles_file(root, NAMESPACE)),
         }
     )
     return devprovider.Provider(env, root / f"provider-{identity}.log")

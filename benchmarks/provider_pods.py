@@ -88,6 +88,7 @@ async def main(count: int, registry_host: str) -> None:
         fleet = await devfleet.start(root / "fleet", hosts=hosts, registry=registry_host)
         port = processes.free_ports(1)[0]
         env = devprovider.environment(local, fleet, port=port, cluster_name="bench")
+        env["VK_FARGATE_PROFILES_FILE"] = str(devprovider.profiles_file(root, NAMESPACE))
         provider = devprovider.Provider(env, root / "provider.log")
         await provider.start()
         assert provider.process is not None

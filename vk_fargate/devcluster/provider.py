@@ -3,6 +3,7 @@ local control plane and fleetd through its environment, like a Deployment's."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,14 @@ def environment(
         "VK_FARGATE_METRICS_BIND": "127.0.0.1",
         "VK_FARGATE_METRICS_PORT": str(metrics_port),
     }
+
+
+def profiles_file(directory: Path, namespace: str, *, name: str = "fargate") -> Path:
+    """A profiles file (``VK_FARGATE_PROFILES_FILE``) whose one profile selects every
+    pod of ``namespace``: fargate-scheduler runs only pods a profile selects."""
+    path = directory / "profiles.json"
+    path.write_text(json.dumps([{"name": name, "selectors": [{"namespace": namespace}]}]))
+    return path
 
 
 class Provider:

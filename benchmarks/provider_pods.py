@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import procstat  # benchmarks/procstat.py, beside this script
 from kubernetes_asyncio import client as k8s
+from prometheus_client import parser as prometheus_parser
 
 from vk_fargate import settings
 from vk_fargate.devcluster import binaries, cluster, processes
@@ -47,6 +48,23 @@ def requests_made(log: Path) -> int:
 
 
 SCRAPERS = 10  # metrics-server scrapes nodes in parallel
+
+
+async def requests_by_kind(metrics_port: str) -> dict[tuple[str, str], float]:
+    """The provider's API requests so far, by (verb, resource), from its /metrics."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+    ):
+        text = await response.text()
+    found: dict[tuple[str, str], float] = {}
+    for family in prometheus_parser.text_string_to_metric_families(text):
+        if family.name == "vkfargate_kube_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["verb"], sample.labels["resource"])
+                    found[key] = sample.value
+    return found
 
 
 async def scrape_round(
@@ -159,6 +177,7 @@ async def main(count: int, registry_host: str) -> None:
             ]:
                 await asyncio.sleep(0.5)
             teardown = time.monotonic() - began
+            breakdown = await requests_by_kind(env["VK_FARGATE_METRICS_PORT"])
         finally:
             await api.close()
             provider.stop()
@@ -182,6 +201,10 @@ async def main(count: int, registry_host: str) -> None:
         )
     print(f"provider peak RSS         {peak:.0f} MiB ({before_scrape:.0f} MiB before scraping)")
     print(f"scale to 0 (pods+nodes)   {teardown:.1f}s")
+    print("provider API requests per pod, by verb and resource (whole run):")
+    for (verb, resource), n in sorted(breakdown.items(), key=lambda item: -item[1]):
+        if n / count >= 0.05:
+            print(f"  {verb:<6} {resource:<22} {n / count:5.2f}")
 
 
 async def with_registry(count: int) -> None:

@@ -137,6 +137,8 @@ class Provider:
             name="nodes",
             label_selector=f"{fargate_nodes.CLUSTER_LABEL}={cfg.cluster_name}",
         )
+        self.service_informer = informers.Informer(api, "/api/v1/services", name="services")
+        self.scheduler.services = self._services
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
         self.kubelet: server.KubeletServer | None = None
@@ -171,6 +173,14 @@ class Provider:
             self.queue.add(uid)
             return
         await self.pods.reconcile(uid)
+
+    def _services(self, namespace: str) -> list[kube.JSON]:
+        """The Services of ``namespace`` (service links), from the watch."""
+        return [
+            s
+            for s in self.service_informer.cache.values()
+            if s["metadata"]["namespace"] == namespace
+        ]
 
     def _on_pod(self, kind: str, pod: kube.JSON) -> None:
         self.queue.add(self.world.set_pod(pod, deleted=kind == "DELETED"))
@@ -249,6 +259,7 @@ class Provider:
         await self._start_webhooks()
         self._spawn(self.pod_informer.run, "watch-pods")
         self._spawn(self.node_informer.run, "watch-nodes")
+        self._spawn(self.service_informer.run, "watch-services")
         self._spawn(
             lambda: fleetwatch.run(
                 self.fleet,
@@ -271,6 +282,7 @@ class Provider:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
                 await self.node_informer.synced.wait()
+                await self.service_informer.synced.wait()
                 await self.world.fleet_synced.wait()
         except TimeoutError:
             raise errors.ConfigError(
@@ -404,6 +416,7 @@ class Provider:
         )
         await self.queue.stop()
         await self.status_queue.stop()
+        await self.recorder.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

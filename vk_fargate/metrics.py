@@ -36,6 +36,12 @@ FLEET_ERRORS = prometheus_client.Counter(
     ["call", "code"],
     registry=REGISTRY,
 )
+KUBE_REQUESTS = prometheus_client.Counter(
+    "vkfargate_kube_requests",
+    "Requests to the Kubernetes API, by verb and resource (watches included).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
 # client-go's workqueue metrics, per queue (pods, status, profiles, ...).
 QUEUE_DEPTH = prometheus_client.Gauge(
     "vkfargate_workqueue_depth", "Keys waiting in the queue.", ["name"], registry=REGISTRY

@@ -82,7 +82,7 @@ Grant = tuple[str, str, str, str]  # (API group, resource, resource name or "", 
 
 # What `vk-fargate run` requests, per vk_fargate/k8s/*.py and their callers.
 PROVIDER: dict[tuple[str, str], str] = {
-    ("", "pods"): "delete list patch watch",
+    ("", "pods"): "create delete list patch watch",
     ("", "pods/status"): "patch",
     ("", "pods/binding"): "create",
     ("", "pods/eviction"): "create",
@@ -91,7 +91,7 @@ PROVIDER: dict[tuple[str, str], str] = {
     ("", "events"): "create patch",
     ("", "configmaps"): "get",
     ("", "secrets"): "get",
-    ("", "services"): "list",
+    ("", "services"): "list watch",
     ("policy", "poddisruptionbudgets"): "list",
     ("fargate.vk-fargate.io", "fargateprofiles"): "list patch watch",
     ("fargate.vk-fargate.io", "fargateprofiles/status"): "patch",

@@ -7,11 +7,13 @@ import dataclasses
 import datetime
 import decimal
 
+import pytest
 from prometheus_client import core, exposition, parser
 
 from vk_fargate import metrics, observability
 from vk_fargate.fargate import pricing
 from vk_fargate.fleet import models
+from vk_fargate.k8s import kube
 from vk_fargate.scheduler import world
 
 AT = datetime.datetime(2026, 11, 27, 19, 0, tzinfo=datetime.UTC)
@@ -95,3 +97,19 @@ def test_the_scrape_says_who_leads() -> None:
     assert leader["vkfargate_leader[]"] == 1 and standby["vkfargate_leader[]"] == 0
     assert leader["vkfargate_pods[('phase', 'Running')]"] == 1
     assert not [key for key in standby if key.startswith(("vkfargate_pods", "vkfargate_running"))]
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/v1/namespaces/ns/pods/p/status", "pods/status"),
+        ("/api/v1/namespaces/ns/pods/p/binding", "pods/binding"),
+        ("/api/v1/nodes/fargate-ip-10-0-0-1", "nodes"),
+        ("/api/v1/pods?watch=1&fieldSelector=spec.nodeName%3D", "pods"),
+        ("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n", "leases"),
+        ("/api/v1/namespaces/ns/events/e", "events"),
+        ("/api/v1/namespaces", "namespaces"),
+    ],
+)
+def test_requests_are_counted_by_resource(path: str, resource: str) -> None:
+    assert kube.resource_of(path) == resource

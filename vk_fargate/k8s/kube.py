@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 
-from vk_fargate import errors
+from vk_fargate import errors, metrics
 
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -66,6 +66,7 @@ class Kube:
         timeout: Any = None,
     ) -> aiohttp.ClientResponse:
         self.requests += 1
+        metrics.KUBE_REQUESTS.labels(method, resource_of(path)).inc()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         params = [
             (k, str(v).lower() if isinstance(v, bool) else str(v))
@@ -151,3 +152,15 @@ def _error(status: int, body: bytes) -> errors.KubeError:
         str(document.get("reason", "")),
         str(document.get("message", body[:300].decode(errors="replace"))),
     )
+
+
+def resource_of(path: str) -> str:
+    """The resource (and subresource) a request path names, for the request metrics:
+    ``/api/v1/namespaces/ns/pods/p/status`` is ``pods/status``."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    if not rest:
+        return ""
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")

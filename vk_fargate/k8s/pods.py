@@ -3,8 +3,6 @@ the objects env resolution reads (ConfigMaps, Secrets, Services)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from vk_fargate import errors
 from vk_fargate.k8s import kube
 
@@ -13,14 +11,20 @@ def path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/pods/{name}"
 
 
-async def bind(api: kube.Kube, pod: kube.JSON, node: str) -> None:
-    """Bind with a Binding; the response is read raw (the client's model parser
-    raises a bogus ValueError on it)."""
+async def bind(
+    api: kube.Kube, pod: kube.JSON, node: str, annotations: dict[str, str] | None = None
+) -> None:
+    """Bind with a Binding, which also merges ``annotations`` into the pod in the same
+    write (the API server copies a Binding's annotations); the response is read raw
+    (the client's model parser raises a bogus ValueError on it)."""
     meta = pod["metadata"]
+    binding_meta = {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}
+    if annotations:
+        binding_meta["annotations"] = annotations
     body = {
         "apiVersion": "v1",
         "kind": "Binding",
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "metadata": binding_meta,
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     }
     await api.create(path(meta["namespace"], meta["name"]) + "/binding", body)
@@ -33,18 +37,10 @@ async def patch_status(api: kube.Kube, pod: kube.JSON, status: kube.JSON) -> kub
     return await api.patch(path(meta["namespace"], meta["name"]) + "/status", body)
 
 
-async def annotate(
-    api: kube.Kube,
-    pod: kube.JSON,
-    annotations: dict[str, str | None],
-    *,
-    labels: dict[str, str] | None = None,
-) -> kube.JSON:
-    """Merge ``annotations`` (and ``labels``) into the pod, if it is still this UID."""
+async def label(api: kube.Kube, pod: kube.JSON, labels: dict[str, str]) -> kube.JSON:
+    """Merge ``labels`` into the pod, if it is still this UID."""
     meta = pod["metadata"]
-    body: kube.JSON = {"metadata": {"uid": meta["uid"], "annotations": annotations}}
-    if labels:
-        body["metadata"]["labels"] = labels
+    body = {"metadata": {"uid": meta["uid"], "labels": labels}}
     return await api.patch(path(meta["namespace"], meta["name"]), body, kind=kube.MERGE_PATCH)
 
 
@@ -100,8 +96,3 @@ async def config_map(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
 
 async def secret(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
     return await api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
-
-
-async def services(api: kube.Kube, namespace: str) -> list[Any]:
-    listed = await api.get(f"/api/v1/namespaces/{namespace}/services")
-    return list(listed.get("items") or [])

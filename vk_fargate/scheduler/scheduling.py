@@ -1,6 +1,7 @@
 """Placing one pending pod: size it, resolve its environment, ask the fleet for its
 microVM (id = pod UID, so a retry never makes a second one), register its node,
-annotate ``CapacityProvisioned`` and bind it.
+and bind it; the Binding carries the ``CapacityProvisioned`` and ``Logging``
+annotations (the API server writes them with the binding, one request).
 
 Every step is idempotent, so the pod's reconciler may run this again at any point (a
 restart, a retry) and end in the same place. What cannot be placed stays Pending and
@@ -15,7 +16,6 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pydantic
 
@@ -60,7 +60,8 @@ class Scheduler:
     node_port: Callable[[str], Awaitable[int]] | None = None
     # Every profile that may take pods (the config file's and the cluster's).
     profiles: Callable[[], list[fargate_profiles.Profile]] = list
-    _master_services: list[Any] | None = None
+    # A namespace's Services, from a watch (not a LIST per pod).
+    services: Callable[[str], list[kube.JSON]] = lambda _namespace: []
 
     async def place(self, pod: kube.JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -110,15 +111,14 @@ class Scheduler:
         logging_state = await self._logging(pod)
         # A pod that reached us without the webhook gets the label it would have set.
         profile_name = vm.spec.labels.get("profile")
-        missing = PROFILE_LABEL not in (pod["metadata"].get("labels") or {})
-        await pods.annotate(
-            self.api,
-            pod,
-            {CAPACITY_ANNOTATION: size.capacity_provisioned, LOGGING_ANNOTATION: logging_state},
-            labels={PROFILE_LABEL: profile_name} if missing and profile_name else None,
-        )
+        if profile_name and PROFILE_LABEL not in (pod["metadata"].get("labels") or {}):
+            await pods.label(self.api, pod, {PROFILE_LABEL: profile_name})
+        annotations = {
+            CAPACITY_ANNOTATION: size.capacity_provisioned,
+            LOGGING_ANNOTATION: logging_state,
+        }
         try:
-            await pods.bind(self.api, pod, node)
+            await pods.bind(self.api, pod, node, annotations)
         except errors.KubeError as exc:
             if not exc.conflict:
                 raise
@@ -361,20 +361,13 @@ class Scheduler:
 
         maps = dict(await asyncio.gather(*(fetch("configMap", n) for n in wanted["configMap"])))
         secrets = dict(await asyncio.gather(*(fetch("secret", n) for n in wanted["secret"])))
-        services = (
-            await pods.services(self.api, namespace) if spec.get("enableServiceLinks", True) else []
-        )
-        if self._master_services is None:
-            self._master_services = [
-                s
-                for s in await pods.services(self.api, "default")
-                if s["metadata"]["name"] == "kubernetes"
-            ]
+        services = self.services(namespace) if spec.get("enableServiceLinks", True) else []
+        master = [s for s in self.services("default") if s["metadata"]["name"] == "kubernetes"]
         return environment.Sources(
             config_maps=maps,
             secrets=secrets,
             services=services,
-            master_services=self._master_services,
+            master_services=master,
             node_name_template=fargate_nodes.node_name("{private_ip}", self.cfg.region).replace(
                 "{private_ip}", "{private_ip_dashed}"
             ),

@@ -4,7 +4,6 @@ restarted with `vk-fargate dev restart --kill`). Every count it prints must be 0
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,26 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests import vkcli
 from vk_fargate.devcluster import binaries
 
 pytestmark = pytest.mark.e2e
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "chaos.py"
 
 
-def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VK_FARGATE_STATE_DIR": str(state_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "vk_fargate.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_restart_without_a_stack_says_so(tmp_path: Path) -> None:
-    done = _cli(tmp_path, "dev", "restart", "provider", "--kill")
+    done = vkcli.run(tmp_path, "dev", "restart", "provider", "--kill")
     assert done.returncode == 1
     assert "no dev cluster is recorded" in done.stderr
 

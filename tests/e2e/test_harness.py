@@ -11,12 +11,12 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests import vkcli
 from vk_fargate import errors
 from vk_fargate.aws import devaws, session
 from vk_fargate.devcluster import binaries, cluster, processes
@@ -88,16 +88,7 @@ def _processes_running(program: str, root: Path) -> list[int]:
     return found
 
 
-def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VK_FARGATE_STATE_DIR": str(state_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "vk_fargate.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+_cli = vkcli.run
 
 
 def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path: Path) -> None:

@@ -224,9 +224,12 @@ class PodReconciler:
         self, pod: kube.JSON, c: models.ContainerStatus, image: str, node: str | None
     ) -> None:
         """The kubelet's pull events for a container that started: Pulling and Pulled with
-        time and size after a real pull (its first start), else already present."""
+        time and size after a real pull (its first start), else already present; none
+        when the fleet did not say (nothing to report is better than a made-up line)."""
         pulled = c.pulled
-        if pulled is None or pulled.present or c.restart_count > 0:
+        if pulled is None:
+            return
+        if pulled.present or c.restart_count > 0:
             await self.recorder.record(
                 pod,
                 "Pulled",

@@ -28,9 +28,10 @@ until the watch shows it gone. The work runs interleaved, vk-fargate then KWOK, 
 - deleting that burst's pods: until all are gone (vk-fargate: and their nodes; KWOK,
   node per pod: the benchmark deletes each node once its pod is gone);
 - after the largest burst, writes to the API server at rest (``apiserver_request_total``
-  of write verbs over ``--rest-seconds``, 10 s after the burst, less the rate of a first
-  window with no nodes, per node per minute) and the provider's and kwok's RSS per pod
-  (before the burst and after the rest window; KWOK's includes making its N nodes);
+  of write verbs over ``--rest-seconds``, 10 s after the burst, per node per minute; a
+  first window with no nodes shows what the control plane writes alone) and the
+  provider's and kwok's RSS per pod (before the burst and after the rest window; KWOK's
+  includes making its N nodes);
 - steady rates of R pods/s for D seconds: create->Running p50/p99 (KWOK on a pool of
   as many nodes as the largest burst, made first).
 
@@ -82,8 +83,9 @@ VK, KWOK = "vk", "kwok"  # the namespaces of each side's pods
 CLUSTER_NAME = "vs-kwok"  # vk-fargate labels its nodes vk-fargate.io/cluster=<this>
 IN_FLIGHT = 20  # creates and deletes of a burst in flight at once
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})
-# Seconds between a burst's end and its rest window: the scheduler's and the kubelets'
-# events about the burst are written by rate-limited recorders, after it.
+# Seconds between a burst's end (or the namespaces' creation) and a rest window: events
+# about the burst are written by rate-limited recorders, after it; a new namespace gets
+# its ServiceAccount and ConfigMap.
 SETTLE_SECONDS = 10.0
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -417,15 +419,15 @@ async def bench(
     pids: dict[str, int],
 ) -> None:
     print(f"rest window with no nodes ({rest_seconds:.0f}s) ...", flush=True)
-    base = await b.at_rest(rest_seconds)
-    base_rate = sum(base.values()) / rest_seconds  # writes/s of the control plane alone
+    base = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
     b.notes.append(
-        f"writes at rest with no nodes (subtracted): {base_rate * 60:.0f}/min "
-        f"({', '.join(f'{r} {n}' for r, n in base.most_common(4))})"
+        f"writes at rest with no nodes (counted in the rows, not subtracted): "
+        f"{sum(base.values()) / rest_seconds * 60:.0f}/min "
+        f"({', '.join(f'{r} {n}' for r, n in base.most_common(4))} in {rest_seconds:.0f}s)"
     )
 
     def per_node_minute(writes: Counter[str], nodes: int) -> float:
-        return (sum(writes.values()) - base_rate * rest_seconds) / nodes / (rest_seconds / 60)
+        return sum(writes.values()) / nodes / (rest_seconds / 60)
 
     largest = max(bursts)
     for n in sorted(bursts):
@@ -437,6 +439,8 @@ async def bench(
             vk_rest_load = os.getloadavg()[0]
             vk_rest = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
             vk_rss = (procstat.status_kib(pids["vk"], "VmRSS") - rss_vk) / n
+            rss = f"RSS before -> after burst {n}: provider {rss_vk / 1024:.0f} -> "
+            rss += f"{rss_vk / 1024 + vk_rss * n / 1024:.0f} MiB"
             nodes_vk = len(b.vk_nodes.present)
         vk_del = await b.delete(VK, [f"vk-{x}" for x in names])
 
@@ -448,6 +452,8 @@ async def bench(
             kwok_rest_load = os.getloadavg()[0]
             kwok_rest = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
             kwok_rss = (procstat.status_kib(pids["kwok"], "VmRSS") - rss_kwok) / n
+            rss += f", kwok {rss_kwok / 1024:.0f} -> {rss_kwok / 1024 + kwok_rss * n / 1024:.0f}"
+            b.notes.append(rss + " MiB (a heap grown by an earlier burst may not grow again)")
         first_del = await b.delete(KWOK, [f"first-{x}" for x in names])
         await b.remove_nodes(pool)
 

@@ -139,7 +139,12 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         default=8, ge=1, le=256, description="Pod status writes (from the fleet) at once."
     )
     lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
-    node_status_seconds: float = pydantic.Field(default=60.0, gt=0)
+    node_status_seconds: float = pydantic.Field(
+        default=300.0,
+        gt=0,
+        description="A node's status is written this often when nothing changed (a change "
+        "at once), as the kubelet's nodeStatusReportFrequency; the Lease says it lives.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _fleet_transport(self) -> ProviderSettings:

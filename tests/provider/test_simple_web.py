@@ -172,9 +172,9 @@ async def test_metrics_and_probes(
     assert 'vkfargate_pods{phase="Running"}' in text
     assert "vkfargate_pod_create_to_running_seconds_count" in text
     assert 'vkfargate_fleet_request_seconds_count{call="PUT /v1/microvms/{id}"}' in text
-    assert f'vkfargate_running_vcpu{{namespace="{ns}",profile=""}} 0.25' in text
+    assert f'vkfargate_running_vcpu{{namespace="{ns}",profile="e2e"}} 0.25' in text
     assert "vkfargate_lease_renewal_lag_seconds" in text
     # 0.25 vCPU x $0.04656 + 0.5 GB x $0.00511 (eu-central-1 table) = $0.014195 an hour
-    assert f'vkfargate_running_cost_usd_per_hour{{namespace="{ns}",profile=""}} 0.014195' in text
+    assert f'vkfargate_running_cost_usd_per_hour{{namespace="{ns}",profile="e2e"}} 0.014195' in text
     assert 'vkfargate_watch_restarts_total{watch="pods"}' in text
     await core.delete_namespace(ns)

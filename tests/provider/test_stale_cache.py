@@ -46,8 +46,9 @@ async def test_a_microvm_missing_from_the_cache_is_looked_up_not_declared_gone(
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "stale")
-    pod = conftest.shell_pod("bound", "exec sleep 300")
-    pod["spec"].update(schedulerName="stale-scheduler", nodeName="fargate-ip-elsewhere")
+    # Not the session provider's (its webhook and profile take fargate-scheduler's pods).
+    pod = conftest.shell_pod("bound", "exec sleep 300", "stale-scheduler")
+    pod["spec"].update(nodeName="fargate-ip-elsewhere")
     created = await core.create_namespaced_pod(ns, pod)
     uid = created.metadata.uid
     door = kube.Kube(api)
@@ -79,8 +80,8 @@ async def test_a_deleted_pod_whose_microvm_the_fleet_forgot_is_deleted_at_once(
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await conftest.namespace(api, "stale")
-    pod = conftest.shell_pod("leaving", "exec sleep 300")
-    pod["spec"].update(schedulerName="stale-scheduler", nodeName="fargate-ip-elsewhere")
+    pod = conftest.shell_pod("leaving", "exec sleep 300", "stale-scheduler")
+    pod["spec"].update(nodeName="fargate-ip-elsewhere")
     uid = (await core.create_namespaced_pod(ns, pod)).metadata.uid
     await core.delete_namespaced_pod("leaving", ns, grace_period_seconds=30)  # Terminating
     door = kube.Kube(api)

@@ -66,6 +66,12 @@ class Queue:
         self._workers = workers
         self._name = name
         self._exclusive = exclusive or Exclusive()
+        # This queue's metric children, bound once (labels() is a lookup per call).
+        self._adds = metrics.QUEUE_ADDS.labels(name)
+        self._depth = metrics.QUEUE_DEPTH.labels(name)
+        self._retries = metrics.QUEUE_RETRIES.labels(name)
+        self._waited = metrics.QUEUE_WAIT.labels(name)
+        self._worked = metrics.QUEUE_WORK.labels(name)
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._since: dict[str, float] = {}  # when each queued key was added
         self._queued: set[str] = set()
@@ -79,14 +85,14 @@ class Queue:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        metrics.QUEUE_ADDS.labels(self._name).inc()
+        self._adds.inc()
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
             self._since[key] = time.monotonic()
             self._ready.put_nowait(key)
-            metrics.QUEUE_DEPTH.labels(self._name).set(len(self._queued))
+            self._depth.set(len(self._queued))
 
     def later(self, key: str, delay: float) -> None:
         """Add ``key`` after ``delay`` seconds (an earlier ``add`` wins)."""
@@ -120,7 +126,7 @@ class Queue:
         """Add ``key`` again after its next back-off; that delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        metrics.QUEUE_RETRIES.labels(self._name).inc()
+        self._retries.inc()
         delay: float = min(RETRY_MIN * 2.0 ** (failures - 1), RETRY_MAX)
         self.later(key, delay)
         return delay
@@ -129,12 +135,12 @@ class Queue:
         while True:
             key = await self._ready.get()
             self._queued.discard(key)
-            metrics.QUEUE_DEPTH.labels(self._name).set(len(self._queued))
+            self._depth.set(len(self._queued))
             if not self._exclusive.take(key, functools.partial(self.add, key)):
                 continue  # in work in another queue: added again when it is done there
             self._active.add(key)
             began = time.monotonic()
-            metrics.QUEUE_WAIT.labels(self._name).observe(began - self._since.pop(key, began))
+            self._waited.observe(began - self._since.pop(key, began))
             try:
                 await self._handler(key)
                 self._failures.pop(key, None)
@@ -152,7 +158,7 @@ class Queue:
                 delay = self._retry(key)
                 log.exception("%s: reconciling %s failed (retry in %.1fs)", self._name, key, delay)
             finally:
-                metrics.QUEUE_WORK.labels(self._name).observe(time.monotonic() - began)
+                self._worked.observe(time.monotonic() - began)
                 self._exclusive.release(key)
                 self._active.discard(key)
                 if key in self._dirty:

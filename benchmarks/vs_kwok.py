@@ -33,7 +33,12 @@ until the watch shows it gone. The work runs interleaved, vk-fargate then KWOK, 
   provider's and kwok's RSS per pod (before the burst and after the rest window; KWOK's
   includes making its N nodes);
 - steady rates of R pods/s for D seconds: create->Running p50/p99 (KWOK on a pool of
-  as many nodes as the largest burst, made first).
+  as many nodes as the largest burst, made first);
+- with each burst and rate: the create call's p99 as the client sees it, and the
+  admission webhook's p50/p99 as the API server measures it (its histogram
+  ``apiserver_admission_webhook_admission_duration_seconds``, interpolated within its
+  buckets, which bound at 5, 25, 100 and 500 ms). vk-fargate's webhook sees KWOK's pods
+  too (every namespace but the system ones), so it counts on both sides.
 
 The benchmark's own client is raw HTTP with JSON (no model classes to build): the same
 cores run both sides, and it should take as little of them as it can. Nothing is
@@ -87,6 +92,7 @@ WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "
 # about the burst are written by rate-limited recorders, after it; a new namespace gets
 # its ServiceAccount and ConfigMap.
 SETTLE_SECONDS = 10.0
+WEBHOOK_HISTOGRAM = "apiserver_admission_webhook_admission_duration_seconds_bucket"
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -153,12 +159,23 @@ class Api:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=0))
         self.gate = asyncio.Semaphore(IN_FLIGHT)
 
-    async def send(self, method: str, path: str, body: Any = None, *, gated: bool = True) -> float:
-        """Send one request; the moment it was sent. A DELETE of something gone is fine."""
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        gated: bool = True,
+        took: list[float] | None = None,
+    ) -> float:
+        """Send one request; the moment it was sent (and how long the call took, into
+        ``took``). A DELETE of something gone is fine."""
         async with self.gate if gated else contextlib.nullcontext():
             sent = time.monotonic()
             async with self.http.request(method, self.server + path, json=body) as response:
                 text = await response.text()
+            if took is not None:
+                took.append(time.monotonic() - sent)
         if response.status >= 300 and not (method == "DELETE" and response.status == 404):
             raise RuntimeError(f"{method} {path}: {response.status} {text[:300]}")
         return sent
@@ -183,6 +200,41 @@ class Api:
                         resource += "/" + labels["subresource"]
                     counts[resource] += int(float(line.rsplit(" ", 1)[1]))
         return counts
+
+    async def admission(self) -> dict[float, float]:
+        """The API server's admission-webhook histogram for pod creates, summed over
+        webhooks: cumulative count at each bucket's upper bound (seconds)."""
+        async with self.http.get(self.server + "/metrics") as response:
+            response.raise_for_status()
+            text = await response.text()
+        buckets: dict[float, float] = {}
+        for line in text.splitlines():
+            if not line.startswith(WEBHOOK_HISTOGRAM + "{"):
+                continue
+            labels = dict(LABEL.findall(line.split("}", 1)[0]))
+            if labels.get("operation") != "CREATE" or labels.get("type") != "admit":
+                continue
+            bound = float(labels["le"]) if labels["le"] != "+Inf" else float("inf")
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        return buckets
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Prometheus's histogram_quantile over the calls between two scrapes, in ms (linear
+    within a bucket; a quantile in the +Inf bucket is the largest finite bound)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower * 1000
+            inside = count - below
+            return (lower + (bound - lower) * ((rank - below) / inside if inside else 1)) * 1000
+        lower, below = bound, count
+    return lower * 1000
 
 
 def running(pod: dict[str, Any]) -> bool:
@@ -338,16 +390,22 @@ class Bench:
         the last Running, and each pod's create->Running p50/p99."""
         run = Run(os.getloadavg()[0])
         seen, sent = self.pods[ns], {}
+        calls: list[float] = []
+        webhook_before = await self.api.admission()
 
         async def one(name: str) -> None:
             if own_nodes:  # timed from the node's create: the pod needs it
                 sent[name] = await self.api.send("POST", "/api/v1/nodes", node(f"{name}-node"))
                 await self.api.send(
-                    "POST", f"/api/v1/namespaces/{ns}/pods", pod(name, f"{name}-node")
+                    "POST", f"/api/v1/namespaces/{ns}/pods", pod(name, f"{name}-node"), took=calls
                 )
             else:
                 sent[name] = await self.api.send(
-                    "POST", f"/api/v1/namespaces/{ns}/pods", pod(name), gated=rate is None
+                    "POST",
+                    f"/api/v1/namespaces/{ns}/pods",
+                    pod(name),
+                    gated=rate is None,
+                    took=calls,
                 )
 
         tasks = []
@@ -366,7 +424,13 @@ class Bench:
             "all": last - min(sent.values()),
             "p50": quantile(latencies, 0.5) * 1000,
             "p99": quantile(latencies, 0.99) * 1000,
+            "create_p99": quantile(calls, 0.99) * 1000,
         }
+        # vk-fargate's webhook sees every new pod outside its excluded namespaces, KWOK's
+        # too: it must say quickly that a profile does not select them.
+        webhook_after = await self.api.admission()
+        run.values["webhook_p50"] = histogram_quantile(webhook_before, webhook_after, 0.5)
+        run.values["webhook_p99"] = histogram_quantile(webhook_before, webhook_after, 0.99)
         return run
 
     async def delete(self, ns: str, names: list[str], *, own_nodes: bool = False) -> Run:
@@ -464,6 +528,9 @@ async def bench(
             b.add(f"burst {n}: all Running ({how})", "s", "all", vk, kwok)
             b.add(f"burst {n}: create->Running p50 ({how})", "ms", "p50", vk, kwok)
             b.add(f"burst {n}: create->Running p99 ({how})", "ms", "p99", vk, kwok)
+        b.add(f"burst {n}: create call p99 (nodes first)", "ms", "create_p99", vk, first)
+        b.add(f"burst {n}: admission webhook p50 (nodes first)", "ms", "webhook_p50", vk, first)
+        b.add(f"burst {n}: admission webhook p99 (nodes first)", "ms", "webhook_p99", vk, first)
         b.add(f"delete {n}: pods gone (nodes first)", "s", "pods", vk_del, first_del)
         b.add(f"delete {n}: pods gone (node per pod)", "s", "pods", vk_del, own_del)
         b.add(f"delete {n}: pods and nodes gone (node per pod)", "s", "nodes", vk_del, own_del)
@@ -498,6 +565,7 @@ async def bench(
             await b.delete(ns, [f"{ns}-{x}" for x in names])
         b.add(f"steady {rate:g}/s: create->Running p50", "ms", "p50", *runs)
         b.add(f"steady {rate:g}/s: create->Running p99", "ms", "p99", *runs)
+        b.add(f"steady {rate:g}/s: admission webhook p99", "ms", "webhook_p99", *runs)
     await b.remove_nodes(pool)
 
 

@@ -27,7 +27,7 @@ import yaml
 from aiohttp import web
 
 from vk_fargate import errors, metrics, observability, settings, supervision
-from vk_fargate.admission import registration
+from vk_fargate.admission import registration, worker
 from vk_fargate.admission import server as admission_server
 from vk_fargate.aws import profilecheck
 from vk_fargate.aws import session as aws_session
@@ -143,7 +143,7 @@ class Provider:
         self.node_informer.subscribe(self._on_node)
         self.kubelet: server.KubeletServer | None = None
         self.endpoints: endpoints.NodeEndpoints | None = None
-        self.admission: admission_server.AdmissionServer | None = None
+        self.admission: worker.Worker | None = None
         self.leading = asyncio.Event()
         self._metrics_runner: web.AppRunner | None = None
         self.elector: leaderelection.Elector | None = None
@@ -387,12 +387,14 @@ class Provider:
             key_file=self.cfg.webhook_tls_key_file,
             hosts=hosts,
         )
-        self.admission = admission_server.AdmissionServer(
-            self.profiles,
-            serving.context,
-            host=self.cfg.webhook_bind,
-            port=self.cfg.webhook_port,
-            scheduler=self.cfg.scheduler_name,
+        self.admission = worker.Worker(
+            admission_server.AdmissionServer(
+                self.profiles,
+                serving.context,
+                host=self.cfg.webhook_bind,
+                port=self.cfg.webhook_port,
+                scheduler=self.cfg.scheduler_name,
+            )
         )
         await self.admission.start()
         if self.cfg.webhook_register:

@@ -37,7 +37,8 @@ MAX_BODY = 3 * 1024 * 1024
 class ProfileSource(Protocol):
     """Where the webhook reads the cluster's Fargate profiles (``ProfileController`` is one).
 
-    Both are called per request, so they must answer from memory, without blocking.
+    Both are called per request, from the webhooks' own thread (see ``worker``), so they
+    must answer from memory, without blocking, and be safe to call from another thread.
     """
 
     def profiles(self) -> list[profiles.Profile]:

@@ -60,6 +60,12 @@ class ProfileController:
         # Parsed cluster profiles by (name, resourceVersion): the webhook reads them per pod.
         self._parsed: dict[tuple[str, str], fargate_profiles.Profile | None] = {}
         self.informer = informers.Informer(api, k8s_profiles.PATH, name="fargateprofiles")
+        # What the webhook reads, from its own thread: replaced whole, never changed.
+        self._snapshot: tuple[tuple[fargate_profiles.Profile, ...], int] = (
+            tuple(self.static.values()),
+            0,
+        )
+        self.informer.subscribe(self._publish)
         self.informer.subscribe(lambda _kind, obj: self.queue.add(obj["metadata"]["name"]))
         self.queue = queueing.Queue(self.reconcile, workers=2, name="profiles")
 
@@ -67,13 +73,15 @@ class ProfileController:
         """Every usable profile: the config file's, then the cluster's (by name).
 
         Read from the watch's cache, so every replica answers the webhook alike, not
-        only the leader, which reconciles.
+        only the leader, which reconciles. Safe to call from any thread.
         """
+        return list(self._snapshot[0])
+
+    def _publish(self, _kind: str, _obj: kube.JSON) -> None:
+        """Take a new snapshot of the profiles after the watch's cache changed."""
         cluster = (self._usable(obj) for _, obj in sorted(self.informer.cache.items()))
-        return [
-            *self.static.values(),
-            *(p for p in cluster if p is not None and p.name not in self.static),
-        ]
+        usable = (p for p in cluster if p is not None and p.name not in self.static)
+        self._snapshot = ((*self.static.values(), *usable), len(self.informer.cache))
 
     def created(self, name: str) -> str | None:
         """When profile ``name`` was created (RFC 3339); None for the config file's,
@@ -103,7 +111,8 @@ class ProfileController:
         return self._parsed[key]
 
     def count(self) -> int:
-        return len(self.informer.cache)
+        """How many profiles the cluster has; safe to call from any thread."""
+        return self._snapshot[1]
 
     async def reconcile(self, name: str) -> None:
         obj = self.informer.cache.get(f"/{name}")

@@ -55,90 +55,157 @@ class ProviderSettings(pydantic_settings.BaseSettings):
 
     model_config = pydantic_settings.SettingsConfigDict(env_prefix="VK_FARGATE_")
 
-    cluster_name: str = "vk-fargate"
-    region: str = "eu-central-1"
-    kubeconfig: Path | None = pydantic.Field(
-        default=None, description="Default: $KUBECONFIG, then the in-cluster service account."
+    cluster_name: str = pydantic.Field(
+        default="vk-fargate",
+        description="Labels its microVMs and nodes (`vk-fargate.io/cluster`); tags its ENIs.",
     )
-    scheduler_name: str = "fargate-scheduler"
+    region: str = pydantic.Field(
+        default="eu-central-1", description="In node names and labels; AWS's region."
+    )
+    kubeconfig: Path | None = pydantic.Field(
+        default=None,
+        description="API server credentials; unset: `$KUBECONFIG`, else the in-cluster "
+        "service account.",
+    )
+    scheduler_name: str = pydantic.Field(
+        default="fargate-scheduler",
+        description="The schedulerName the webhook sets and whose pods this provider places.",
+    )
     fleet_url: str = pydantic.Field(
         default="http://127.0.0.1:8400",
-        description="The fleet API: https:// unless on loopback (or fleet_insecure).",
+        description="The fleet API: `https://` unless on loopback (or "
+        "`VK_FARGATE_FLEET_INSECURE`).",
     )
-    fleet_token_file: Path | None = None
+    fleet_token_file: Path | None = pydantic.Field(
+        default=None, description="The fleet API's bearer token, in a file (required)."
+    )
     fleet_ca_file: Path | None = pydantic.Field(
         default=None,
-        description="CA bundle (PEM) the fleet's certificate must chain to; default: the system's.",
+        description="CA bundle (PEM) the fleet's certificate must chain to (then only its "
+        "CAs are trusted); unset: the system's.",
     )
     fleet_insecure: bool = pydantic.Field(
         default=False,
-        description="Allow plain http:// beyond loopback: the token and Secrets' values in clear.",
+        description="Allow a plain `http://` fleet URL beyond loopback: the token and "
+        "Secrets' values in clear.",
     )
-    kubelet_bind: str = "0.0.0.0"
-    kubelet_port: int = pydantic.Field(default=10250, ge=0, le=65535)
+    kubelet_bind: str = pydantic.Field(
+        default="0.0.0.0",
+        description="The kubelet API's address; each node also gets a free port of its own on it.",
+    )
+    kubelet_port: int = pydantic.Field(
+        default=10250, ge=0, le=65535, description="The kubelet API's shared port (all nodes)."
+    )
     kubelet_advertise_address: str = pydantic.Field(
         default="127.0.0.1",
         description=(
-            "The Hostname address of every virtual node: where the API server reaches this "
+            "The `Hostname` address of every virtual node: where the API server reaches this "
             "provider's kubelet API (in a cluster: this pod's IP)."
         ),
     )
     kubelet_client_ca_file: Path | None = pydantic.Field(
         default=None, description="CA of the API server's kubelet client certificate."
     )
-    kubelet_tls_cert_file: Path | None = None
-    kubelet_tls_key_file: Path | None = None
+    kubelet_tls_cert_file: Path | None = pydantic.Field(
+        default=None, description="The kubelet API's serving certificate; unset: self-signed."
+    )
+    kubelet_tls_key_file: Path | None = pydantic.Field(
+        default=None, description="Its key (with `VK_FARGATE_KUBELET_TLS_CERT_FILE`)."
+    )
     profiles_file: Path | None = pydantic.Field(
         default=None,
-        description="Fargate profiles as a YAML list, for clusters that may not install CRDs.",
+        description="Fargate profiles as a YAML list, besides the CRD's (for clusters that "
+        "may not install CRDs).",
     )
-    install_crd: bool = True
-    eviction_retry_seconds: float = pydantic.Field(default=30.0, ge=0)
-    budget_check_seconds: float = pydantic.Field(default=60.0, gt=0)
-    webhook_bind: str = "0.0.0.0"
-    webhook_port: int = pydantic.Field(default=9443, ge=0, le=65535)
+    install_crd: bool = pydantic.Field(
+        default=True,
+        description="Install the FargateProfile CRD at start; false: profiles from "
+        "`VK_FARGATE_PROFILES_FILE` only.",
+    )
+    eviction_retry_seconds: float = pydantic.Field(
+        default=30.0, ge=0, description="Wait before the one retry of a refused eviction."
+    )
+    budget_check_seconds: float = pydantic.Field(
+        default=60.0,
+        gt=0,
+        description="How often PodDisruptionBudgets are checked for ones that select no pod.",
+    )
+    webhook_bind: str = pydantic.Field(
+        default="0.0.0.0", description="The webhooks' listening address."
+    )
+    webhook_port: int = pydantic.Field(
+        default=9443, ge=0, le=65535, description="The webhooks' listening port (HTTPS)."
+    )
     webhook_register: bool = pydantic.Field(
         default=True, description="Register the webhook configurations at start."
     )
     webhook_url: str | None = pydantic.Field(
         default=None,
-        description="Base URL the API server calls (e.g. https://127.0.0.1:9443); else a Service.",
+        description="Base URL the API server calls (e.g. `https://127.0.0.1:9443`); unset: "
+        "the Service `VK_FARGATE_WEBHOOK_SERVICE`.",
     )
     webhook_service: str = pydantic.Field(
-        default="vk-fargate/vk-fargate-webhook", description="namespace/name of the Service."
+        default="vk-fargate/vk-fargate-webhook",
+        description="namespace/name of the webhooks' Service.",
     )
     webhook_tls_cert_file: Path | None = pydantic.Field(
         default=None,
         description="Serving certificate shared by all replicas (else each makes its own CA).",
     )
-    webhook_tls_key_file: Path | None = None
+    webhook_tls_key_file: Path | None = pydantic.Field(
+        default=None, description="Its key (with `VK_FARGATE_WEBHOOK_TLS_CERT_FILE`)."
+    )
     namespace: str = pydantic.Field(
         default="vk-fargate", description="The provider's own namespace (never mutated)."
     )
-    metrics_bind: str = "0.0.0.0"
+    metrics_bind: str = pydantic.Field(
+        default="0.0.0.0", description="The metrics and health listener's address."
+    )
     metrics_port: int = pydantic.Field(
-        default=8080, ge=0, le=65535, description="/metrics, /healthz and /readyz (plain HTTP)."
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Plain HTTP: `/metrics` (Prometheus), `/healthz`, `/readyz`.",
     )
     leader_elect: bool = pydantic.Field(
-        default=False, description="Several replicas: only the Lease holder schedules."
+        default=False,
+        description="Several replicas: only the holder of the Lease "
+        "`VK_FARGATE_LEADER_LEASE` schedules.",
     )
-    leader_lease: str = "vk-fargate-leader"
+    leader_lease: str = pydantic.Field(
+        default="vk-fargate-leader",
+        description="The leader election's Lease, in the provider's namespace.",
+    )
     leader_lease_seconds: float = pydantic.Field(
-        default=15.0, gt=0, description="A standby takes a Lease unchanged for this long."
+        default=15.0,
+        gt=0,
+        description="A standby takes a Lease it has seen unchanged for this long (by its "
+        "own clock, so skew does not matter).",
     )
     leader_renew_deadline_seconds: float = pydantic.Field(
-        default=10.0, gt=0, description="The leader steps down after failing to renew this long."
+        default=10.0,
+        gt=0,
+        description="A leader that cannot renew for this long steps down (exits) first.",
     )
     leader_retry_seconds: float = pydantic.Field(
         default=2.0, gt=0, description="Between looks at (and renewals of) the leader Lease."
     )
     workers: int = pydantic.Field(
-        default=16, ge=1, le=256, description="Pods placed or deleted at once."
+        default=16,
+        ge=1,
+        le=256,
+        description="Pods placed or deleted at once (the `pods` queue: changes from Kubernetes).",
     )
     status_workers: int = pydantic.Field(
-        default=8, ge=1, le=256, description="Pod status writes (from the fleet) at once."
+        default=8,
+        ge=1,
+        le=256,
+        description="Pod status writes at once (the `status` queue: changes from the fleet, "
+        "which never wait behind placements).",
     )
-    lease_renew_seconds: float = pydantic.Field(default=10.0, gt=0)
+    lease_renew_seconds: float = pydantic.Field(
+        default=10.0, gt=0, description="How often each node's Lease is renewed."
+    )
     node_status_seconds: float = pydantic.Field(
         default=300.0,
         gt=0,

@@ -1,6 +1,6 @@
 // A tiny checker for vk_fargate/kubelet/stats.py: decodes the kubelet's
 // /stats/summary JSON into the real Go type (k8s.io/kubelet stats/v1alpha1).
-// Built and run by tests/unit/test_kubelet_stats.py.
+// Built and run by tests/unit/kubelet/test_stats.py.
 module github.com/vk-fargate/vk-fargate/hack/statscheck
 
 go 1.26.0

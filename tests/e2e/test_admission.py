@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import waiting
-from tests.unit import test_mutation
+from tests.unit.admission import test_mutation
 from vk_fargate import errors
 from vk_fargate.admission import registration, server
 from vk_fargate.fargate import profiles

@@ -39,10 +39,14 @@ class AwsSettings(pydantic_settings.BaseSettings):
         env_prefix="VK_FARGATE_AWS_", frozen=True, extra="forbid"
     )
 
-    enabled: bool = False
+    enabled: bool = pydantic.Field(
+        default=False,
+        description="ENIs per pod, IAM and CloudWatch checks, log shipping; credentials "
+        "from boto3's usual chain.",
+    )
     region: str = "eu-central-1"
     endpoint_url: str | None = pydantic.Field(
-        default=None, description="e.g. moto's server; unset means AWS's own endpoints."
+        default=None, description="e.g. moto's server; unset: AWS's own endpoints."
     )
     cluster_name: str = pydantic.Field(default="vk-fargate", min_length=1)
     max_attempts: int = pydantic.Field(
@@ -51,8 +55,12 @@ class AwsSettings(pydantic_settings.BaseSettings):
         le=20,
         description="botocore's retries.max_attempts: retries after a call's first try.",
     )
-    connect_timeout: float = pydantic.Field(default=5.0, gt=0)
-    read_timeout: float = pydantic.Field(default=30.0, gt=0)
+    connect_timeout: float = pydantic.Field(
+        default=5.0, gt=0, description="Seconds to connect to AWS, per try."
+    )
+    read_timeout: float = pydantic.Field(
+        default=30.0, gt=0, description="Seconds to wait for AWS's answer, per try."
+    )
 
     @classmethod
     def from_provider(cls, provider: settings.ProviderSettings) -> AwsSettings:

@@ -1,4 +1,5 @@
-"""Tests of aws.network against moto in-process: subnet checks, DNS warnings, ENIs, GC.
+"""Tests of aws.network against moto's EC2 (the session's moto server): subnet checks, DNS
+warnings, ENIs, GC.
 
 moto is lenient where AWS is strict (it hands out random, possibly repeated or reserved
 ENI addresses and accepts any explicit one), so the tests assert our invariants - every
@@ -10,27 +11,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
 import pytest
-from moto import mock_aws
 
-from vk_fargate import errors, settings
+from tests.aws import conftest
+from vk_fargate import errors
 from vk_fargate.aws import network, session
 
-REGION = "eu-central-1"
+REGION = conftest.REGION
 CLUSTER = "test-cluster"
 
 
 @pytest.fixture
-def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield session.make_client(session.AwsSettings(region=REGION), "ec2")
+def ec2(clients: session.Clients) -> Any:
+    return clients.ec2
 
 
 def make_vpc(ec2: Any, cidr: str = "10.0.0.0/16") -> str:
@@ -70,32 +66,6 @@ def main_table(ec2: Any, vpc_id: str) -> str:
 def all_enis(ec2: Any) -> list[dict[str, Any]]:
     """Every ENI of the account, ours or not: the leak detector."""
     return list(ec2.describe_network_interfaces()["NetworkInterfaces"])
-
-
-# ----------------------------------------------------------------------------- clients
-
-
-def test_clients_get_the_endpoint_retries_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VK_FARGATE_AWS_ENABLED", "true")
-    monkeypatch.setenv("VK_FARGATE_AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("VK_FARGATE_AWS_MAX_ATTEMPTS", "7")
-    provider = settings.ProviderSettings(region="us-west-2", cluster_name="blue")
-
-    aws = session.AwsSettings.from_provider(provider)
-
-    assert (aws.enabled, aws.region, aws.cluster_name) == (True, "us-west-2", "blue")
-    client = session.make_client(aws, "logs", region="eu-west-1", credentials=("k", "s"))
-    assert client.meta.endpoint_url == "http://127.0.0.1:9"
-    assert client.meta.region_name == "eu-west-1"
-    # botocore counts the first try in total_max_attempts: 7 retries are 8 tries.
-    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 8}
-    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (5.0, 30.0)
-
-
-def test_error_codes_come_from_client_errors_only() -> None:
-    error = {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}
-    assert session.error_code(botocore.exceptions.ClientError(error, "Op")) == "ThrottlingException"
-    assert session.error_code(ValueError("x")) is None
 
 
 # ----------------------------------------------------------------------------- subnets
@@ -152,19 +122,6 @@ async def test_without_an_explicit_table_the_main_table_decides(ec2: Any) -> Non
     with pytest.raises(errors.SubnetNotPrivate) as caught:
         await network.check_subnets(ec2, [subnet_id])
     assert (caught.value.route_table_id, caught.value.gateway_id) == (table_id, gateway_id)
-
-
-def test_only_internet_gateways_make_a_route_table_public() -> None:
-    def table(*routes: dict[str, str]) -> dict[str, Any]:
-        return {"Routes": list(routes)}
-
-    local = {"DestinationCidrBlock": "10.0.0.0/16", "GatewayId": "local"}
-    assert network.public_route(table(local)) is None
-    assert network.public_route(table(local, {"GatewayId": "eigw-1"})) is None
-    assert network.public_route(table({"NatGatewayId": "nat-1"})) is None
-    assert network.public_route(table({"GatewayId": "vgw-1"})) is None
-    assert network.public_route(table({"GatewayId": "igw-1", "State": "blackhole"})) is None
-    assert network.public_route(table(local, {"GatewayId": "igw-1", "State": "active"})) == "igw-1"
 
 
 async def test_a_missing_subnet_is_named_even_among_good_ones(ec2: Any) -> None:
@@ -412,51 +369,3 @@ async def test_creating_in_a_missing_subnet_is_subnet_not_found(ec2: Any) -> Non
         await network.create_eni(
             ec2, "subnet-0123456789abcdef0", cluster=CLUSTER, namespace="n", pod="p", uid="u"
         )
-
-
-@pytest.mark.parametrize(
-    ("address", "usable"),
-    [
-        ("10.0.1.0", False),
-        ("10.0.1.3", False),
-        ("10.0.1.4", True),
-        ("10.0.1.254", True),
-        ("10.0.1.255", False),
-        ("10.0.2.9", False),
-    ],
-)
-def test_usable_addresses_exclude_the_five_aws_reserves(address: str, usable: bool) -> None:
-    assert network.usable_address(ipaddress.IPv4Network("10.0.1.0/24"), address) is usable
-
-
-# ----------------------------------------------------------------------------- spreading
-
-
-def info(subnet_id: str, zone: str) -> network.SubnetInfo:
-    return network.SubnetInfo(subnet_id, zone, ipaddress.IPv4Network("10.0.0.0/24"), "vpc-1")
-
-
-def test_the_least_loaded_zone_wins_before_the_least_loaded_subnet() -> None:
-    a1, a2, b1 = info("subnet-a1", "z-a"), info("subnet-a2", "z-a"), info("subnet-b1", "z-b")
-    # Zone a holds 2 (1 + 1), zone b holds 2: tie on zones, then b1's own 2 loses to a's 1s.
-    assert (
-        network.choose_subnet([a1, a2, b1], {"subnet-a1": 1, "subnet-a2": 1, "subnet-b1": 2}) == a1
-    )
-    # Zone b holds fewer, although subnet-a2 is emptier.
-    assert network.choose_subnet([a1, a2, b1], {"subnet-a1": 3, "subnet-b1": 1}) == b1
-    assert network.choose_subnet([b1, a2, a1], {}) == a1  # ties: zone, then id
-    with pytest.raises(errors.AwsError):
-        network.choose_subnet([], {})
-
-
-def test_placing_many_enis_spreads_them_evenly_over_zones_then_subnets() -> None:
-    subnets = [info("subnet-a1", "z-a"), info("subnet-a2", "z-a"), info("subnet-b1", "z-b")]
-    counts: Counter[str] = Counter()
-    zones: Counter[str] = Counter()
-    for _ in range(12):
-        chosen = network.choose_subnet(subnets, counts)
-        counts[chosen.subnet_id] += 1
-        zones[chosen.zone] += 1
-        assert max(zones.values()) - min(zones[s.zone] for s in subnets) <= 1
-    assert zones == Counter({"z-a": 6, "z-b": 6})
-    assert counts == Counter({"subnet-a1": 3, "subnet-a2": 3, "subnet-b1": 6})

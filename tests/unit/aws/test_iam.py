@@ -1,18 +1,17 @@
-"""Tests of aws.iam: the pod execution role (moto in-process) and aws-auth (plain values)."""
+"""Tests of aws.iam on plain values: which trust policies let Fargate's pods assume the
+pod execution role, and the role's mapping in aws-auth."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from moto import mock_aws
 
 from vk_fargate import errors
-from vk_fargate.aws import iam, session
+from vk_fargate.aws import iam
 
 FARGATE = {
     "Effect": "Allow",
@@ -24,64 +23,6 @@ EC2 = {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action
 
 def policy(*statements: dict[str, Any]) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": list(statements)}
-
-
-@pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield session.make_client(session.AwsSettings(region="eu-central-1"), "iam")
-
-
-def make_role(client: Any, document: dict[str, Any], *, name: str = "pods", path: str = "/") -> str:
-    role = client.create_role(
-        RoleName=name, Path=path, AssumeRolePolicyDocument=json.dumps(document)
-    )
-    return str(role["Role"]["Arn"])
-
-
-async def test_a_role_trusting_fargate_pods_is_usable(client: Any) -> None:
-    arn = make_role(client, policy(EC2, FARGATE))
-    await iam.check_pod_execution_role(client, arn)
-
-
-async def test_a_role_with_a_path_is_found_by_its_name(client: Any) -> None:
-    arn = make_role(client, policy(FARGATE), path="/team/eks/")
-    assert arn.endswith(":role/team/eks/pods")
-    await iam.check_pod_execution_role(client, arn)
-
-
-async def test_a_role_trusting_someone_else_is_refused_with_the_reason(client: Any) -> None:
-    arn = make_role(client, policy(EC2))
-
-    with pytest.raises(errors.RoleNotUsable) as caught:
-        await iam.check_pod_execution_role(client, arn)
-
-    assert caught.value.role_arn == arn
-    assert "eks-fargate-pods.amazonaws.com" in str(caught.value)
-    assert "sts:AssumeRole" in str(caught.value)
-
-
-async def test_a_missing_role_is_refused(client: Any) -> None:
-    arn = "arn:aws:iam::123456789012:role/nobody"
-
-    with pytest.raises(errors.RoleNotUsable, match="does not exist") as caught:
-        await iam.check_pod_execution_role(client, arn)
-
-    assert caught.value.code == "NoSuchEntity"
-    assert arn in str(caught.value)
-
-
-async def test_a_same_named_role_in_another_account_or_path_is_not_the_role(client: Any) -> None:
-    arn = make_role(client, policy(FARGATE))
-    for other in (
-        arn.replace("123456789012", "210987654321"),
-        arn.replace(":role/pods", ":role/elsewhere/pods"),
-    ):
-        with pytest.raises(errors.RoleNotUsable, match="another ARN"):
-            await iam.check_pod_execution_role(client, other)
 
 
 @pytest.mark.parametrize("arn", ["", "pods", "arn:aws:iam::123456789012:user/pods"])

@@ -1,17 +1,15 @@
-"""What AWS says of a Fargate profile (moto in-process): subnets and role decide whether
-it can launch pods, VPC DNS only warns, and an unreachable AWS is an error to retry,
-never a verdict."""
+"""What AWS says of a Fargate profile (the session's moto server): subnets and role decide
+whether it can launch pods, VPC DNS only warns, and an unreachable AWS is an error to
+retry, never a verdict."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
-from tests.unit import test_aws_network as net
+from tests.aws import test_network as net
 from vk_fargate import errors
 from vk_fargate.aws import profilecheck, session
 
@@ -25,20 +23,6 @@ FARGATE_TRUST = {
         }
     ],
 }
-
-
-@pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[session.Clients]:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    aws = session.AwsSettings(region=net.REGION)
-    with mock_aws():
-        yield session.Clients(
-            ec2=session.make_client(aws, "ec2"),
-            iam=session.make_client(aws, "iam"),
-            logs=session.make_client(aws, "logs"),
-        )
 
 
 def vpc(ec2: Any, *, dns: bool = True) -> tuple[str, str, str]:

@@ -10,7 +10,7 @@ import pytest
 from vk_fargate import errors, settings
 from vk_fargate.devcluster import binaries
 
-GO_MOD = Path(__file__).resolve().parents[2] / "hack" / "controlplane" / "go.mod"
+GO_MOD = Path(__file__).resolve().parents[3] / "hack" / "controlplane" / "go.mod"
 
 
 def test_versions_agree_with_the_go_wrapper_module() -> None:

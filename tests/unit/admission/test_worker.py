@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.unit import test_mutation
+from tests.unit.admission import test_mutation
 from vk_fargate import errors
 from vk_fargate.admission import server, worker
 from vk_fargate.fargate import profiles

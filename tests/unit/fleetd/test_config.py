@@ -74,7 +74,7 @@ def test_a_valid_config(tmp_path: Path) -> None:
 
 
 def test_the_example_config_of_the_repository_loads() -> None:
-    example = Path(__file__).resolve().parents[2] / "config" / "fleet.yaml"
+    example = Path(__file__).resolve().parents[3] / "config" / "fleet.yaml"
     cfg = config.load(example)
     assert {h.zone for h in cfg.hosts} <= {s.zone for s in cfg.subnets}
 

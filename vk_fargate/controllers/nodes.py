@@ -9,7 +9,10 @@ restarted) have Leases as old as the gap, so they are renewed within the first
 last renewal before, against the node-lifecycle controller's 40 s grace). The
 node-lifecycle controller thus never sees a healthy virtual node go stale. A node
 whose microVM failed is reported NotReady with the fleet's reason, and so is one that
-``not_ready`` (e.g. the aws-auth check) has a problem with.
+``not_ready`` (e.g. the aws-auth check) has a problem with. What a node's Ready
+condition says is read from the node itself (the informer's cache, with our own writes),
+so a Ready someone else changed (the node-lifecycle controller's ``Unknown``) is written
+right again at once, not at the next period.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import pydantic
 import yaml
 from aiohttp import web
 
-from vk_fargate import errors, metrics, observability, settings, supervision
+from vk_fargate import errors, metrics, observability, settings, supervision, world
 from vk_fargate.admission import registration, worker
 from vk_fargate.admission import server as admission_server
 from vk_fargate.aws import profilecheck
@@ -48,10 +48,11 @@ from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
 from vk_fargate.kubelet import auth, backend, endpoints, server, tls
-from vk_fargate.scheduler import enis, scheduling, world
+from vk_fargate.scheduler import enis, scheduling
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT = 120.0  # seconds to wait for the first list of pods, nodes and microVMs
+NAMESPACE = "namespace"  # the services' index
 
 
 def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
@@ -72,7 +73,21 @@ class Provider:
         self.cfg = cfg
         self.api = api
         self.fleet = fleet
-        self.world = world.World()
+        self.pod_informer = informers.Informer(
+            api,
+            "/api/v1/pods",
+            name="pods",
+            field_selector=f"spec.schedulerName={cfg.scheduler_name}",
+        )
+        self.node_informer = informers.Informer(
+            api,
+            "/api/v1/nodes",
+            name="nodes",
+            label_selector=f"{fargate_nodes.CLUSTER_LABEL}={cfg.cluster_name}",
+        )
+        self.service_informer = informers.Informer(api, "/api/v1/services", name="services")
+        self.service_informer.add_indexer(NAMESPACE, lambda s: [s["metadata"]["namespace"]])
+        self.world = world.World(self.pod_informer, self.node_informer)
         self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
         # Queues by direction: pods from Kubernetes (place, delete) and status from the
         # fleet, so that a status write never waits behind placements; one key at a time.
@@ -125,19 +140,6 @@ class Provider:
             retry_seconds=cfg.eviction_retry_seconds,
             budget_check_seconds=cfg.budget_check_seconds,
         )
-        self.pod_informer = informers.Informer(
-            api,
-            "/api/v1/pods",
-            name="pods",
-            field_selector=f"spec.schedulerName={cfg.scheduler_name}",
-        )
-        self.node_informer = informers.Informer(
-            api,
-            "/api/v1/nodes",
-            name="nodes",
-            label_selector=f"{fargate_nodes.CLUSTER_LABEL}={cfg.cluster_name}",
-        )
-        self.service_informer = informers.Informer(api, "/api/v1/services", name="services")
         self.scheduler.services = self._services
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
@@ -176,17 +178,13 @@ class Provider:
 
     def _services(self, namespace: str) -> list[kube.JSON]:
         """The Services of ``namespace`` (service links), from the watch."""
-        return [
-            s
-            for s in self.service_informer.cache.values()
-            if s["metadata"]["namespace"] == namespace
-        ]
+        return self.service_informer.by_index(NAMESPACE, namespace)
 
-    def _on_pod(self, kind: str, pod: kube.JSON) -> None:
-        self.queue.add(self.world.set_pod(pod, deleted=kind == "DELETED"))
+    def _on_pod(self, _kind: str, pod: kube.JSON) -> None:
+        self.queue.add(pod["metadata"]["uid"])
 
     def _on_node(self, kind: str, node: kube.JSON) -> None:
-        uid = self.world.set_node(node, deleted=kind == "DELETED")
+        uid = world.pod_of(node)
         if uid:
             self.queue.add(uid)
         if kind == "DELETED":
@@ -322,7 +320,7 @@ class Provider:
 
     def _lead(self) -> None:
         """What only the leader does: reconcile pods, heartbeat nodes, evict."""
-        for uid in {*self.world.pods, *self.world.vms, *self.world.node_by_pod}:
+        for uid in {*self.world.pods, *self.world.vms, *self.world.nodes_by_pod}:
             self.queue.add(uid)
         self.queue.start()
         self.status_queue.start()

@@ -13,10 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from vk_fargate import metrics
+from vk_fargate import metrics, world
 from vk_fargate.fargate import pricing
 from vk_fargate.k8s import informers
-from vk_fargate.scheduler import world
 
 
 def snapshot(

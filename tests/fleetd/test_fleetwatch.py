@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from tests import waiting
+from vk_fargate import world
 from vk_fargate.controllers import fleetwatch
 from vk_fargate.fleet import client as fleet_api
-from vk_fargate.scheduler import world
 
 
 def _pod(uid: str, node: str | None = None) -> dict[str, object]:
@@ -21,8 +21,8 @@ async def test_a_list_enqueues_the_pods_still_to_place(
     fleet_client: fleet_api.FleetClient,
 ) -> None:
     state = world.World()
-    state.set_pod(_pod("waiting"))
-    state.set_pod(_pod("placed", node="fargate-ip-10-0-0-9.eu-central-1.compute.internal"))
+    state.pod_cache.store(_pod("waiting"))
+    state.pod_cache.store(_pod("placed", node="fargate-ip-10-0-0-9.eu-central-1.compute.internal"))
     enqueued: list[str] = []
     follow = asyncio.create_task(
         fleetwatch.run(fleet_client, state, enqueued.append, cluster="fleetwatch-test"),

@@ -19,7 +19,7 @@ from kubernetes_asyncio import client as k8s
 from tests import waiting
 from tests.fleetd import helpers
 from tests.provider import conftest
-from vk_fargate import errors, settings
+from vk_fargate import errors, settings, world
 from vk_fargate.controllers import pods as pod_reconciler
 from vk_fargate.devcluster import cluster
 from vk_fargate.devcluster import fleet as devfleet
@@ -29,7 +29,7 @@ from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import client, events, kube
 from vk_fargate.k8s import nodes as k8s_nodes
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import scheduling
 
 pytestmark = pytest.mark.e2e
 CLUSTER = "name-reuse"
@@ -73,7 +73,7 @@ class Stack:
 
     async def pod(self, namespace: str, name: str) -> kube.JSON:
         found = await self.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
-        self.world.set_pod(found)
+        self.world.pod_cache.store(found)
         return found
 
 
@@ -129,7 +129,7 @@ async def test_a_pod_given_a_just_freed_address_never_loses_its_node(
         await raw.delete(
             f"/api/v1/namespaces/{ns}/pods/a", {"gracePeriodSeconds": 0, "kind": "DeleteOptions"}
         )
-        stack.world.set_pod(a, deleted=True)
+        stack.world.pod_cache.remove(a)
         await stack.reconcile(a_uid)  # stops the microVM
         await waiting.until(lambda: helpers.forgotten(fleet, a_uid), what="A's microVM gone")
 
@@ -157,7 +157,8 @@ async def test_a_pod_given_a_just_freed_address_never_loses_its_node(
 
         # A stale cleanup of A (a retry on an old view that still has A's node under the
         # name) must leave B's node and Lease alone: deletions are bound to A's node UID.
-        stack.world.set_node(a_node)
+        stack.world.node_cache.remove(b_node)
+        stack.world.node_cache.store(a_node)
         await stack.pods.reconcile(a_uid)
         b_node_after = await raw.get(k8s_nodes.path(node_name))
         assert b_node_after["metadata"]["uid"] == b_node["metadata"]["uid"]

@@ -18,13 +18,13 @@ from kubernetes_asyncio import client as k8s
 from tests import waiting
 from tests.fleetd import helpers
 from tests.provider import conftest
-from vk_fargate import errors, settings
+from vk_fargate import errors, settings, world
 from vk_fargate.controllers import pods
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client as fleet_api
 from vk_fargate.k8s import events, kube
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import scheduling
 
 pytestmark = pytest.mark.e2e
 CLUSTER = "stale-cache"
@@ -57,7 +57,7 @@ async def test_a_microvm_missing_from_the_cache_is_looked_up_not_declared_gone(
         spec.labels[fargate_nodes.CLUSTER_LABEL] = CLUSTER
         await fleet_client.put_microvm(uid, spec)
         state = world.World()
-        state.set_pod(await door.get(f"/api/v1/namespaces/{ns}/pods/bound"))
+        state.pod_cache.store(await door.get(f"/api/v1/namespaces/{ns}/pods/bound"))
         state.fleet_synced.set()  # ... but its copy of the fleet lacks this microVM
         try:
             await _reconciler(door, fleet_client, state).reconcile(uid)
@@ -100,7 +100,7 @@ async def test_a_deleted_pod_whose_microvm_the_fleet_forgot_is_deleted_at_once(
 
         await waiting.until(forgotten, what="the fleet to forget the microVM")
         state = world.World()
-        state.set_pod(await door.get(f"/api/v1/namespaces/{ns}/pods/leaving"))
+        state.pod_cache.store(await door.get(f"/api/v1/namespaces/{ns}/pods/leaving"))
         state.vms[uid] = vm  # ... which the cache still holds, its event not seen yet
         state.fleet_synced.set()
         try:

@@ -9,11 +9,11 @@ import pytest
 
 from tests import waiting
 from tests.provider import conftest
+from vk_fargate import world
 from vk_fargate.controllers import profiles
 from vk_fargate.devcluster import cluster
 from vk_fargate.k8s import client, kube
 from vk_fargate.k8s import profiles as k8s_profiles
-from vk_fargate.scheduler import world
 
 pytestmark = pytest.mark.e2e
 

@@ -10,11 +10,10 @@ import decimal
 import pytest
 from prometheus_client import core, exposition, parser
 
-from vk_fargate import metrics, observability
+from vk_fargate import metrics, observability, world
 from vk_fargate.fargate import pricing
 from vk_fargate.fleet import models
 from vk_fargate.k8s import kube
-from vk_fargate.scheduler import world
 
 AT = datetime.datetime(2026, 11, 27, 19, 0, tzinfo=datetime.UTC)
 
@@ -43,7 +42,7 @@ def _state() -> world.World:
         pod = {"metadata": {"uid": uid, "namespace": "web", "name": uid}, "status": {}}
         if phase:
             pod["status"] = {"phase": phase}
-        state.set_pod(pod)
+        state.pod_cache.store(pod)
     state.vms = {"u1": _vm("u1", "running"), "u4": _vm("u4", "stopped")}
     return state
 

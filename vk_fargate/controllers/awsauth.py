@@ -14,12 +14,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from vk_fargate import errors
+from vk_fargate import errors, world
 from vk_fargate.aws import iam
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.k8s import kube, pods
-from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 NAMESPACE, NAME = "kube-system", "aws-auth"

@@ -15,11 +15,10 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from vk_fargate import errors, supervision
+from vk_fargate import errors, supervision, world
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import models
 from vk_fargate.k8s import events, kube, pods
-from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 COMPONENT = "fargate-scheduler"

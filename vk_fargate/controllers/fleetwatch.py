@@ -12,10 +12,9 @@ import logging
 import random
 from collections.abc import Callable
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, world
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client, models
-from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0

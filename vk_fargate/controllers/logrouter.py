@@ -25,13 +25,13 @@ import datetime
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, world
 from vk_fargate.aws import logconfig, logfilter, session
 from vk_fargate.aws import logging as aws_logging
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.fleet import models
 from vk_fargate.k8s import events, kube, pods
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import logstate
 
 log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at a container that is not running
@@ -141,7 +141,7 @@ class LogRouter:
         starting = [
             (uid, pod, vm)
             for uid, pod in list(self.world.pods.items())
-            if (pod["metadata"].get("annotations") or {}).get(scheduling.LOGGING_ANNOTATION)
+            if (pod["metadata"].get("annotations") or {}).get(logstate.ANNOTATION)
             == "LoggingEnabled"
             and (vm := self.world.vms.get(uid)) is not None
             and uid not in self.started

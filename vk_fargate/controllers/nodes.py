@@ -9,7 +9,10 @@ restarted) have Leases as old as the gap, so they are renewed within the first
 last renewal before, against the node-lifecycle controller's 40 s grace). The
 node-lifecycle controller thus never sees a healthy virtual node go stale. A node
 whose microVM failed is reported NotReady with the fleet's reason, and so is one that
-``not_ready`` (e.g. the aws-auth check) has a problem with.
+``not_ready`` (e.g. the aws-auth check) has a problem with. What a node's Ready
+condition says is read from the node itself (the informer's cache, with our own writes),
+so a Ready someone else changed (the node-lifecycle controller's ``Unknown``) is written
+right again at once, not at the next period.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from vk_fargate import errors, settings, supervision
+from vk_fargate import errors, settings, supervision, world
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.k8s import kube
 from vk_fargate.k8s import nodes as k8s_nodes
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import scheduling
 
 log = logging.getLogger(__name__)
 TICK = 0.5  # seconds between looks at what is due
@@ -43,7 +46,6 @@ class Heartbeats:
     status_due: dict[str, float] = dataclasses.field(default_factory=dict)
     max_lag: float = 0.0  # worst lateness of a lease renewal, seconds (a metric)
     not_ready: Callable[[kube.JSON], str | None] | None = None  # why a node is not Ready
-    reported: dict[str, str] = dataclasses.field(default_factory=dict)  # last Ready message
     _outage: supervision.Outage = dataclasses.field(
         default_factory=lambda: supervision.Outage(log, "node heartbeats")
     )
@@ -57,7 +59,6 @@ class Heartbeats:
             for gone in set(self.lease_due) - set(names):
                 self.lease_due.pop(gone, None)
                 self.status_due.pop(gone, None)
-                self.reported.pop(gone, None)
             work = []
             for name in names:
                 if name not in self.lease_due:  # a new node: its own phase of the period
@@ -68,7 +69,7 @@ class Heartbeats:
                     self.lease_due[name] = now + self.cfg.lease_renew_seconds
                     work.append(self._guarded(gate, self._renew(name)))
                 message = self._message(name)
-                if message != self.reported.get(name, ""):  # nodes start Ready
+                if message != self._says(name):  # the node's own Ready (whoever wrote it)
                     self.status_due[name] = now  # Ready changes: say so now, not next period
                 if self.status_due[name] <= now:
                     self.status_due[name] = now + self.cfg.node_status_seconds
@@ -99,8 +100,18 @@ class Heartbeats:
         if name not in self.world.nodes:
             return  # deleted since the tick began
         conditions = fargate_nodes.conditions(scheduling.now(), ready=not message, message=message)
-        await k8s_nodes.patch_status(self.api, name, {"conditions": conditions})
-        self.reported[name] = message
+        written = await k8s_nodes.patch_status(self.api, name, {"conditions": conditions})
+        self.world.node_cache.wrote(written)  # read your writes: not due again next tick
+
+    def _says(self, name: str) -> str | None:
+        """What node ``name``'s Ready condition says, as ``_message`` would: empty when
+        Ready; None when the node is gone."""
+        node = self.world.nodes.get(name)
+        if node is None:
+            return None
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready: kube.JSON = next((c for c in conditions if c.get("type") == "Ready"), {})
+        return "" if ready.get("status") == "True" else str(ready.get("message") or "NotReady")
 
     def _message(self, name: str) -> str:
         """Why node ``name`` is not Ready; empty when it is."""

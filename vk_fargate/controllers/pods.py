@@ -21,13 +21,13 @@ import dataclasses
 import datetime
 import logging
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, world
 from vk_fargate.controllers import podstatus
 from vk_fargate.fargate import sizing
 from vk_fargate.fleet import client, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
-from vk_fargate.scheduler import scheduling, world
+from vk_fargate.scheduler import scheduling
 
 log = logging.getLogger(__name__)
 # A container that cannot get its image: the kubelet's first event (reason, text), then
@@ -54,23 +54,6 @@ def go_duration(seconds: float) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
-def reported(pod: kube.JSON) -> dict[str, tuple[str, str | None, str | None]]:
-    """What the pod's status already says of each container, as ``_events`` keys it
-    (state, container ID, reason): what an earlier run of the provider reported, whose
-    events a restart must not send again (a kubelet does not either)."""
-    status = pod.get("status") or {}
-    out: dict[str, tuple[str, str | None, str | None]] = {}
-    for c in [
-        *(status.get("initContainerStatuses") or []),
-        *(status.get("containerStatuses") or []),
-    ]:
-        for kind, detail in (c.get("state") or {}).items():
-            out[c["name"]] = (kind, c.get("containerID"), (detail or {}).get("reason"))
-    if status.get("phase") == "Failed" and status.get("reason"):
-        out[""] = ("failed", None, status["reason"])
-    return out
-
-
 @dataclasses.dataclass
 class PodReconciler:
     api: kube.Kube
@@ -78,11 +61,6 @@ class PodReconciler:
     recorder: events.Recorder
     world: world.World
     scheduler: scheduling.Scheduler
-    _sent: dict[str, kube.JSON] = dataclasses.field(default_factory=dict)
-    _seen: dict[str, dict[str, tuple[str, str | None, str | None]]] = dataclasses.field(
-        default_factory=dict
-    )
-    _stopping: set[str] = dataclasses.field(default_factory=set)
 
     async def reconcile(self, uid: str) -> None:
         pod = self.world.pods.get(uid)
@@ -103,7 +81,6 @@ class PodReconciler:
             return
         await self._remove_node(uid)
         await self._release_eni(uid)
-        self._forget(uid)
 
     async def _release_eni(self, uid: str) -> None:
         if self.scheduler.enis is not None:
@@ -114,9 +91,8 @@ class PodReconciler:
         if vm is not None:
             # Asked again once it has ended: a fleet that lost the request (a restart
             # of an older fleetd) would otherwise keep it, and the pod Terminating.
-            ended = vm.status.state in models.FINAL_STATES
-            if not ended and (vm.status.state == "stopping" or uid in self._stopping):
-                return  # its end comes as a fleet event
+            if vm.status.state == "stopping":
+                return  # asked already (the fleet's answer says so): its end is an event
             grace = pod["metadata"].get("deletionGracePeriodSeconds")
             node = (pod.get("spec") or {}).get("nodeName")
             for c in vm.status.containers:
@@ -137,35 +113,28 @@ class PodReconciler:
                 raise
         await self._remove_node(uid)
         await self._release_eni(uid)
-        self._forget(uid)
 
     async def _stop(self, uid: str, *, grace: int | None) -> bool:
         """Ask the fleet to stop the microVM; True when it is gone already (the answer
         to an earlier DELETE was lost, say). It leaves the cache then, so the fleet's
-        ``deleted`` event, if still to come, enqueues nothing: the caller goes on."""
+        ``deleted`` event, if still to come, enqueues nothing: the caller goes on. Else
+        the fleet's answer (``stopping``) goes into the cache: read your writes."""
         try:
-            await self.fleet.delete_microvm(uid, grace_seconds=grace)
+            answer = await self.fleet.delete_microvm(uid, grace_seconds=grace)
         except errors.NotFound:
             self.world.vms.pop(uid, None)
             return True
-        self._stopping.add(uid)
+        self.world.wrote_vm(answer)
         return False
 
     async def _remove_node(self, uid: str) -> None:
         """Delete the node made for pod ``uid``, and only that one (by UID)."""
-        node = self.world.node_of(uid)
+        node = self.world.nodes_by_pod.get(uid)
         if node is None:
-            self.world.node_by_pod.pop(uid, None)  # the name serves another pod now
             return
         await k8s_nodes.delete(self.api, node)
-        self.world.set_node(node, deleted=True)
+        self.world.node_cache.remove(node)
         self.scheduler.name_freed(node["metadata"]["name"])
-
-    def _forget(self, uid: str) -> None:
-        self._sent.pop(uid, None)
-        self._seen.pop(uid, None)
-        self._stopping.discard(uid)
-        self.scheduler.attempts.pop(uid, None)
 
     async def _vanished(self, pod: kube.JSON) -> None:
         """A bound pod whose microVM the cache lacks: Failed (final, as for a lost node)
@@ -189,7 +158,7 @@ class PodReconciler:
             "reason": "NotFound",
             "message": "the pod's microVM is gone from the fleet",
         }
-        await pods.patch_status(self.api, pod, status)
+        self.world.pod_cache.wrote(await pods.patch_status(self.api, pod, status))
         await self.recorder.record(
             pod,
             "NotFound",
@@ -201,13 +170,13 @@ class PodReconciler:
 
     async def _sync(self, pod: kube.JSON, vm: models.MicroVM) -> None:
         uid = pod["metadata"]["uid"]
-        if self.world.node_of(uid) is None and vm.status.private_ip:
+        if uid not in self.world.nodes_by_pod and vm.status.private_ip:
             try:
                 size = sizing.size(pod.get("spec") or {})
             except (sizing.TooLarge, ValueError):
                 size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
             await self.scheduler.ensure_node(pod, vm, size)
-        current = self._sent.get(uid) or pod.get("status") or {}  # read our writes
+        current = pod.get("status") or {}  # as the API server has it (and our writes)
         status = podstatus.compute(pod, vm, previous=current.get("conditions"))
         before = current.get("phase")
         if status["phase"] == "Running" and before not in ("Running", "Succeeded", "Failed"):
@@ -215,10 +184,9 @@ class PodReconciler:
             if created:
                 began = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
                 metrics.SCHEDULING_LATENCY.observe((models.now() - began).total_seconds())
-        if self._sent.get(uid) != status:
-            await pods.patch_status(self.api, pod, status)
-            self._sent[uid] = status
-        await self._events(pod, vm)
+        if not podstatus.agrees(current, status):
+            self.world.pod_cache.wrote(await pods.patch_status(self.api, pod, status))
+        await self._events(pod, vm, podstatus.reported(current), podstatus.reported(status))
 
     async def _pulled(
         self, pod: kube.JSON, c: models.ContainerStatus, image: str, node: str | None
@@ -251,12 +219,15 @@ class PodReconciler:
             host=node,
         )
 
-    async def _events(self, pod: kube.JSON, vm: models.MicroVM) -> None:
-        uid = pod["metadata"]["uid"]
+    async def _events(
+        self,
+        pod: kube.JSON,
+        vm: models.MicroVM,
+        before: dict[str, tuple[str, str | None, str | None]],
+        after: dict[str, tuple[str, str | None, str | None]],
+    ) -> None:
+        """The events of what the pod's status says now (``after``), not ``before``."""
         node = (pod.get("spec") or {}).get("nodeName")
-        seen = self._seen.get(uid)
-        if seen is None:  # new to this process: maybe not to the cluster (a restart)
-            seen = self._seen[uid] = reported(pod)
         images = {
             c["name"]: c.get("image", "")
             for c in [
@@ -265,10 +236,8 @@ class PodReconciler:
             ]
         }
         for c in [*vm.status.init_containers, *vm.status.containers]:
-            now = (c.state, c.container_id, c.reason)
-            if seen.get(c.name) == now:
+            if after.get(c.name) == before.get(c.name):
                 continue
-            seen[c.name] = now
             if c.state == "running":
                 await self._pulled(pod, c, images.get(c.name, ""), node)
                 await self.recorder.record(
@@ -304,8 +273,7 @@ class PodReconciler:
                     await self.recorder.record(
                         pod, reason, said, warning=True, component="kubelet", host=node
                     )
-        if vm.status.state == "failed" and seen.get("") != ("failed", None, vm.status.reason):
-            seen[""] = ("failed", None, vm.status.reason)
+        if vm.status.state == "failed" and after.get("") != before.get(""):
             await self.recorder.record(
                 pod,
                 "ProviderFailed",

@@ -143,7 +143,7 @@ def compute(
     ``now``; ``previous`` are the conditions the API server has (or was last sent)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
-    # The scheduler runs sidecars as the fleet's app containers (scheduling._spec).
+    # The scheduler runs sidecars as the fleet's app containers (fargate.microvms.spec).
     sidecars = {c["name"] for c in init_specs if c.get("restartPolicy") == "Always"}
     reported = [
         *vm.status.init_containers,
@@ -183,3 +183,64 @@ def compute(
         status["reason"] = vm.status.reason or "ProviderFailed"
         status["message"] = vm.status.message or "the microVM failed"
     return status
+
+
+# The lists of a pod's status that a strategic-merge patch merges by key; the others
+# (container statuses) it replaces whole.
+MERGE_KEYS = {"conditions": "type", "podIPs": "ip", "hostIPs": "ip"}
+
+
+def _clean(value: Any) -> Any:
+    """``value`` without its null fields (absent and null read the same)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _merged(current: Any, patch: Any, merge_key: str | None = None) -> Any:
+    """``current`` after a strategic-merge ``patch``, as the API server applies one."""
+    if isinstance(patch, dict) and isinstance(current, dict):
+        out = dict(current)
+        for name, value in patch.items():
+            if value is None:
+                out.pop(name, None)
+            else:
+                out[name] = _merged(current.get(name), value, MERGE_KEYS.get(name))
+        return out
+    if isinstance(patch, list) and isinstance(current, list) and merge_key:
+        out_list = list(current)
+        at = {item.get(merge_key): n for n, item in enumerate(out_list) if isinstance(item, dict)}
+        for item in patch:
+            n = at.get(item.get(merge_key))
+            if n is None:
+                out_list.append(_clean(item))
+            else:
+                out_list[n] = _merged(out_list[n], item)
+        return out_list
+    return _clean(patch)
+
+
+def agrees(current: JSON, wanted: JSON) -> bool:
+    """Whether the pod's status ``current`` already says what the patch ``wanted`` would
+    write: then nothing need be sent. The pod's status is the one truth (no copy of
+    what was sent last), so a status someone else changed is written again."""
+    return bool(_clean(_merged(current, wanted)) == _clean(current))
+
+
+def reported(status: JSON) -> dict[str, tuple[str, str | None, str | None]]:
+    """What a pod's status says of each container, for events: (state, container ID,
+    reason) by container name, and the pod's failure under ``""``. The events for a
+    change are sent as the status that says it is written, so a status already saying
+    it (written by this process or an earlier one) sends none (nor does a kubelet)."""
+    out: dict[str, tuple[str, str | None, str | None]] = {}
+    for c in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        for kind, detail in (c.get("state") or {}).items():
+            out[c["name"]] = (kind, c.get("containerID"), (detail or {}).get("reason"))
+    if status.get("phase") == "Failed" and status.get("reason"):
+        out[""] = ("failed", None, status["reason"])
+    return out

@@ -25,13 +25,12 @@ from typing import Any
 
 import pydantic
 
-from vk_fargate import errors
+from vk_fargate import errors, world
 from vk_fargate.aws import profilecheck
 from vk_fargate.controllers import queueing
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.k8s import events, informers, kube, pods
 from vk_fargate.k8s import profiles as k8s_profiles
-from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 2.0  # while a deleted profile still has pods

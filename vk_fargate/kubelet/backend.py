@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from vk_fargate import world
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.fleet import models
 from vk_fargate.k8s import kube
 from vk_fargate.kubelet import server
-from vk_fargate.scheduler import world
 
 
 class Backend:

@@ -15,11 +15,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from vk_fargate import errors
+from vk_fargate import errors, world
 from vk_fargate.k8s import kube
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.kubelet import server
-from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 2.0  # before moving a node again after the API server refused
@@ -103,7 +102,7 @@ class NodeEndpoints:
         if served is None:
             served = await self.kubelet.serve_node(name, 0)
         if (served, host) != (port, self.address):
-            await k8s_nodes.patch_status(
+            written = await k8s_nodes.patch_status(
                 self.api,
                 name,
                 {
@@ -111,5 +110,6 @@ class NodeEndpoints:
                     "addresses": [{"type": "Hostname", "address": self.address}],
                 },
             )
+            self.world.node_cache.wrote(written)  # read your writes
             log.info("node %s: kubelet API now at %s:%d", name, self.address, served)
             self._unservable.discard(name)

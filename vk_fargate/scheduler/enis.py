@@ -18,6 +18,8 @@ import logging
 from vk_fargate import errors
 from vk_fargate.aws import network, session
 from vk_fargate.fargate import profiles
+from vk_fargate.fleet import models
+from vk_fargate.k8s import kube
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,20 @@ class Enis:
             if await network.delete_eni(self.clients.ec2, owned.eni_id):
                 gone += 1
         return gone
+
+
+async def assign(
+    enis: Enis | None, pod: kube.JSON, spec: models.MicroVMSpec, profile: profiles.Profile
+) -> models.MicroVMSpec:
+    """``spec`` with the address of the pod's ENI, when there is an AWS backend and the
+    pod's profile names subnets; else ``spec`` as it is (the fleet's IPAM decides)."""
+    meta = pod["metadata"]
+    if enis is None or not profile.subnets:
+        return spec
+    address = await enis.address(
+        profile, namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"]
+    )
+    return spec.model_copy(update={"private_ip": address.private_ip, "subnet": address.subnet_id})
 
 
 def _net(ip: str) -> ipaddress.IPv4Network:

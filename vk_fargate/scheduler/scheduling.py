@@ -1,17 +1,19 @@
-"""Placing one pending pod: size it, resolve its environment, ask the fleet for its
-microVM (id = pod UID, so a retry never makes a second one), register its node,
-and bind it; the Binding carries the ``CapacityProvisioned`` and ``Logging``
-annotations (the API server writes them with the binding, one request).
+"""The placer: one pending pod gets its microVM (id = pod UID, so a retry never makes a
+second one), then its node, then its binding; the Binding carries the
+``CapacityProvisioned`` and ``Logging`` annotations (the API server writes them with
+the binding, one request). The microVM's spec is the pure translation's
+(``fargate.microvms``) from what ``sources`` reads; the ENI (``enis``) and logging
+(``logstate``) decisions are made beside it.
 
 Every step is idempotent, so the pod's reconciler may run this again at any point (a
 restart, a retry) and end in the same place. What cannot be placed stays Pending and
-unbound with a ``FailedScheduling`` event from fargate-scheduler; what merely does
-not fit now is retried with back-off.
+unbound with a ``FailedScheduling`` event from fargate-scheduler; what merely cannot
+be placed now is retried with back-off, and says so in its ``PodScheduled``
+condition, whose age sets the back-off (no count of attempts to keep or lose).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import logging
@@ -19,24 +21,20 @@ from collections.abc import Awaitable, Callable
 
 import pydantic
 
-from vk_fargate import errors, settings
-from vk_fargate.aws import logconfig, logfilter
-from vk_fargate.fargate import environment, pullsecrets, security, sizing, validation
+from vk_fargate import errors, settings, world
+from vk_fargate.fargate import environment, microvms, security, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import client, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import enis as enis_module
-from vk_fargate.scheduler import world
+from vk_fargate.scheduler import logstate, sources
 
 log = logging.getLogger(__name__)
-SCHEDULER = "fargate-scheduler"
+SCHEDULER = logstate.SCHEDULER
 CAPACITY_ANNOTATION = "CapacityProvisioned"
 PROFILE_LABEL = "eks.amazonaws.com/fargate-profile"
-LOGGING_ANNOTATION = "Logging"
-LOGGING_NAMESPACE, LOGGING_CONFIG_MAP = logconfig.NAMESPACE, logconfig.CONFIG_MAP
-CLUSTER_LABEL = fargate_nodes.CLUSTER_LABEL
 RETRY_MIN, RETRY_MAX = 5.0, 300.0  # seconds between placement retries (doubling)
 NAME_HELD_RETRY = 2.0  # seconds between looks at a node name another pod's node holds
 
@@ -53,7 +51,6 @@ class Scheduler:
     world: world.World
     cfg: settings.ProviderSettings
     retry: Callable[[str, float], None]  # re-run the pod's reconcile after a delay
-    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
     enis: enis_module.Enis | None = None  # with an AWS backend: an ENI per pod
     aws_backend: bool = False  # whether logs can be shipped to CloudWatch
     # The kubelet port a new node advertises: a port of its own (the kubelet API's).
@@ -61,7 +58,7 @@ class Scheduler:
     # Every profile that may take pods (the config file's and the cluster's).
     profiles: Callable[[], list[fargate_profiles.Profile]] = list
     # A namespace's Services, from a watch (not a LIST per pod).
-    services: Callable[[str], list[kube.JSON]] = lambda _namespace: []
+    services: sources.Services = lambda _namespace: []
 
     async def place(self, pod: kube.JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -108,14 +105,18 @@ class Scheduler:
                 warning=True,
                 component=SCHEDULER,
             )
-        logging_state = await self._logging(pod)
+        logging_state = await logstate.decide(
+            self.api, self.recorder, pod, aws_backend=self.aws_backend
+        )
         # A pod that reached us without the webhook gets the label it would have set.
         profile_name = vm.spec.labels.get("profile")
         if profile_name and PROFILE_LABEL not in (pod["metadata"].get("labels") or {}):
-            await pods.label(self.api, pod, {PROFILE_LABEL: profile_name})
+            self.world.pod_cache.wrote(
+                await pods.label(self.api, pod, {PROFILE_LABEL: profile_name})
+            )
         annotations = {
             CAPACITY_ANNOTATION: size.capacity_provisioned,
-            LOGGING_ANNOTATION: logging_state,
+            logstate.ANNOTATION: logging_state,
         }
         try:
             await pods.bind(self.api, pod, node, annotations)
@@ -123,7 +124,6 @@ class Scheduler:
             if not exc.conflict:
                 raise
             return  # already bound: the pod's next version says so
-        self.attempts.pop(uid, None)
         meta = pod["metadata"]
         await self.recorder.record(
             pod,
@@ -165,7 +165,7 @@ class Scheduler:
             kubelet_port=await self.node_port(name) if self.node_port else self.cfg.kubelet_port,
         )
         created = await k8s_nodes.create(self.api, fargate_nodes.node(placement, now()))
-        self.world.set_node(created)
+        self.world.node_cache.wrote(created)  # read your writes
         holder = world.pod_of(created)
         if holder != uid:
             self._name_held(uid, name, holder)
@@ -192,8 +192,17 @@ class Scheduler:
         uid = pod["metadata"]["uid"]
         meta = pod["metadata"]
         try:
-            spec = await self._spec(pod, size, profile.name)
-            spec = await self._with_eni(pod, spec, profile)
+            spec = microvms.spec(
+                pod,
+                size=size,
+                profile=profile.name,
+                cluster=self.cfg.cluster_name,
+                sources=await sources.environment_sources(
+                    self.api, pod, size, services=self.services, region=self.cfg.region
+                ),
+                pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
+            )
+            spec = await enis_module.assign(self.enis, pod, spec, profile)
         except enis_module.Misconfigured as exc:
             await self._refuse(pod, str(exc))
             return None
@@ -204,253 +213,94 @@ class Scheduler:
             await self.recorder.record(
                 pod, "Failed", f"Error: {exc}", warning=True, component="kubelet"
             )
-            await self._waiting(pod, "CreateContainerConfigError", str(exc))
-            self._later(uid)
+            await self._later(pod, str(exc), waiting=("CreateContainerConfigError", str(exc)))
             return None
         try:
             return await self.fleet.put_microvm(uid, spec)
         except errors.Conflict:
             return await self.fleet.get_microvm(uid)  # ours already, from an earlier spec
         except errors.InsufficientCapacity as exc:
+            pod_name = f"{meta['namespace']}/{meta['name']}"
+            message = f"Pod provisioning timed out (will retry) for pod: {pod_name}"
             await self.recorder.record(
-                pod,
-                "FailedScheduling",
-                "Pod provisioning timed out (will retry) for pod: "
-                f"{meta['namespace']}/{meta['name']}",
-                warning=True,
-                component=SCHEDULER,
+                pod, "FailedScheduling", message, warning=True, component=SCHEDULER
             )
-            self._later(uid, minimum=exc.retry_after)
+            await self._later(pod, message, minimum=exc.retry_after)
             return None
         except errors.InvalidSpec as exc:
             await self._refuse(pod, f"Pod not supported on Fargate: {exc.message}")
             return None
 
-    async def _with_eni(
-        self, pod: kube.JSON, spec: models.MicroVMSpec, profile: fargate_profiles.Profile
-    ) -> models.MicroVMSpec:
-        """The spec with the address of the pod's ENI, when its profile names subnets."""
-        meta = pod["metadata"]
-        if self.enis is None or not profile.subnets:
-            return spec
-        address = await self.enis.address(
-            profile, namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"]
-        )
-        return spec.model_copy(
-            update={"private_ip": address.private_ip, "subnet": address.subnet_id}
-        )
-
-    async def _logging(self, pod: kube.JSON) -> str:
-        """EKS's Logging annotation, and an event saying why when logs will not be shipped.
-
-        ``LoggingEnabled`` only when the pod's lines will really reach CloudWatch: the
-        ``aws-observability/aws-logging`` ConfigMap exists, is valid, has a CloudWatch
-        output, and an AWS backend is configured (the log router ships them).
-        """
-        try:
-            found = await pods.config_map(self.api, LOGGING_NAMESPACE, LOGGING_CONFIG_MAP)
-        except errors.KubeError as exc:
-            if not exc.not_found:
-                raise
-            return await self._logging_disabled(pod, "LOGGING_CONFIGMAP_NOT_FOUND", "")
-        try:
-            config = logconfig.parse(found.get("data") or {})
-        except errors.LoggingConfigInvalid as exc:
-            return await self._logging_disabled(pod, "LOGGING_CONFIGMAP_INVALID", str(exc))
-        if not config.outputs:
-            return await self._logging_disabled(
-                pod,
-                "NO_CLOUDWATCH_OUTPUT",
-                "vk-fargate ships to cloudwatch/cloudwatch_logs outputs only; not shipped: "
-                + ", ".join(config.unshipped_outputs),
-            )
-        if not self.aws_backend:
-            return await self._logging_disabled(
-                pod,
-                "AWS_BACKEND_DISABLED",
-                "the aws-logging ConfigMap is valid but the provider has no AWS backend "
-                "(set VK_FARGATE_AWS_ENABLED=true)",
-            )
-        ignored = logfilter.not_applied(config.parsed_filters)
-        if ignored:
-            await self.recorder.record(
-                pod,
-                "LoggingFiltersNotApplied",
-                "vk-fargate applies grep filters on the log key only; lines pass these "
-                f"filters.conf filters unfiltered: {', '.join(ignored)}",
-                warning=True,
-                component=SCHEDULER,
-            )
-        return "LoggingEnabled"
-
-    async def _logging_disabled(self, pod: kube.JSON, code: str, detail: str) -> str:
-        await self.recorder.record(
-            pod,
-            "LoggingDisabled",
-            f"{code}: {detail}" if detail else code,
-            warning=True,
-            component=SCHEDULER,
-        )
-        return f"LoggingDisabled: {code}"
-
-    def _later(self, uid: str, *, minimum: float = 0.0) -> None:
-        tries = self.attempts.get(uid, 0) + 1
-        self.attempts[uid] = tries
-        self.retry(uid, max(minimum, min(RETRY_MIN * 2 ** (tries - 1), RETRY_MAX)))
+    async def _later(
+        self,
+        pod: kube.JSON,
+        message: str,
+        *,
+        minimum: float = 0.0,
+        waiting: tuple[str, str] | None = None,
+    ) -> None:
+        """Try the pod again later. It says why in its PodScheduled condition, False
+        since it began to wait; the back-off is as long as it has waited (5 s, 5, 10,
+        20, ... up to 5 min: doubling), read from that condition, so a restart or a new
+        leader goes on where it was. ``waiting`` is its containers' (reason, message)."""
+        scheduled = _condition(pod, "PodScheduled")
+        since = scheduled.get("lastTransitionTime") if scheduled.get("status") == "False" else None
+        waited = (models.now() - _moment(since)).total_seconds() if since else 0.0
+        condition = _unschedulable(message, since or now())
+        status: kube.JSON = {}
+        if {k: scheduled.get(k) for k in condition} != condition:
+            status["conditions"] = [condition]
+        if waiting is not None:
+            status["containerStatuses"] = _waiting(pod, *waiting)
+        if status:
+            self.world.pod_cache.wrote(await pods.patch_status(self.api, pod, status))
+        self.retry(pod["metadata"]["uid"], max(minimum, min(max(waited, RETRY_MIN), RETRY_MAX)))
 
     async def _refuse(self, pod: kube.JSON, message: str) -> None:
         """Leave the pod Pending and unbound, saying why (once: a repeat changes nothing)."""
-        current = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
-        scheduled = current.get("PodScheduled") or {}
+        scheduled = _condition(pod, "PodScheduled")
         if scheduled.get("reason") == "Unschedulable" and scheduled.get("message") == message:
             return
-        condition = {
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": message,
-            "lastProbeTime": None,
-            "lastTransitionTime": now(),
-        }
-        await pods.patch_status(self.api, pod, {"conditions": [condition]})
+        condition = _unschedulable(message, now())
+        self.world.pod_cache.wrote(
+            await pods.patch_status(self.api, pod, {"conditions": [condition]})
+        )
         await self.recorder.record(
             pod, "FailedScheduling", message, warning=True, component=SCHEDULER
         )
 
-    async def _waiting(self, pod: kube.JSON, reason: str, message: str) -> None:
-        statuses = [
-            {
-                "name": c["name"],
-                "image": c.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "started": False,
-                "restartCount": 0,
-                "state": {"waiting": {"reason": reason, "message": message}},
-            }
-            for c in (pod.get("spec") or {}).get("containers") or []
-        ]
-        await pods.patch_status(self.api, pod, {"containerStatuses": statuses})
 
-    async def _sources(self, pod: kube.JSON, size: sizing.Size) -> environment.Sources:
-        namespace = pod["metadata"]["namespace"]
-        spec = pod.get("spec") or {}
-        wanted: dict[str, set[str]] = {"configMap": set(), "secret": set()}
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            for source in c.get("envFrom") or []:
-                if "configMapRef" in source:
-                    wanted["configMap"].add(source["configMapRef"]["name"])
-                if "secretRef" in source:
-                    wanted["secret"].add(source["secretRef"]["name"])
-            for var in c.get("env") or []:
-                value_from = var.get("valueFrom") or {}
-                if "configMapKeyRef" in value_from:
-                    wanted["configMap"].add(value_from["configMapKeyRef"]["name"])
-                if "secretKeyRef" in value_from:
-                    wanted["secret"].add(value_from["secretKeyRef"]["name"])
-
-        async def fetch(kind: str, name: str) -> tuple[str, kube.JSON | None]:
-            try:
-                if kind == "configMap":
-                    return name, await pods.config_map(self.api, namespace, name)
-                return name, await pods.secret(self.api, namespace, name)
-            except errors.KubeError as exc:
-                if exc.not_found:
-                    return name, None
-                raise
-
-        maps = dict(await asyncio.gather(*(fetch("configMap", n) for n in wanted["configMap"])))
-        secrets = dict(await asyncio.gather(*(fetch("secret", n) for n in wanted["secret"])))
-        services = self.services(namespace) if spec.get("enableServiceLinks", True) else []
-        master = [s for s in self.services("default") if s["metadata"]["name"] == "kubernetes"]
-        return environment.Sources(
-            config_maps=maps,
-            secrets=secrets,
-            services=services,
-            master_services=master,
-            node_name_template=fargate_nodes.node_name("{private_ip}", self.cfg.region).replace(
-                "{private_ip}", "{private_ip_dashed}"
-            ),
-            size=size,
-        )
-
-    async def _pull_secrets(self, pod: kube.JSON) -> list[kube.JSON]:
-        """The pod's image pull secrets (the ServiceAccount's were copied in by its
-        admission plugin); those missing are named in the kubelet's warning."""
-        namespace = pod["metadata"]["namespace"]
-        found, missing = [], []
-        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
-            try:
-                found.append(await pods.secret(self.api, namespace, ref.get("name", "")))
-            except errors.KubeError as exc:
-                if not exc.not_found:
-                    raise
-                missing.append(ref.get("name", ""))
-        if missing:
-            await self.recorder.record(
-                pod,
-                "FailedToRetrieveImagePullSecret",
-                f"Unable to retrieve some image pull secrets ({', '.join(missing)}); "
-                "attempting to pull the image may not succeed.",
-                warning=True,
-                component="kubelet",
-            )
-        return found
-
-    async def _spec(self, pod: kube.JSON, size: sizing.Size, profile: str) -> models.MicroVMSpec:
-        spec = pod.get("spec") or {}
-        meta = pod["metadata"]
-        sources = await self._sources(pod, size)
-        pull_secrets = await self._pull_secrets(pod)
-
-        def container(c: kube.JSON) -> models.Container:
-            return models.Container(
-                name=c["name"],
-                image=c.get("image") or "",
-                command=c.get("command") or [],  # $(VAR)s: the fleet expands them
-                args=c.get("args") or [],
-                env=environment.resolve(pod, c, sources),
-                working_dir=c.get("workingDir"),
-                image_pull_policy=c.get("imagePullPolicy"),
-                security=_security(spec, c),
-                pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
-            )
-
-        def containers(items: list[kube.JSON]) -> list[models.Container]:
-            return [container(c) for c in items]
-
-        owners = meta.get("ownerReferences") or []
-        # Sidecars (init containers with restartPolicy Always) run beside the app
-        # containers for the pod's whole life, so the fleet runs them as app containers.
-        return models.MicroVMSpec(
-            vcpu_millis=size.vcpu_millis,
-            mem_mib=size.mem_mib,
-            ephemeral_gib=size.ephemeral_gib,
-            labels={
-                CLUSTER_LABEL: self.cfg.cluster_name,
-                "namespace": meta["namespace"],
-                "pod": meta["name"],
-                "profile": profile,
-            },
-            init_containers=containers(
-                [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") != "Always"]
-            ),
-            containers=containers(
-                [
-                    *(
-                        c
-                        for c in spec.get("initContainers") or []
-                        if c.get("restartPolicy") == "Always"
-                    ),
-                    *(spec.get("containers") or []),
-                ]
-            ),
-            restart_policy=spec.get("restartPolicy", "Always"),
-            termination_grace_seconds=min(int(spec.get("terminationGracePeriodSeconds", 30)), 3600),
-            spread_group=owners[0]["uid"] if owners else None,
-        )
+def _condition(pod: kube.JSON, kind: str) -> kube.JSON:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
 
 
-def _security(spec: kube.JSON, container: kube.JSON) -> models.SecurityContext | None:
-    fields = security.effective(spec, container)
-    return None if fields is None else models.SecurityContext.model_validate(fields)
+def _unschedulable(message: str, since: str) -> kube.JSON:
+    return {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": None,
+        "lastTransitionTime": since,
+    }
+
+
+def _moment(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _waiting(pod: kube.JSON, reason: str, message: str) -> list[kube.JSON]:
+    """Container statuses saying every container waits for ``reason``."""
+    return [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }
+        for c in (pod.get("spec") or {}).get("containers") or []
+    ]

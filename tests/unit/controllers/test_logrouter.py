@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from vk_fargate import world
 from vk_fargate.controllers import awsauth, logrouter
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles
-from vk_fargate.scheduler import world
 
 ROLE = "arn:aws:iam::123456789012:role/AmazonEKSFargatePodExecutionRole"
 
@@ -50,7 +50,7 @@ def test_lines_split_across_chunks_are_joined() -> None:
 
 def _state(labels: dict[str, str]) -> tuple[world.World, dict[str, Any]]:
     state = world.World()
-    state.set_pod(
+    state.pod_cache.store(
         {
             "metadata": {"uid": "u1", "namespace": "web", "name": "p", "labels": labels},
             "spec": {"schedulerName": "fargate-scheduler"},

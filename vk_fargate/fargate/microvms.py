@@ -1,0 +1,101 @@
+"""A pod as the fleet runs it: the microVM spec of a pod, from the pod and plain values
+(its size, its profile, its environment's sources, its pull secrets). Pure.
+
+Sidecars (init containers with ``restartPolicy: Always``) run beside the app
+containers for the pod's whole life, so the fleet runs them as app containers. The
+scheduler builds a new pod's spec with this, and so may a running pod's update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vk_fargate.fargate import environment, pullsecrets, security, sizing
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import models
+
+JSON = dict[str, Any]
+MAX_GRACE_SECONDS = 3600
+
+
+def references(pod: JSON) -> tuple[set[str], set[str]]:
+    """The names of the ConfigMaps and of the Secrets the pod's environment reads."""
+    spec = pod.get("spec") or {}
+    config_maps: set[str] = set()
+    secrets: set[str] = set()
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for source in c.get("envFrom") or []:
+            if "configMapRef" in source:
+                config_maps.add(source["configMapRef"]["name"])
+            if "secretRef" in source:
+                secrets.add(source["secretRef"]["name"])
+        for var in c.get("env") or []:
+            value_from = var.get("valueFrom") or {}
+            if "configMapKeyRef" in value_from:
+                config_maps.add(value_from["configMapKeyRef"]["name"])
+            if "secretKeyRef" in value_from:
+                secrets.add(value_from["secretKeyRef"]["name"])
+    return config_maps, secrets
+
+
+def node_name_template(region: str) -> str:
+    """The pod's node name with its address still to fill in (the fleet expands it)."""
+    return fargate_nodes.node_name("{private_ip}", region).replace(
+        "{private_ip}", "{private_ip_dashed}"
+    )
+
+
+def spec(
+    pod: JSON,
+    *,
+    size: sizing.Size,
+    profile: str,
+    cluster: str,
+    sources: environment.Sources,
+    pull_secrets: list[JSON],
+) -> models.MicroVMSpec:
+    """The microVM spec of ``pod``. Raises ``environment.ConfigError`` when a reference
+    of its environment is missing, and pydantic's ValidationError for a pod the fleet
+    API cannot carry."""
+    pod_spec = pod.get("spec") or {}
+    meta = pod["metadata"]
+
+    def container(c: JSON) -> models.Container:
+        return models.Container(
+            name=c["name"],
+            image=c.get("image") or "",
+            command=c.get("command") or [],  # $(VAR)s: the fleet expands them
+            args=c.get("args") or [],
+            env=environment.resolve(pod, c, sources),
+            working_dir=c.get("workingDir"),
+            image_pull_policy=c.get("imagePullPolicy"),
+            security=_security(pod_spec, c),
+            pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
+        )
+
+    init = pod_spec.get("initContainers") or []
+    sidecars = [c for c in init if c.get("restartPolicy") == "Always"]
+    owners = meta.get("ownerReferences") or []
+    return models.MicroVMSpec(
+        vcpu_millis=size.vcpu_millis,
+        mem_mib=size.mem_mib,
+        ephemeral_gib=size.ephemeral_gib,
+        labels={
+            fargate_nodes.CLUSTER_LABEL: cluster,
+            "namespace": meta["namespace"],
+            "pod": meta["name"],
+            "profile": profile,
+        },
+        init_containers=[container(c) for c in init if c.get("restartPolicy") != "Always"],
+        containers=[container(c) for c in [*sidecars, *(pod_spec.get("containers") or [])]],
+        restart_policy=pod_spec.get("restartPolicy", "Always"),
+        termination_grace_seconds=min(
+            int(pod_spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS
+        ),
+        spread_group=owners[0]["uid"] if owners else None,
+    )
+
+
+def _security(pod_spec: JSON, container: JSON) -> models.SecurityContext | None:
+    fields = security.effective(pod_spec, container)
+    return None if fields is None else models.SecurityContext.model_validate(fields)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, supervision
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client, models
 from vk_fargate.scheduler import world
@@ -40,7 +39,7 @@ async def run(
 ) -> None:
     """Follow the fleet forever (returns only when cancelled)."""
     labels = {fargate_nodes.CLUSTER_LABEL: cluster}
-    delay = BACKOFF_MIN
+    backoff = supervision.Backoff(BACKOFF_MIN, BACKOFF_MAX)
     while True:
         try:
             listed = await fleet.list_microvms(labels)
@@ -56,7 +55,7 @@ async def run(
                 if uid not in fresh and not (pod.get("spec") or {}).get("nodeName"):
                     enqueue(uid)
             state.fleet_synced.set()
-            delay = BACKOFF_MIN
+            backoff.reset()
             async for event in fleet.events(listed.cursor):
                 changed = event.microvm
                 if event.type == "microvm" and changed is not None:
@@ -71,6 +70,6 @@ async def run(
         except errors.CursorExpired:
             log.info("fleet event cursor expired; listing again")
         except errors.FleetError as exc:
+            delay = backoff.next()
             log.warning("fleet unreachable (%s); listing again in %.1fs", exc, delay)
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, BACKOFF_MAX)
+            await asyncio.sleep(delay)

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +156,7 @@ class Provider:
                 renew_deadline=cfg.leader_renew_deadline_seconds,
                 retry=cfg.leader_retry_seconds,
             )
-        self._tasks: list[asyncio.Task[None]] = []
-        self.failed = asyncio.Event()
+        self.tasks = supervision.Tasks()  # every background task of the provider
 
     async def _reconcile(self, uid: str) -> None:
         await self.pods.reconcile(uid)
@@ -194,39 +192,6 @@ class Provider:
         if self.endpoints is not None:
             self.endpoints.changed(node["metadata"]["name"])
 
-    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-        """Run the loop ``work()`` in the background for good: restarted when it fails."""
-        self._start_task(supervision.forever(name, work), name, self._task_done)
-
-    def _once(self, work: Coroutine[Any, Any, None], name: str, *, fatal: bool = False) -> None:
-        """Run a job in the background; its error is logged, and stops the process
-        when ``fatal``."""
-        self._start_task(work, name, self._fatal_done if fatal else self._job_done)
-
-    def _start_task(
-        self,
-        work: Coroutine[Any, Any, None],
-        name: str,
-        done: Callable[[asyncio.Task[None]], None],
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        task.add_done_callback(done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():  # supervision.forever ends only when cancelled
-            log.critical("supervisor of %s ended", task.get_name(), exc_info=task.exception())
-            self.failed.set()
-
-    def _fatal_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():
-            log.critical("%s: %s", task.get_name(), task.exception())
-            self.failed.set()
-
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
-
     async def start(self) -> None:
         serving = tls.server_context(
             client_ca=self.cfg.kubelet_client_ca_file,
@@ -254,13 +219,14 @@ class Provider:
             leading=self.leading.is_set,
         )
         self.scheduler.node_port = self.kubelet.serve_node
-        self._spawn(self.endpoints.run, "node-endpoints")
+        self.tasks.forever("node-endpoints", self.endpoints.run)
         await self._serve_metrics()
         await self._start_webhooks()
-        self._spawn(self.pod_informer.run, "watch-pods")
-        self._spawn(self.node_informer.run, "watch-nodes")
-        self._spawn(self.service_informer.run, "watch-services")
-        self._spawn(
+        self.tasks.forever("watch-pods", self.pod_informer.run)
+        self.tasks.forever("watch-nodes", self.node_informer.run)
+        self.tasks.forever("watch-services", self.service_informer.run)
+        self.tasks.forever(
+            "watch-fleet",
             lambda: fleetwatch.run(
                 self.fleet,
                 self.world,
@@ -268,16 +234,15 @@ class Provider:
                 cluster=self.cfg.cluster_name,
                 on_notice=self.evictions.notice,
             ),
-            "watch-fleet",
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
         profiles_known = self.profiles.informer.synced
         if crd:
-            self._spawn(lambda: self.profiles.run(self.leading), "fargate-profiles")
+            self.tasks.forever("fargate-profiles", lambda: self.profiles.run(self.leading))
         else:
             profiles_known = asyncio.Event()  # the config file's only: known now
             profiles_known.set()
-        self._spawn(lambda: self.unrouted.run(self.leading, profiles_known), "unrouted-pods")
+        self.tasks.forever("unrouted-pods", lambda: self.unrouted.run(self.leading, profiles_known))
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
@@ -290,8 +255,8 @@ class Provider:
                 f"{SYNC_TIMEOUT:.0f}s"
             ) from None
         if self.elector is not None:
-            self._spawn(self.elector.run, "leader-election")
-            self._once(self._follow_leadership(), "leadership", fatal=True)
+            self.tasks.forever("leader-election", self.elector.run)
+            self.tasks.once("leadership", self._follow_leadership(), fatal=True)
         else:
             self.leading.set()
             self._lead()
@@ -328,14 +293,14 @@ class Provider:
         self.status_queue.start()
         if self.endpoints is not None:
             self.endpoints.changed()  # the leader owns every node's port and address
-        self._once(self._collect_enis(), "eni-collection")
+        self.tasks.once("eni-collection", self._collect_enis())
         if self.aws_auth is not None:
-            self._spawn(self.aws_auth.run, "aws-auth")
+            self.tasks.forever("aws-auth", self.aws_auth.run)
         if self.log_router is not None:
-            self._spawn(self.log_router.run, "log-router")
-        self._spawn(self.heartbeats.run, "node-heartbeats")
-        self._spawn(self.evictions.run, "patch-evictions")
-        self._spawn(self.evictions.watch_budgets, "budget-warnings")
+            self.tasks.forever("log-router", self.log_router.run)
+        self.tasks.forever("node-heartbeats", self.heartbeats.run)
+        self.tasks.forever("patch-evictions", self.evictions.run)
+        self.tasks.forever("budget-warnings", self.evictions.watch_budgets)
         log.info(
             "leading: %d pods, %d microVMs, %d nodes",
             len(self.world.pods),
@@ -417,9 +382,7 @@ class Provider:
         await self.queue.stop()
         await self.status_queue.stop()
         await self.recorder.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.stop()
         if self.kubelet is not None:
             await self.kubelet.stop()
         if self.admission is not None:
@@ -450,7 +413,10 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
         await provider.start()
         if ready is not None:
             ready.set()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(provider.failed.wait())]
+        waits = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(provider.tasks.failed.wait()),
+        ]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
@@ -458,4 +424,4 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
         await provider.stop()
         await fleet.close()
         await api.close()
-    return 1 if provider.failed.is_set() else 0
+    return 1 if provider.tasks.failed.is_set() else 0

@@ -9,6 +9,11 @@ or two, not a traceback per retry. Only cancellation ends a supervised loop. Loo
 retry by themselves (a watch, the heartbeats) report their outages through ``Outage``
 in the same way: one warning as it begins, one line when it ends. Every retrying loop
 waits with ``Backoff``, the one jittered exponential back-off of the package.
+
+Every background task belongs to a ``Tasks``, which names it, holds it until it ends
+(the event loop keeps only weak references) and looks at how it ended, so that none
+dies silently: a loop is ``forever`` (and its supervisor ending is a failure of the
+process), a job is ``once`` (its error logged with its traceback, or fatal).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 from vk_fargate import errors
 
@@ -122,3 +128,62 @@ async def forever(
         else:
             log.debug("%s: %s; retry %d in %.0fs", name, reason, backoff.failures - 1, delay)
         await sleep(delay)
+
+
+class Tasks:
+    """The named background tasks of one owner; ``stop()`` cancels them and waits.
+
+    ``failed`` is set when a ``forever`` loop's supervisor ends (only a bug can do that)
+    or a ``fatal`` job ends: the owner's process should then stop.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.failed = asyncio.Event()
+
+    def forever(self, name: str, start: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run the loop ``start()`` for good: restarted with back-off when it fails."""
+        return self._start(forever(name, start), name, self._supervisor_done)
+
+    def once(
+        self, name: str, work: Coroutine[Any, Any, None], *, fatal: bool = False
+    ) -> asyncio.Task[None]:
+        """Run a job; its error is logged, and sets ``failed`` when ``fatal`` (as does
+        its ending at all)."""
+        return self._start(work, name, self._fatal_done if fatal else self._job_done)
+
+    def __iter__(self) -> Iterator[asyncio.Task[None]]:
+        return iter(list(self._tasks))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(
+        self,
+        work: Coroutine[Any, Any, None],
+        name: str,
+        done: Callable[[asyncio.Task[None]], None],
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
+        return task
+
+    def _supervisor_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():  # forever() ends only when cancelled
+            log.critical("supervisor of %s ended", task.get_name(), exc_info=task.exception())
+            self.failed.set()
+
+    def _fatal_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            log.critical("%s: %s", task.get_name(), task.exception())
+            self.failed.set()
+
+    @staticmethod
+    def _job_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())

@@ -196,7 +196,7 @@ class Shipper:
         Cancelling abandons the lines not yet acknowledged. ``stats`` add up over runs.
         """
         queue: asyncio.Queue[tuple[int, str] | _End] = asyncio.Queue(self.queue_size)
-        pump = asyncio.create_task(self._pump(lines, queue))
+        pump = asyncio.create_task(self._pump(lines, queue), name=f"ship-pump {self.stream}")
         loop = asyncio.get_running_loop()
         batcher = Batcher()
         deadline: float | None = None

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, supervision
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Queue:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failures: dict[str, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers_tasks = supervision.Tasks()
 
     def add(self, key: str) -> None:
         timer = self._timers.pop(key, None)
@@ -109,18 +109,12 @@ class Queue:
 
     def start(self) -> None:
         for n in range(self._workers):
-            self._tasks.append(
-                asyncio.get_running_loop().create_task(
-                    self._work(), name=f"{self._name}-worker-{n}"
-                )
-            )
+            self._workers_tasks.forever(f"{self._name}-worker-{n}", self._work)
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workers_tasks.stop()
 
     def _retry(self, key: str) -> float:
         """Add ``key`` again after its next back-off; that delay."""

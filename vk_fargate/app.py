@@ -76,11 +76,18 @@ class Provider:
         # Queues by direction: pods from Kubernetes (place, delete) and status from the
         # fleet, so that a status write never waits behind placements; one key at a time.
         exclusive = queueing.Exclusive()
+        retries = queueing.Retries(
+            cfg.retry_first_seconds, cfg.retry_max_seconds, cfg.retry_qps, cfg.retry_burst
+        )
         self.queue = queueing.Queue(
-            self._reconcile, workers=cfg.workers, name="pods", exclusive=exclusive
+            self._reconcile, workers=cfg.workers, name="pods", exclusive=exclusive, retries=retries
         )
         self.status_queue = queueing.Queue(
-            self._report, workers=cfg.status_workers, name="status", exclusive=exclusive
+            self._report,
+            workers=cfg.status_workers,
+            name="status",
+            exclusive=exclusive,
+            retries=retries,
         )
         self.aws = aws_session.AwsSettings.from_provider(cfg)
         self.profiles = profiles.ProfileController(

@@ -1,8 +1,9 @@
 """The fleet's side of the world: list this cluster's microVMs, then follow the event
 stream from the list's cursor, so no change is missed; relist when the cursor has
 expired or the fleet was unreachable. Every change enqueues the pod (same UID), and
-every list enqueues the pods still waiting for a microVM: their retries backed off
-while the fleet was away, and need not wait out the back-off once it is back.
+every list enqueues the pods still waiting for a microVM: one waiting to try again
+later (no room on the fleet) tries at once; one whose placement failed (the fleet
+unreachable) keeps its back-off, at most ``VK_FARGATE_RETRY_MAX_SECONDS``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ async def run(
             for vm in fresh.values():
                 state.vms[vm.id] = vm
                 enqueue(vm.id)
-            # Pods still to place were backing off while the fleet was away: now, at once.
+            # Pods still to place, waiting while the fleet was away: now, or after a back-off.
             for uid, pod in list(state.pods.items()):
                 if uid not in fresh and not (pod.get("spec") or {}).get("nodeName"):
                     enqueue(uid)

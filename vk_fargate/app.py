@@ -65,13 +65,23 @@ def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
 
 
 class Provider:
+    """Everything ``vk-fargate run`` runs, built whole from its settings and connections
+    (``aws_clients`` when ``cfg`` enables AWS); ``start`` serves and watches."""
+
     def __init__(
-        self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_client.FleetClient
+        self,
+        cfg: settings.ProviderSettings,
+        api: kube.Kube,
+        fleet: fleet_client.FleetClient,
+        *,
+        aws_clients: aws_session.Clients | None = None,
     ) -> None:
         self.cfg = cfg
         self.api = api
         self.fleet = fleet
+        self.aws_clients = aws_clients
         self.world = world.World()
+        self.leading = asyncio.Event()
         self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
         # Queues by direction: pods from Kubernetes (place, delete) and status from the
         # fleet, so that a status write never waits behind placements; one key at a time.
@@ -97,6 +107,26 @@ class Provider:
             recorder=self.recorder,
             checker=self._check_profile if self.aws.enabled else None,
         )
+        serving = tls.server_context(
+            client_ca=cfg.kubelet_client_ca_file,
+            cert_file=cfg.kubelet_tls_cert_file,
+            key_file=cfg.kubelet_tls_key_file,
+            hosts=(cfg.kubelet_advertise_address,),
+        )
+        self.kubelet = server.KubeletServer(
+            backend.Backend(self.world, fleet),
+            auth.Guard(api),
+            serving.context,
+            host=cfg.kubelet_bind,
+            port=cfg.kubelet_port,
+        )
+        self.endpoints = endpoints.NodeEndpoints(
+            api,
+            self.kubelet,
+            self.world,
+            address=cfg.kubelet_advertise_address,
+            leading=self.leading.is_set,
+        )
         self.scheduler = scheduling.Scheduler(
             api,
             fleet,
@@ -104,7 +134,11 @@ class Provider:
             self.world,
             cfg,
             retry=self.queue.later,
+            enis=enis.Enis(aws_clients, cluster=cfg.cluster_name) if aws_clients else None,
+            aws_backend=aws_clients is not None,
+            node_port=self.kubelet.serve_node,
             profiles=self.profiles.profiles,
+            services=self._services,
         )
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.unrouted = unrouted.Unrouted(
@@ -115,14 +149,14 @@ class Provider:
             scheduler=cfg.scheduler_name,
             excluded_namespaces=registration.excluded_namespaces(cfg.namespace),
         )
-        self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
-        self.aws_clients: aws_session.Clients | None = None  # connected by start()
         self.aws_auth: awsauth.AwsAuth | None = None
         self.log_router: logrouter.LogRouter | None = None
         if self.aws.enabled:
             self.aws_auth = awsauth.AwsAuth(api, self.world, self._profile)
-            self.heartbeats.not_ready = self.aws_auth.problem
             self.log_router = logrouter.LogRouter(api, fleet, self.world, self.recorder, self.aws)
+        self.heartbeats = nodes.Heartbeats(
+            api, self.world, cfg, not_ready=self.aws_auth.problem if self.aws_auth else None
+        )
         self.evictions = evictions.Evictions(
             api,
             self.recorder,
@@ -144,13 +178,9 @@ class Provider:
             label_selector=f"{fargate_nodes.CLUSTER_LABEL}={cfg.cluster_name}",
         )
         self.service_informer = informers.Informer(api, "/api/v1/services", name="services")
-        self.scheduler.services = self._services
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
-        self.kubelet: server.KubeletServer | None = None
-        self.endpoints: endpoints.NodeEndpoints | None = None
         self.admission: admission_server.AdmissionServer | None = None
-        self.leading = asyncio.Event()
         self._metrics_runner: web.AppRunner | None = None
         self.elector: leaderelection.Elector | None = None
         if cfg.leader_elect:
@@ -200,32 +230,7 @@ class Provider:
             self.endpoints.changed(node["metadata"]["name"])
 
     async def start(self) -> None:
-        serving = tls.server_context(
-            client_ca=self.cfg.kubelet_client_ca_file,
-            cert_file=self.cfg.kubelet_tls_cert_file,
-            key_file=self.cfg.kubelet_tls_key_file,
-            hosts=(self.cfg.kubelet_advertise_address,),
-        )
-        self.kubelet = server.KubeletServer(
-            backend.Backend(self.world, self.fleet),
-            auth.Guard(self.api),
-            serving.context,
-            host=self.cfg.kubelet_bind,
-            port=self.cfg.kubelet_port,
-        )
-        if self.aws.enabled:
-            self.aws_clients = await aws_session.connect(self.aws)
-            self.scheduler.enis = enis.Enis(self.aws_clients, cluster=self.cfg.cluster_name)
-            self.scheduler.aws_backend = True
-        self.cfg.kubelet_port = await self.kubelet.start()
-        self.endpoints = endpoints.NodeEndpoints(
-            self.api,
-            self.kubelet,
-            self.world,
-            address=self.cfg.kubelet_advertise_address,
-            leading=self.leading.is_set,
-        )
-        self.scheduler.node_port = self.kubelet.serve_node
+        await self.kubelet.start()
         self.tasks.forever("node-endpoints", self.endpoints.run)
         await self._serve_metrics()
         await self._start_webhooks()
@@ -298,8 +303,7 @@ class Provider:
             self.queue.add(uid)
         self.queue.start()
         self.status_queue.start()
-        if self.endpoints is not None:
-            self.endpoints.changed()  # the leader owns every node's port and address
+        self.endpoints.changed()  # the leader owns every node's port and address
         self.tasks.once("eni-collection", self._collect_enis())
         if self.aws_auth is not None:
             self.tasks.forever("aws-auth", self.aws_auth.run)
@@ -390,8 +394,7 @@ class Provider:
         await self.status_queue.stop()
         await self.recorder.close()
         await self.tasks.stop()
-        if self.kubelet is not None:
-            await self.kubelet.stop()
+        await self.kubelet.stop()
         if self.admission is not None:
             await self.admission.stop()
         if self._metrics_runner is not None:
@@ -408,9 +411,11 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
     except OSError as exc:
         raise errors.ConfigError(f"cannot read the fleet token {token_file}: {exc}") from exc
     tls = fleet_client.trusting(cfg.fleet_ca_file) if cfg.fleet_ca_file else None
+    aws = aws_session.AwsSettings.from_provider(cfg)
+    aws_clients = await aws_session.connect(aws) if aws.enabled else None
     api = kube.Kube(await client.connect(cfg.kubeconfig))
     fleet = fleet_client.FleetClient(cfg.fleet_url, token, ssl_context=tls)
-    provider = Provider(cfg, api, fleet)
+    provider = Provider(cfg, api, fleet, aws_clients=aws_clients)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,12 +7,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
 from vk_fargate.controllers import queueing
 
-pytestmark = pytest.mark.looptime
+Test = Callable[[], Coroutine[Any, Any, None]]
+
+
+def fake_time(test: Test) -> Test:
+    """Run ``test`` on looptime's fake clock, in a loop of its own: the session's loop,
+    which other tests share, keeps its real clock."""
+    return pytest.mark.asyncio(loop_scope="function")(pytest.mark.looptime(test))
 
 
 class Failing:
@@ -29,6 +37,7 @@ class Failing:
             raise RuntimeError(f"{key} is broken")
 
 
+@fake_time
 async def test_events_for_a_key_waiting_for_its_retry_do_not_run_it_early() -> None:
     handler = Failing("bad")
     queue = queueing.Queue(handler, workers=1, name="test")  # first retry after 0.5 s
@@ -45,6 +54,7 @@ async def test_events_for_a_key_waiting_for_its_retry_do_not_run_it_early() -> N
     assert tries == [0.0, 0.5], "tried once, then only when its back-off was over"
 
 
+@fake_time
 async def test_an_event_while_a_failing_key_is_in_work_does_not_cut_its_back_off() -> None:
     loop = asyncio.get_running_loop()
     tries: list[float] = []
@@ -66,6 +76,7 @@ async def test_an_event_while_a_failing_key_is_in_work_does_not_cut_its_back_off
     assert waits == [0.5, 1.0, 2.0]
 
 
+@fake_time
 async def test_a_plain_later_is_still_cut_short_by_an_add() -> None:
     handler = Failing()
     queue = queueing.Queue(handler, workers=1, name="test")
@@ -82,6 +93,7 @@ async def test_a_plain_later_is_still_cut_short_by_an_add() -> None:
     assert tries == [1.0], "at once when added, and the later is gone"
 
 
+@fake_time
 async def test_the_token_bucket_spaces_the_retries_of_many_keys() -> None:
     handler = Failing(*"abcde")
     retries = queueing.Retries(first=0.001, cap=0.001, qps=2.0, burst=2)

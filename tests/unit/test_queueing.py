@@ -16,7 +16,9 @@ import pytest
 
 from vk_fargate.controllers import queueing
 
-pytestmark = pytest.mark.looptime
+# Fake time in a loop of each test's own: the session's loop, which other tests share,
+# keeps its real clock.
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.looptime]
 
 Handler = Callable[[str], Awaitable[None]]
 TIMEOUT = 30.0  # generous: only guards against hangs, never asserted on

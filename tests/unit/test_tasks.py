@@ -70,6 +70,7 @@ class BrokenOnce(queueing.Exclusive):
         return super().take(key, when_free)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio(loop_scope="function")  # fake time in a loop of its own
 @pytest.mark.looptime
 async def test_a_queue_worker_killed_by_a_bug_is_restarted_and_logged(
     caplog: pytest.LogCaptureFixture,

@@ -120,7 +120,7 @@ class Queue:
         self._active: set[str] = set()
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._retries_cfg = retries
+        self._policy = retries
         self._bucket = TokenBucket(retries.qps, retries.burst, clock)
         self._backoffs: dict[str, supervision.Backoff] = {}  # keys failing, until a success
         self._retrying: set[str] = set()  # keys waiting for their retry: an add waits too
@@ -170,8 +170,9 @@ class Queue:
         """Add ``key`` again after its back-off and a token of the bucket; that delay."""
         backoff = self._backoffs.get(key)
         if backoff is None:
-            cfg = self._retries_cfg
-            backoff = self._backoffs[key] = supervision.Backoff(cfg.first, cfg.cap, jitter=0.0)
+            policy = self._policy
+            backoff = supervision.Backoff(policy.first, policy.cap, jitter=0.0)
+            self._backoffs[key] = backoff
         self._retries.inc()
         delay = max(backoff.next(), self._bucket.reserve())
         timer = self._timers.pop(key, None)

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +66,22 @@ def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
 
 
 class Provider:
+    """Everything ``vk-fargate run`` runs, built whole from its settings and connections
+    (``aws_clients`` when ``cfg`` enables AWS); ``start`` serves and watches."""
+
     def __init__(
-        self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_client.FleetClient
+        self,
+        cfg: settings.ProviderSettings,
+        api: kube.Kube,
+        fleet: fleet_client.FleetClient,
+        *,
+        aws_clients: aws_session.Clients | None = None,
     ) -> None:
         self.cfg = cfg
         self.api = api
         self.fleet = fleet
+        self.aws_clients = aws_clients
+        self.leading = asyncio.Event()
         self.pod_informer = informers.Informer(
             api,
             "/api/v1/pods",
@@ -92,11 +101,18 @@ class Provider:
         # Queues by direction: pods from Kubernetes (place, delete) and status from the
         # fleet, so that a status write never waits behind placements; one key at a time.
         exclusive = queueing.Exclusive()
+        retries = queueing.Retries(
+            cfg.retry_first_seconds, cfg.retry_max_seconds, cfg.retry_qps, cfg.retry_burst
+        )
         self.queue = queueing.Queue(
-            self._reconcile, workers=cfg.workers, name="pods", exclusive=exclusive
+            self._reconcile, workers=cfg.workers, name="pods", exclusive=exclusive, retries=retries
         )
         self.status_queue = queueing.Queue(
-            self._report, workers=cfg.status_workers, name="status", exclusive=exclusive
+            self._report,
+            workers=cfg.status_workers,
+            name="status",
+            exclusive=exclusive,
+            retries=retries,
         )
         self.aws = aws_session.AwsSettings.from_provider(cfg)
         self.profiles = profiles.ProfileController(
@@ -106,6 +122,26 @@ class Provider:
             recorder=self.recorder,
             checker=self._check_profile if self.aws.enabled else None,
         )
+        serving = tls.server_context(
+            client_ca=cfg.kubelet_client_ca_file,
+            cert_file=cfg.kubelet_tls_cert_file,
+            key_file=cfg.kubelet_tls_key_file,
+            hosts=(cfg.kubelet_advertise_address,),
+        )
+        self.kubelet = server.KubeletServer(
+            backend.Backend(self.world, fleet),
+            auth.Guard(api),
+            serving.context,
+            host=cfg.kubelet_bind,
+            port=cfg.kubelet_port,
+        )
+        self.endpoints = endpoints.NodeEndpoints(
+            api,
+            self.kubelet,
+            self.world,
+            address=cfg.kubelet_advertise_address,
+            leading=self.leading.is_set,
+        )
         self.scheduler = scheduling.Scheduler(
             api,
             fleet,
@@ -113,7 +149,11 @@ class Provider:
             self.world,
             cfg,
             retry=self.queue.later,
+            enis=enis.Enis(aws_clients, cluster=cfg.cluster_name) if aws_clients else None,
+            aws_backend=aws_clients is not None,
+            node_port=self.kubelet.serve_node,
             profiles=self.profiles.profiles,
+            services=self._services,
         )
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.unrouted = unrouted.Unrouted(
@@ -124,14 +164,14 @@ class Provider:
             scheduler=cfg.scheduler_name,
             excluded_namespaces=registration.excluded_namespaces(cfg.namespace),
         )
-        self.heartbeats = nodes.Heartbeats(api, self.world, cfg)
-        self.aws_clients: aws_session.Clients | None = None  # connected by start()
         self.aws_auth: awsauth.AwsAuth | None = None
         self.log_router: logrouter.LogRouter | None = None
         if self.aws.enabled:
             self.aws_auth = awsauth.AwsAuth(api, self.world, self._profile)
-            self.heartbeats.not_ready = self.aws_auth.problem
             self.log_router = logrouter.LogRouter(api, fleet, self.world, self.recorder, self.aws)
+        self.heartbeats = nodes.Heartbeats(
+            api, self.world, cfg, not_ready=self.aws_auth.problem if self.aws_auth else None
+        )
         self.evictions = evictions.Evictions(
             api,
             self.recorder,
@@ -140,13 +180,9 @@ class Provider:
             retry_seconds=cfg.eviction_retry_seconds,
             budget_check_seconds=cfg.budget_check_seconds,
         )
-        self.scheduler.services = self._services
         self.pod_informer.subscribe(self._on_pod)
         self.node_informer.subscribe(self._on_node)
-        self.kubelet: server.KubeletServer | None = None
-        self.endpoints: endpoints.NodeEndpoints | None = None
         self.admission: worker.Worker | None = None
-        self.leading = asyncio.Event()
         self._metrics_runner: web.AppRunner | None = None
         self.elector: leaderelection.Elector | None = None
         if cfg.leader_elect:
@@ -159,8 +195,7 @@ class Provider:
                 renew_deadline=cfg.leader_renew_deadline_seconds,
                 retry=cfg.leader_retry_seconds,
             )
-        self._tasks: list[asyncio.Task[None]] = []
-        self.failed = asyncio.Event()
+        self.tasks = supervision.Tasks()  # every background task of the provider
 
     async def _reconcile(self, uid: str) -> None:
         await self.pods.reconcile(uid)
@@ -192,73 +227,16 @@ class Provider:
         if self.endpoints is not None:
             self.endpoints.changed(node["metadata"]["name"])
 
-    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-        """Run the loop ``work()`` in the background for good: restarted when it fails."""
-        self._start_task(supervision.forever(name, work), name, self._task_done)
-
-    def _once(self, work: Coroutine[Any, Any, None], name: str, *, fatal: bool = False) -> None:
-        """Run a job in the background; its error is logged, and stops the process
-        when ``fatal``."""
-        self._start_task(work, name, self._fatal_done if fatal else self._job_done)
-
-    def _start_task(
-        self,
-        work: Coroutine[Any, Any, None],
-        name: str,
-        done: Callable[[asyncio.Task[None]], None],
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        task.add_done_callback(done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():  # supervision.forever ends only when cancelled
-            log.critical("supervisor of %s ended", task.get_name(), exc_info=task.exception())
-            self.failed.set()
-
-    def _fatal_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():
-            log.critical("%s: %s", task.get_name(), task.exception())
-            self.failed.set()
-
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
-
     async def start(self) -> None:
-        serving = tls.server_context(
-            client_ca=self.cfg.kubelet_client_ca_file,
-            cert_file=self.cfg.kubelet_tls_cert_file,
-            key_file=self.cfg.kubelet_tls_key_file,
-            hosts=(self.cfg.kubelet_advertise_address,),
-        )
-        self.kubelet = server.KubeletServer(
-            backend.Backend(self.world, self.fleet),
-            auth.Guard(self.api),
-            serving.context,
-            host=self.cfg.kubelet_bind,
-            port=self.cfg.kubelet_port,
-        )
-        if self.aws.enabled:
-            self.aws_clients = await aws_session.connect(self.aws)
-            self.scheduler.enis = enis.Enis(self.aws_clients, cluster=self.cfg.cluster_name)
-            self.scheduler.aws_backend = True
-        self.cfg.kubelet_port = await self.kubelet.start()
-        self.endpoints = endpoints.NodeEndpoints(
-            self.api,
-            self.kubelet,
-            self.world,
-            address=self.cfg.kubelet_advertise_address,
-            leading=self.leading.is_set,
-        )
-        self.scheduler.node_port = self.kubelet.serve_node
-        self._spawn(self.endpoints.run, "node-endpoints")
+        await self.kubelet.start()
+        self.tasks.forever("node-endpoints", self.endpoints.run)
         await self._serve_metrics()
         await self._start_webhooks()
-        self._spawn(self.pod_informer.run, "watch-pods")
-        self._spawn(self.node_informer.run, "watch-nodes")
-        self._spawn(self.service_informer.run, "watch-services")
-        self._spawn(
+        self.tasks.forever("watch-pods", self.pod_informer.run)
+        self.tasks.forever("watch-nodes", self.node_informer.run)
+        self.tasks.forever("watch-services", self.service_informer.run)
+        self.tasks.forever(
+            "watch-fleet",
             lambda: fleetwatch.run(
                 self.fleet,
                 self.world,
@@ -266,16 +244,15 @@ class Provider:
                 cluster=self.cfg.cluster_name,
                 on_notice=self.evictions.notice,
             ),
-            "watch-fleet",
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True
         profiles_known = self.profiles.informer.synced
         if crd:
-            self._spawn(lambda: self.profiles.run(self.leading), "fargate-profiles")
+            self.tasks.forever("fargate-profiles", lambda: self.profiles.run(self.leading))
         else:
             profiles_known = asyncio.Event()  # the config file's only: known now
             profiles_known.set()
-        self._spawn(lambda: self.unrouted.run(self.leading, profiles_known), "unrouted-pods")
+        self.tasks.forever("unrouted-pods", lambda: self.unrouted.run(self.leading, profiles_known))
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
@@ -288,8 +265,8 @@ class Provider:
                 f"{SYNC_TIMEOUT:.0f}s"
             ) from None
         if self.elector is not None:
-            self._spawn(self.elector.run, "leader-election")
-            self._once(self._follow_leadership(), "leadership", fatal=True)
+            self.tasks.forever("leader-election", self.elector.run)
+            self.tasks.once("leadership", self._follow_leadership(), fatal=True)
         else:
             self.leading.set()
             self._lead()
@@ -324,16 +301,15 @@ class Provider:
             self.queue.add(uid)
         self.queue.start()
         self.status_queue.start()
-        if self.endpoints is not None:
-            self.endpoints.changed()  # the leader owns every node's port and address
-        self._once(self._collect_enis(), "eni-collection")
+        self.endpoints.changed()  # the leader owns every node's port and address
+        self.tasks.once("eni-collection", self._collect_enis())
         if self.aws_auth is not None:
-            self._spawn(self.aws_auth.run, "aws-auth")
+            self.tasks.forever("aws-auth", self.aws_auth.run)
         if self.log_router is not None:
-            self._spawn(self.log_router.run, "log-router")
-        self._spawn(self.heartbeats.run, "node-heartbeats")
-        self._spawn(self.evictions.run, "patch-evictions")
-        self._spawn(self.evictions.watch_budgets, "budget-warnings")
+            self.tasks.forever("log-router", self.log_router.run)
+        self.tasks.forever("node-heartbeats", self.heartbeats.run)
+        self.tasks.forever("patch-evictions", self.evictions.run)
+        self.tasks.forever("budget-warnings", self.evictions.watch_budgets)
         log.info(
             "leading: %d pods, %d microVMs, %d nodes",
             len(self.world.pods),
@@ -417,11 +393,8 @@ class Provider:
         await self.queue.stop()
         await self.status_queue.stop()
         await self.recorder.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.kubelet is not None:
-            await self.kubelet.stop()
+        await self.tasks.stop()
+        await self.kubelet.stop()
         if self.admission is not None:
             await self.admission.stop()
         if self._metrics_runner is not None:
@@ -438,9 +411,11 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
     except OSError as exc:
         raise errors.ConfigError(f"cannot read the fleet token {token_file}: {exc}") from exc
     tls = fleet_client.trusting(cfg.fleet_ca_file) if cfg.fleet_ca_file else None
+    aws = aws_session.AwsSettings.from_provider(cfg)
+    aws_clients = await aws_session.connect(aws) if aws.enabled else None
     api = kube.Kube(await client.connect(cfg.kubeconfig))
     fleet = fleet_client.FleetClient(cfg.fleet_url, token, ssl_context=tls)
-    provider = Provider(cfg, api, fleet)
+    provider = Provider(cfg, api, fleet, aws_clients=aws_clients)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -450,7 +425,10 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
         await provider.start()
         if ready is not None:
             ready.set()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(provider.failed.wait())]
+        waits = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(provider.tasks.failed.wait()),
+        ]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
@@ -458,4 +436,4 @@ async def run(cfg: settings.ProviderSettings, *, ready: asyncio.Event | None = N
         await provider.stop()
         await fleet.close()
         await api.close()
-    return 1 if provider.failed.is_set() else 0
+    return 1 if provider.tasks.failed.is_set() else 0

@@ -206,6 +206,29 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     lease_renew_seconds: float = pydantic.Field(
         default=10.0, gt=0, description="How often each node's Lease is renewed."
     )
+    retry_first_seconds: float = pydantic.Field(
+        default=0.5,
+        gt=0,
+        description="A pod whose reconcile failed is tried again after this long, doubling "
+        "per failure (client-go's per-item back-off); events for it do not cut the wait.",
+    )
+    retry_max_seconds: float = pydantic.Field(
+        default=30.0,
+        gt=0,
+        description="The longest wait of a failing pod: so long at most after an outage ends.",
+    )
+    retry_qps: float = pydantic.Field(
+        default=20.0,
+        gt=0,
+        description="Retries of failing pods a second, in all (client-go's token bucket: its "
+        "10 doubled, as the controller-manager's API QPS).",
+    )
+    retry_burst: int = pydantic.Field(
+        default=300,
+        ge=1,
+        description="Retries at once before retry_qps applies: one of every pod of a 300-pod "
+        "burst (client-go's is 100).",
+    )
     node_status_seconds: float = pydantic.Field(
         default=300.0,
         gt=0,

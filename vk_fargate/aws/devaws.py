@@ -31,7 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TypedDict
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.aws import session
 
 DUMMY_CREDENTIALS = {
@@ -180,7 +180,7 @@ def answers(url: str, *, timeout: float = 5.0) -> bool:
 async def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
     """Poll ``url`` until moto answers; ``AwsError`` if it exits or time runs out."""
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    poll = supervision.Backoff(0.05, 0.5, factor=1.5, jitter=0.0)
     while not await asyncio.to_thread(answers, url):
         if process.poll() is not None:
             raise errors.AwsError(
@@ -188,8 +188,7 @@ async def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, time
             )
         if time.monotonic() > deadline:
             raise errors.AwsError(f"moto server at {url} not ready after {timeout:.0f}s ({log})")
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+        await poll.sleep()
 
 
 def _tail(log: Path, lines: int = 10) -> str:

@@ -28,13 +28,12 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import botocore.exceptions
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.aws import logconfig
 from vk_fargate.aws.session import Client, error_code
 
@@ -197,7 +196,7 @@ class Shipper:
         Cancelling abandons the lines not yet acknowledged. ``stats`` add up over runs.
         """
         queue: asyncio.Queue[tuple[int, str] | _End] = asyncio.Queue(self.queue_size)
-        pump = asyncio.create_task(self._pump(lines, queue))
+        pump = asyncio.create_task(self._pump(lines, queue), name=f"ship-pump {self.stream}")
         loop = asyncio.get_running_loop()
         batcher = Batcher()
         deadline: float | None = None
@@ -341,6 +340,7 @@ class Shipper:
         payload: list[dict[str, Any]],
     ) -> dict[str, Any]:
         attempt = 0
+        backoff = supervision.Backoff(*self.backoff, jitter=1.0)
         while True:
             attempt += 1
             try:
@@ -367,8 +367,7 @@ class Shipper:
                     code=error_code(reason),
                 ) from reason
             self.stats.retries += 1
-            base, cap = self.backoff
-            delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+            delay = backoff.next()
             log.info(
                 "%s to %s/%s: %s; retrying in %.2fs", what, self.group, self.stream, reason, delay
             )

@@ -1,18 +1,18 @@
 """The fleet's side of the world: list this cluster's microVMs, then follow the event
 stream from the list's cursor, so no change is missed; relist when the cursor has
 expired or the fleet was unreachable. Every change enqueues the pod (same UID), and
-every list enqueues the pods still waiting for a microVM: their retries backed off
-while the fleet was away, and need not wait out the back-off once it is back.
+every list enqueues the pods still waiting for a microVM: one waiting to try again
+later (no room on the fleet) tries at once; one whose placement failed (the fleet
+unreachable) keeps its back-off, at most ``VK_FARGATE_RETRY_MAX_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
-from vk_fargate import errors, metrics, world
+from vk_fargate import errors, metrics, supervision, world
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import client, models
 
@@ -39,7 +39,7 @@ async def run(
 ) -> None:
     """Follow the fleet forever (returns only when cancelled)."""
     labels = {fargate_nodes.CLUSTER_LABEL: cluster}
-    delay = BACKOFF_MIN
+    backoff = supervision.Backoff(BACKOFF_MIN, BACKOFF_MAX)
     while True:
         try:
             listed = await fleet.list_microvms(labels)
@@ -50,12 +50,12 @@ async def run(
             for vm in fresh.values():
                 state.vms[vm.id] = vm
                 enqueue(vm.id)
-            # Pods still to place were backing off while the fleet was away: now, at once.
+            # Pods still to place, waiting while the fleet was away: now, or after a back-off.
             for uid, pod in list(state.pods.items()):
                 if uid not in fresh and not (pod.get("spec") or {}).get("nodeName"):
                     enqueue(uid)
             state.fleet_synced.set()
-            delay = BACKOFF_MIN
+            backoff.reset()
             async for event in fleet.events(listed.cursor):
                 changed = event.microvm
                 if event.type == "microvm" and changed is not None:
@@ -70,6 +70,6 @@ async def run(
         except errors.CursorExpired:
             log.info("fleet event cursor expired; listing again")
         except errors.FleetError as exc:
+            delay = backoff.next()
             log.warning("fleet unreachable (%s); listing again in %.1fs", exc, delay)
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, BACKOFF_MAX)
+            await asyncio.sleep(delay)

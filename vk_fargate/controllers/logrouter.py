@@ -25,7 +25,7 @@ import datetime
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from vk_fargate import errors, metrics, world
+from vk_fargate import errors, metrics, supervision, world
 from vk_fargate.aws import logconfig, logfilter, session
 from vk_fargate.aws import logging as aws_logging
 from vk_fargate.fleet import client as fleet_client
@@ -233,12 +233,13 @@ class LogRouter:
     async def _resume(self, shipper: aws_logging.Shipper) -> tuple[int, collections.Counter[str]]:
         """Where CloudWatch's copy ends; when it cannot be read after a few tries, from the
         start (at least once: a line twice beats a line lost)."""
-        for attempt in range(RESUME_TRIES):
+        backoff = supervision.Backoff(POLL, POLL * 2 ** (RESUME_TRIES - 1), jitter=0.0)
+        for _ in range(RESUME_TRIES):
             try:
                 return await shipper.shipped_tail()
             except errors.AwsError as exc:
                 log.warning("reading %s/%s: %s", shipper.group, shipper.stream, exc)
-                await asyncio.sleep(POLL * 2**attempt)
+                await backoff.sleep()
         return 0, collections.Counter()
 
     async def _lines(

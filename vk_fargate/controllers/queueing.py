@@ -2,9 +2,16 @@
 
 A key added many times before a worker takes it is worked once; a key is never
 worked by two workers at once (added while in work, it is worked again after);
-``later`` re-adds a key after a delay (retries with back-off). A failing handler is
-retried with back-off, never lost, and never kills a worker; it is logged in one line
-(at debug level while the API server is unreachable), with a traceback only for a bug.
+``later`` adds a key after a delay, unless an ``add`` comes first. A failing handler
+is retried, never lost, and never kills a worker; it is logged in one line (at debug
+level while the API server is unreachable), with a traceback only for a bug.
+
+Retries are rate-limited as by client-go's default controller rate limiter: a key
+waits the longer of its own back-off (doubling per failure, reset by a success) and
+the queue's token bucket (``Retries``: so many retries a second, in bursts of so many).
+Unlike client-go's ``Add`` (kubernetes/kubernetes#112325), an ``add`` of a key waiting
+for its retry does not run it early: events that keep coming for a failing key do not
+undo its back-off. Work is level-triggered, so the retry sees the latest state anyway.
 
 Queues that work the same keys in different directions (pods from Kubernetes, status
 from the fleet) share an ``Exclusive``: a key is then worked by one of them at a
@@ -16,16 +23,49 @@ worked) under its name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, supervision
 
 log = logging.getLogger(__name__)
 
-RETRY_MIN, RETRY_MAX = 0.5, 60.0  # seconds between retries of a failing key
+
+@dataclasses.dataclass(frozen=True)
+class Retries:
+    """How failing keys are retried: each after ``first`` seconds, doubling per failure
+    up to ``cap``, and all of them at most ``qps`` a second in bursts of ``burst``."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    qps: float = 20.0
+    burst: int = 300
+
+
+class TokenBucket:
+    """golang.org/x/time/rate's limiter as client-go's ``BucketRateLimiter`` uses it:
+    ``qps`` tokens a second, at most ``burst`` saved; ``reserve()`` takes one (a debt
+    when none is left) and says how long to wait for it."""
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float]) -> None:
+        self.qps, self.burst, self._clock = qps, burst, clock
+        self._tokens = float(burst)
+        self._at: float | None = None  # when _tokens was counted
+
+    def reserve(self) -> float:
+        now = self._clock()
+        if self._at is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Exclusive:
@@ -61,6 +101,8 @@ class Queue:
         workers: int,
         name: str,
         exclusive: Exclusive | None = None,
+        retries: Retries = Retries(),
+        clock: Callable[[], float] = _loop_time,
     ) -> None:
         self._handler = handler
         self._workers = workers
@@ -78,14 +120,19 @@ class Queue:
         self._active: set[str] = set()
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._failures: dict[str, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._policy = retries
+        self._bucket = TokenBucket(retries.qps, retries.burst, clock)
+        self._backoffs: dict[str, supervision.Backoff] = {}  # keys failing, until a success
+        self._retrying: set[str] = set()  # keys waiting for their retry: an add waits too
+        self._workers_tasks = supervision.Tasks()
 
     def add(self, key: str) -> None:
+        self._adds.inc()
+        if key in self._retrying:
+            return  # it runs when its back-off is over, and not before
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._adds.inc()
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -102,6 +149,7 @@ class Queue:
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
+        self._retrying.discard(key)
         self.add(key)
 
     def __len__(self) -> int:
@@ -109,26 +157,29 @@ class Queue:
 
     def start(self) -> None:
         for n in range(self._workers):
-            self._tasks.append(
-                asyncio.get_running_loop().create_task(
-                    self._work(), name=f"{self._name}-worker-{n}"
-                )
-            )
+            self._workers_tasks.forever(f"{self._name}-worker-{n}", self._work)
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._timers.clear()
+        self._retrying.clear()
+        await self._workers_tasks.stop()
 
     def _retry(self, key: str) -> float:
-        """Add ``key`` again after its next back-off; that delay."""
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
+        """Add ``key`` again after its back-off and a token of the bucket; that delay."""
+        backoff = self._backoffs.get(key)
+        if backoff is None:
+            policy = self._policy
+            backoff = supervision.Backoff(policy.first, policy.cap, jitter=0.0)
+            self._backoffs[key] = backoff
         self._retries.inc()
-        delay: float = min(RETRY_MIN * 2.0 ** (failures - 1), RETRY_MAX)
-        self.later(key, delay)
+        delay = max(backoff.next(), self._bucket.reserve())
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()  # a plain later: the retry replaces it
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._retrying.add(key)
         return delay
 
     async def _work(self) -> None:
@@ -143,7 +194,7 @@ class Queue:
             self._waited.observe(began - self._since.pop(key, began))
             try:
                 await self._handler(key)
-                self._failures.pop(key, None)
+                self._backoffs.pop(key, None)
             except asyncio.CancelledError:
                 raise
             except errors.VkFargateError as exc:  # expected: one line (debug in an outage)

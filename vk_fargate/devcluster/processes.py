@@ -9,7 +9,6 @@ a crashed test run), the kernel kills them, so no etcd or apiserver is ever orph
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.devcluster import components
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -121,7 +120,7 @@ async def wait_healthy(
 ) -> None:
     """Poll ``command.health_url`` until it answers 200, the process dies, or time runs out."""
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    poll = supervision.Backoff(0.05, 0.5, factor=1.5, jitter=0.0)
     last = "no answer yet"
     connector = aiohttp.TCPConnector(ssl=ssl_context)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -147,8 +146,7 @@ async def wait_healthy(
                     f"{command.health_url} not healthy after {timeout:.0f}s ({last})",
                     log=command.log,
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            await poll.sleep()
 
 
 def alive(pid: int) -> bool:

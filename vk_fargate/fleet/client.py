@@ -12,33 +12,24 @@ certificate that does not verify is a plain ``FleetError``, never retried.
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pydantic
-import tenacity
 
-from vk_fargate import errors, metrics
+from vk_fargate import errors, metrics, supervision
 from vk_fargate.fleet import models
 
 # A stream that sent nothing (not even a heartbeat, every 5 s) for this long is dead.
 EVENT_READ_TIMEOUT = 20.0
 # Seconds between reconnects of a broken event stream (doubling, jittered).
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
-
-
-def _retry_wait(state: tenacity.RetryCallState) -> float:
-    backoff = tenacity.wait_random_exponential(multiplier=0.2, max=5)(state)
-    exc = state.outcome.exception() if state.outcome else None
-    return max(backoff, float(getattr(exc, "retry_after", 0) or 0))
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, errors.FleetUnavailable)
+# Seconds between the tries of a call (doubling, full jitter), never under a Retry-After.
+RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
 
 def trusting(ca_file: Path) -> ssl.SSLContext:
@@ -66,13 +57,9 @@ class FleetClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64),
             timeout=aiohttp.ClientTimeout(total=timeout),
+            json_serialize=_dumps,
         )
-        self._retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(attempts),
-            wait=_retry_wait,
-            retry=tenacity.retry_if_exception(_retryable),
-            reraise=True,
-        )
+        self._attempts = attempts
 
     async def close(self) -> None:
         await self._session.close()
@@ -150,16 +137,16 @@ class FleetClient:
         Heartbeats are not yielded. A pruned cursor raises CursorExpired: list again.
         """
         cursor = since
-        delay = RECONNECT_MIN
+        backoff = supervision.Backoff(RECONNECT_MIN, RECONNECT_MAX)
         while True:
             try:
                 async for event in self._event_stream(cursor):
-                    cursor, delay = event.cursor, RECONNECT_MIN
+                    cursor = event.cursor
+                    backoff.reset()
                     if event.type != "heartbeat":
                         yield event
             except errors.FleetUnavailable:
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, RECONNECT_MAX)
+                await backoff.sleep()
 
     async def _event_stream(self, since: int) -> AsyncIterator[models.Event]:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=EVENT_READ_TIMEOUT)
@@ -177,6 +164,7 @@ class FleetClient:
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
                         if line.strip():
+                            # pydantic's own parser: faster than orjson, then validating
                             yield models.Event.model_validate_json(line)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _failed("fleet event stream broke", exc) from exc
@@ -191,12 +179,15 @@ class FleetClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         call = f"{method} {_route(path)}"
-        # A copy per call: an AsyncRetrying keeps the attempt's state in itself, so
-        # concurrent calls sharing one would count, and lose, each other's failures.
-        async for attempt in self._retrying.copy():
-            with attempt, metrics.Timer(call):
-                return await self._once(method, path, json_body=json_body, params=params)
-        raise AssertionError("unreachable: tenacity reraises")
+        backoff = supervision.Backoff(RETRY_MIN, RETRY_MAX, jitter=1.0)  # this call's own
+        while True:
+            try:
+                with metrics.Timer(call):
+                    return await self._once(method, path, json_body=json_body, params=params)
+            except errors.FleetUnavailable as exc:
+                if backoff.failures + 1 >= self._attempts:
+                    raise
+                await asyncio.sleep(max(backoff.next(), exc.retry_after))
 
     async def _once(
         self, method: str, path: str, *, json_body: Any, params: Mapping[str, str] | None
@@ -206,9 +197,13 @@ class FleetClient:
                 method, self.base_url + path, json=json_body, params=params, headers=self._headers
             ) as response:
                 await _raise_for(response)
-                return await response.json()
+                return await response.json(loads=orjson.loads)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise _failed(f"{method} {path}", exc) from exc
+
+
+def _dumps(body: Any) -> str:
+    return orjson.dumps(body).decode()
 
 
 def _failed(what: str, exc: Exception) -> errors.FleetError:

@@ -2,6 +2,8 @@
 
 Events are stored first (``store``), then waiters are woken; a reader always reads
 from the store, so a reconnecting client resumes from its cursor and misses nothing.
+Waking needs no task: ``publish`` sets the event the waiters wait on, and puts a fresh
+one in its place for the next.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Bus:
     def __init__(self, db: store.Store, *, retention: int) -> None:
         self._db = db
         self._retention = retention
-        self._changed = asyncio.Condition()
+        self._published = asyncio.Event()
         self._since_prune = 0
 
     @property
@@ -35,12 +37,9 @@ class Bus:
         if self._since_prune >= PRUNE_EVERY:
             self._db.prune_events(self._retention)
             self._since_prune = 0
-        asyncio.get_running_loop().create_task(self._wake(), name="events-wake")
+        published, self._published = self._published, asyncio.Event()
+        published.set()
         return cursor
-
-    async def _wake(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def check(self, since: int) -> None:
         if since < self._db.oldest_resumable():
@@ -56,9 +55,10 @@ class Bus:
         found = self._db.events_after(since)
         if found:
             return found
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.cursor > since), timeout)
-            except TimeoutError:
-                return []
+        try:
+            async with asyncio.timeout(timeout):
+                while self.cursor <= since:
+                    await self._published.wait()
+        except TimeoutError:
+            return []
         return self._db.events_after(since)

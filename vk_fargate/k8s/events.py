@@ -14,11 +14,12 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import functools
 import logging
 import secrets
 import zlib
 
-from vk_fargate import errors
+from vk_fargate import errors, supervision
 from vk_fargate.k8s import kube
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Recorder:
             collections.OrderedDict()
         )
         self._queues: list[asyncio.Queue[_Event]] = []
-        self._senders: list[asyncio.Task[None]] = []
+        self._senders = supervision.Tasks()
         self._dropped = 0
 
     async def record(
@@ -99,12 +100,8 @@ class Recorder:
     def _start(self) -> None:
         for n in range(SENDERS):
             queue: asyncio.Queue[_Event] = asyncio.Queue()
-            task = asyncio.get_running_loop().create_task(
-                self._send_all(queue), name=f"events-sender-{n}"
-            )
-            task.add_done_callback(_sender_done)
+            self._senders.forever(f"events-sender-{n}", functools.partial(self._send_all, queue))
             self._queues.append(queue)
-            self._senders.append(task)
 
     async def flush(self) -> None:
         """Wait until every event queued so far is written (or given up)."""
@@ -118,9 +115,7 @@ class Recorder:
                 await self.flush()
         except TimeoutError:
             log.warning("stopping with events not written")
-        for task in self._senders:
-            task.cancel()
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        await self._senders.stop()
 
     async def _send_all(self, queue: asyncio.Queue[_Event]) -> None:
         while True:
@@ -173,8 +168,3 @@ class Recorder:
                 "could not record event %s on %s/%s: %s",
                 *(event.reason, event.namespace, event.name, exc),
             )
-
-
-def _sender_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s ended", task.get_name(), exc_info=task.exception())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
 import aiohttp
@@ -148,12 +147,12 @@ class Informer(Indexer):
 
     async def run(self) -> None:
         """List and watch forever; returns only when cancelled."""
-        delay = BACKOFF_MIN
+        backoff = supervision.Backoff(BACKOFF_MIN, BACKOFF_MAX)
         while True:
             try:
                 listed = await self._relist()
                 self._outage.ended()
-                delay = BACKOFF_MIN
+                backoff.reset()
                 while True:
                     listed = await self._watch(listed)
             except _Gone:
@@ -167,8 +166,7 @@ class Informer(Indexer):
             ) as exc:
                 self.restarts += 1
                 self._outage.failed(exc)  # a broken watch, then relists that fail
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, BACKOFF_MAX)
+                await backoff.sleep()
 
     async def _relist(self) -> str:
         listed = await self.api.get(self.path, **self.selectors)

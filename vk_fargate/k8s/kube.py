@@ -6,18 +6,21 @@ the client's bogus ``ValueError`` when it parses a Binding response). Errors com
 back as ``errors.KubeError`` with the API's status, reason and message; a server that
 cannot be reached or breaks the connection as ``errors.KubeUnavailable``, so callers
 ride out an API-server restart by catching ``KubeError`` alone. ``unreachable_since``
-says whether the last request found the server down (for ``/readyz``).
+says whether the last request found the server down (for ``/readyz``). Answers and
+watch lines are parsed with orjson (the hot path: every pod of a watch, every list);
+request bodies are small, and kubernetes_asyncio encodes them (its ``call_api`` sends
+a JSON body only through ``json.dumps``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client
 
 from vk_fargate import errors, metrics
@@ -102,7 +105,7 @@ class Kube:
         with self._transport():
             async with response:
                 data = await response.read()
-        return json.loads(data) if data else {}
+        return orjson.loads(data) if data else {}
 
     async def get(self, path: str, **query: Any) -> JSON:
         return await self.request("GET", path, query=query)
@@ -132,7 +135,7 @@ class Kube:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield json.loads(line)
+                        yield orjson.loads(line)
 
     async def raw(self, path: str, **query: Any) -> aiohttp.ClientResponse:
         """A streaming GET whose body the caller reads (and closes)."""
@@ -142,7 +145,7 @@ class Kube:
 
 def _error(status: int, body: bytes) -> errors.KubeError:
     try:
-        document = json.loads(body)
+        document = orjson.loads(body)
     except ValueError:
         document = {}
     if not isinstance(document, dict):

@@ -1,9 +1,13 @@
-"""Tests of the keyed work queue: dedup, no concurrent key, later, retries with back-off, stop."""
+"""Tests of the keyed work queue: dedup, no concurrent key, later, retries with back-off, stop.
+
+On looptime's fake clock: delays and timeouts pass in no real time, and are exact.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +15,10 @@ from contextlib import asynccontextmanager
 import pytest
 
 from vk_fargate.controllers import queueing
+
+# Fake time in a loop of each test's own: the session's loop, which other tests share,
+# keeps its real clock.
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.looptime]
 
 Handler = Callable[[str], Awaitable[None]]
 TIMEOUT = 30.0  # generous: only guards against hangs, never asserted on
@@ -145,11 +153,11 @@ async def test_later_does_not_duplicate_a_queued_key() -> None:
 
 
 async def test_a_failing_handler_is_retried_with_back_off_and_the_worker_survives(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(queueing, "RETRY_MIN", 0.01)
-    monkeypatch.setattr(queueing, "RETRY_MAX", 0.04)
+    loop = asyncio.get_running_loop()
     calls: list[str] = []
+    tries: list[float] = []  # when "bad" was tried
     failures_left = {"bad": 4}
     good = asyncio.Event()
     recovered = asyncio.Event()
@@ -159,21 +167,17 @@ async def test_a_failing_handler_is_retried_with_back_off_and_the_worker_survive
         if key == "good":
             good.set()
             return
+        tries.append(loop.time())
         if failures_left[key] > 0:
             failures_left[key] -= 1
             raise RuntimeError(f"{key} is broken")
         recovered.set()
 
-    delays: list[tuple[str, float]] = []
+    retries = queueing.Retries(first=1.0, cap=4.0)
+    queue = queueing.Queue(handler, workers=1, name="test", retries=retries)
+    queue.start()
     with caplog.at_level(logging.ERROR, logger=queueing.__name__):
-        async with running(handler, workers=1) as queue:
-            later = queue.later
-
-            def spy(key: str, delay: float) -> None:
-                delays.append((key, delay))
-                later(key, delay)
-
-            monkeypatch.setattr(queue, "later", spy)
+        try:
             queue.add("bad")
             queue.add("good")
             await asyncio.wait_for(good.wait(), TIMEOUT)
@@ -181,19 +185,18 @@ async def test_a_failing_handler_is_retried_with_back_off_and_the_worker_survive
             # After a success the back-off starts over.
             failures_left["bad"] = 1
             recovered.clear()
+            await asyncio.sleep(10)
             queue.add("bad")
             await asyncio.wait_for(recovered.wait(), TIMEOUT)
+        finally:
+            await queue.stop()
 
     assert calls[:2] == ["bad", "good"]
     assert calls.count("bad") == 7
     assert calls.count("good") == 1
-    assert delays == [
-        ("bad", 0.01),
-        ("bad", 0.02),
-        ("bad", 0.04),
-        ("bad", 0.04),  # capped at RETRY_MAX
-        ("bad", 0.01),
-    ]
+    waits = [round(b - a, 3) for a, b in itertools.pairwise(tries)]
+    assert waits[:4] == [1.0, 2.0, 4.0, 4.0]  # doubling, capped at 4 s
+    assert waits[5] == 1.0  # waits[4] is the pause after the success
     failed = [r for r in caplog.records if "reconciling bad failed" in r.getMessage()]
     assert len(failed) == 5
     assert all(r.exc_info is not None for r in failed)

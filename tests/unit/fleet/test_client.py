@@ -41,7 +41,7 @@ async def flaky() -> AsyncIterator[str]:
 async def test_concurrent_calls_retry_each_on_their_own(
     flaky: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fleet_api, "_retry_wait", lambda state: 0.01)
+    monkeypatch.setattr(fleet_api, "RETRY_MAX", 0.01)
     async with fleet_api.FleetClient(flaky, "token", attempts=3) as fleet:
         calls = [fleet.list_microvms({"pod": f"pod-{i}"}) for i in range(20)]
         answers = await asyncio.gather(*calls, return_exceptions=True)

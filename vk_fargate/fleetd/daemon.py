@@ -34,12 +34,14 @@ from vk_fargate.fleetd import (
     events,
     hostinfo,
     imagestore,
+    inplace,
     ipam,
     network,
     placement,
     provision,
     rootfs,
     shims,
+    specdiff,
     stats,
     store,
     supervisor,
@@ -143,6 +145,7 @@ class Fleet:
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
+            self._roll(record)  # an update the last run stored but did not hand over
         return None
 
     async def close(self, *, stop_microvms: bool) -> None:
@@ -222,17 +225,18 @@ class Fleet:
     # create
 
     async def put(self, vm_id: str, spec: models.MicroVMSpec) -> tuple[models.MicroVM, bool]:
-        """Create the microVM, or return the existing one with this very spec. Pull
-        credentials are kept in memory for its pulls, never stored."""
+        """Create the microVM, return the existing one with this very spec, or change
+        its containers' images in place (``update``). Pull credentials are kept in
+        memory for its pulls, never stored."""
         spec, credentials = models.without_credentials(spec)
         spec, secrets = models.without_secrets(spec)
         async with self._place_lock:
+            existing = self.vms.get(vm_id)
+            if existing is not None and existing.vm.spec != spec:
+                self.update(existing, spec)
             if credentials:
                 self.pull_credentials[vm_id] = credentials
-            existing = self.vms.get(vm_id)
             if existing is not None:
-                if existing.vm.spec != spec:
-                    raise errors.Conflict(f"microVM {vm_id} exists with a different spec")
                 return existing.vm, False
             vm = self._place(vm_id, spec)
             record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
@@ -242,6 +246,69 @@ class Fleet:
             self._save(record)
         self._spawn(self._provision(record), f"provision-{vm_id}")
         return vm, True
+
+    def update(self, record: provision.Record, spec: models.MicroVMSpec) -> None:
+        """Take ``spec``, which differs from the microVM's only in its containers'
+        images, and roll the changed containers to them (``inplace``); Conflict naming
+        what else changed, or why this microVM cannot change."""
+        vm = record.vm
+        state = "stopping" if record.deleting else vm.status.state
+        if state == "stopping" or state in models.FINAL_STATES:
+            raise errors.Conflict(f"microVM {vm.id} is {state}; its spec can no longer change")
+        refused = specdiff.refused(vm.spec, spec)
+        if refused:
+            raise errors.Conflict(
+                f"microVM {vm.id} is {state}; only container images can change in place "
+                f"(changed: {', '.join(refused)})"
+            )
+        if self._runtime(record) != "process":
+            raise errors.Conflict(
+                f"microVM {vm.id} runs on a microvm host, whose guest cannot take a new "
+                "container image in place"
+            )
+        if record.shim is not None and not inplace.supported(record):
+            raise errors.Conflict(
+                f"microVM {vm.id} was started by an older fleetd; its images cannot change in place"
+            )
+        record.vm = vm.model_copy(update={"spec": spec})
+        self._save(record)  # a provisioning under way pulls the new images itself
+        if record.shim is not None:
+            self._roll(record)
+
+    def _roll(self, record: provision.Record) -> None:
+        """Roll ``record``'s containers to its spec's images, unless a roll is under way
+        (it looks at the spec again before it ends)."""
+        vm_id = record.vm.id
+        name = f"roll-{vm_id}"
+        if self._runtime(record) != "process" or any(
+            t.get_name() == name and not t.done() for t in self._tasks
+        ):
+            return
+
+        def live() -> bool:
+            return (
+                record.state == "running"
+                and not record.deleting
+                and record.shim is not None
+                and supervisor.alive(record.shim)
+            )
+
+        async def roll() -> None:
+            # A shim takes its SIGHUP once it reports (``running``), not while it starts.
+            while record.state in ("pending", "provisioning") and not record.deleting:
+                await asyncio.sleep(0.1)
+            await inplace.roll(
+                record,
+                self.host,
+                credentials=lambda: self.pull_credentials.get(vm_id, {}),
+                live=live,
+            )
+
+        self._spawn(roll(), name)
+
+    def _runtime(self, record: provision.Record) -> models.RuntimeName | None:
+        host = self.hosts.get(record.vm.status.host or "")
+        return host.config.runtime if host is not None else None
 
     def _place(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
         spread: dict[str, int] | None = None
@@ -297,10 +364,11 @@ class Fleet:
                 pool=pool,
                 bridge=self._bridges.get(pool.id, ""),
                 report=functools.partial(self._report_waiting, record),
-                credentials=self.pull_credentials.get(vm.id, {}),
+                credentials=lambda: self.pull_credentials.get(vm.id, {}),
             )
             if record.shim is not None:
                 self._save(record)
+                self._roll(record)  # for an update that came as the shim was forked
             await self._collect_images()
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)

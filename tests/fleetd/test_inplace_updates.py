@@ -225,3 +225,30 @@ async def test_a_new_image_that_cannot_be_pulled_stops_the_old_container_and_wai
     after = await running(fleet_client, vm_id, restarts=1)
     assert late.split(":")[0] in (helpers.container(after, "app").image_id or "")
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
+async def test_a_microvm_waiting_for_a_bad_image_takes_a_good_one_at_once(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    """``kubectl set image`` on a pod stuck in ImagePullBackOff: the microVM, still
+    provisioning, pulls the new image without waiting out its back-off (here 300 s)."""
+    fleet_proc = await devfleet.start(tmp_path, registry=registry.host, backoff=(300.0, 300.0))
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as api:
+            vm_id = helpers.new_id()
+            spec = two_containers(f"myorg/typo-{helpers.new_id()}:1", "sleep", "300")
+            await api.put_microvm(vm_id, spec)
+            await helpers.until_vm(
+                api,
+                vm_id,
+                lambda v: (
+                    helpers.container(v, "app").reason in ("ErrImagePull", "ImagePullBackOff")
+                ),
+                what="the typo in ErrImagePull or ImagePullBackOff",
+            )
+            fixed = await api.put_microvm(vm_id, with_image(spec, "app", "busybox"))
+            assert fixed.spec.containers[0].image == "busybox"
+            vm = await running(api, vm_id)
+            assert "library/busybox" in (helpers.container(vm, "app").image_id or "")
+    finally:
+        fleet_proc.stop()

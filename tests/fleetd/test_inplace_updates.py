@@ -25,14 +25,15 @@ pytestmark = pytest.mark.e2e
 
 
 async def push_saying(registry: str, tmp_path: Path, word: str) -> str:
-    """A busybox image whose own command prints ``word`` and sleeps, pushed; its name."""
+    """A busybox image whose own command says ``word`` (and ``$TOKEN``) and sleeps,
+    pushed; its name."""
     layout = tmp_path / f"layout-{word}"
     shutil.copytree(images.build(settings.load().cache), layout)
     image = f"myorg/say-{helpers.new_id()}:{word}"
     for argv in (
         ["umoci", "config", "--image", f"{layout}:busybox", "--tag", word,
          "--config.cmd", "sh", "--config.cmd", "-c",
-         "--config.cmd", f"echo said {word}; exec sleep 300"],
+         "--config.cmd", f"echo said {word} with $TOKEN; exec sleep 300"],
         ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{word}",
          f"docker://{registry}/{image}"],
     ):  # fmt: skip
@@ -164,7 +165,11 @@ async def test_the_new_image_outlives_a_restart_of_fleetd(
     first = await push_saying(registry.host, tmp_path, "first")
     second = await push_saying(registry.host, tmp_path, "second")
     vm_id = helpers.new_id()
-    spec = two_containers(first)
+    token = [models.EnvVar(name="TOKEN", value="s3cret", secret=True)]
+    plain = two_containers(first)
+    app, side = plain.containers
+    spec = plain.model_copy(update={"containers": [app.model_copy(update={"env": token}), side]})
+    bundles = tmp_path / "fleet" / "state" / "microvms" / vm_id / "bundles"
     fleet_proc = await devfleet.start(tmp_path / "fleet", registry=registry.host)
     try:
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as api:
@@ -172,6 +177,9 @@ async def test_the_new_image_outlives_a_restart_of_fleetd(
             await running(api, vm_id)
             await api.put_microvm(vm_id, with_image(spec, "app", second))
             before = await running(api, vm_id, restarts=1)
+            # A fresh root filesystem of its own; the old one went with the old instance.
+            held = sorted(p.name for p in bundles.iterdir())
+            assert len(held) == 2 and held[0].startswith("app.") and held[1] == "side", held
         os.kill(fleet_proc.process.pid, signal.SIGKILL)
         fleet_proc.process.wait()
 
@@ -184,7 +192,11 @@ async def test_the_new_image_outlives_a_restart_of_fleetd(
             await asyncio.sleep(3)  # a roll back to the first image would have begun
             after = await running(api, vm_id, restarts=1)
             assert helpers.container(after, "app") == helpers.container(before, "app")
-            await said(api, vm_id, "second")
+            await said(api, vm_id, "second with s3cret")
+            # The restarted fleetd rolls too, secret values included.
+            await api.put_microvm(vm_id, spec)
+            await running(api, vm_id, restarts=2)
+            await said(api, vm_id, "first with s3cret")
     finally:
         fleet_proc.stop()
 

@@ -127,10 +127,10 @@ class Fleet:
             self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
         if not record.holds_resources:
             return None
+        provision.load_secrets(record)  # for a provisioning again, or a container rolled
         if pid is None and vm.status.state in ("pending", "provisioning"):
             record.shim = supervisor.forked_for(record.dir)
             if record.shim is None:
-                provision.load_secrets(record)
                 return record
             self._save(record)  # its shim was forked just before the daemon died
         else:
@@ -233,7 +233,7 @@ class Fleet:
         async with self._place_lock:
             existing = self.vms.get(vm_id)
             if existing is not None and existing.vm.spec != spec:
-                self.update(existing, spec)
+                self.update(existing, spec, secrets)
             if credentials:
                 self.pull_credentials[vm_id] = credentials
             if existing is not None:
@@ -247,10 +247,14 @@ class Fleet:
         self._spawn(self._provision(record), f"provision-{vm_id}")
         return vm, True
 
-    def update(self, record: provision.Record, spec: models.MicroVMSpec) -> None:
+    def update(
+        self, record: provision.Record, spec: models.MicroVMSpec, secrets: models.SecretEnv
+    ) -> None:
         """Take ``spec``, which differs from the microVM's only in its containers'
         images, and roll the changed containers to them (``inplace``); Conflict naming
-        what else changed, or why this microVM cannot change."""
+        what else changed, or why this microVM cannot change. A container started again
+        gets the values of ``secrets`` as they are now, as the kubelet reads a Secret
+        as it starts a container."""
         vm = record.vm
         state = "stopping" if record.deleting else vm.status.state
         if state == "stopping" or state in models.FINAL_STATES:
@@ -271,6 +275,8 @@ class Fleet:
                 f"microVM {vm.id} was started by an older fleetd; its images cannot change in place"
             )
         record.vm = vm.model_copy(update={"spec": spec})
+        record.secrets = secrets
+        provision.keep_secrets(record)
         self._save(record)  # a provisioning under way pulls the new images itself
         if record.shim is not None:
             self._roll(record)

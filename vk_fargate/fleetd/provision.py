@@ -155,7 +155,8 @@ def with_secrets(record: Record) -> models.MicroVM:
 
 def keep_secrets(record: Record) -> None:
     """Keep the secret env values of ``record`` beside it (mode 0600, in a 0700 folder,
-    removed with it), for a provisioning that a restart of the daemon cuts short."""
+    removed with it), for a provisioning that a restart of the daemon cuts short or a
+    container started again from a new image after one."""
     if record.secrets:
         record.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sandbox.write_json(record.dir / SECRETS, record.secrets)

@@ -264,3 +264,25 @@ async def test_a_microvm_waiting_for_a_bad_image_takes_a_good_one_at_once(
             assert "library/busybox" in (helpers.container(vm, "app").image_id or "")
     finally:
         fleet_proc.stop()
+
+
+async def test_a_microvm_host_refuses_an_image_change(
+    tmp_path: Path, registry: devregistry.Registry
+) -> None:
+    """A QEMU guest boots its containers' root filesystems from its initramfs: it cannot
+    take a new image in place, and says so (whether or not QEMU is installed here)."""
+    host = {"id": "metal-vm", "zone": devfleet.ZONES[0], "vcpus": 4, "mem_mib": 8192}
+    fleet_proc = await devfleet.start(
+        tmp_path, hosts=[{**host, "runtime": "microvm"}], registry=registry.host
+    )
+    try:
+        async with client.FleetClient(fleet_proc.url, fleet_proc.token) as api:
+            vm_id = helpers.new_id()
+            spec = two_containers("busybox", "sleep", "300")
+            await api.put_microvm(vm_id, spec)
+            with pytest.raises(errors.Conflict, match="runs on a microvm host"):
+                await api.put_microvm(vm_id, with_image(spec, "app", "busybox:latest"))
+            assert (await api.get_microvm(vm_id)).spec == spec
+            await api.delete_microvm(vm_id, grace_seconds=0)
+    finally:
+        fleet_proc.stop()

@@ -8,7 +8,9 @@ From then on the shim's status file drives it (``running`` .. ``stopped``/``fail
 read when the shim pings the notify socket and, as a safety net, by a sweep every second
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
 it once stopped (a ``deleted`` event); the request is stored too, so a restart finishes
-it. Every change is stored, then published as an event.
+it. A ``put`` changing only containers' images takes the new spec and rolls those
+containers to it (``inplace``); any other change is refused. Every change is stored,
+then published as an event.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from vk_fargate.fleetd import (
     provision,
     rootfs,
     shims,
-    specdiff,
     stats,
     store,
     supervisor,
@@ -145,7 +146,8 @@ class Fleet:
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
-            self._roll(record)  # an update the last run stored but did not hand over
+            if inplace.behind(record):  # an update the last run stored, not handed over
+                self._roll(record)
         return None
 
     async def close(self, *, stop_microvms: bool) -> None:
@@ -255,26 +257,8 @@ class Fleet:
         what else changed, or why this microVM cannot change. A container started again
         gets the values of ``secrets`` as they are now, as the kubelet reads a Secret
         as it starts a container."""
-        vm = record.vm
-        state = "stopping" if record.deleting else vm.status.state
-        if state == "stopping" or state in models.FINAL_STATES:
-            raise errors.Conflict(f"microVM {vm.id} is {state}; its spec can no longer change")
-        refused = specdiff.refused(vm.spec, spec)
-        if refused:
-            raise errors.Conflict(
-                f"microVM {vm.id} is {state}; only container images can change in place "
-                f"(changed: {', '.join(refused)})"
-            )
-        if self._runtime(record) != "process":
-            raise errors.Conflict(
-                f"microVM {vm.id} runs on a microvm host, whose guest cannot take a new "
-                "container image in place"
-            )
-        if record.shim is not None and not inplace.supported(record):
-            raise errors.Conflict(
-                f"microVM {vm.id} was started by an older fleetd; its images cannot change in place"
-            )
-        record.vm = vm.model_copy(update={"spec": spec})
+        inplace.check(record, spec, runtime=self._runtime(record))
+        record.vm = record.vm.model_copy(update={"spec": spec})
         record.secrets = secrets
         provision.keep_secrets(record)
         self._save(record)  # a provisioning under way pulls the new images itself
@@ -291,14 +275,6 @@ class Fleet:
         ):
             return
 
-        def live() -> bool:
-            return (
-                record.state == "running"
-                and not record.deleting
-                and record.shim is not None
-                and supervisor.alive(record.shim)
-            )
-
         async def roll() -> None:
             # A shim takes its SIGHUP once it reports (``running``), not while it starts.
             while record.state in ("pending", "provisioning") and not record.deleting:
@@ -307,7 +283,6 @@ class Fleet:
                 record,
                 self.host,
                 credentials=lambda: self.pull_credentials.get(vm_id, {}),
-                live=live,
             )
 
         self._spawn(roll(), name)
@@ -374,7 +349,8 @@ class Fleet:
             )
             if record.shim is not None:
                 self._save(record)
-                self._roll(record)  # for an update that came as the shim was forked
+                if inplace.behind(record):  # an update came as the shim was forked
+                    self._roll(record)
             await self._collect_images()
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)

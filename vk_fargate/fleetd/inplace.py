@@ -22,18 +22,59 @@ import secrets
 import time
 from collections.abc import Callable
 
+from vk_fargate import errors
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import bundles, provision, sandbox, supervisor
+from vk_fargate.fleetd import bundles, provision, sandbox, specdiff, supervisor
 
 PULLING = frozenset({"ErrImagePull", "ImagePullBackOff"})
 """Reasons of an entry whose new image is still to be pulled."""
 
 
-def supported(record: provision.Record) -> bool:
-    """Whether the shim's entries name their images (a shim of an older fleetd, which
-    would die of a SIGHUP, has none)."""
+def check(
+    record: provision.Record, spec: models.MicroVMSpec, *, runtime: models.RuntimeName | None
+) -> None:
+    """Conflict unless ``record``'s microVM can take ``spec`` in place: naming what
+    differs beyond images, or why this microVM cannot change."""
+    vm = record.vm
+    state = "stopping" if record.deleting else vm.status.state
+    if state == "stopping" or state in models.FINAL_STATES:
+        raise errors.Conflict(f"microVM {vm.id} is {state}; its spec can no longer change")
+    refused = specdiff.refused(vm.spec, spec)
+    if refused:
+        raise errors.Conflict(
+            f"microVM {vm.id} is {state}; only container images can change in place "
+            f"(changed: {', '.join(refused)})"
+        )
+    if runtime != "process":
+        raise errors.Conflict(
+            f"microVM {vm.id} runs on a {runtime} host, whose guest cannot take a new "
+            "container image in place"
+        )
+    shim_spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
+    if shim_spec is not None and not all("image" in c for c in shim_spec["containers"]):
+        # A shim of an older fleetd names no images, and would die of a SIGHUP.
+        raise errors.Conflict(
+            f"microVM {vm.id} was started by an older fleetd; its images cannot change in place"
+        )
+
+
+def live(record: provision.Record) -> bool:
+    """Whether ``record``'s shim runs its containers (and so takes a SIGHUP)."""
+    return (
+        record.state == "running"
+        and not record.deleting
+        and record.shim is not None
+        and supervisor.alive(record.shim)
+    )
+
+
+def behind(record: provision.Record) -> bool:
+    """Whether some app container of the shim's ``spec.json`` is not (yet) running the
+    image of ``record``'s spec: an update came as the shim was forked, or before a
+    restart of the daemon."""
     spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
-    return spec is not None and all("image" in c for c in spec["containers"])
+    wanted = {c.name: c for c in record.vm.spec.containers}
+    return spec is not None and any(_stale(e, wanted) for e in spec["containers"])
 
 
 async def roll(
@@ -41,12 +82,11 @@ async def roll(
     host: provision.Host,
     *,
     credentials: Callable[[], dict[str, str]],
-    live: Callable[[], bool],
 ) -> None:
     """Bring the shim's app containers to the images of ``record``'s spec; return when
-    they are there or ``live`` says the microVM no longer runs."""
+    they are there or the microVM no longer runs."""
     delay, longest = host.cfg.restart_backoff.initial_seconds, host.cfg.restart_backoff.max_seconds
-    while live() and record.shim is not None:
+    while live(record):
         shim_spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
         vm = provision.with_secrets(record)
         if shim_spec is None:
@@ -68,7 +108,7 @@ async def roll(
             )
             for name in stale
         }
-        if not live() or provision.with_secrets(record).spec != vm.spec:
+        if not live(record) or provision.with_secrets(record).spec != vm.spec:
             continue  # changed again while pulling: start over from the stored spec
         _hand_over(record, shim_spec, fresh)
         failing = [name for name, entry in fresh.items() if entry.get("reason") == "ErrImagePull"]
@@ -77,16 +117,14 @@ async def roll(
         # ErrImagePull shows from when the old instances have stopped (the kubelet's
         # pull comes after the kill), then ImagePullBackOff until the next pull.
         stopping = vm.spec.termination_grace_seconds + provision.KILL_MARGIN
-        await _quiet(
-            record, vm.spec, stopping, live, until=functools.partial(_waiting, record, failing)
-        )
+        await _quiet(record, vm.spec, stopping, until=functools.partial(_waiting, record, failing))
         shown = min(bundles.ERROR_SHOWN, delay / 2)
-        if await _quiet(record, vm.spec, shown, live):
+        if await _quiet(record, vm.spec, shown):
             for name in failing:
                 message = f'Back-off pulling image "{wanted[name].image}"'
                 fresh[name] = {**fresh[name], "reason": "ImagePullBackOff", "error": message}
             _hand_over(record, shim_spec, fresh)
-            await _quiet(record, vm.spec, delay - shown, live)
+            await _quiet(record, vm.spec, delay - shown)
         delay = min(delay * 2, longest)
 
 
@@ -120,7 +158,6 @@ async def _quiet(
     record: provision.Record,
     spec: models.MicroVMSpec,
     seconds: float,
-    live: Callable[[], bool],
     *,
     until: Callable[[], bool] = lambda: False,
 ) -> bool:
@@ -129,7 +166,7 @@ async def _quiet(
     deadline = time.monotonic() + seconds
 
     def same() -> bool:
-        return live() and provision.with_secrets(record).spec == spec
+        return live(record) and provision.with_secrets(record).spec == spec
 
     while same() and time.monotonic() < deadline and not until():
         await asyncio.sleep(min(0.2, max(seconds, 0.01)))

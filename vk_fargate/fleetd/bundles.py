@@ -52,7 +52,7 @@ Report = Callable[[list[dict[str, object]], list[dict[str, object]]], None]
 
 
 async def prepare_until_pulled(
-    vm: models.MicroVM,
+    current: Callable[[], models.MicroVM],
     vm_dir: Path,
     store: imagestore.ImageStore,
     *,
@@ -60,30 +60,38 @@ async def prepare_until_pulled(
     backoff: tuple[float, float],
     report: Report,
     cancelled: Callable[[], bool],
-    credentials: dict[str, str],
+    credentials: Callable[[], dict[str, str]],
 ) -> dict[str, sandbox.ShimContainer] | None:
-    """``prepare``, retried with back-off while an image cannot be pulled (the kubelet's
-    ``ErrImagePull`` then ``ImagePullBackOff``); ``report`` publishes the containers'
-    waiting states meanwhile. None when ``cancelled`` (the microVM is being deleted)."""
+    """``prepare`` of the ``current`` microVM, retried with back-off while an image
+    cannot be pulled (the kubelet's ``ErrImagePull`` then ``ImagePullBackOff``);
+    ``report`` publishes the containers' waiting states meanwhile. A new image in the
+    spec (an update in place) is tried at once, and what is returned was prepared from
+    the spec ``current`` holds now. None when ``cancelled`` (the microVM is being
+    deleted)."""
     delay, longest = backoff
 
-    async def wait(seconds: float) -> None:
+    async def wait(seconds: float, spec: models.MicroVMSpec) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not cancelled():
+        while time.monotonic() < deadline and not cancelled() and current().spec == spec:
             await asyncio.sleep(min(0.2, seconds))
 
     while True:
-        prepared = await prepare(vm, vm_dir, store, netns=netns, credentials=credentials)
+        vm = current()
+        prepared = await prepare(vm, vm_dir, store, netns=netns, credentials=credentials())
+        if cancelled():
+            return None
+        if current().spec != vm.spec:
+            continue  # updated while pulling: prepare the new spec (kept bundles stay)
         failing = {n for n, c in prepared.items() if c.get("reason") == "ErrImagePull"}
-        if not failing or cancelled():
-            return None if cancelled() else prepared
+        if not failing:
+            return prepared
         # As the kubelet: ErrImagePull as the pull fails, until its next look at the pod
         # finds the image in back-off, then ImagePullBackOff until the retry.
         report(*_waiting(vm, prepared, failing, backoff=False))
-        await wait(min(ERROR_SHOWN, delay / 2))
-        if not cancelled():
+        await wait(min(ERROR_SHOWN, delay / 2), vm.spec)
+        if not cancelled() and current().spec == vm.spec:
             report(*_waiting(vm, prepared, failing, backoff=True))
-            await wait(delay - min(ERROR_SHOWN, delay / 2))
+            await wait(delay - min(ERROR_SHOWN, delay / 2), vm.spec)
         if cancelled():
             return None
         delay = min(delay * 2, longest)
@@ -121,75 +129,95 @@ async def prepare(
     netns: str | None,
     credentials: dict[str, str] | None = None,
 ) -> dict[str, sandbox.ShimContainer]:
-    """Every container of ``vm``, pulled and bundled; by name."""
+    """Every container of ``vm``, pulled and bundled (in ``<vm_dir>/bundles/<name>``);
+    by name."""
     files = pod_files(vm, vm_dir)
-    ip = vm.status.private_ip or ""
-    out: dict[str, sandbox.ShimContainer] = {}
-    for c in [*vm.spec.init_containers, *vm.spec.containers]:
-        env = {e.name: e.rendered(ip) for e in c.env}
-        failed = sandbox.ShimContainer(name=c.name, argv=None, env=env, working_dir=c.working_dir)
-        policy = c.image_pull_policy or images.default_pull_policy(c.image)
-        try:
-            pulled = await store.ensure(
-                c.image, policy, credentials=(credentials or {}).get(c.name)
-            )
-        except images.InvalidImageName as exc:
-            out[c.name] = {**failed, "reason": "InvalidImageName", "error": str(exc)}
-            continue
-        except imagestore.NotPresent as exc:
-            out[c.name] = {**failed, "reason": "ErrImageNeverPull", "error": str(exc)}
-            continue
-        except imagestore.PullError as exc:
-            message = f'failed to pull and unpack image "{c.image}": {exc.message}'
-            out[c.name] = {**failed, "reason": "ErrImagePull", "error": message}
-            continue
-        try:
-            command = images.expand_all(c.command, env)  # as the kubelet, from the env
-            argv = images.argv(pulled.config, command, images.expand_all(c.args, env))
-        except ValueError as exc:
-            out[c.name] = {**failed, "reason": "CreateContainerError", "error": str(exc)}
-            continue
-        bundle = vm_dir / "bundles" / c.name
-        original = bundle / "config.umoci.json"
-        if not original.exists():
-            rootfs.unmount_one(bundle)  # a half-made bundle of an earlier try
-            shutil.rmtree(bundle, ignore_errors=True)
-            shared = await store.unpacked(pulled)
-            await asyncio.to_thread(rootfs.make, shared / "rootfs", bundle)
-            shutil.copyfile(shared / "config.json", original)
-        security = c.security or models.SecurityContext()
-        container = ocispec.Container(
-            argv=argv,
-            env=images.environment(pulled.config, list(env.items())),
-            cwd=images.working_dir(pulled.config, c.working_dir),
-            hostname=hostname(vm),
+    return {
+        c.name: await prepare_one(
+            vm,
+            c,
+            vm_dir / "bundles" / c.name,
+            store,
+            files=files,
             netns=netns,
-            cgroups_path=None,  # the shim names one per instance
-            pod_files=files,
-            run_as=(security.run_as_user, security.run_as_group),
-            read_only=security.read_only_root_filesystem,
-            no_new_privileges=security.allow_privilege_escalation is False,
-            capabilities_add=tuple(security.capabilities_add),
-            capabilities_drop=tuple(security.capabilities_drop),
-            seccomp=security.seccomp_profile == "RuntimeDefault",
+            credentials=(credentials or {}).get(c.name),
         )
-        base = json.loads(original.read_text())
-        if security.run_as_non_root and ocispec.user(base, container)[0] == 0:
-            labels = vm.spec.labels
-            pod = f"{labels.get('pod', vm.id)}_{labels.get('namespace', '')}({vm.id})"
-            message = (
-                "container has runAsNonRoot and image will run as root "
-                f'(pod: "{pod}", container: {c.name})'
-            )
-            out[c.name] = {**failed, "reason": "CreateContainerConfigError", "error": message}
-            continue
-        spec = ocispec.spec(base, container)
-        sandbox.write_json(bundle / "config.json", spec)
-        out[c.name] = {
-            **failed,
-            "argv": argv,
-            "bundle": str(bundle),
-            "image_id": pulled.reference.with_digest(pulled.digest),
-            "pulled": {"present": pulled.present, "seconds": pulled.seconds, "size": pulled.size},
-        }
-    return out
+        for c in [*vm.spec.init_containers, *vm.spec.containers]
+    }
+
+
+async def prepare_one(
+    vm: models.MicroVM,
+    c: models.Container,
+    bundle: Path,
+    store: imagestore.ImageStore,
+    *,
+    files: dict[str, str],
+    netns: str | None,
+    credentials: str | None,
+) -> sandbox.ShimContainer:
+    """Container ``c`` of ``vm`` pulled and bundled in ``bundle`` (kept when it already
+    holds this very image), or carrying why it cannot run."""
+    ip = vm.status.private_ip or ""
+    env = {e.name: e.rendered(ip) for e in c.env}
+    failed = sandbox.ShimContainer(
+        name=c.name, argv=None, env=env, working_dir=c.working_dir, image=c.image
+    )
+    policy = c.image_pull_policy or images.default_pull_policy(c.image)
+    try:
+        pulled = await store.ensure(c.image, policy, credentials=credentials)
+    except images.InvalidImageName as exc:
+        return {**failed, "reason": "InvalidImageName", "error": str(exc)}
+    except imagestore.NotPresent as exc:
+        return {**failed, "reason": "ErrImageNeverPull", "error": str(exc)}
+    except imagestore.PullError as exc:
+        message = f'failed to pull and unpack image "{c.image}": {exc.message}'
+        return {**failed, "reason": "ErrImagePull", "error": message}
+    try:
+        command = images.expand_all(c.command, env)  # as the kubelet, from the env
+        argv = images.argv(pulled.config, command, images.expand_all(c.args, env))
+    except ValueError as exc:
+        return {**failed, "reason": "CreateContainerError", "error": str(exc)}
+    original = bundle / "config.umoci.json"
+    made_from = bundle / "image.digest"  # the bundle of another image is made anew
+    if not original.exists() or not made_from.exists() or made_from.read_text() != pulled.digest:
+        rootfs.unmount_one(bundle)  # a half-made bundle of an earlier try
+        shutil.rmtree(bundle, ignore_errors=True)
+        shared = await store.unpacked(pulled)
+        await asyncio.to_thread(rootfs.make, shared / "rootfs", bundle)
+        shutil.copyfile(shared / "config.json", original)
+        made_from.write_text(pulled.digest)
+    security = c.security or models.SecurityContext()
+    container = ocispec.Container(
+        argv=argv,
+        env=images.environment(pulled.config, list(env.items())),
+        cwd=images.working_dir(pulled.config, c.working_dir),
+        hostname=hostname(vm),
+        netns=netns,
+        cgroups_path=None,  # the shim names one per instance
+        pod_files=files,
+        run_as=(security.run_as_user, security.run_as_group),
+        read_only=security.read_only_root_filesystem,
+        no_new_privileges=security.allow_privilege_escalation is False,
+        capabilities_add=tuple(security.capabilities_add),
+        capabilities_drop=tuple(security.capabilities_drop),
+        seccomp=security.seccomp_profile == "RuntimeDefault",
+    )
+    base = json.loads(original.read_text())
+    if security.run_as_non_root and ocispec.user(base, container)[0] == 0:
+        labels = vm.spec.labels
+        pod = f"{labels.get('pod', vm.id)}_{labels.get('namespace', '')}({vm.id})"
+        message = (
+            "container has runAsNonRoot and image will run as root "
+            f'(pod: "{pod}", container: {c.name})'
+        )
+        return {**failed, "reason": "CreateContainerConfigError", "error": message}
+    spec = ocispec.spec(base, container)
+    sandbox.write_json(bundle / "config.json", spec)
+    return {
+        **failed,
+        "argv": argv,
+        "bundle": str(bundle),
+        "image_id": pulled.reference.with_digest(pulled.digest),
+        "pulled": {"present": pulled.present, "seconds": pulled.seconds, "size": pulled.size},
+    }

@@ -8,7 +8,9 @@ From then on the shim's status file drives it (``running`` .. ``stopped``/``fail
 read when the shim pings the notify socket and, as a safety net, by a sweep every second
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
 it once stopped (a ``deleted`` event); the request is stored too, so a restart finishes
-it. Every change is stored, then published as an event.
+it. A ``put`` changing only containers' images takes the new spec and rolls those
+containers to it (``inplace``); any other change is refused. Every change is stored,
+then published as an event.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vk_fargate.fleetd import (
     events,
     hostinfo,
     imagestore,
+    inplace,
     ipam,
     network,
     placement,
@@ -125,10 +128,10 @@ class Fleet:
             self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
         if not record.holds_resources:
             return None
+        provision.load_secrets(record)  # for a provisioning again, or a container rolled
         if pid is None and vm.status.state in ("pending", "provisioning"):
             record.shim = supervisor.forked_for(record.dir)
             if record.shim is None:
-                provision.load_secrets(record)
                 return record
             self._save(record)  # its shim was forked just before the daemon died
         else:
@@ -143,6 +146,8 @@ class Fleet:
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
+            if inplace.behind(record):  # an update the last run stored, not handed over
+                self._roll(record)
         return None
 
     async def close(self, *, stop_microvms: bool) -> None:
@@ -222,17 +227,18 @@ class Fleet:
     # create
 
     async def put(self, vm_id: str, spec: models.MicroVMSpec) -> tuple[models.MicroVM, bool]:
-        """Create the microVM, or return the existing one with this very spec. Pull
-        credentials are kept in memory for its pulls, never stored."""
+        """Create the microVM, return the existing one with this very spec, or change
+        its containers' images in place (``update``). Pull credentials are kept in
+        memory for its pulls, never stored."""
         spec, credentials = models.without_credentials(spec)
         spec, secrets = models.without_secrets(spec)
         async with self._place_lock:
+            existing = self.vms.get(vm_id)
+            if existing is not None and existing.vm.spec != spec:
+                self.update(existing, spec, secrets)
             if credentials:
                 self.pull_credentials[vm_id] = credentials
-            existing = self.vms.get(vm_id)
             if existing is not None:
-                if existing.vm.spec != spec:
-                    raise errors.Conflict(f"microVM {vm_id} exists with a different spec")
                 return existing.vm, False
             vm = self._place(vm_id, spec)
             record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
@@ -242,6 +248,48 @@ class Fleet:
             self._save(record)
         self._spawn(self._provision(record), f"provision-{vm_id}")
         return vm, True
+
+    def update(
+        self, record: provision.Record, spec: models.MicroVMSpec, secrets: models.SecretEnv
+    ) -> None:
+        """Take ``spec``, which differs from the microVM's only in its containers'
+        images, and roll the changed containers to them (``inplace``); Conflict naming
+        what else changed, or why this microVM cannot change. A container started again
+        gets the values of ``secrets`` as they are now, as the kubelet reads a Secret
+        as it starts a container."""
+        inplace.check(record, spec, runtime=self._runtime(record))
+        record.vm = record.vm.model_copy(update={"spec": spec})
+        record.secrets = secrets
+        provision.keep_secrets(record)
+        self._save(record)  # a provisioning under way pulls the new images itself
+        if record.shim is not None:
+            self._roll(record)
+
+    def _roll(self, record: provision.Record) -> None:
+        """Roll ``record``'s containers to its spec's images, unless a roll is under way
+        (it looks at the spec again before it ends)."""
+        vm_id = record.vm.id
+        name = f"roll-{vm_id}"
+        if self._runtime(record) != "process" or any(
+            t.get_name() == name and not t.done() for t in self._tasks
+        ):
+            return
+
+        async def roll() -> None:
+            # A shim takes its SIGHUP once it reports (``running``), not while it starts.
+            while record.state in ("pending", "provisioning") and not record.deleting:
+                await asyncio.sleep(0.1)
+            await inplace.roll(
+                record,
+                self.host,
+                credentials=lambda: self.pull_credentials.get(vm_id, {}),
+            )
+
+        self._spawn(roll(), name)
+
+    def _runtime(self, record: provision.Record) -> models.RuntimeName | None:
+        host = self.hosts.get(record.vm.status.host or "")
+        return host.config.runtime if host is not None else None
 
     def _place(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
         spread: dict[str, int] | None = None
@@ -297,10 +345,12 @@ class Fleet:
                 pool=pool,
                 bridge=self._bridges.get(pool.id, ""),
                 report=functools.partial(self._report_waiting, record),
-                credentials=self.pull_credentials.get(vm.id, {}),
+                credentials=lambda: self.pull_credentials.get(vm.id, {}),
             )
             if record.shim is not None:
                 self._save(record)
+                if inplace.behind(record):  # an update came as the shim was forked
+                    self._roll(record)
             await self._collect_images()
         except Exception as exc:  # any provisioning failure fails the VM
             log.exception("provisioning microVM %s failed", vm.id)

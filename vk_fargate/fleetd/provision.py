@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate.fleet import models
@@ -89,7 +90,7 @@ async def provision(
     pool: ipam.SubnetPool,
     bridge: str,
     report: bundles.Report | None = None,
-    credentials: dict[str, str] | None = None,
+    credentials: Callable[[], dict[str, str]] | None = None,
 ) -> None:
     """Cgroups, network and shim for ``record``'s microVM; no shim if it is being deleted
     meanwhile. Raises whatever the host refused; ``release`` cleans up after it."""
@@ -117,19 +118,19 @@ async def provision(
                 bridge=bridge,
             )
     prepared = await bundles.prepare_until_pulled(
-        vm.model_copy(update={"spec": models.with_secrets(vm.spec, record.secrets)}),
+        lambda: with_secrets(record),
         record.dir,
         host.images,
         netns=netns,
         backoff=(host.cfg.restart_backoff.initial_seconds, host.cfg.restart_backoff.max_seconds),
         report=report or (lambda _init, _app: None),
         cancelled=lambda: record.deleting,
-        credentials=credentials or {},
+        credentials=credentials or dict,
     )
     if prepared is None or record.deleting:
         return
     spec = shims.spec_for(
-        vm,
+        record.vm,  # the spec ``prepared`` was made from: it may have changed meanwhile
         cfg=host.cfg,
         runtime=runtime,
         cgroups=record.cgroups,
@@ -146,9 +147,16 @@ async def provision(
 SECRETS = "secrets.json"
 
 
+def with_secrets(record: Record) -> models.MicroVM:
+    """``record``'s microVM with its secret env values, as its containers get them."""
+    vm = record.vm
+    return vm.model_copy(update={"spec": models.with_secrets(vm.spec, record.secrets)})
+
+
 def keep_secrets(record: Record) -> None:
     """Keep the secret env values of ``record`` beside it (mode 0600, in a 0700 folder,
-    removed with it), for a provisioning that a restart of the daemon cuts short."""
+    removed with it), for a provisioning that a restart of the daemon cuts short or a
+    container started again from a new image after one."""
     if record.secrets:
         record.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         sandbox.write_json(record.dir / SECRETS, record.secrets)

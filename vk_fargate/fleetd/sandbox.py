@@ -37,6 +37,7 @@ class ShimContainer(TypedDict):
     env: dict[str, str]
     working_dir: str | None
     bundle: NotRequired[str]  # an OCI bundle: runc runs the container from its image
+    image: NotRequired[str]  # the spec's image reference this entry was made for
     image_id: NotRequired[str]  # repo@sha256:... of the image it runs
     pulled: NotRequired[dict[str, Any]]  # the API's PullResult
 
@@ -212,6 +213,24 @@ class Status:
 
     def restarting(self, name: str, delay: float) -> None:
         """The container ended and comes back after ``delay`` seconds (CrashLoopBackOff)."""
+        self._ended(name)
+        self.waiting(name, "CrashLoopBackOff", f"back-off {delay:g}s restarting failed container")
+
+    def replaced(self, name: str, entry: ShimContainer, *, ended: bool) -> None:
+        """The container comes back from a new ``entry`` (its image changed in place);
+        ``ended``: an instance of the old one ran and was stopped for it."""
+        if ended:
+            self._ended(name)
+        c = self.container(name)
+        for key in ("image_id", "pulled"):
+            if key in entry:
+                c[key] = entry[key]
+            else:
+                c.pop(key, None)
+        self.waiting(name, "ContainerCreating")
+
+    def _ended(self, name: str) -> None:
+        """The instance that ran is the last termination; the next one counts a restart."""
         c = self.container(name)
         c["last_termination"] = {
             "exit_code": c.get("exit_code", 0),
@@ -220,7 +239,6 @@ class Status:
             "finished_at": c.get("finished_at"),
         }
         c["restart_count"] += 1
-        self.waiting(name, "CrashLoopBackOff", f"back-off {delay:g}s restarting failed container")
 
     def flush(self) -> None:
         write_json(self.vm_dir / "status.json", self.doc)

@@ -4,7 +4,8 @@ Forked by the shim template (``zygote``) in a session of its own, or started as 
 program of its own (the microVM tests do). It joins the microVM's cgroups and
 network namespace (so every container inherits them), runs the runtime named in
 ``spec.json`` and exits when the microVM has stopped. SIGTERM asks for a stop; the
-grace period comes from ``stop.json``. Standard library only.
+grace period comes from ``stop.json``. SIGHUP (``process`` runtime only) says
+``spec.json`` changed: containers with a new image are replaced. Standard library only.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ async def run(vm_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop)
+    if isinstance(runtime, process.ProcessRuntime):
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     await runtime.run()
     return 0
 

@@ -150,3 +150,12 @@ def kill(shim: Shim, cgroup_dirs: list[str]) -> None:
 def read_status(vm_dir: Path) -> dict[str, Any] | None:
     status: dict[str, Any] | None = sandbox.read_json(vm_dir / "status.json")
     return status
+
+
+def reload(shim: Shim, vm_dir: Path, spec: sandbox.ShimSpec) -> None:
+    """Hand the shim a new ``spec.json`` (a ``process`` shim replaces the containers
+    whose entries changed)."""
+    sandbox.write_json(vm_dir / "spec.json", spec)
+    if alive(shim):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(shim.pid, signal.SIGHUP)

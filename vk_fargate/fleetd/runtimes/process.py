@@ -5,6 +5,10 @@ Init containers run one after another and must exit 0; then the app containers r
 side by side, restarted per the restart policy with exponential back-off, as kubelet
 does (reset after ``BACKOFF_RESET`` seconds of good running). A stop sends SIGTERM to
 every container, waits the grace period, then SIGKILLs what is left.
+``reload`` (the shim's SIGHUP) takes a new ``spec.json``: an app container whose entry
+changed (a new image, in a new bundle) is stopped as at a stop, but alone, and started
+again from its new entry at once, as the kubelet restarts a container whose image
+changed; its old bundle is then removed. Init containers are not run again.
 Each container instance gets a cgroup of its own under the microVM's
 (``container-<name>-<n>``, see ``sandbox.container_group``), so the daemon can read
 the container's CPU time and list its processes.
@@ -16,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import math
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, sandbox
+from vk_fargate.fleetd import crilog, rootfs, sandbox
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -47,9 +53,49 @@ class ProcessRuntime:
         self._pids: dict[str, int] = {}  # name -> its running process (a child of ours)
         self._killing = False  # the grace period of a stop is over
         self._failure: tuple[str, str] | None = None
+        self._entries = {c["name"]: c for c in spec["containers"]}  # current, per reload
+        self._changed = {name: asyncio.Event() for name in self._entries}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         self._stopping.set()
+
+    def reload(self) -> None:
+        """Take the app containers' entries of a new ``spec.json``: each changed one
+        is stopped (TERM, the grace period, KILL) and started again from its entry."""
+        spec: sandbox.ShimSpec | None = sandbox.read_json(self.vm_dir / "spec.json")
+        if spec is None or self._stopping.is_set():
+            return
+        for entry in spec["containers"]:
+            name = entry["name"]
+            if name in self._entries and entry != self._entries[name]:
+                self._entries[name] = entry
+                self._changed[name].set()
+                self._replace(name)
+
+    def _replace(self, name: str) -> None:
+        """Stop the running instance of ``name``, if any, for its new entry."""
+        pid = self._pids.get(name)
+        if pid is None:  # none runs, or runc is making it: ``_run_image`` sees the change
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._stop_one(name, pid), name=f"replace-{name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _stop_one(self, name: str, pid: int) -> None:
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.spec["termination_grace_seconds"]
+        while self._pids.get(name) == pid and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._pids.get(name) == pid:  # still that instance: not reaped, so still ours
+            _signal(pid, signal.SIGKILL)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            print(f"{task.get_name()} failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
     async def run(self) -> None:
         """Run init containers, then the app containers, until they end or a stop."""
@@ -62,7 +108,7 @@ class ProcessRuntime:
             if self._stopping.is_set():
                 return
             self.status.phase("running")
-            await asyncio.gather(*(self._supervise(c) for c in self.spec["containers"]))
+            await asyncio.gather(*(self._supervise(name) for name in self._entries))
         finally:
             stopper.cancel()
             self.status.phase("exited", *self._outcome())
@@ -92,25 +138,54 @@ class ProcessRuntime:
             backoff = min(backoff * 2, self.spec["backoff_max_seconds"])
         return False
 
-    async def _supervise(self, container: sandbox.ShimContainer) -> None:
+    async def _supervise(self, name: str) -> None:
         backoff = self.spec["backoff_initial_seconds"]
         policy = self.spec["restart_policy"]
+        changed = self._changed[name]
+        container = self._entries[name]
+        ended = False  # an instance ran and ended for a new entry
+        reloaded = False  # it runs from an entry of a reload
         while not self._stopping.is_set():
+            if changed.is_set():
+                changed.clear()
+                await _discard(container, self._entries[name])
+                self.status.replaced(name, self._entries[name], ended=ended)
+                reloaded = True
+                backoff = self.spec["backoff_initial_seconds"]
+            container = self._entries[name]
             began = time.monotonic()
             code = await self._run_once(container)
-            if code is None or self._stopping.is_set():
+            if self._stopping.is_set():
+                return
+            ended = code is not None
+            if changed.is_set():
+                continue
+            if code is None and reloaded:  # a new image it cannot run (yet): the daemon
+                await self._sleep(math.inf, changed)  # pulls on, or another update comes
+                continue
+            if code is None:
                 return
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 return
             if time.monotonic() - began > BACKOFF_RESET:
                 backoff = self.spec["backoff_initial_seconds"]
-            self.status.restarting(container["name"], backoff)
-            await self._sleep(backoff)
+            self.status.restarting(name, backoff)
+            ended = False  # counted: a new entry during the back-off starts at once
+            await self._sleep(backoff, changed)
             backoff = min(backoff * 2, self.spec["backoff_max_seconds"])
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _sleep(self, seconds: float, *also: asyncio.Event) -> None:
+        """Sleep ``seconds``, or until the stop (or one of ``also``) comes."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, *also)]
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=None if math.isinf(seconds) else seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _run_once(self, container: sandbox.ShimContainer) -> int | None:
         """One instance of ``container``: its exit code, or None when it cannot start."""
@@ -184,6 +259,8 @@ class ProcessRuntime:
                     self.status.running(name, f"vkfargate://{instance_id}")
                     if self._stopping.is_set():  # the stop came while runc was starting it
                         _signal(pid, signal.SIGKILL if self._killing else signal.SIGTERM)
+                    elif self._changed.get(name, asyncio.Event()).is_set():
+                        self._replace(name)  # so did a new entry
                     returncode = await _reaped(pid)
             finally:
                 self._pids.pop(name, None)
@@ -263,6 +340,14 @@ async def _reaped(pid: int) -> int:
         os.close(fd)
     _, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222  (ended: it does not block)
     return os.waitstatus_to_exitcode(status)
+
+
+async def _discard(old: sandbox.ShimContainer, new: sandbox.ShimContainer) -> None:
+    """Remove the bundle of an entry replaced by ``new`` (its instance has ended)."""
+    bundle = old.get("bundle")
+    if bundle is not None and bundle != new.get("bundle"):
+        rootfs.unmount_one(Path(bundle))
+        await asyncio.to_thread(shutil.rmtree, bundle, True)
 
 
 async def _delete(runc: list[str], instance_id: str) -> None:

@@ -44,6 +44,7 @@ from vk_fargate.controllers import (
 )
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
+from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
@@ -67,7 +68,7 @@ def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
 
 class Provider:
     def __init__(
-        self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_client.FleetClient
+        self, cfg: settings.ProviderSettings, api: kube.Kube, fleet: fleet_backend.MicroVMs
     ) -> None:
         self.cfg = cfg
         self.api = api

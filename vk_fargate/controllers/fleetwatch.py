@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from vk_fargate import errors, metrics
 from vk_fargate.fargate import nodes as fargate_nodes
-from vk_fargate.fleet import client, models
+from vk_fargate.fleet import backend, models
 from vk_fargate.scheduler import world
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _account(vm: models.MicroVM) -> None:
 
 
 async def run(
-    fleet: client.FleetClient,
+    fleet: backend.MicroVMs,
     state: world.World,
     enqueue: Callable[[str], None],
     *,

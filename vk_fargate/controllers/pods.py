@@ -24,7 +24,7 @@ import logging
 from vk_fargate import errors, metrics
 from vk_fargate.controllers import podstatus
 from vk_fargate.fargate import sizing
-from vk_fargate.fleet import client, models
+from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import scheduling, world
@@ -74,7 +74,7 @@ def reported(pod: kube.JSON) -> dict[str, tuple[str, str | None, str | None]]:
 @dataclasses.dataclass
 class PodReconciler:
     api: kube.Kube
-    fleet: client.FleetClient
+    fleet: backend.MicroVMs
     recorder: events.Recorder
     world: world.World
     scheduler: scheduling.Scheduler

@@ -24,7 +24,7 @@ from vk_fargate.aws import logconfig, logfilter
 from vk_fargate.fargate import environment, pullsecrets, security, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
-from vk_fargate.fleet import client, models
+from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import enis as enis_module
@@ -48,7 +48,7 @@ def now() -> str:
 @dataclasses.dataclass
 class Scheduler:
     api: kube.Kube
-    fleet: client.FleetClient
+    fleet: backend.MicroVMs
     recorder: events.Recorder
     world: world.World
     cfg: settings.ProviderSettings

@@ -8,7 +8,10 @@ the next step, whatever happened before (a restart, a lost event, a retry):
   forgotten it, delete the pod (grace 0, UID precondition), its node and its lease;
 - pod unbound: the scheduler places it;
 - pod bound, microVM known: re-register a missing node; patch the pod's status when
-  it changed; record events for what changed (Started, BackOff, Killing, ...);
+  it changed; record events for what changed (Started, BackOff, Killing, ...); and
+  UpdatePod (``controllers.updates``): a changed image goes to the fleet as an update
+  of the microVM, a passed ``activeDeadlineSeconds`` fails the pod and stops its
+  microVM, a resize to another Fargate size is refused (``PodResizePending``);
 - pod bound, microVM gone: the pod Failed with reason ``NotFound``.
 
 A node is removed only as the node made for that pod (its annotation, then a UID
@@ -22,8 +25,8 @@ import datetime
 import logging
 
 from vk_fargate import errors, metrics
-from vk_fargate.controllers import podstatus
-from vk_fargate.fargate import sizing
+from vk_fargate.controllers import podstatus, updates
+from vk_fargate.fargate import podupdate, sizing
 from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
@@ -208,7 +211,31 @@ class PodReconciler:
                 size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
             await self.scheduler.ensure_node(pod, vm, size)
         current = self._sent.get(uid) or pod.get("status") or {}  # read our writes
-        status = podstatus.compute(pod, vm, previous=current.get("conditions"))
+        spec = pod.get("spec") or {}
+        failed = None
+        if updates.past_deadline(pod, current, self.scheduler.retry):
+            failed = (podupdate.DEADLINE_REASON, podupdate.DEADLINE_MESSAGE)
+            await updates.kill(self.fleet, self.recorder, pod, vm, current)
+        else:
+            updated = await updates.update(self.fleet, self.recorder, self.scheduler, pod, vm)
+            if updated is not None:
+                vm = self.world.vms[uid] = updated  # read our writes: the stream may lag
+        refused = None if failed else podupdate.resize_refusal(spec, vm.spec)
+        status = podstatus.compute(
+            pod, vm, previous=current.get("conditions"), resize_pending=refused, failed=failed
+        )
+        if refused and not any(
+            c.get("type") == podupdate.RESIZE_CONDITION and c.get("message") == refused
+            for c in current.get("conditions") or []
+        ):
+            await self.recorder.record(
+                pod,
+                "ResizeInfeasible",
+                f"Pod resize Infeasible: {refused}",
+                warning=True,
+                component="kubelet",
+                host=spec.get("nodeName"),
+            )
         before = current.get("phase")
         if status["phase"] == "Running" and before not in ("Running", "Succeeded", "Failed"):
             created = pod["metadata"].get("creationTimestamp")

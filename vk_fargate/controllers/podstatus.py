@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from vk_fargate.fargate import podupdate
 from vk_fargate.fleet import models
 
 JSON = dict[str, Any]
@@ -138,12 +139,17 @@ def compute(
     *,
     previous: list[JSON] | None = None,
     now: datetime.datetime | None = None,
+    resize_pending: str | None = None,
+    failed: tuple[str, str] | None = None,
 ) -> JSON:
     """The ``status`` fields the provider owns, for a strategic-merge patch written at
-    ``now``; ``previous`` are the conditions the API server has (or was last sent)."""
+    ``now``; ``previous`` are the conditions the API server has (or was last sent).
+    ``resize_pending``: why the pod's resize cannot be made (``PodResizePending``,
+    ``Infeasible``; removed again once it is None). ``failed``: the reason and message
+    of a pod the provider failed itself (its deadline), whatever its microVM does."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
-    # The scheduler runs sidecars as the fleet's app containers (scheduling._spec).
+    # The scheduler runs sidecars as the fleet's app containers (scheduling.microvm_spec).
     sidecars = {c["name"] for c in init_specs if c.get("restartPolicy") == "Always"}
     reported = [
         *vm.status.init_containers,
@@ -155,7 +161,7 @@ def compute(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)
     )
-    phase = _phase(vm, init_done, sidecars)
+    phase = "Failed" if failed else _phase(vm, init_done, sidecars)
     ready = phase == "Running" and all(s["ready"] for s in main)
     sandbox_up = vm.status.state in ("running", "stopping")
     conditions = [
@@ -165,10 +171,25 @@ def compute(
         _condition("Ready", ready, "ContainersNotReady"),
         _condition("PodScheduled", True),
     ]
+    if resize_pending:
+        conditions.append(
+            {
+                "type": podupdate.RESIZE_CONDITION,
+                "status": "True",
+                "reason": podupdate.RESIZE_REASON,
+                "message": resize_pending,
+                "lastProbeTime": None,
+            }
+        )
     written = timestamp(now or models.now())
+    stamped = _stamped(conditions, previous or [], written)
+    if not resize_pending and any(
+        c.get("type") == podupdate.RESIZE_CONDITION and c.get("status") for c in previous or []
+    ):  # the resize was taken back: the condition goes (strategic merge by type)
+        stamped.append({"type": podupdate.RESIZE_CONDITION, "$patch": "delete"})
     status: JSON = {
         "phase": phase,
-        "conditions": _stamped(conditions, previous or [], written),
+        "conditions": stamped,
         "containerStatuses": main,
         "startTime": timestamp(vm.status.created_at),
     }
@@ -179,7 +200,9 @@ def compute(
         status.update(
             podIP=vm.status.private_ip, podIPs=ips, hostIP=vm.status.private_ip, hostIPs=ips
         )
-    if vm.status.state == "failed":
+    if failed:
+        status["reason"], status["message"] = failed
+    elif vm.status.state == "failed":
         status["reason"] = vm.status.reason or "ProviderFailed"
         status["message"] = vm.status.message or "the microVM failed"
     return status

@@ -192,7 +192,7 @@ class Scheduler:
         uid = pod["metadata"]["uid"]
         meta = pod["metadata"]
         try:
-            spec = await self._spec(pod, size, profile.name)
+            spec = await self.microvm_spec(pod, size, profile.name)
             spec = await self._with_eni(pod, spec, profile)
         except enis_module.Misconfigured as exc:
             await self._refuse(pod, str(exc))
@@ -397,7 +397,11 @@ class Scheduler:
             )
         return found
 
-    async def _spec(self, pod: kube.JSON, size: sizing.Size, profile: str) -> models.MicroVMSpec:
+    async def microvm_spec(
+        self, pod: kube.JSON, size: sizing.Size, profile: str
+    ) -> models.MicroVMSpec:
+        """The microVM spec pod ``pod`` asks for now (its placement aside: no ENI
+        address); the pod reconciler builds a running pod's changed spec with it too."""
         spec = pod.get("spec") or {}
         meta = pod["metadata"]
         sources = await self._sources(pod, size)

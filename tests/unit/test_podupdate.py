@@ -145,3 +145,20 @@ def test_a_pod_failed_for_its_deadline_stays_failed_while_its_microvm_runs() -> 
     )
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
+
+
+def test_containers_report_what_they_asked_for_unless_a_resize_is_refused() -> None:
+    spec = {
+        "containers": [
+            {"name": "web", "resources": {"requests": {"memory": "400Mi"}, "claims": []}},
+            {"name": "bare"},
+        ]
+    }
+    assert podupdate.allocated(spec, {}, refused=False) == {
+        "web": {"requests": {"memory": "400Mi"}},
+        "bare": {},
+    }
+    before = {"containerStatuses": [{"name": "web", "resources": {"requests": {"memory": "64Mi"}}}]}
+    assert podupdate.allocated(spec, before, refused=True)["web"] == {
+        "requests": {"memory": "64Mi"}
+    }

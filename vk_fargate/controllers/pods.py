@@ -222,7 +222,12 @@ class PodReconciler:
                 vm = self.world.vms[uid] = updated  # read our writes: the stream may lag
         refused = None if failed else podupdate.resize_refusal(spec, vm.spec)
         status = podstatus.compute(
-            pod, vm, previous=current.get("conditions"), resize_pending=refused, failed=failed
+            pod,
+            vm,
+            previous=current.get("conditions"),
+            resize_pending=refused,
+            failed=failed,
+            resources=podupdate.allocated(spec, current, refused=bool(refused)),
         )
         if refused and not any(
             c.get("type") == podupdate.RESIZE_CONDITION and c.get("message") == refused

@@ -63,7 +63,11 @@ def _last_state(c: models.ContainerStatus) -> JSON:
 
 
 def _statuses(
-    spec_containers: list[JSON], reported: list[models.ContainerStatus], *, init: bool
+    spec_containers: list[JSON],
+    reported: list[models.ContainerStatus],
+    *,
+    init: bool,
+    resources: dict[str, JSON] | None,
 ) -> list[JSON]:
     sidecars = {c["name"] for c in spec_containers if init and c.get("restartPolicy") == "Always"}
     by_name = {c.name: c for c in reported}
@@ -89,6 +93,8 @@ def _statuses(
         }
         if c.container_id:
             status["containerID"] = c.container_id
+        if resources is not None and name in resources:
+            status["resources"] = resources[name]
         out.append(status)
     return out
 
@@ -141,12 +147,14 @@ def compute(
     now: datetime.datetime | None = None,
     resize_pending: str | None = None,
     failed: tuple[str, str] | None = None,
+    resources: dict[str, JSON] | None = None,
 ) -> JSON:
     """The ``status`` fields the provider owns, for a strategic-merge patch written at
     ``now``; ``previous`` are the conditions the API server has (or was last sent).
     ``resize_pending``: why the pod's resize cannot be made (``PodResizePending``,
     ``Infeasible``; removed again once it is None). ``failed``: the reason and message
-    of a pod the provider failed itself (its deadline), whatever its microVM does."""
+    of a pod the provider failed itself (its deadline), whatever its microVM does.
+    ``resources``: each container's ``resources`` to report (``podupdate.allocated``)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
     # The scheduler runs sidecars as the fleet's app containers (scheduling.microvm_spec).
@@ -155,8 +163,10 @@ def compute(
         *vm.status.init_containers,
         *(c for c in vm.status.containers if c.name in sidecars),
     ]
-    init = _statuses(init_specs, reported, init=True)
-    main = _statuses(spec.get("containers") or [], vm.status.containers, init=False)
+    init = _statuses(init_specs, reported, init=True, resources=resources)
+    main = _statuses(
+        spec.get("containers") or [], vm.status.containers, init=False, resources=resources
+    )
     init_done = all(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)

@@ -10,7 +10,13 @@ The API server lets a running pod change in three ways that reach its node:
 - containers' ``resources`` (the resize subresource): a Fargate microVM is sized at
   launch, so a resize to another Fargate size cannot be made. The kubelet's word for a
   resize it cannot make is the condition ``PodResizePending``, reason ``Infeasible``.
-  A resize that keeps the provisioned size (Fargate rounds up) needs nothing.
+  A resize that keeps the provisioned size (Fargate rounds up) needs nothing. The API
+  server (1.36) refuses by itself a resize past the node's allocatable (the whole
+  size, 403) and any resize of a pod whose running containers report no
+  ``resources`` in their status (422, "node without support for resize"): so each
+  container reports what it has (``allocated``), as the kubelet's do, and what is
+  left to refuse here is a resize within the node that Fargate's 256 MiB overhead
+  pushes to the next size.
 
 Regular init containers have run to completion: as the kubelet, a changed image
 there does not run them again (the microVM keeps what it ran).
@@ -29,6 +35,7 @@ DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 RESIZE_CONDITION = "PodResizePending"
 RESIZE_REASON = "Infeasible"
+RESOURCE_KEYS = ("requests", "limits")
 
 
 def long_running(spec: JSON) -> list[JSON]:
@@ -111,3 +118,25 @@ def resize_refusal(spec: JSON, vm_spec: models.MicroVMSpec) -> str | None:
         f"{have.capacity_provisioned} and cannot become {wanted.capacity_provisioned} in "
         "place; recreate the pod (or roll its Deployment) to resize it"
     )
+
+
+def allocated(spec: JSON, status: JSON, *, refused: bool) -> dict[str, JSON]:
+    """The resources each container has, for its ``containerStatuses[].resources`` (the
+    kubelet's actual resources): what the spec asks while the microVM's size covers it
+    (a resize within it is done at once), what was reported before while a resize is
+    refused (``status`` is the pod's, as last written)."""
+    asked = {
+        c["name"]: {k: v for k, v in (c.get("resources") or {}).items() if k in RESOURCE_KEYS}
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    }
+    if not refused:
+        return asked
+    before = {
+        c["name"]: c["resources"]
+        for c in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]
+        if c.get("resources") is not None
+    }
+    return {name: before.get(name, wanted) for name, wanted in asked.items()}

@@ -38,8 +38,16 @@ async def test_a_changed_image_restarts_its_container_with_it(
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await provider_conftest.namespace(api, "update")
-    uid = (await core.create_namespaced_pod(ns, test_races.sleeper("web"))).metadata.uid
+    settings = {"metadata": {"name": "settings"}, "data": {"greeting": "hello"}}
+    await core.create_namespaced_config_map(ns, settings)
+    pod = test_races.sleeper("web")
+    ref = {"configMapKeyRef": {"name": "settings", "key": "greeting"}}
+    pod["spec"]["containers"][0]["env"] = [{"name": "GREETING", "valueFrom": ref}]
+    uid = (await core.create_namespaced_pod(ns, pod)).metadata.uid
     before = (await test_races.running(api, ns, "web")).status.container_statuses[0]
+    # The environment was resolved at start: a change since is no change of the spec
+    # the fleet runs (only images change in place).
+    await core.patch_namespaced_config_map("settings", ns, {"data": {"greeting": "bye"}})
     patch = {"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}
     await core.patch_namespaced_pod("web", ns, patch)
 
@@ -52,6 +60,8 @@ async def test_a_changed_image_restarts_its_container_with_it(
     assert after.container_id != before.container_id
     assert after.image == "busybox:2"
     assert [c.image for c in fake.vms[uid].spec.containers] == ["busybox:2"]
+    env = {e.name: e.value for e in fake.vms[uid].spec.containers[0].env}
+    assert env["GREETING"] == "hello"
     assert [[c.image for c in s.containers] for s in fake.updates[-1:]] == [["busybox:2"]]
 
     async def said() -> list[tuple[str, str, str]]:

@@ -14,6 +14,10 @@ provider, kopf's tests a fake API).
   ``NotFound`` once it is gone.
 - ``events`` follows the log of changes from a cursor, as the fleet's stream.
 - ``lose`` forgets a microVM without a word: a fleet that lost it.
+
+``mypy --strict tests/scenario/fakebackend.py`` checks it against the Protocol
+(``implements``), as ``app.run`` passing a ``FleetClient`` to ``Provider`` checks the
+client.
 """
 
 from __future__ import annotations
@@ -150,8 +154,9 @@ class FakeMicroVMs:
 
     async def logs(self, vm_id: str, container: str, **options: Any) -> AsyncIterator[bytes]:
         await self.get_microvm(vm_id)
-        for line in ():  # the fake's containers write nothing
-            yield line
+        written: tuple[bytes, ...] = ()  # the fake's containers write nothing
+        for chunk in written:
+            yield chunk
 
     async def microvm_stats(self, vm_id: str) -> models.MicroVMStats:
         await self.get_microvm(vm_id)

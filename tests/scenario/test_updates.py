@@ -144,7 +144,7 @@ async def test_a_resize_to_another_fargate_size_is_refused_until_taken_back(
         return not await pending()
 
     await waiting.until(cleared, timeout=30, what="PodResizePending to go")
-    pod = await core.read_namespaced_pod("sized", ns)
-    assert pod.status.phase == "Running"
-    assert pod.status.container_statuses[0].resources.requests["memory"] == "200Mi"
+    done = await core.read_namespaced_pod("sized", ns)
+    assert done.status.phase == "Running"
+    assert done.status.container_statuses[0].resources.requests["memory"] == "200Mi"
     await core.delete_namespace(ns)

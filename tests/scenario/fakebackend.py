@@ -56,7 +56,8 @@ class FakeMicroVMs:
     def __init__(self, *, subnet: str = "10.251") -> None:
         self.vms: dict[str, models.MicroVM] = {}
         self.log: list[models.Event] = []
-        self.calls: list[tuple[str, str]] = []  # (method, microVM id), in order
+        # (method, microVM id) in order; ("placed", id) when a put made one.
+        self.calls: list[tuple[str, str]] = []
         self.updates: list[models.MicroVMSpec] = []  # every spec update_microvm accepted
         self.gate = asyncio.Event()  # puts wait for it
         self.gate.set()
@@ -89,6 +90,7 @@ class FakeMicroVMs:
         )
         vm = models.MicroVM(id=vm_id, spec=stored(spec), status=status)
         await self._set(vm)
+        self.calls.append(("placed", vm_id))
         self._later(self._run(vm_id), f"run-{vm_id}")
         return vm
 

@@ -81,6 +81,9 @@ async def test_a_pod_deleted_while_its_microvm_is_made_leaves_nothing(
         await waiting.until(lambda: pod_gone(api, ns, "early"), what="the pod to go")
     finally:
         fake.gate.set()  # ... and the fleet's answer comes after all
+    await waiting.until(
+        lambda: _async(("placed", uid) in fake.calls), what="the microVM to be made"
+    )
     await nothing_left(api, fake, ns, "early", uid)
     assert ("delete", uid) in fake.calls
     await core.delete_namespace(ns)

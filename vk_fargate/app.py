@@ -43,6 +43,7 @@ from vk_fargate.controllers import (
 )
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
+from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
@@ -73,7 +74,7 @@ class Provider:
         self,
         cfg: settings.ProviderSettings,
         api: kube.Kube,
-        fleet: fleet_client.FleetClient,
+        fleet: fleet_backend.MicroVMs,
         *,
         aws_clients: aws_session.Clients | None = None,
     ) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from vk_fargate import errors, metrics, supervision, world
 from vk_fargate.fargate import nodes as fargate_nodes
-from vk_fargate.fleet import client, models
+from vk_fargate.fleet import backend, models
 
 log = logging.getLogger(__name__)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0
@@ -30,7 +30,7 @@ def _account(vm: models.MicroVM) -> None:
 
 
 async def run(
-    fleet: client.FleetClient,
+    fleet: backend.MicroVMs,
     state: world.World,
     enqueue: Callable[[str], None],
     *,

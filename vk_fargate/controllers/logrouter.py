@@ -28,8 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from vk_fargate import errors, metrics, supervision, world
 from vk_fargate.aws import logconfig, logfilter, session
 from vk_fargate.aws import logging as aws_logging
-from vk_fargate.fleet import client as fleet_client
-from vk_fargate.fleet import models
+from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.scheduler import logstate
 
@@ -87,7 +86,7 @@ class LogRouter:
     def __init__(
         self,
         api: kube.Kube,
-        fleet: fleet_client.FleetClient,
+        fleet: backend.MicroVMs,
         state: world.World,
         recorder: events.Recorder,
         aws: session.AwsSettings,

@@ -8,7 +8,10 @@ the next step, whatever happened before (a restart, a lost event, a retry):
   forgotten it, delete the pod (grace 0, UID precondition), its node and its lease;
 - pod unbound: the scheduler places it;
 - pod bound, microVM known: re-register a missing node; patch the pod's status when
-  it changed; record events for what changed (Started, BackOff, Killing, ...);
+  it changed; record events for what changed (Started, BackOff, Killing, ...); and
+  UpdatePod (``controllers.updates``): a changed image goes to the fleet as an update
+  of the microVM, a passed ``activeDeadlineSeconds`` fails the pod and stops its
+  microVM, a resize to another Fargate size is refused (``PodResizePending``);
 - pod bound, microVM gone: the pod Failed with reason ``NotFound``.
 
 A node is removed only as the node made for that pod (its annotation, then a UID
@@ -22,9 +25,9 @@ import datetime
 import logging
 
 from vk_fargate import errors, metrics, world
-from vk_fargate.controllers import podstatus
-from vk_fargate.fargate import sizing
-from vk_fargate.fleet import client, models
+from vk_fargate.controllers import podstatus, updates
+from vk_fargate.fargate import podupdate, sizing
+from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import scheduling
@@ -57,7 +60,7 @@ def go_duration(seconds: float) -> str:
 @dataclasses.dataclass
 class PodReconciler:
     api: kube.Kube
-    fleet: client.FleetClient
+    fleet: backend.MicroVMs
     recorder: events.Recorder
     world: world.World
     scheduler: scheduling.Scheduler
@@ -177,7 +180,37 @@ class PodReconciler:
                 size = sizing.Size(vm.spec.vcpu_millis, vm.spec.mem_mib, vm.spec.ephemeral_gib)
             await self.scheduler.ensure_node(pod, vm, size)
         current = pod.get("status") or {}  # as the API server has it (and our writes)
-        status = podstatus.compute(pod, vm, previous=current.get("conditions"))
+        spec = pod.get("spec") or {}
+        failed = None
+        if updates.past_deadline(pod, current, self.scheduler.retry):
+            failed = (podupdate.DEADLINE_REASON, podupdate.DEADLINE_MESSAGE)
+            await updates.kill(self.fleet, self.recorder, pod, vm, current)
+        else:
+            updated = await updates.update(self.fleet, self.recorder, self.scheduler, pod, vm)
+            if updated is not None:
+                self.world.wrote_vm(updated)  # read our writes: the stream may lag
+                vm = self.world.vms.get(uid, updated)
+        refused = None if failed else podupdate.resize_refusal(spec, vm.spec)
+        status = podstatus.compute(
+            pod,
+            vm,
+            previous=current.get("conditions"),
+            resize_pending=refused,
+            failed=failed,
+            resources=podupdate.allocated(spec, current, refused=bool(refused)),
+        )
+        if refused and not any(
+            c.get("type") == podupdate.RESIZE_CONDITION and c.get("message") == refused
+            for c in current.get("conditions") or []
+        ):
+            await self.recorder.record(
+                pod,
+                "ResizeInfeasible",
+                f"Pod resize Infeasible: {refused}",
+                warning=True,
+                component="kubelet",
+                host=spec.get("nodeName"),
+            )
         before = current.get("phase")
         if status["phase"] == "Running" and before not in ("Running", "Succeeded", "Failed"):
             created = pod["metadata"].get("creationTimestamp")
@@ -186,18 +219,25 @@ class PodReconciler:
                 metrics.SCHEDULING_LATENCY.observe((models.now() - began).total_seconds())
         if not podstatus.agrees(current, status):
             self.world.pod_cache.wrote(await pods.patch_status(self.api, pod, status))
-        await self._events(pod, vm, podstatus.reported(current), podstatus.reported(status))
+        await self._events(pod, vm, current, status)
 
     async def _pulled(
-        self, pod: kube.JSON, c: models.ContainerStatus, image: str, node: str | None
+        self,
+        pod: kube.JSON,
+        c: models.ContainerStatus,
+        image: str,
+        node: str | None,
+        *,
+        again: bool,
     ) -> None:
         """The kubelet's pull events for a container that started: Pulling and Pulled with
-        time and size after a real pull (its first start), else already present; none
-        when the fleet did not say (nothing to report is better than a made-up line)."""
+        time and size after a real pull (its first start, or a new image in place), else
+        already present (``again``: a restart of the image that ran); none when the fleet
+        did not say (nothing to report is better than a made-up line)."""
         pulled = c.pulled
         if pulled is None:
             return
-        if pulled.present or c.restart_count > 0:
+        if pulled.present or again:
             await self.recorder.record(
                 pod,
                 "Pulled",
@@ -223,10 +263,19 @@ class PodReconciler:
         self,
         pod: kube.JSON,
         vm: models.MicroVM,
-        before: dict[str, tuple[str, str | None, str | None]],
-        after: dict[str, tuple[str, str | None, str | None]],
+        current: kube.JSON,
+        status: kube.JSON,
     ) -> None:
-        """The events of what the pod's status says now (``after``), not ``before``."""
+        """The events of what the pod's status says now (``status``), not what the API
+        server has (``current``)."""
+        before, after = podstatus.reported(current), podstatus.reported(status)
+        image_ids = {  # each container's image as reported: a new one was pulled
+            c["name"]: c.get("imageID")
+            for c in [
+                *(current.get("initContainerStatuses") or []),
+                *(current.get("containerStatuses") or []),
+            ]
+        }
         node = (pod.get("spec") or {}).get("nodeName")
         images = {
             c["name"]: c.get("image", "")
@@ -239,7 +288,8 @@ class PodReconciler:
             if after.get(c.name) == before.get(c.name):
                 continue
             if c.state == "running":
-                await self._pulled(pod, c, images.get(c.name, ""), node)
+                again = c.restart_count > 0 and (c.image_id or "") == image_ids.get(c.name)
+                await self._pulled(pod, c, images.get(c.name, ""), node, again=again)
                 await self.recorder.record(
                     pod, "Created", f"Created container: {c.name}", component="kubelet", host=node
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from vk_fargate.fargate import podupdate
 from vk_fargate.fleet import models
 
 JSON = dict[str, Any]
@@ -62,7 +63,11 @@ def _last_state(c: models.ContainerStatus) -> JSON:
 
 
 def _statuses(
-    spec_containers: list[JSON], reported: list[models.ContainerStatus], *, init: bool
+    spec_containers: list[JSON],
+    reported: list[models.ContainerStatus],
+    *,
+    init: bool,
+    resources: dict[str, JSON] | None,
 ) -> list[JSON]:
     sidecars = {c["name"] for c in spec_containers if init and c.get("restartPolicy") == "Always"}
     by_name = {c.name: c for c in reported}
@@ -88,6 +93,8 @@ def _statuses(
         }
         if c.container_id:
             status["containerID"] = c.container_id
+        if resources is not None and name in resources:
+            status["resources"] = resources[name]
         out.append(status)
     return out
 
@@ -138,9 +145,16 @@ def compute(
     *,
     previous: list[JSON] | None = None,
     now: datetime.datetime | None = None,
+    resize_pending: str | None = None,
+    failed: tuple[str, str] | None = None,
+    resources: dict[str, JSON] | None = None,
 ) -> JSON:
     """The ``status`` fields the provider owns, for a strategic-merge patch written at
-    ``now``; ``previous`` are the conditions the API server has (or was last sent)."""
+    ``now``; ``previous`` are the conditions the API server has (or was last sent).
+    ``resize_pending``: why the pod's resize cannot be made (``PodResizePending``,
+    ``Infeasible``; removed again once it is None). ``failed``: the reason and message
+    of a pod the provider failed itself (its deadline), whatever its microVM does.
+    ``resources``: each container's ``resources`` to report (``podupdate.allocated``)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
     # The scheduler runs sidecars as the fleet's app containers (fargate.microvms.spec).
@@ -149,13 +163,15 @@ def compute(
         *vm.status.init_containers,
         *(c for c in vm.status.containers if c.name in sidecars),
     ]
-    init = _statuses(init_specs, reported, init=True)
-    main = _statuses(spec.get("containers") or [], vm.status.containers, init=False)
+    init = _statuses(init_specs, reported, init=True, resources=resources)
+    main = _statuses(
+        spec.get("containers") or [], vm.status.containers, init=False, resources=resources
+    )
     init_done = all(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)
     )
-    phase = _phase(vm, init_done, sidecars)
+    phase = "Failed" if failed else _phase(vm, init_done, sidecars)
     ready = phase == "Running" and all(s["ready"] for s in main)
     sandbox_up = vm.status.state in ("running", "stopping")
     conditions = [
@@ -165,10 +181,25 @@ def compute(
         _condition("Ready", ready, "ContainersNotReady"),
         _condition("PodScheduled", True),
     ]
+    if resize_pending:
+        conditions.append(
+            {
+                "type": podupdate.RESIZE_CONDITION,
+                "status": "True",
+                "reason": podupdate.RESIZE_REASON,
+                "message": resize_pending,
+                "lastProbeTime": None,
+            }
+        )
     written = timestamp(now or models.now())
+    stamped = _stamped(conditions, previous or [], written)
+    if not resize_pending and any(
+        c.get("type") == podupdate.RESIZE_CONDITION and c.get("status") for c in previous or []
+    ):  # the resize was taken back: the condition goes (strategic merge by type)
+        stamped.append({"type": podupdate.RESIZE_CONDITION, "$patch": "delete"})
     status: JSON = {
         "phase": phase,
-        "conditions": _stamped(conditions, previous or [], written),
+        "conditions": stamped,
         "containerStatuses": main,
         "startTime": timestamp(vm.status.created_at),
     }
@@ -179,7 +210,9 @@ def compute(
         status.update(
             podIP=vm.status.private_ip, podIPs=ips, hostIP=vm.status.private_ip, hostIPs=ips
         )
-    if vm.status.state == "failed":
+    if failed:
+        status["reason"], status["message"] = failed
+    elif vm.status.state == "failed":
         status["reason"] = vm.status.reason or "ProviderFailed"
         status["message"] = vm.status.message or "the microVM failed"
     return status

@@ -87,6 +87,10 @@ class FleetClient:
             await self._call("PUT", f"/v1/microvms/{vm_id}", json_body=body)
         )
 
+    async def update_microvm(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
+        """The same PUT: the fleet restarts a container whose image changed in place."""
+        return await self.put_microvm(vm_id, spec)
+
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         return models.MicroVM.model_validate(await self._call("GET", f"/v1/microvms/{vm_id}"))
 

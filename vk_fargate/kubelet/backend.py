@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from vk_fargate import world
 from vk_fargate.fargate import nodes as fargate_nodes
-from vk_fargate.fleet import client as fleet_client
+from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import models
 from vk_fargate.k8s import kube
 from vk_fargate.kubelet import server
@@ -16,7 +16,7 @@ from vk_fargate.kubelet import server
 class Backend:
     """The provider as the kubelet API sees it."""
 
-    def __init__(self, state: world.World, fleet: fleet_client.FleetClient) -> None:
+    def __init__(self, state: world.World, fleet: fleet_backend.MicroVMs) -> None:
         self.state = state
         self.fleet = fleet
 

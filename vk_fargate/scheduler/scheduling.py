@@ -25,7 +25,7 @@ from vk_fargate import errors, settings, world
 from vk_fargate.fargate import environment, microvms, security, sizing, validation
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
-from vk_fargate.fleet import client, models
+from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import enis as enis_module
@@ -46,7 +46,7 @@ def now() -> str:
 @dataclasses.dataclass
 class Scheduler:
     api: kube.Kube
-    fleet: client.FleetClient
+    fleet: backend.MicroVMs
     recorder: events.Recorder
     world: world.World
     cfg: settings.ProviderSettings
@@ -186,22 +186,29 @@ class Scheduler:
         for uid in self.world.name_waiters.pop(name, set()):
             self.retry(uid, 0.0)
 
+    async def microvm_spec(
+        self, pod: kube.JSON, size: sizing.Size, profile: str
+    ) -> models.MicroVMSpec:
+        """The microVM spec pod ``pod`` asks for now (its placement aside: no ENI
+        address); the pod reconciler builds a running pod's changed spec with it too."""
+        return microvms.spec(
+            pod,
+            size=size,
+            profile=profile,
+            cluster=self.cfg.cluster_name,
+            sources=await sources.environment_sources(
+                self.api, pod, size, services=self.services, region=self.cfg.region
+            ),
+            pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
+        )
+
     async def _create_microvm(
         self, pod: kube.JSON, size: sizing.Size, profile: fargate_profiles.Profile
     ) -> models.MicroVM | None:
         uid = pod["metadata"]["uid"]
         meta = pod["metadata"]
         try:
-            spec = microvms.spec(
-                pod,
-                size=size,
-                profile=profile.name,
-                cluster=self.cfg.cluster_name,
-                sources=await sources.environment_sources(
-                    self.api, pod, size, services=self.services, region=self.cfg.region
-                ),
-                pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
-            )
+            spec = await self.microvm_spec(pod, size, profile.name)
             spec = await enis_module.assign(self.enis, pod, spec, profile)
         except enis_module.Misconfigured as exc:
             await self._refuse(pod, str(exc))

@@ -1,0 +1,86 @@
+"""The seam between the provider and what runs its microVMs, as virtual-kubelet's
+``PodLifecycleHandler`` is the seam between its node controllers and a provider.
+
+The scheduler, the pod reconciler, the fleet watch, the log router and the kubelet API
+talk to ``MicroVMs``, never to the HTTP client: ``client.FleetClient`` implements it
+structurally (only ``app.py`` makes one), and the scenario tests drive the real
+reconcilers with an in-memory one. Each method states its contract; an implementation
+that keeps them can replace the fleet.
+
+Errors are ``errors.FleetError`` subclasses: ``NotFound`` (no such microVM: it is gone,
+for good), ``Conflict`` (the id holds a different spec, or the change cannot be made in
+place), ``InvalidSpec`` (a rule the spec breaks, ``field`` names it),
+``InsufficientCapacity`` (no room now; try again after ``retry_after`` seconds),
+``CursorExpired`` (list again), ``FleetUnavailable`` (unreachable, after the
+implementation's own retries: the caller backs off and tries again). No call blocks
+the event loop; each may take as long as the fleet takes to answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from vk_fargate.fleet import models
+
+
+class MicroVMs(Protocol):
+    """One microVM per pod, its id the pod's UID."""
+
+    async def put_microvm(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
+        """Create microVM ``vm_id`` running ``spec``, or return it if it exists with this
+        very spec: idempotent, so a retry or a restarted caller never makes a second one.
+        Answers as soon as the microVM is placed (an address, a zone), before it runs;
+        what follows comes as events. ``Conflict`` when ``vm_id`` exists with another
+        spec (``get_microvm`` tells which)."""
+        ...
+
+    async def update_microvm(self, vm_id: str, spec: models.MicroVMSpec) -> models.MicroVM:
+        """Change running microVM ``vm_id`` to ``spec`` in place, as the kubelet does a
+        pod's changed container: each container whose ``image`` (or image pull fields)
+        differs is stopped and started again with it (restart count up, a new container
+        id), reported through events as any restart. Any other difference: ``Conflict``
+        with a message saying what cannot change. The same spec again changes nothing
+        (idempotent). Only for a microVM the caller knows: a ``vm_id`` the fleet no
+        longer holds may be created by it (the fleet API's PUT), so callers update only
+        what they hold and let the orphan path stop anything left over."""
+        ...
+
+    async def delete_microvm(
+        self, vm_id: str, *, grace_seconds: int | None = None
+    ) -> models.MicroVM:
+        """Stop microVM ``vm_id``: SIGTERM, then SIGKILL after ``grace_seconds`` (its
+        spec's when None), then forget it; the answer comes at once, the end as events
+        (``stopping``, ``stopped``, then ``deleted``). May be called again, at any point:
+        a repeat changes nothing. ``NotFound`` means it is gone already: the caller
+        treats it as done."""
+        ...
+
+    async def get_microvm(self, vm_id: str) -> models.MicroVM:
+        """The microVM as the fleet holds it now (its truth, not a cache of it).
+        ``NotFound`` is the only answer that says it is gone."""
+        ...
+
+    async def list_microvms(self, labels: Mapping[str, str] | None = None) -> models.MicroVMList:
+        """Every microVM whose labels include ``labels``, and the event cursor to follow
+        from: no change after the list is missed by ``events(cursor)``."""
+        ...
+
+    def events(self, since: int) -> AsyncIterator[models.Event]:
+        """The notify path: every change after cursor ``since``, in order, forever
+        (reconnecting by itself). A changed microVM comes whole in its ``microvm`` event;
+        a forgotten one as ``deleted``; host maintenance as ``maintenance``. Never
+        blocks the loop between events; ``CursorExpired`` when ``since`` is older than
+        what the fleet keeps (list again)."""
+        ...
+
+    def logs(self, vm_id: str, container: str, **options: Any) -> AsyncIterator[bytes]:
+        """Container ``container``'s log as it comes (CRI format lines); ``options`` as
+        the kubelet's log options in snake_case (follow, tail_lines, previous, ...).
+        ``NotFound`` for an unknown microVM or container."""
+        ...
+
+    async def microvm_stats(self, vm_id: str) -> models.MicroVMStats:
+        """CPU, memory and network of a running microVM now; ``Conflict`` when it is not
+        running, ``NotFound`` when it is gone."""
+        ...

@@ -227,17 +227,15 @@ class PodReconciler:
         c: models.ContainerStatus,
         image: str,
         node: str | None,
-        *,
-        again: bool,
     ) -> None:
         """The kubelet's pull events for a container that started: Pulling and Pulled with
         time and size after a real pull (its first start, or a new image in place), else
-        already present (``again``: a restart of the image that ran); none when the fleet
-        did not say (nothing to report is better than a made-up line)."""
+        already present (a crash restart pulls nothing); none when the fleet did not say
+        (nothing to report is better than a made-up line)."""
         pulled = c.pulled
         if pulled is None:
             return
-        if pulled.present or again:
+        if pulled.present or (c.restart_count > 0 and not _pulled_since_last_start(c)):
             await self.recorder.record(
                 pod,
                 "Pulled",
@@ -269,13 +267,6 @@ class PodReconciler:
         """The events of what the pod's status says now (``status``), not what the API
         server has (``current``)."""
         before, after = podstatus.reported(current), podstatus.reported(status)
-        image_ids = {  # each container's image as reported: a new one was pulled
-            c["name"]: c.get("imageID")
-            for c in [
-                *(current.get("initContainerStatuses") or []),
-                *(current.get("containerStatuses") or []),
-            ]
-        }
         node = (pod.get("spec") or {}).get("nodeName")
         images = {
             c["name"]: c.get("image", "")
@@ -288,8 +279,7 @@ class PodReconciler:
             if after.get(c.name) == before.get(c.name):
                 continue
             if c.state == "running":
-                again = c.restart_count > 0 and (c.image_id or "") == image_ids.get(c.name)
-                await self._pulled(pod, c, images.get(c.name, ""), node, again=again)
+                await self._pulled(pod, c, images.get(c.name, ""), node)
                 await self.recorder.record(
                     pod, "Created", f"Created container: {c.name}", component="kubelet", host=node
                 )
@@ -332,3 +322,11 @@ class PodReconciler:
                 component="kubelet",
                 host=node,
             )
+
+
+def _pulled_since_last_start(c: models.ContainerStatus) -> bool:
+    """Whether the container's image was made ready after its last instance started:
+    for this start (its image changed in place), not a restart of the one that ran."""
+    last = c.last_termination.started_at if c.last_termination else None
+    at = c.pulled.at if c.pulled else None
+    return at is not None and last is not None and at >= last

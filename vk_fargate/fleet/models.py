@@ -255,6 +255,9 @@ class PullResult(Model):
     present: bool
     seconds: float = pydantic.Field(ge=0)
     size: int = pydantic.Field(ge=0)
+    # When the image was made ready for the container: a later start (a crash restart)
+    # pulled nothing; one that follows it (a new image in place) did.
+    at: datetime.datetime | None = None
 
 
 class ContainerStatus(Model):

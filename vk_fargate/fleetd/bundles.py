@@ -219,5 +219,10 @@ async def prepare_one(
         "argv": argv,
         "bundle": str(bundle),
         "image_id": pulled.reference.with_digest(pulled.digest),
-        "pulled": {"present": pulled.present, "seconds": pulled.seconds, "size": pulled.size},
+        "pulled": {
+            "present": pulled.present,
+            "seconds": pulled.seconds,
+            "size": pulled.size,
+            "at": models.now().isoformat(),
+        },
     }

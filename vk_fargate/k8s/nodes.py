@@ -116,11 +116,26 @@ async def renew_lease(api: kube.Kube, node: kube.JSON, holder: str) -> None:
         if _owner_uid(renewed) == node["metadata"]["uid"]:
             return
         await _delete_exactly(api, lease_path(name), renewed["metadata"]["uid"])
+    await _create_lease(api, node, now, holder)
+
+
+async def create_lease(api: kube.Kube, node: kube.JSON, holder: str) -> None:
+    """The Lease of a node just registered: one request, as its name is usually free
+    (a renewal would first try a patch); one left by an earlier same-named node is
+    replaced by ``renew_lease``."""
+    if not await _create_lease(api, node, micro_now(), holder):
+        await renew_lease(api, node, holder)
+
+
+async def _create_lease(api: kube.Kube, node: kube.JSON, now: str, holder: str) -> bool:
+    """Create the node's Lease; False when one of that name exists already."""
     try:
         await api.create(
             f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",
             lease(node, now, holder),
         )
-    except errors.KubeError as again:
-        if not again.conflict:
+    except errors.KubeError as exc:
+        if not exc.conflict:
             raise
+        return False
+    return True

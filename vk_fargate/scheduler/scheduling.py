@@ -170,7 +170,7 @@ class Scheduler:
         if holder != uid:
             self._name_held(uid, name, holder)
             return None
-        await k8s_nodes.renew_lease(self.api, created, holder=name)
+        await k8s_nodes.create_lease(self.api, created, holder=name)
         return name
 
     def _name_held(self, uid: str, name: str, holder: str | None) -> None:

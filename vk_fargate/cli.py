@@ -6,7 +6,6 @@ server on loopback, whose VPC gives pods their ENIs), ``dev status`` describes i
 ``dev down`` stops it, ``dev build`` builds the control-plane binaries once per machine.
 ``cost`` prices a what-if or the running Fargate pods (``vk_fargate.costcli``).
 Errors are printed as one line naming the failed step and its log; exit code 1.
-The long-running servers, ``run`` (the provider) and ``fleetd``, run on uvloop.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import uvloop
 
 from vk_fargate import __version__, app, costcli, errors, profilecli, settings
 from vk_fargate.devcluster import binaries, demo, restart, stack, state
@@ -217,7 +214,7 @@ def _logging() -> None:
 
 def _fleetd(path: Path, *, stop_on_exit: bool) -> int:
     _logging()
-    uvloop.run(server.serve(fleet_config.load(path), stop_microvms=stop_on_exit))
+    asyncio.run(server.serve(fleet_config.load(path), stop_microvms=stop_on_exit))
     return 0
 
 
@@ -311,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             _logging()
-            return uvloop.run(app.run(settings.provider()))
+            return asyncio.run(app.run(settings.provider()))
         if args.command == "profile":
             return asyncio.run(_profile(args, config))
         if args.command == "fleetd":

@@ -105,6 +105,84 @@ class SecurityContext(Model):
     seccomp_profile: Literal["RuntimeDefault", "Unconfined"] | None = None
 
 
+DnsLabel = Annotated[str, pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+MAX_VOLUMES = 256  # per microVM
+MAX_FILES = 1024  # per files volume
+
+
+def _relative(path: str, what: str) -> str:
+    """A path inside a volume: relative, no ``..`` element, not starting with ``..``
+    (the atomic writer's own names), as the kubelet's validation of ``items[].path``."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or ".." in parts or path.startswith(".."):
+        raise ValueError(f"{what} {path!r} must be a relative path without '..'")
+    return path
+
+
+class VolumeFile(Model):
+    """One file of a ``files`` volume: a ConfigMap or Secret key, a downward API field
+    or a ServiceAccount token, already resolved by the client."""
+
+    path: str = pydantic.Field(max_length=4096)
+    # base64 of the bytes; write-only: the daemon keeps it beside the microVM only
+    # (tmpfs or mode 0600, removed with it) and answers "" in its place.
+    content: str = pydantic.Field(default="", repr=False)
+    mode: int | None = pydantic.Field(default=None, ge=0, le=0o777)
+
+    @pydantic.field_validator("path")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        return _relative(path, "file path")
+
+
+class FileSet(Model):
+    """The content of a ``files`` volume (configMap, secret, downwardAPI, projected)."""
+
+    default_mode: int = pydantic.Field(default=0o644, ge=0, le=0o777)
+    items: list[VolumeFile] = pydantic.Field(default=[], max_length=MAX_FILES)
+    # Not resolved yet (a missing ConfigMap, say): containers mounting this volume wait
+    # in ContainerCreating until its files are put (PUT .../volumes/{name}).
+    pending: bool = False
+
+
+class EmptyDir(Model):
+    medium: Literal["", "Memory"] = ""
+    size_limit_mib: int | None = pydantic.Field(default=None, ge=1)
+
+
+class Volume(Model):
+    """A pod volume, one of ``empty_dir`` or ``files``."""
+
+    name: DnsLabel
+    empty_dir: EmptyDir | None = None
+    files: FileSet | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> Volume:
+        if (self.empty_dir is None) == (self.files is None):
+            raise ValueError(f"volume {self.name}: give exactly one of empty_dir and files")
+        return self
+
+
+class VolumeMount(Model):
+    name: DnsLabel
+    mount_path: str = pydantic.Field(min_length=2, max_length=4096, pattern=r"^/")
+    sub_path: str | None = pydantic.Field(default=None, max_length=4096)
+    read_only: bool = False
+
+    @pydantic.field_validator("mount_path")
+    @classmethod
+    def _no_parent(cls, path: str) -> str:
+        if ".." in path.split("/"):
+            raise ValueError(f"mount path {path!r} must not contain '..'")
+        return path
+
+    @pydantic.field_validator("sub_path")
+    @classmethod
+    def _sub_inside(cls, path: str | None) -> str | None:
+        return None if path is None else _relative(path, "subPath")
+
+
 class Container(Model):
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image: str = pydantic.Field(min_length=1)
@@ -115,6 +193,7 @@ class Container(Model):
     # Kubernetes' imagePullPolicy; unset: Always for :latest or no tag, else IfNotPresent.
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     security: SecurityContext | None = None
+    volume_mounts: list[VolumeMount] = pydantic.Field(default=[], max_length=MAX_VOLUMES)
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)
@@ -224,6 +303,7 @@ class MicroVMSpec(Model):
     containers: list[Container] = pydantic.Field(min_length=1, max_length=MAX_CONTAINERS)
     restart_policy: RestartPolicy = "Always"
     termination_grace_seconds: int = pydantic.Field(default=30, ge=0, le=3600)
+    volumes: list[Volume] = pydantic.Field(default=[], max_length=MAX_VOLUMES)
 
     @pydantic.model_validator(mode="after")
     def _unique_container_names(self) -> MicroVMSpec:
@@ -231,6 +311,21 @@ class MicroVMSpec(Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"container names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _mounts_name_volumes(self) -> MicroVMSpec:
+        names = [v.name for v in self.volumes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"volume names must be unique: {', '.join(duplicates)}")
+        for c in [*self.init_containers, *self.containers]:
+            paths = [m.mount_path for m in c.volume_mounts]
+            for m in c.volume_mounts:
+                if m.name not in names:
+                    raise ValueError(f"container {c.name}: volume mount {m.name} names no volume")
+                if paths.count(m.mount_path) > 1:
+                    raise ValueError(f"container {c.name}: mount path {m.mount_path} is used twice")
         return self
 
 

@@ -9,6 +9,7 @@ never whatever comes first on ``PATH``, so client and server stay within one min
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
 import subprocess
@@ -98,8 +99,14 @@ def build(config: settings.Settings, *, log: Path) -> Path:
             "build control-plane binaries", "Go is not installed (`go` is not on PATH)"
         )
     log.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "VK_FARGATE_CACHE": str(config.cache)}
-    with log.open("ab") as out:
+    # One build at a time per machine: a second `dev build` (or a test session) waits
+    # for the first, then finds the binaries there.
+    with (folder.parent / f"{folder.name}.lock").open("w") as lock, log.open("ab") as out:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not missing(folder):
+            return folder
         done = subprocess.run(
             ["bash", str(BUILD_SCRIPT), str(folder)],
             stdout=out,

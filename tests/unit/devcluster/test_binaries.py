@@ -60,3 +60,27 @@ def test_build_without_go_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     config = settings.Settings(cache=tmp_path / "cache")
     with pytest.raises(errors.BinariesError, match="Go is not installed"):
         binaries.build(config, log=tmp_path / "build.log")
+
+
+def test_concurrent_builds_run_the_script_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `dev build`s at once (two shells, or a test session beside one): the second
+    waits for the first and finds the binaries, instead of racing it."""
+    import concurrent.futures
+
+    script = tmp_path / "build.sh"
+    runs = tmp_path / "runs"
+    script.write_text(
+        f'echo run >> {runs}\nsleep 0.5\nmkdir -p "$1"\n'
+        + "".join(
+            f'printf "#!/bin/sh\\n" > "$1/{n}"; chmod +x "$1/{n}"\n' for n in binaries.PROGRAMS
+        )
+    )
+    monkeypatch.setattr(binaries, "BUILD_SCRIPT", script)
+    monkeypatch.setattr(binaries, "go_available", lambda: True)
+    config = settings.Settings(cache=tmp_path / "cache")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(lambda _: binaries.build(config, log=tmp_path / "log"), range(2)))
+    assert built == [binaries.default_dir(config)] * 2
+    assert runs.read_text() == "run\n"

@@ -131,7 +131,7 @@ class Provider:
         )
         self.kubelet = server.KubeletServer(
             backend.Backend(self.world, fleet),
-            auth.Guard(api),
+            auth.Guard(api, client_cas=serving.client_cas),
             serving.context,
             host=cfg.kubelet_bind,
             port=cfg.kubelet_port,

@@ -1,8 +1,9 @@
 """Who may call the kubelet API, decided as kubelet decides it.
 
-Authentication: a client certificate verified by TLS against the client CA (user =
+Authentication: a client certificate signed by the client CA (``certauth``: user =
 CN, groups = O), else an ``Authorization: Bearer`` token sent to the API server in a
-TokenReview. Anonymous callers are refused (401). Authorization: a SubjectAccessReview
+TokenReview. Anonymous callers, and a certificate from another CA without a token, are
+refused (401). Authorization: a SubjectAccessReview
 per request on ``nodes/<node>``, the subresource taken from the path (``log``,
 ``stats``, ...); where kubelet does a fine-grained check first, a denial falls back to
 ``proxy``. Decisions are cached like kubelet's webhooks (allowed 5 min, denied 30 s,
@@ -11,14 +12,18 @@ tokens 2 min) so streaming many log requests does not flood the API server.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from cryptography import x509
 
 from vk_fargate import errors
 from vk_fargate.k8s import kube, reviews
+from vk_fargate.kubelet import certauth
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +95,6 @@ def verb(method: str) -> str:
     return VERBS.get(method.upper(), method.lower())
 
 
-def from_certificate(peercert: Mapping[str, Any] | None) -> reviews.Identity | None:
-    """The identity in a TLS-verified client certificate (``ssl`` getpeercert() form)."""
-    if not peercert:
-        return None
-    common_name = ""
-    organizations: list[str] = []
-    for rdn in peercert.get("subject") or ():
-        for key, value in rdn:
-            if key == "commonName" and not common_name:
-                common_name = str(value)
-            elif key == "organizationName":
-                organizations.append(str(value))
-    if not common_name:
-        return None
-    return reviews.Identity(user=common_name, groups=tuple(organizations))
-
-
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, else None."""
     parts = (authorization or "").strip().split(" ")
@@ -167,8 +155,12 @@ class Guard:
         denied_ttl: float = DENIED_TTL,
         token_ttl: float = TOKEN_TTL,
         clock: Callable[[], float] = time.monotonic,
+        client_cas: Sequence[x509.Certificate] = (),
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.api = api
+        self.client_cas = tuple(client_cas)
+        self.wall_clock = wall_clock
         self.allowed_ttl = allowed_ttl
         self.denied_ttl = denied_ttl
         self.token_ttl = token_ttl
@@ -177,14 +169,22 @@ class Guard:
         self.reviews = 0  # TokenReviews and SubjectAccessReviews sent, to see the caches work
 
     async def authenticate(
-        self, *, peercert: Mapping[str, Any] | None, authorization: str | None
+        self, *, certificate: bytes | None, authorization: str | None
     ) -> reviews.Identity:
-        """The caller: its verified client certificate, else its bearer token."""
-        identity = from_certificate(peercert)
-        if identity is not None:
-            return _authenticated(identity)
+        """The caller: its client certificate (DER) if the client CA signed it, else
+        its bearer token."""
+        rejected = None
+        if certificate:
+            try:
+                return _authenticated(
+                    certauth.identity(certificate, self.client_cas, self.wall_clock())
+                )
+            except certauth.Rejected as exc:
+                rejected = str(exc)
         token = bearer_token(authorization)
         if token is None:
+            if rejected is not None:
+                raise Unauthenticated(f"Unauthorized: the client certificate: {rejected}")
             raise Unauthenticated(
                 "Unauthorized: present a client certificate signed by the cluster CA "
                 "or an Authorization: Bearer token"

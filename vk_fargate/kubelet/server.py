@@ -253,9 +253,10 @@ class KubeletServer:
         try:
             if request.path != "/healthz":
                 transport = request.transport
-                peercert = transport.get_extra_info("peercert") if transport else None
+                tls = transport.get_extra_info("ssl_object") if transport else None
                 request[IDENTITY] = await self.guard.authenticate(
-                    peercert=peercert, authorization=request.headers.get("Authorization")
+                    certificate=tls.getpeercert(binary_form=True) if tls else None,
+                    authorization=request.headers.get("Authorization"),
                 )
             return await handler(request)
         except (errors.FleetError, auth.AuthError) as exc:

@@ -156,23 +156,6 @@ def test_bearer_header(header: str | None, token: str | None) -> None:
     assert auth.bearer_token(header) == token
 
 
-def test_certificate_subject_gives_user_and_groups() -> None:
-    peercert = {
-        "subject": (
-            (("organizationName", "system:masters"),),
-            (("organizationName", "ops"),),
-            (("commonName", "kube-apiserver-kubelet-client"),),
-        )
-    }
-    identity = auth.from_certificate(peercert)
-    assert identity is not None
-    assert identity.user == "kube-apiserver-kubelet-client"
-    assert identity.groups == ("system:masters", "ops")
-    assert auth.from_certificate({"subject": ((("organizationName", "x"),),)}) is None
-    assert auth.from_certificate(None) is None
-    assert auth.from_certificate({}) is None
-
-
 def test_cache_expires_entries_and_stays_bounded() -> None:
     now = [0.0]
     cache: auth.TTLCache[str, bool] = auth.TTLCache(lambda: now[0], size=2)

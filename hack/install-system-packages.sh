@@ -8,7 +8,7 @@ need=()
 for pair in nginx:/usr/sbin/nginx busybox-static:/usr/bin/busybox \
             qemu-system-x86:/usr/bin/qemu-system-x86_64 iproute2:/usr/sbin/ip curl:/usr/bin/curl \
             docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            umoci:/usr/bin/umoci runc:/usr/sbin/runc; do
+            umoci:/usr/bin/umoci runc:/usr/sbin/runc iptables:/usr/sbin/iptables-restore; do
   [ -x "${pair#*:}" ] || need+=("${pair%%:*}")
 done
 # The microvm runtime puts busybox into an initramfs, so it must be the static build.

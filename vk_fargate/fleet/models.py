@@ -8,6 +8,7 @@ so the two cannot drift apart. Validation limits live here too: the daemon answe
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -183,6 +184,32 @@ class VolumeMount(Model):
         return None if path is None else _relative(path, "subPath")
 
 
+class ServiceRoute(Model):
+    """TCP from inside the microVM to ``cluster_ip:port`` reaches ``endpoint``
+    (``address:port``), relayed by the host: how a pod reaches the cluster's API server
+    through the ``kubernetes`` Service."""
+
+    cluster_ip: str
+    port: int = pydantic.Field(ge=1, le=65535)
+    endpoint: str = pydantic.Field(max_length=64)
+
+    @pydantic.field_validator("cluster_ip")
+    @classmethod
+    def _ipv4(cls, address: str) -> str:
+        if not isinstance(ipaddress.ip_address(address), ipaddress.IPv4Address):
+            raise ValueError(f"cluster_ip {address!r} is not an IPv4 address")
+        return address
+
+    @pydantic.field_validator("endpoint")
+    @classmethod
+    def _address_and_port(cls, endpoint: str) -> str:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"endpoint {endpoint!r} is not address:port")
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        return endpoint
+
+
 class Container(Model):
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image: str = pydantic.Field(min_length=1)
@@ -304,6 +331,7 @@ class MicroVMSpec(Model):
     restart_policy: RestartPolicy = "Always"
     termination_grace_seconds: int = pydantic.Field(default=30, ge=0, le=3600)
     volumes: list[Volume] = pydantic.Field(default=[], max_length=MAX_VOLUMES)
+    service_routes: list[ServiceRoute] = pydantic.Field(default=[], max_length=16)
 
     @pydantic.model_validator(mode="after")
     def _unique_container_names(self) -> MicroVMSpec:

@@ -41,6 +41,7 @@ from vk_fargate.fleetd import (
     network,
     placement,
     provision,
+    relay,
     rootfs,
     shims,
     stats,
@@ -75,7 +76,13 @@ class Fleet:
             budget_bytes=cfg.image_budget_mib * 2**20 if cfg.image_budget_mib else None,
         )
         self.host = provision.Host(
-            cfg, self.limits, self.networking, f"{state_key}-", store, supervisor.Spawner()
+            cfg,
+            self.limits,
+            self.networking,
+            f"{state_key}-",
+            store,
+            supervisor.Spawner(),
+            relay.Relays(),
         )
         self._place_lock = asyncio.Lock()
         self.pull_credentials: dict[str, dict[str, str]] = {}  # vm id -> container -> user:pw
@@ -104,6 +111,13 @@ class Fleet:
         if self.networking == "netns":  # namespaces of microVMs that did not survive
             live = {self.host.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
             await network.sweep(self.host.netns_prefix, live)
+            for record in self.vms.values():  # their namespaces' rules point at these relays
+                if record.shim is not None and record.vm.status.subnet in self.pools:
+                    gateway = str(self.pools[record.vm.status.subnet].gateway)
+                    try:
+                        await provision.relay_rules(self.host, record.vm, gateway)
+                    except OSError as exc:
+                        log.error("microVM %s: its service routes: %s", record.vm.id, exc)
         deletions = self.db.docs(DELETING)  # asked for before the restart: finish them
         for record in unfinished:  # after the sweep, which would take their namespaces
             if record.vm.id not in deletions:
@@ -161,6 +175,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.spawner.close()
+        await self.host.relays.close()
         if self.networking == "netns" and stop_microvms:
             await network.sweep(self.host.netns_prefix, set())
         if self.networking == "netns":

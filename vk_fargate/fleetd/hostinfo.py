@@ -62,6 +62,11 @@ class HostInfo:
             )
         if networking == "nominal":
             notes.append("pod IPs are nominal: fleetd is not root, so nothing answers on them")
+        if self.config.runtime == "microvm":
+            notes.append(
+                "service routes are not installed in microVM guests: pods there do not "
+                "reach the API server through the kubernetes Service"
+            )
         if self.accelerator == "tcg":
             notes.append("KVM is not usable here: microVMs run under QEMU software emulation (TCG)")
         return models.Host(

@@ -158,6 +158,34 @@ async def create_sandbox(
     return netns_path(vm_id)
 
 
+async def route_services(vm_id: str, rules: list[tuple[str, int, str, int]]) -> None:
+    """In the sandbox of ``vm_id``, send TCP for each ``(cluster_ip, port)`` to
+    ``(gateway, relay_port)`` (see ``relay``): one DNAT rule each, made in one
+    ``iptables-restore`` with the namespace (so rules never pile up)."""
+    if not rules:
+        return
+    if shutil.which("iptables-restore") is None:
+        raise errors.VkFargateError(
+            "service routes need iptables on the host (Debian package iptables)"
+        )
+    lines = ["*nat"]
+    for cluster_ip, port, gateway, relay_port in rules:
+        lines.append(
+            f"-A OUTPUT -d {cluster_ip}/32 -p tcp -m tcp --dport {port} "
+            f"-j DNAT --to-destination {gateway}:{relay_port}"
+        )
+    lines.append("COMMIT")
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns_name(vm_id), "iptables-restore", "--noflush",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate("\n".join(lines).encode() + b"\n")
+    if proc.returncode != 0:
+        raise errors.VkFargateError(
+            f"service routes in {netns_name(vm_id)}: {out.decode(errors='replace').strip()}"
+        )
+
+
 async def sweep(prefix: str, keep: set[str]) -> list[str]:
     """Delete this fleet's namespaces (ids starting with ``prefix``) not in ``keep``."""
     root = Path(NETNS_DIR)

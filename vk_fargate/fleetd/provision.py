@@ -25,6 +25,7 @@ from vk_fargate.fleetd import (
     imagestore,
     ipam,
     network,
+    relay,
     rootfs,
     sandbox,
     shims,
@@ -69,6 +70,7 @@ class Host:
     netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
     images: imagestore.ImageStore  # the host's image service: pulls, unpacks, GC
     spawner: supervisor.Spawner  # forks the shims
+    relays: relay.Relays  # from subnet gateways to the service routes' endpoints
 
     @property
     def runc_root(self) -> Path:
@@ -117,6 +119,9 @@ async def provision(
                 gateway=pool.gateway,
                 bridge=bridge,
             )
+            await network.route_services(
+                host.sandbox_key(vm.id), await relay_rules(host, vm, str(pool.gateway))
+            )
     prepared = await bundles.prepare_until_pulled(
         lambda: with_secrets(record),
         record.dir,
@@ -142,6 +147,16 @@ async def provision(
         cgroup_parent=cgroups.relative(host.limits, vm.id),
     )
     record.shim = await supervisor.launch(record.dir, spec, host.spawner)
+
+
+async def relay_rules(
+    host: Host, vm: models.MicroVM, gateway: str
+) -> list[tuple[str, int, str, int]]:
+    """The DNAT rules for ``vm``'s service routes, their relays listening."""
+    return [
+        (r.cluster_ip, r.port, gateway, await host.relays.ensure(gateway, r.endpoint))
+        for r in vm.spec.service_routes
+    ]
 
 
 SECRETS = "secrets.json"

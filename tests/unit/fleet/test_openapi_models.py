@@ -34,6 +34,7 @@ MODELLED = [
     "EmptyDir",
     "Volume",
     "VolumeMount",
+    "ServiceRoute",
     "Container",
     "MicroVMSpec",
     "Termination",

@@ -77,5 +77,5 @@ async def test_a_pod_reaches_the_service_address_through_the_gateway_relay(
 @pytest.mark.parametrize("endpoint", ["localhost:6443", "127.0.0.1", "127.0.0.1:0"])
 def test_an_endpoint_must_be_an_address_and_port(endpoint: str) -> None:
     route = {"cluster_ip": CLUSTER_IP, "port": 443, "endpoint": endpoint}
-    with pytest.raises(ValueError, match="endpoint|does not appear to be an IPv4 or IPv6"):
+    with pytest.raises(ValueError, match=r"endpoint|does not appear to be an IPv4 or IPv6"):
         helpers.spec(helpers.shell("app", "true"), service_routes=[route])

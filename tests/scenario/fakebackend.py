@@ -71,6 +71,7 @@ class FakeMicroVMs:
         # (method, microVM id) in order; ("placed", id) when a put made one.
         self.calls: list[tuple[str, str]] = []
         self.updates: list[models.MicroVMSpec] = []  # every spec update_microvm accepted
+        self.given: dict[str, models.MicroVMSpec] = {}  # each placed microVM's spec, as put
         # (microVM id, volume, files) of every put_volume accepted, contents included
         self.volume_puts: list[tuple[str, str, models.FileSet]] = []
         self.gate = asyncio.Event()  # puts wait for it
@@ -103,6 +104,7 @@ class FakeMicroVMs:
             updated_at=now,
         )
         vm = models.MicroVM(id=vm_id, spec=stored(spec), status=status)
+        self.given[vm_id] = spec
         await self._set(vm)
         self.calls.append(("placed", vm_id))
         self._later(self._run(vm_id), f"run-{vm_id}")

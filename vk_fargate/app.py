@@ -227,8 +227,10 @@ class Provider:
         """The Services of ``namespace`` (service links), from the watch."""
         return self.service_informer.by_index(NAMESPACE, namespace)
 
-    def _on_pod(self, _kind: str, pod: kube.JSON) -> None:
+    def _on_pod(self, kind: str, pod: kube.JSON) -> None:
         self.queue.add(pod["metadata"]["uid"])
+        if kind == "DELETED":
+            self.volumes.forget(pod["metadata"]["uid"])  # its tokens, if never placed
 
     def _on_node(self, kind: str, node: kube.JSON) -> None:
         uid = world.pod_of(node)

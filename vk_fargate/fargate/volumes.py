@@ -18,6 +18,8 @@ import decimal
 import re
 from typing import Any
 
+import pydantic
+
 from vk_fargate.fargate import environment, quantities, sizing
 from vk_fargate.fleet import images, models
 
@@ -156,6 +158,8 @@ def files(pod: JSON, volume: JSON, sources: Sources) -> models.FileSet:
         except MountError as exc:
             if str(exc) not in errors:
                 errors.append(str(exc))
+        except pydantic.ValidationError as exc:  # a key the atomic writer cannot write
+            errors.append(models.invalid(exc))
     if errors:
         raise MountError(errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]")
     return models.FileSet(

@@ -261,3 +261,9 @@ def test_mount_propagation_is_refused_and_node_volumes_are_not_carried() -> None
 
 def test_go_quote() -> None:
     assert volumes.go_quote('a"b\\c\n\x01é') == '"a\\"b\\\\c\\n\\x01é"'
+
+
+def test_a_key_the_atomic_writer_cannot_write_fails_the_mount() -> None:
+    volume = {"name": "cfg", "configMap": {"name": "c"}}
+    result = volumes.resolve(pod(volume), sources({"c": {"data": {"..data": "x"}}}))
+    assert "must be a relative path without '..'" in result.failures["cfg"]

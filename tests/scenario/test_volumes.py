@@ -139,6 +139,40 @@ async def test_configmap_edits_and_label_changes_reach_the_running_pod(
     assert puts(fake, uid, "cfg") == [{"greeting": b"bye"}]
 
 
+async def test_an_immutable_configmap_is_read_once(
+    api: k8s.ApiClient, provider: app.Provider, fake: fakebackend.FakeMicroVMs
+) -> None:
+    """Recreated with other data, an immutable ConfigMap's volume stays as it was, and
+    the mutable one beside it follows its edit (the kubelet stops watching immutable
+    objects)."""
+    core = k8s.CoreV1Api(api)
+    ns = await provider_conftest.namespace(api, "volimmutable")
+    fixed = {"metadata": {"name": "fixed"}, "data": {"v": "1"}, "immutable": True}
+    await core.create_namespaced_config_map(ns, fixed)
+    await core.create_namespaced_config_map(ns, {"metadata": {"name": "live"}, "data": {"v": "1"}})
+    pod = mounting(
+        "web",
+        {"name": "fixed", "configMap": {"name": "fixed"}},
+        {"name": "live", "configMap": {"name": "live"}},
+    )
+    uid = (await core.create_namespaced_pod(ns, pod)).metadata.uid
+    await test_races.running(api, ns, "web")
+
+    async def synced_once() -> bool:  # the first resync after binding read it
+        return provider.volumes.immutable(uid) == {("configMap", "fixed")}
+
+    await waiting.until(synced_once, timeout=30, what="the first volume sync")
+    await core.delete_namespaced_config_map("fixed", ns)
+    await core.create_namespaced_config_map(ns, {**fixed, "data": {"v": "2"}})
+    await core.patch_namespaced_config_map("live", ns, {"data": {"v": "2"}})
+
+    async def live_put() -> bool:
+        return puts(fake, uid, "live") == [{"v": b"2"}]
+
+    await waiting.until(live_put, timeout=30, what="the mutable ConfigMap's edit to be put")
+    assert puts(fake, uid, "fixed") == []
+
+
 async def test_a_token_is_asked_for_again_after_80_percent_of_its_life(
     api: k8s.ApiClient, provider: app.Provider, fake: fakebackend.FakeMicroVMs
 ) -> None:

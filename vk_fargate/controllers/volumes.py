@@ -69,9 +69,13 @@ class VolumeSync:
     def placed(self, uid: str, spec: models.MicroVMSpec) -> None:
         """The fleet took ``spec`` for pod ``uid``: its volumes' files as given."""
         sent = {v.name: digest(v.files) for v in spec.volumes if v.files is not None}
-        if sent:
-            self._sent[uid] = sent
-            self.queue.add(uid)
+        if not sent:
+            return
+        self._sent[uid] = sent
+        if any(v.files is not None and v.files.pending for v in spec.volumes):
+            self.queue.add(uid)  # say why it waits, and try again
+        else:
+            self.queue.later(uid, self.resync)  # nothing to do before the next resync
 
     def start(self, uids: set[str]) -> None:
         """Look after ``uids`` (every pod, when this provider begins to lead)."""
@@ -81,6 +85,10 @@ class VolumeSync:
 
     async def stop(self) -> None:
         await self.queue.stop()
+
+    def immutable(self, uid: str) -> set[tuple[str, str]]:
+        """The (kind, name) of the immutable sources pod ``uid`` holds as first read."""
+        return set(self._pinned.get(uid, {}))
 
     def forget(self, uid: str) -> None:
         self._sent.pop(uid, None)

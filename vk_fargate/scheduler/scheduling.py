@@ -200,17 +200,19 @@ class Scheduler:
         address); the pod reconciler builds a running pod's changed spec with it too.
         A volume whose source is missing is pending in it (the volume sync says why
         and puts its files once they are there)."""
+        fetch = sources.memo(self.api)  # an object both read is read once
+        env = await sources.environment_sources(
+            self.api, pod, size, services=self.services, region=self.cfg.region, fetch=fetch
+        )
         mounted = volumes.resolve(
-            pod, await sources.volume_sources(self.api, pod, size, self.tokens)
+            pod, await sources.volume_sources(self.api, pod, size, self.tokens, fetch=fetch)
         )
         return microvms.spec(
             pod,
             size=size,
             profile=profile,
             cluster=self.cfg.cluster_name,
-            sources=await sources.environment_sources(
-                self.api, pod, size, services=self.services, region=self.cfg.region
-            ),
+            sources=env,
             pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
             mounted=mounted,
         )

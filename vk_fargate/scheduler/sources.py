@@ -102,11 +102,10 @@ async def volume_sources(
     """What the pod's volumes read, with ``fetch`` (a GET each by default)."""
     namespace = pod["metadata"]["namespace"]
     refs = volumes.references(pod)
+    read = fetch or memo(api)
 
     async def get(kind: str, name: str) -> tuple[str, kube.JSON | None]:
-        if fetch is not None:
-            return name, await fetch(kind, namespace, name)
-        return name, await get_object(api, kind, namespace, name)
+        return name, await read(kind, namespace, name)
 
     maps = dict(await asyncio.gather(*(get("configMap", n) for n in sorted(refs.config_maps))))
     found = dict(await asyncio.gather(*(get("secret", n) for n in sorted(refs.secrets))))
@@ -114,17 +113,38 @@ async def volume_sources(
     return volumes.Sources(maps, found, held, size, token_error=reason or "no token")
 
 
+def memo(api: kube.Kube) -> Fetch:
+    """A ``Fetch`` that GETs each object once (the environment and the volumes of one
+    pod read through it: a ConfigMap both name is read once)."""
+    held: dict[tuple[str, str, str], kube.JSON | None] = {}
+
+    async def fetch(kind: str, namespace: str, name: str) -> kube.JSON | None:
+        key = (kind, namespace, name)
+        if key not in held:
+            held[key] = await get_object(api, kind, namespace, name)
+        return held[key]
+
+    return fetch
+
+
 async def environment_sources(
-    api: kube.Kube, pod: kube.JSON, size: sizing.Size, *, services: Services, region: str
+    api: kube.Kube,
+    pod: kube.JSON,
+    size: sizing.Size,
+    *,
+    services: Services,
+    region: str,
+    fetch: Fetch | None = None,
 ) -> environment.Sources:
     namespace = pod["metadata"]["namespace"]
     config_maps, secrets = microvms.references(pod)
+    read = fetch or memo(api)
 
-    async def fetch(kind: str, name: str) -> tuple[str, kube.JSON | None]:
-        return name, await get_object(api, kind, namespace, name)
+    async def get(kind: str, name: str) -> tuple[str, kube.JSON | None]:
+        return name, await read(kind, namespace, name)
 
-    maps = dict(await asyncio.gather(*(fetch("configMap", n) for n in config_maps)))
-    found = dict(await asyncio.gather(*(fetch("secret", n) for n in secrets)))
+    maps = dict(await asyncio.gather(*(get("configMap", n) for n in config_maps)))
+    found = dict(await asyncio.gather(*(get("secret", n) for n in secrets)))
     links = (pod.get("spec") or {}).get("enableServiceLinks", True)
     return environment.Sources(
         config_maps=maps,

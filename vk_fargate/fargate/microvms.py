@@ -61,6 +61,7 @@ def spec(
     the fleet API cannot carry."""
     pod_spec = pod.get("spec") or {}
     meta = pod["metadata"]
+    files = frozenset(v.name for v in (mounted.volumes if mounted else []) if v.files is not None)
 
     def container(c: JSON) -> models.Container:
         env = environment.resolve(pod, c, sources)
@@ -70,7 +71,7 @@ def spec(
             command=c.get("command") or [],  # $(VAR)s: the fleet expands them
             args=c.get("args") or [],
             env=env,
-            volume_mounts=volumes.mounts(c, env),
+            volume_mounts=volumes.mounts(c, env, files),
             working_dir=c.get("workingDir"),
             image_pull_policy=c.get("imagePullPolicy"),
             security=_security(pod_spec, c),

@@ -268,10 +268,14 @@ def go_quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def mounts(container: JSON, env: list[models.EnvVar]) -> list[models.VolumeMount]:
+def mounts(
+    container: JSON, env: list[models.EnvVar], files: frozenset[str] = frozenset()
+) -> list[models.VolumeMount]:
     """The container's volume mounts; a ``subPathExpr`` expanded from its environment
     (the kubelet's ExpandContainerVolumeMounts: a variable unset or empty is an error,
-    ``environment.ConfigError``, and the container waits in CreateContainerConfigError)."""
+    ``environment.ConfigError``, and the container waits in CreateContainerConfigError).
+    Mounts of the ``files`` volumes are read-only whatever they say, as the kubelet
+    mounts configMap, secret, downwardAPI and projected volumes."""
     out = []
     for mount in container.get("volumeMounts") or []:
         sub_path = mount.get("subPath") or None
@@ -283,7 +287,7 @@ def mounts(container: JSON, env: list[models.EnvVar]) -> list[models.VolumeMount
                 name=mount["name"],
                 mount_path=mount["mountPath"],
                 sub_path=sub_path,
-                read_only=bool(mount.get("readOnly")),
+                read_only=bool(mount.get("readOnly")) or mount["name"] in files,
             )
         )
     return out

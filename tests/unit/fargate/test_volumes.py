@@ -239,8 +239,9 @@ def test_the_microvm_spec_carries_volumes_and_mounts() -> None:
         mounted=volumes.resolve(the_pod, sources({"app-config": None})),
     )
     assert spec.volumes[0].files is not None and spec.volumes[0].files.pending
+    # read-only as the kubelet mounts a configMap volume, though the mount did not say
     assert spec.containers[0].volume_mounts == [
-        models.VolumeMount(name="cfg", mount_path="/etc/app")
+        models.VolumeMount(name="cfg", mount_path="/etc/app", read_only=True)
     ]
 
 

@@ -117,8 +117,9 @@ class VolumeSync:
         )
         result = volumes.resolve(pod, found)
         sent = self._sent.setdefault(uid, {})
+        failures = dict(result.failures)
         for volume in result.volumes:
-            if volume.files is None or volume.name in result.failures:
+            if volume.files is None or volume.name in failures:
                 continue
             fingerprint = digest(volume.files)
             if sent.get(volume.name) == fingerprint:
@@ -129,10 +130,13 @@ class VolumeSync:
                 log.info("pod %s: volume %s not put: %s", uid, volume.name, exc)
                 self.forget(uid)
                 return
+            except errors.InvalidSpec as exc:  # files the fleet refuses: said, not retried hot
+                failures[volume.name] = volumes.failed(volume.name, exc.message)
+                continue
             sent[volume.name] = fingerprint
         delay = self.resync
-        if result.failures:
-            for message in result.failures.values():
+        if failures:
+            for message in failures.values():
                 await self.recorder.record(
                     pod, "FailedMount", message, warning=True, component="kubelet", host=node
                 )

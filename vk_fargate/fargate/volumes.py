@@ -123,10 +123,15 @@ def resolve(pod: JSON, sources: Sources) -> Result:
         try:
             fileset = files(pod, volume, sources)
         except MountError as exc:
-            failures[name] = f'MountVolume.SetUp failed for volume "{name}" : {exc}'
+            failures[name] = failed(name, str(exc))
             fileset = models.FileSet(default_mode=_default_mode(volume), pending=True)
         result.append(models.Volume(name=name, files=fileset))
     return Result(result, failures)
+
+
+def failed(volume: str, reason: str) -> str:
+    """The kubelet's FailedMount message."""
+    return f'MountVolume.SetUp failed for volume "{volume}" : {reason}'
 
 
 def empty_dir(source: JSON) -> models.EmptyDir:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vk_fargate.fargate import environment, pullsecrets, security, sizing, volumes
+from vk_fargate.fargate import environment, mounts, pullsecrets, security, sizing, volumes
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import models
 
@@ -71,7 +71,7 @@ def spec(
             command=c.get("command") or [],  # $(VAR)s: the fleet expands them
             args=c.get("args") or [],
             env=env,
-            volume_mounts=volumes.mounts(c, env, files),
+            volume_mounts=mounts.mounts(c, env, files),
             working_dir=c.get("workingDir"),
             image_pull_policy=c.get("imagePullPolicy"),
             security=_security(pod_spec, c),

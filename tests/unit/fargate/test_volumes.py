@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vk_fargate.fargate import environment, microvms, sizing, validation, volumes
+from vk_fargate.fargate import environment, microvms, mounts, sizing, validation, volumes
 from vk_fargate.fleet import models
 
 JSON = dict[str, Any]
@@ -19,8 +19,8 @@ def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
-def pod(*vols: JSON, mounts: list[JSON] | None = None, env: list[JSON] | None = None) -> JSON:
-    container: JSON = {"name": "app", "image": "busybox", "volumeMounts": mounts or []}
+def pod(*vols: JSON, at: list[JSON] | None = None, env: list[JSON] | None = None) -> JSON:
+    container: JSON = {"name": "app", "image": "busybox", "volumeMounts": at or []}
     container["env"] = env or []
     container["resources"] = {"limits": {"memory": "256Mi", "cpu": "500m"}}
     return {
@@ -215,19 +215,19 @@ def test_mounts_with_sub_path_expr_from_the_environment() -> None:
             {"name": "cfg", "mountPath": "/etc/one", "subPath": "a.conf"},
         ]
     }
-    assert volumes.mounts(container, env) == [
+    assert mounts.mounts(container, env) == [
         models.VolumeMount(name="cfg", mount_path="/etc/app", read_only=True),
         models.VolumeMount(name="data", mount_path="/data", sub_path="logs/web-1"),
         models.VolumeMount(name="cfg", mount_path="/etc/one", sub_path="a.conf"),
     ]
     container = {"volumeMounts": [{"name": "d", "mountPath": "/d", "subPathExpr": "$(NOPE)/x"}]}
     with pytest.raises(environment.ConfigError, match="missing value for NOPE"):
-        volumes.mounts(container, env)
+        mounts.mounts(container, env)
 
 
 def test_the_microvm_spec_carries_volumes_and_mounts() -> None:
     volume = {"name": "cfg", "configMap": {"name": "app-config"}}
-    the_pod = pod(volume, mounts=[{"name": "cfg", "mountPath": "/etc/app"}])
+    the_pod = pod(volume, at=[{"name": "cfg", "mountPath": "/etc/app"}])
     empty = environment.Sources({}, {}, [], [], "node", SIZE)
     spec = microvms.spec(
         the_pod,
@@ -246,12 +246,12 @@ def test_the_microvm_spec_carries_volumes_and_mounts() -> None:
 
 
 def test_mount_propagation_is_refused_and_node_volumes_are_not_carried() -> None:
-    mounts = [{"name": "d", "mountPath": "/d", "mountPropagation": "HostToContainer"}]
-    spec = pod({"name": "d", "emptyDir": {}}, mounts=mounts)["spec"]
+    listed = [{"name": "d", "mountPath": "/d", "mountPropagation": "HostToContainer"}]
+    spec = pod({"name": "d", "emptyDir": {}}, at=listed)["spec"]
     assert validation.refusal(spec) == (
         "Pod not supported on Fargate: fields not supported: MountPropagation"
     )
-    mounts[0]["mountPropagation"] = "None"
+    listed[0]["mountPropagation"] = "None"
     assert validation.refusal(spec) is None
     claim = {"name": "data", "persistentVolumeClaim": {"claimName": "c"}}
     assert volumes.unsupported({"volumes": [claim]}) == (

@@ -40,6 +40,7 @@ from vk_fargate.controllers import (
     profiles,
     queueing,
     unrouted,
+    volumes,
 )
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
@@ -156,6 +157,16 @@ class Provider:
             profiles=self.profiles.profiles,
             services=self._services,
         )
+        self.volumes = volumes.VolumeSync(
+            api,
+            fleet,
+            self.recorder,
+            self.world,
+            self.scheduler.tokens,
+            resync_seconds=cfg.volume_resync_seconds,
+            retries=retries,
+        )
+        self.scheduler.placed = self.volumes.placed
         self.pods = pods.PodReconciler(api, fleet, self.recorder, self.world, self.scheduler)
         self.unrouted = unrouted.Unrouted(
             api,
@@ -216,8 +227,10 @@ class Provider:
         """The Services of ``namespace`` (service links), from the watch."""
         return self.service_informer.by_index(NAMESPACE, namespace)
 
-    def _on_pod(self, _kind: str, pod: kube.JSON) -> None:
+    def _on_pod(self, kind: str, pod: kube.JSON) -> None:
         self.queue.add(pod["metadata"]["uid"])
+        if kind == "DELETED":
+            self.volumes.forget(pod["metadata"]["uid"])  # its tokens, if never placed
 
     def _on_node(self, kind: str, node: kube.JSON) -> None:
         uid = world.pod_of(node)
@@ -302,6 +315,7 @@ class Provider:
             self.queue.add(uid)
         self.queue.start()
         self.status_queue.start()
+        self.volumes.start(set(self.world.pods))
         self.endpoints.changed()  # the leader owns every node's port and address
         self.tasks.once("eni-collection", self._collect_enis())
         if self.aws_auth is not None:
@@ -393,6 +407,7 @@ class Provider:
         )
         await self.queue.stop()
         await self.status_queue.stop()
+        await self.volumes.stop()
         await self.recorder.close()
         await self.tasks.stop()
         await self.kubelet.stop()

@@ -125,6 +125,12 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     eviction_retry_seconds: float = pydantic.Field(
         default=30.0, ge=0, description="Wait before the one retry of a refused eviction."
     )
+    volume_resync_seconds: float = pydantic.Field(
+        default=30.0,
+        gt=0,
+        description="How often running pods' configMap, secret, downwardAPI and projected "
+        "volumes are compared with their sources (changes reach a pod within 1.5 times this).",
+    )
     budget_check_seconds: float = pydantic.Field(
         default=60.0,
         gt=0,

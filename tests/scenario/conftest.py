@@ -8,6 +8,8 @@ so it never touches what other tests' providers own."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client as k8s
@@ -39,8 +41,20 @@ async def provider(
     fake: fakebackend.FakeMicroVMs,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[app.Provider]:
-    home = tmp_path_factory.mktemp("scenario")
-    cfg = settings.ProviderSettings(
+    cfg = scenario_settings(local_cluster, tmp_path_factory.mktemp("scenario"))
+    running = app.Provider(cfg, kube.Kube(api), fakebackend.implements(fake))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def scenario_settings(
+    local_cluster: cluster.Cluster, home: Path, **overrides: Any
+) -> settings.ProviderSettings:
+    """The scenario provider's settings (``overrides`` for a module's own provider)."""
+    return settings.ProviderSettings(
         cluster_name=CLUSTER,
         scheduler_name=SCHEDULER,
         kubeconfig=local_cluster.kubeconfig,
@@ -56,10 +70,5 @@ async def provider(
         metrics_port=0,
         install_crd=False,
         profiles_file=provider_conftest.profiles_file(home, SCHEDULER),
+        **overrides,
     )
-    running = app.Provider(cfg, kube.Kube(api), fakebackend.implements(fake))
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()

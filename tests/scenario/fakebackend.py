@@ -13,6 +13,9 @@ provider, kopf's tests a fake API).
 - ``delete_microvm`` answers at once, then stopping, stopped, deleted as events;
   ``NotFound`` once it is gone.
 - ``events`` follows the log of changes from a cursor, as the fleet's stream.
+- ``put_volume`` swaps a files volume's content (recorded in ``volume_puts``, the
+  stored spec's volume no longer pending); ``Conflict`` for an ``empty_dir`` volume or
+  a microVM stopping or ended. Files' contents are write-only: never stored.
 - ``lose`` forgets a microVM without a word: a fleet that lost it.
 
 ``mypy --strict tests/scenario/fakebackend.py`` checks it against the Protocol
@@ -36,8 +39,17 @@ STEP = 0.05  # seconds between a microVM's states (placed, running; stopping, st
 
 
 def stored(spec: models.MicroVMSpec) -> models.MicroVMSpec:
-    """What the fleet keeps of a spec: no credentials, no secret values."""
-    return models.without_secrets(models.without_credentials(spec)[0])[0]
+    """What the fleet keeps of a spec: no credentials, no secret values, no files'
+    contents."""
+    kept = models.without_secrets(models.without_credentials(spec)[0])[0]
+    return kept.model_copy(update={"volumes": [_blank(v) for v in kept.volumes]})
+
+
+def _blank(volume: models.Volume) -> models.Volume:
+    if volume.files is None:
+        return volume
+    items = [f.model_copy(update={"content": ""}) for f in volume.files.items]
+    return volume.model_copy(update={"files": volume.files.model_copy(update={"items": items})})
 
 
 def _without_images(spec: models.MicroVMSpec) -> models.MicroVMSpec:
@@ -59,6 +71,9 @@ class FakeMicroVMs:
         # (method, microVM id) in order; ("placed", id) when a put made one.
         self.calls: list[tuple[str, str]] = []
         self.updates: list[models.MicroVMSpec] = []  # every spec update_microvm accepted
+        self.given: dict[str, models.MicroVMSpec] = {}  # each placed microVM's spec, as put
+        # (microVM id, volume, files) of every put_volume accepted, contents included
+        self.volume_puts: list[tuple[str, str, models.FileSet]] = []
         self.gate = asyncio.Event()  # puts wait for it
         self.gate.set()
         self.boot = asyncio.Event()  # placed microVMs wait for it to run
@@ -89,6 +104,7 @@ class FakeMicroVMs:
             updated_at=now,
         )
         vm = models.MicroVM(id=vm_id, spec=stored(spec), status=status)
+        self.given[vm_id] = spec
         await self._set(vm)
         self.calls.append(("placed", vm_id))
         self._later(self._run(vm_id), f"run-{vm_id}")
@@ -129,6 +145,24 @@ class FakeMicroVMs:
             vm = await self._state(vm_id, "stopping")
             self._later(self._stop(vm_id), f"stop-{vm_id}")
         return vm
+
+    async def put_volume(self, vm_id: str, volume: str, files: models.FileSet) -> None:
+        self.calls.append(("put_volume", vm_id))
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            raise errors.NotFound(f"no microVM {vm_id}")
+        found = next((v for v in vm.spec.volumes if v.name == volume), None)
+        if found is None:
+            raise errors.NotFound(f"microVM {vm_id} has no volume {volume}")
+        if found.files is None or vm.status.state in ("stopping", *models.FINAL_STATES):
+            raise errors.Conflict(f"microVM {vm_id}: volume {volume} cannot be put now")
+        self.volume_puts.append((vm_id, volume, files))
+        new = _blank(
+            found.model_copy(update={"files": files.model_copy(update={"pending": False})})
+        )
+        volumes = [new if v.name == volume else v for v in vm.spec.volumes]
+        spec = vm.spec.model_copy(update={"volumes": volumes})
+        await self._set(vm.model_copy(update={"spec": spec}))
 
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         self.calls.append(("get", vm_id))

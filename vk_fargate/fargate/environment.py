@@ -94,7 +94,7 @@ def _field(pod: JSON, path: str, template: str) -> tuple[str, bool]:
     raise ConfigError(f"unsupported fieldRef {path!r}")
 
 
-def _resource(container: JSON, ref: JSON, size: sizing.Size) -> str:
+def resource_value(container: JSON, ref: JSON, size: sizing.Size) -> str:
     resource = ref["resource"]
     resources = container.get("resources") or {}
     kind, _, name = resource.partition(".")
@@ -187,7 +187,7 @@ def resolve(pod: JSON, container: JSON, sources: Sources) -> list[models.EnvVar]
             env[name] = _field(pod, source["fieldRef"]["fieldPath"], sources.node_name_template)
             secret.discard(name)
         elif "resourceFieldRef" in source:
-            env[name] = (_resource(container, source["resourceFieldRef"], sources.size), False)
+            env[name] = (resource_value(container, source["resourceFieldRef"], sources.size), False)
             secret.discard(name)
     return [
         models.EnvVar(name=k, value=v, expand=x, secret=k in secret) for k, (v, x) in env.items()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vk_fargate.fargate import environment, pullsecrets, security, sizing
+from vk_fargate.fargate import environment, mounts, pullsecrets, security, sizing, volumes
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import models
 
@@ -53,20 +53,25 @@ def spec(
     cluster: str,
     sources: environment.Sources,
     pull_secrets: list[JSON],
+    mounted: volumes.Result | None = None,
 ) -> models.MicroVMSpec:
-    """The microVM spec of ``pod``. Raises ``environment.ConfigError`` when a reference
-    of its environment is missing, and pydantic's ValidationError for a pod the fleet
-    API cannot carry."""
+    """The microVM spec of ``pod``, its volumes ``mounted`` (``volumes.resolve``).
+    Raises ``environment.ConfigError`` when a reference of its environment is missing
+    (or a ``subPathExpr`` cannot be expanded), and pydantic's ValidationError for a pod
+    the fleet API cannot carry."""
     pod_spec = pod.get("spec") or {}
     meta = pod["metadata"]
+    files = frozenset(v.name for v in (mounted.volumes if mounted else []) if v.files is not None)
 
     def container(c: JSON) -> models.Container:
+        env = environment.resolve(pod, c, sources)
         return models.Container(
             name=c["name"],
             image=c.get("image") or "",
             command=c.get("command") or [],  # $(VAR)s: the fleet expands them
             args=c.get("args") or [],
-            env=environment.resolve(pod, c, sources),
+            env=env,
+            volume_mounts=mounts.mounts(c, env, files),
             working_dir=c.get("workingDir"),
             image_pull_policy=c.get("imagePullPolicy"),
             security=_security(pod_spec, c),
@@ -93,6 +98,7 @@ def spec(
             int(pod_spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS
         ),
         spread_group=owners[0]["uid"] if owners else None,
+        volumes=mounted.volumes if mounted else [],
     )
 
 

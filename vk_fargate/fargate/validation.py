@@ -51,6 +51,12 @@ def refusal(spec: dict[str, Any]) -> str | None:
     ]
     if any(p.get("hostPort") or p.get("hostIP") for c in containers for p in c.get("ports") or []):
         fields.append("port contains HostIP or HostPort")
+    if any(
+        m.get("mountPropagation") not in (None, "None")
+        for c in containers
+        for m in c.get("volumeMounts") or []
+    ):
+        fields.append("MountPropagation")
     if fields:
         reasons.append(f"fields not supported: {', '.join(fields)}")
     unsupported = [

@@ -56,6 +56,16 @@ class MicroVMs(Protocol):
         treats it as done."""
         ...
 
+    async def put_volume(self, vm_id: str, volume: str, files: models.FileSet) -> None:
+        """Replace the files of ``files`` volume ``volume`` of microVM ``vm_id`` in one
+        atomic swap (its containers see the old set or the new one, never a mix); a
+        pending volume becomes ready and the containers waiting on it start. Mounts
+        with a ``sub_path`` keep what they had. The same files again change nothing
+        the containers can see. ``NotFound`` for an unknown microVM or volume,
+        ``Conflict`` for an ``empty_dir`` volume or a microVM stopping or ended,
+        ``InvalidSpec`` for files the API refuses."""
+        ...
+
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         """The microVM as the fleet holds it now (its truth, not a cache of it).
         ``NotFound`` is the only answer that says it is gone."""

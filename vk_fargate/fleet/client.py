@@ -91,6 +91,11 @@ class FleetClient:
         """The same PUT: the fleet restarts a container whose image changed in place."""
         return await self.put_microvm(vm_id, spec)
 
+    async def put_volume(self, vm_id: str, volume: str, files: models.FileSet) -> None:
+        """The atomic swap of a files volume's content (204, no body)."""
+        body = files.model_dump(mode="json")
+        await self._call("PUT", f"/v1/microvms/{vm_id}/volumes/{volume}", json_body=body)
+
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         return models.MicroVM.model_validate(await self._call("GET", f"/v1/microvms/{vm_id}"))
 
@@ -201,6 +206,8 @@ class FleetClient:
                 method, self.base_url + path, json=json_body, params=params, headers=self._headers
             ) as response:
                 await _raise_for(response)
+                if response.status == 204:
+                    return None
                 return await response.json(loads=orjson.loads)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise _failed(f"{method} {path}", exc) from exc
@@ -226,6 +233,8 @@ def _route(path: str) -> str:
     parts = path.split("/")
     if len(parts) > 3 and parts[2] in ("microvms", "hosts"):
         parts[3] = "{id}"
+    if len(parts) > 5 and parts[4] == "volumes":
+        parts[5] = "{volume}"
     return "/".join(parts)
 
 

@@ -1,5 +1,6 @@
 """Pod operations the provider needs: bind, status patches, deletion, re-creation, and
-the objects env resolution reads (ConfigMaps, Secrets, Services)."""
+the objects env and volumes read (ConfigMaps, Secrets, Services, ServiceAccount
+tokens)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,30 @@ async def config_map(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
 
 async def secret(api: kube.Kube, namespace: str, name: str) -> kube.JSON:
     return await api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+
+async def service_account_token(
+    api: kube.Kube, pod: kube.JSON, *, audience: str, expiration_seconds: int
+) -> kube.JSON:
+    """A token of the pod's ServiceAccount bound to the pod (TokenRequest, as the
+    kubelet's token manager asks: invalid once the pod is gone); its ``status``
+    (``token``, ``expirationTimestamp``). ``audience`` "" is the API server's."""
+    meta = pod["metadata"]
+    account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [audience] if audience else [],
+            "expirationSeconds": expiration_seconds,
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+        },
+    }
+    path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+    answer = await api.create(path, body)
+    return dict(answer.get("status") or {})

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import pydantic
 
 from vk_fargate import errors, settings, world
-from vk_fargate.fargate import environment, microvms, security, sizing, validation
+from vk_fargate.fargate import environment, microvms, security, sizing, validation, volumes
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import backend, models
@@ -59,10 +59,17 @@ class Scheduler:
     profiles: Callable[[], list[fargate_profiles.Profile]] = list
     # A namespace's Services, from a watch (not a LIST per pod).
     services: sources.Services = lambda _namespace: []
+    # The ServiceAccount tokens of pods' volumes (shared with the volume sync).
+    tokens: sources.Tokens = dataclasses.field(default_factory=sources.Tokens)
+    # Told of each microVM spec the fleet took (the volume sync's starting point).
+    placed: Callable[[str, models.MicroVMSpec], None] = lambda _uid, _spec: None
 
     async def place(self, pod: kube.JSON) -> None:
         uid = pod["metadata"]["uid"]
         refused = validation.refusal(pod.get("spec") or {})
+        unmountable = volumes.unsupported(pod.get("spec") or {})
+        if refused is None and unmountable is not None:
+            refused = f"Pod not supported on Fargate: {unmountable}"
         if refused is not None:
             await self._refuse(pod, refused)
             return
@@ -190,16 +197,24 @@ class Scheduler:
         self, pod: kube.JSON, size: sizing.Size, profile: str
     ) -> models.MicroVMSpec:
         """The microVM spec pod ``pod`` asks for now (its placement aside: no ENI
-        address); the pod reconciler builds a running pod's changed spec with it too."""
+        address); the pod reconciler builds a running pod's changed spec with it too.
+        A volume whose source is missing is pending in it (the volume sync says why
+        and puts its files once they are there)."""
+        fetch = sources.memo(self.api)  # an object both read is read once
+        env = await sources.environment_sources(
+            self.api, pod, size, services=self.services, region=self.cfg.region, fetch=fetch
+        )
+        mounted = volumes.resolve(
+            pod, await sources.volume_sources(self.api, pod, size, self.tokens, fetch=fetch)
+        )
         return microvms.spec(
             pod,
             size=size,
             profile=profile,
             cluster=self.cfg.cluster_name,
-            sources=await sources.environment_sources(
-                self.api, pod, size, services=self.services, region=self.cfg.region
-            ),
+            sources=env,
             pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
+            mounted=mounted,
         )
 
     async def _create_microvm(
@@ -223,7 +238,9 @@ class Scheduler:
             await self._later(pod, str(exc), waiting=("CreateContainerConfigError", str(exc)))
             return None
         try:
-            return await self.fleet.put_microvm(uid, spec)
+            vm = await self.fleet.put_microvm(uid, spec)
+            self.placed(uid, spec)
+            return vm
         except errors.Conflict:
             return await self.fleet.get_microvm(uid)  # ours already, from an earlier spec
         except errors.InsufficientCapacity as exc:

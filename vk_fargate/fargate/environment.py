@@ -38,6 +38,7 @@ class Sources:
     master_services: list[JSON]  # the `kubernetes` service of the default namespace
     node_name_template: str  # e.g. fargate-ip-{private_ip_dashed}.<region>.compute.internal
     size: sizing.Size
+    api_endpoint: str | None = None  # address:port behind the `kubernetes` service
 
 
 def _service_env(services: list[JSON]) -> dict[str, str]:

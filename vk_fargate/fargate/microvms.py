@@ -99,7 +99,25 @@ def spec(
         ),
         spread_group=owners[0]["uid"] if owners else None,
         volumes=mounted.volumes if mounted else [],
+        service_routes=service_routes(sources),
     )
+
+
+def service_routes(sources: environment.Sources) -> list[models.ServiceRoute]:
+    """The ``kubernetes`` Service's address, routed to the API server, so that an
+    in-cluster client in the pod (``KUBERNETES_SERVICE_HOST``) reaches it."""
+    if not sources.api_endpoint or not sources.master_services:
+        return []
+    spec = sources.master_services[0].get("spec") or {}
+    ports = [p for p in spec.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+    ip = spec.get("clusterIP")
+    if not ports or not ip or ip == "None" or ":" in ip:
+        return []
+    return [
+        models.ServiceRoute(
+            cluster_ip=ip, port=int(ports[0]["port"]), endpoint=sources.api_endpoint
+        )
+    ]
 
 
 def _security(pod_spec: JSON, container: JSON) -> models.SecurityContext | None:

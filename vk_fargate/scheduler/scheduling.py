@@ -61,6 +61,8 @@ class Scheduler:
     services: sources.Services = lambda _namespace: []
     # The ServiceAccount tokens of pods' volumes (shared with the volume sync).
     tokens: sources.Tokens = dataclasses.field(default_factory=sources.Tokens)
+    # Where pods reach the API server through the kubernetes Service (their service route).
+    api_endpoint: sources.ApiEndpoint = dataclasses.field(default_factory=sources.ApiEndpoint)
     # Told of each microVM spec the fleet took (the volume sync's starting point).
     placed: Callable[[str, models.MicroVMSpec], None] = lambda _uid, _spec: None
 
@@ -202,7 +204,13 @@ class Scheduler:
         and puts its files once they are there)."""
         fetch = sources.memo(self.api)  # an object both read is read once
         env = await sources.environment_sources(
-            self.api, pod, size, services=self.services, region=self.cfg.region, fetch=fetch
+            self.api,
+            pod,
+            size,
+            services=self.services,
+            region=self.cfg.region,
+            fetch=fetch,
+            api_endpoint=await self.api_endpoint.get(self.api),
         )
         mounted = volumes.resolve(
             pod, await sources.volume_sources(self.api, pod, size, self.tokens, fetch=fetch)

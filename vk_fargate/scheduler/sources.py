@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from vk_fargate import errors
 from vk_fargate.fargate import environment, microvms, sizing, volumes
-from vk_fargate.k8s import events, kube, pods
+from vk_fargate.k8s import apiserver, events, kube, pods
 
 Services = Callable[[str], list[kube.JSON]]  # a namespace's Services, from a watch
 # A ConfigMap or Secret (kind "configMap" or "secret", namespace, name); None: missing.
@@ -127,6 +127,22 @@ def memo(api: kube.Kube) -> Fetch:
     return fetch
 
 
+class ApiEndpoint:
+    """The API server's ``address:port`` for pods' service routes, read at most once a
+    minute (one GET), not once per pod."""
+
+    TTL = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._held: tuple[float, str | None] | None = None
+
+    async def get(self, api: kube.Kube) -> str | None:
+        if self._held is None or self.clock() >= self._held[0]:
+            self._held = (self.clock() + self.TTL, await apiserver.endpoint(api))
+        return self._held[1]
+
+
 async def environment_sources(
     api: kube.Kube,
     pod: kube.JSON,
@@ -135,6 +151,7 @@ async def environment_sources(
     services: Services,
     region: str,
     fetch: Fetch | None = None,
+    api_endpoint: str | None = None,
 ) -> environment.Sources:
     namespace = pod["metadata"]["namespace"]
     config_maps, secrets = microvms.references(pod)
@@ -153,6 +170,7 @@ async def environment_sources(
         master_services=[s for s in services("default") if s["metadata"]["name"] == "kubernetes"],
         node_name_template=microvms.node_name_template(region),
         size=size,
+        api_endpoint=api_endpoint,
     )
 
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, rootfs, sandbox
+from vk_fargate.fleetd import crilog, rootfs, sandbox, subpaths
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -219,6 +219,10 @@ class ProcessRuntime:
         parent = self.spec.get("cgroup_parent")
         if parent:
             spec.setdefault("linux", {})["cgroupsPath"] = f"{parent}/container-{name}-{instance}"
+        problem = subpaths.apply(spec, container.get("sub_paths", []))
+        if problem is not None:  # as the kubelet, which makes the mounts before the start
+            self.status.waiting(name, "CreateContainerConfigError", problem)
+            return None
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"

@@ -7,16 +7,23 @@ a symlink a container planted in an emptyDir, absolute or full of ``..``, resolv
 inside the volume, as ``filepath-securejoin`` (the kubelet's and runc's) does. So the
 container binds the file or folder the set held at its start and never sees an update,
 as in Kubernetes. A missing ``sub_path`` is made as a folder with the volume's mode,
-as the kubelet makes it. Standard library only: this module runs inside every shim.
+as the kubelet makes it, and bound (for runc to bind on) from a descriptor opened
+without following links (``pinned``). Standard library only: this module runs inside every shim.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import stat
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 MAX_LINKS = 255  # as securejoin: more symlinks than this is a loop
+MS_BIND, MNT_DETACH = 4096, 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def resolve(volume: Path, sub_path: str) -> Path:
@@ -56,15 +63,71 @@ def prepare(volume: Path, sub_path: str) -> Path:
     return found
 
 
-def apply(config: dict[str, Any], sub_paths: list[list[str]]) -> str | None:
-    """Point the mounts of ``config`` (runc's) at their resolved ``sub_paths``
-    (``[destination, volume, sub_path]`` each); the kubelet's reason when one fails."""
+def pinned(volume: Path, found: Path) -> int:
+    """An ``O_PATH`` descriptor of ``found``, opened from ``volume`` one component at a
+    time without following any link: what a container swaps in meanwhile fails it."""
+    fd = os.open(volume, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in found.relative_to(volume).parts:
+            below = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(f"{found} became a symbolic link")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def apply(
+    config: dict[str, Any], sub_paths: list[list[str]], private: Path
+) -> tuple[str | None, list[Path]]:
+    """Point the mounts of ``config`` (runc's) at their ``sub_paths`` (``[destination,
+    volume, sub_path]`` each): the kubelet's reason when one fails, and the binds made
+    for them under ``private``, to ``release`` once runc has made its mounts. As the
+    kubelet does, each is bound there from a descriptor ``pinned`` inside the volume
+    (``/proc/self/fd/<n>``), so no link swapped in between the resolution and runc's
+    mount leads out of it."""
     wanted = {destination: (volume, sub) for destination, volume, sub in sub_paths}
+    held: list[Path] = []
     for mount in config.get("mounts") or []:
         if mount.get("destination") in wanted:
             volume, sub = wanted[mount["destination"]]
             try:
-                mount["source"] = str(prepare(Path(volume), sub))
+                target = _bind(Path(volume), prepare(Path(volume), sub), private / str(len(held)))
             except OSError as exc:
-                return f"failed to prepare subPath for volumeMount at {mount['destination']}: {exc}"
-    return None
+                release(held)
+                return (
+                    f"failed to prepare subPath for volumeMount at {mount['destination']}: {exc}",
+                    [],
+                )
+            held.append(target)
+            mount["source"] = str(target)
+    return None, held
+
+
+def _bind(volume: Path, found: Path, target: Path) -> Path:
+    fd = pinned(volume, found)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            target.mkdir(exist_ok=True)
+        else:
+            target.touch()
+        source = f"/proc/self/fd/{fd}".encode()
+        if _libc.mount(source, str(target).encode(), None, MS_BIND, None) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"bind {found}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+    return target
+
+
+def release(held: list[Path]) -> None:
+    """Undo the binds of ``apply`` (the container keeps its own mounts of them)."""
+    for target in held:
+        _libc.umount2(str(target).encode(), MNT_DETACH)
+        with contextlib.suppress(OSError):
+            target.rmdir() if target.is_dir() else target.unlink()
+    held.clear()

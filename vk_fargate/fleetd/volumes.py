@@ -209,14 +209,14 @@ def eviction_message(volume: models.Volume) -> str:
 
 
 def remove(vm_dir: Path) -> None:
-    """Unmount every volume of the microVM (its files go with a tmpfs) and delete them."""
-    folder = root(vm_dir)
-    if not folder.is_dir():
-        return
-    for volume in folder.iterdir():
-        if os.path.ismount(volume):
-            _libc.umount2(str(volume).encode(), MNT_DETACH)
-    shutil.rmtree(folder, ignore_errors=True)
+    """Unmount every volume of the microVM (its files go with a tmpfs), and any subPath
+    bind a shim left (``subpaths``), and delete them."""
+    for folder in (vm_dir / "subpaths", root(vm_dir)):
+        if not folder.is_dir():
+            continue
+        for mount in [*folder.glob("*/*"), *folder.iterdir()]:  # a bind on the same file
+            _libc.umount2(str(mount).encode(), MNT_DETACH)  # system is no ``ismount``
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def mounts(

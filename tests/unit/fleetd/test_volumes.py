@@ -4,6 +4,7 @@ file set, the binds a container gets, and subPath resolution inside its volume."
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -102,16 +103,35 @@ def test_a_sub_path_follows_links_but_never_out_of_its_volume(tmp_path: Path) ->
         subpaths.resolve(volume, "loop")
 
 
-def test_a_missing_sub_path_is_made_with_the_volumes_mode(tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="binds need root")
+def test_a_missing_sub_path_is_made_with_the_volumes_mode_and_bound_privately(
+    tmp_path: Path,
+) -> None:
     volume = tmp_path / "vol"
     volume.mkdir()
     volume.chmod(0o777)
+    private = tmp_path / "private"
     config = {"mounts": [{"destination": "/w", "source": str(volume)}, {"destination": "/x"}]}
-    assert subpaths.apply(config, [["/w", str(volume), "made/here"]]) is None
-    assert config["mounts"][0]["source"] == str(volume / "made" / "here")
+    problem, held = subpaths.apply(config, [["/w", str(volume), "made/here"]], private)
+    assert problem is None and held == [private / "0"]
+    assert config["mounts"][0]["source"] == str(private / "0")
+    (private / "0" / "seen").write_text("")  # the bind shows the made folder
+    assert (volume / "made" / "here" / "seen").exists()
     assert (volume / "made" / "here").stat().st_mode & 0o777 == 0o777
+    subpaths.release(held)
+    assert held == [] and not (private / "0").exists()
     (volume / "file").write_text("")
-    problem = subpaths.apply(config, [["/w", str(volume), "file/below"]])
-    assert problem is not None and problem.startswith(
-        "failed to prepare subPath for volumeMount at /w"
-    )
+    problem, held = subpaths.apply(config, [["/w", str(volume), "file/below"]], private)
+    assert problem is not None and held == []
+    assert problem.startswith("failed to prepare subPath for volumeMount at /w")
+
+
+def test_a_link_swapped_in_after_the_resolution_is_not_followed(tmp_path: Path) -> None:
+    volume = tmp_path / "vol"
+    (volume / "a" / "b").mkdir(parents=True)
+    found = subpaths.resolve(volume, "a/b")
+    (volume / "a" / "b").rmdir()
+    (volume / "a").rmdir()
+    (volume / "a").symlink_to("/etc")
+    with pytest.raises(OSError):
+        subpaths.pinned(volume, found)

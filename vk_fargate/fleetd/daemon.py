@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
 DELETING = "deleting/"  # key prefix of the stored deletions not yet done, by microVM id
+EVICTED = "evicted/"  # key prefix of the evictions' messages, kept until the purge
 
 
 class Fleet:
@@ -127,6 +128,9 @@ class Fleet:
         answered 201 is a promise, and only a microVM whose shim died is lost."""
         record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm.id)
         record.cgroups = [str(p) for p in cgroups.paths(self.limits, vm.id)]
+        evicted = self.db.get_doc(EVICTED + vm.id)  # its shim may still be stopping
+        if evicted is not None:
+            record.stop_reason, record.stop_message = "Evicted", evicted.get("message")
         self.vms[vm.id] = record
         if vm.status.private_ip and vm.status.subnet in self.pools:
             self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
@@ -141,12 +145,15 @@ class Fleet:
         else:
             record.shim = supervisor.adopt(pid, start)
         if record.shim is None:
-            self._set_state(
-                record,
-                "failed",
-                reason="HostLost",
-                message="the microVM did not survive a restart of the fleet daemon",
-            )
+            if record.stop_reason == "Evicted":  # its shim ended as asked
+                self._set_state(record, "failed", reason="Evicted", message=record.stop_message)
+            else:
+                self._set_state(
+                    record,
+                    "failed",
+                    reason="HostLost",
+                    message="the microVM did not survive a restart of the fleet daemon",
+                )
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
@@ -358,11 +365,16 @@ class Fleet:
                 )
                 if not limited or not self._evictable(record):
                     continue
-                over = await asyncio.to_thread(volumes.over_limit, record.dir, record.vm.spec)
+                try:
+                    over = await asyncio.to_thread(volumes.over_limit, record.dir, record.vm.spec)
+                except Exception:  # one microVM's folder must not end the watch of all
+                    log.exception("cannot measure the volumes of microVM %s", record.vm.id)
+                    continue
                 if over is not None and record.shim is not None and self._evictable(record):
                     message = volumes.eviction_message(over)
                     log.info("evicting microVM %s: %s", record.vm.id, message)
                     record.stop_reason, record.stop_message = "Evicted", message
+                    self.db.put_doc(EVICTED + record.vm.id, {"message": message})
                     self._set_state(record, "stopping", reason="Evicted", message=message)
                     supervisor.stop(record.shim, record.dir, 0)
 
@@ -603,6 +615,7 @@ class Fleet:
             self.db.put_doc(_pool_key(pool), pool.state())
         self.db.delete_microvm(vm.id)
         self.db.delete_doc(DELETING + vm.id)
+        self.db.delete_doc(EVICTED + vm.id)
         rootfs.unmount(record.dir / "bundles")  # never delete through a live mount
         volumes.remove(record.dir)
         shutil.rmtree(record.dir, ignore_errors=True)

@@ -102,6 +102,8 @@ def decode_all(spec: models.MicroVMSpec) -> dict[str, Files]:
 
 def create(vm_dir: Path, spec: models.MicroVMSpec, contents: dict[str, Files]) -> None:
     """Make every volume of ``spec``, with the files of ``contents`` (the ready ones)."""
+    if not spec.volumes:
+        return
     vm_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     root(vm_dir).mkdir(mode=0o700, exist_ok=True)
     for volume in spec.volumes:

@@ -161,6 +161,36 @@ async def test_empty_dirs_shared_in_memory_read_only_and_by_sub_path(
     assert not work.exists() and mounts_of(vm_id) == []
 
 
+async def test_a_link_a_container_plants_does_not_lead_a_sub_path_out_of_its_volume(
+    fleet: devfleet.Fleet, fleet_client: client.FleetClient
+) -> None:
+    """CVE-2017-1002101's case: a symlink to the host's /etc in an emptyDir, then a
+    container mounting it as subPath gets a folder of the volume, not the host's."""
+    vm_id = helpers.new_id()
+    init = helpers.shell(
+        "plant",
+        "ln -s /etc /work/esc && ln -s ../../../../../../etc /work/up",
+        image="busybox",
+        volume_mounts=[{"name": "work", "mount_path": "/work"}],
+    )
+    app = helpers.shell(
+        "app",
+        "for d in /x /y; do test -e $d/hostname && echo $d leaked || echo $d contained; done; "
+        "exec sleep 300",
+        volume_mounts=[
+            {"name": "work", "mount_path": "/x", "sub_path": "esc"},
+            {"name": "work", "mount_path": "/y", "sub_path": "up/ssl"},
+        ],
+    )
+    spec = helpers.spec(app, init_containers=[init], volumes=[{"name": "work", "empty_dir": {}}])
+    await fleet_client.put_microvm(vm_id, spec)
+    out = await says(fleet_client, vm_id, "app", "/y ")
+    assert "/x contained" in out and "/y contained" in out, out
+    work = fleet.config.parent / "state" / "microvms" / vm_id / "volumes" / "work"
+    assert (work / "etc").is_dir() and (work / "etc" / "ssl").is_dir()  # made inside it
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
 async def test_a_pending_volume_holds_the_pod_in_container_creating_until_its_files_come(
     fleet: devfleet.Fleet, fleet_client: client.FleetClient
 ) -> None:

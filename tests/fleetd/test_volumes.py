@@ -191,6 +191,41 @@ async def test_a_link_a_container_plants_does_not_lead_a_sub_path_out_of_its_vol
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
+async def test_a_container_given_a_new_image_in_place_keeps_its_volumes(
+    fleet: devfleet.Fleet, fleet_client: client.FleetClient
+) -> None:
+    vm_id = helpers.new_id()
+    app = helpers.shell(
+        "app",
+        'echo "run $(cat /cfg/k) $(cat /one)"; exec sleep 300',
+        volume_mounts=[
+            {"name": "cfg", "mount_path": "/cfg"},
+            {"name": "cfg", "mount_path": "/one", "sub_path": "k"},
+        ],
+    )
+    spec = helpers.spec(app, volumes=[{"name": "cfg", "files": files(("k", "first", None))}])
+    spec = spec.model_copy(update={"termination_grace_seconds": 1})
+    await fleet_client.put_microvm(vm_id, spec)
+    await says(fleet_client, vm_id, "app", "run first first")
+    assert (
+        await put_files(fleet.url, fleet.token, vm_id, "cfg", files(("k", "second", None))) == 204
+    )
+    rolled = [c.model_copy(update={"image": "busybox:latest"}) for c in spec.containers]
+    await fleet_client.put_microvm(vm_id, spec.model_copy(update={"containers": rolled}))
+    await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: (
+            helpers.container(v, "app").restart_count == 1
+            and helpers.container(v, "app").state == "running"
+        ),
+        what="app restarted from its new image",
+    )
+    # The new instance binds the volume again, its subPath resolved anew at its start.
+    await says(fleet_client, vm_id, "app", "run second second")
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
 async def test_a_pending_volume_holds_the_pod_in_container_creating_until_its_files_come(
     fleet: devfleet.Fleet, fleet_client: client.FleetClient
 ) -> None:

@@ -7,6 +7,7 @@ delete."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import signal
@@ -386,10 +387,20 @@ async def test_volumes_outlive_a_restart_of_fleetd(
             {"name": "mem", "empty_dir": {"medium": "Memory"}},
         ],
     )
+    later_id = helpers.new_id()  # a pod still waiting for its files as fleetd dies
+    later = helpers.spec(
+        helpers.shell(
+            "app",
+            "cat /cfg/k; echo; exec sleep 300",
+            volume_mounts=[{"name": "cfg", "mount_path": "/cfg"}],
+        ),
+        volumes=[{"name": "cfg", "files": {"pending": True}}],
+    )
     fleet_proc = await devfleet.start(tmp_path / "fleet", registry=registry.host)
     try:
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as api:
             await api.put_microvm(vm_id, spec)
+            await api.put_microvm(later_id, later)
             await says(api, vm_id, "app", "now before kept")
         os.kill(fleet_proc.process.pid, signal.SIGKILL)
         fleet_proc.process.wait()
@@ -397,12 +408,18 @@ async def test_volumes_outlive_a_restart_of_fleetd(
         fleet_proc = await devfleet.start(tmp_path / "fleet", config=fleet_proc.config)
         async with client.FleetClient(fleet_proc.url, fleet_proc.token) as api:
             assert (await api.get_microvm(vm_id)).status.state == "running"
-            body = files(("k", "after", None))
-            assert await put_files(fleet_proc.url, fleet_proc.token, vm_id, "cfg", body) == 204
+            url, token = fleet_proc.url, fleet_proc.token
+            assert await put_files(url, token, vm_id, "cfg", files(("k", "after", None))) == 204
             await says(api, vm_id, "app", "now after kept")
-            await api.delete_microvm(vm_id, grace_seconds=0)
-            await waiting.until(lambda: helpers.forgotten(api, vm_id), what="the purge")
-            assert mounts_of(vm_id) == []
+            assert (await api.get_microvm(later_id)).status.state == "provisioning"
+            assert await put_files(url, token, later_id, "cfg", files(("k", "came", None))) == 204
+            await says(api, later_id, "app", "came")
+            for done in (vm_id, later_id):
+                await api.delete_microvm(done, grace_seconds=0)
+                await waiting.until(
+                    functools.partial(helpers.forgotten, api, done), what="the purge"
+                )
+                assert mounts_of(done) == []
     finally:
         fleet_proc.stop()
 

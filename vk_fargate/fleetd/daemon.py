@@ -318,38 +318,15 @@ class Fleet:
         record = self.vms.get(vm_id)
         if record is None:
             raise errors.NotFound(f"microVM {vm_id} not found")
-        found = [v for v in record.vm.spec.volumes if v.name == name]
-        if not found:
-            raise errors.NotFound(f"volume {name} is not in microVM {vm_id}")
-        if found[0].files is None:
-            raise errors.Conflict(
-                f"volume {name} of microVM {vm_id} is an emptyDir; only files volumes take files"
-            )
         state = "stopping" if record.deleting else record.state
-        if state == "stopping" or state in models.FINAL_STATES:
-            raise errors.Conflict(f"microVM {vm_id} is {state}; its volumes can no longer change")
-        if files.pending:
-            raise errors.InvalidSpec(
-                "pending: a PUT gives a volume its files; it cannot make it pending again",
-                field="pending",
-            )
-        decoded = volumes.decode(files)
+        decoded = volumes.checked(record.vm, state, name, files)
         async with self._volume_lock:
             if record.deleting or not record.holds_resources or self.vms.get(vm_id) is not record:
                 raise errors.Conflict(
                     f"microVM {vm_id} is stopping; its volumes can no longer change"
                 )
             await asyncio.to_thread(volumes.write, volumes.root(record.dir) / name, decoded)
-            spec, _ = volumes.split(
-                record.vm.spec.model_copy(
-                    update={
-                        "volumes": [
-                            v.model_copy(update={"files": files}) if v.name == name else v
-                            for v in record.vm.spec.volumes
-                        ]
-                    }
-                )
-            )
+            spec = volumes.with_files(record.vm.spec, name, files)
             record.vm = record.vm.model_copy(update={"spec": spec})
             self._save(record)
 

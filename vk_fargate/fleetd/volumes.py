@@ -100,6 +100,32 @@ def decode_all(spec: models.MicroVMSpec) -> dict[str, Files]:
     }
 
 
+def checked(vm: models.MicroVM, state: str, name: str, files: models.FileSet) -> Files:
+    """The files of a PUT to volume ``name`` of ``vm`` (in ``state``), decoded; else
+    NotFound, Conflict or InvalidSpec, as the API answers them."""
+    found = [v for v in vm.spec.volumes if v.name == name]
+    if not found:
+        raise errors.NotFound(f"volume {name} is not in microVM {vm.id}")
+    if found[0].files is None:
+        raise errors.Conflict(
+            f"volume {name} of microVM {vm.id} is an emptyDir; only files volumes take files"
+        )
+    if state == "stopping" or state in models.FINAL_STATES:
+        raise errors.Conflict(f"microVM {vm.id} is {state}; its volumes can no longer change")
+    if files.pending:
+        raise errors.InvalidSpec(
+            "pending: a PUT gives a volume its files; it cannot make it pending again",
+            field="pending",
+        )
+    return decode(files)
+
+
+def with_files(spec: models.MicroVMSpec, name: str, files: models.FileSet) -> models.MicroVMSpec:
+    """``spec`` whose volume ``name`` holds ``files``, their contents blanked."""
+    volumes = [v.model_copy(update={"files": files}) if v.name == name else v for v in spec.volumes]
+    return split(spec.model_copy(update={"volumes": volumes}))[0]
+
+
 def create(vm_dir: Path, spec: models.MicroVMSpec, contents: dict[str, Files]) -> None:
     """Make every volume of ``spec``, with the files of ``contents`` (the ready ones)."""
     if not spec.volumes:

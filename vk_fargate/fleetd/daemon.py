@@ -9,8 +9,10 @@ read when the shim pings the notify socket and, as a safety net, by a sweep ever
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
 it once stopped (a ``deleted`` event); the request is stored too, so a restart finishes
 it. A ``put`` changing only containers' images takes the new spec and rolls those
-containers to it (``inplace``); any other change is refused. Every change is stored,
-then published as an event.
+containers to it (``inplace``); any other change is refused. Its volumes are made as
+``put`` accepts it, their files swapped by ``put_volume``, and a watch evicts it when a
+disk emptyDir outgrows its limit (``volumes``). Every change is stored, then
+published as an event.
 """
 
 from __future__ import annotations

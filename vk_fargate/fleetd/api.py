@@ -152,6 +152,18 @@ async def put_microvm(request: web.Request) -> web.Response:
     return _dump(vm, 201 if created else 200)
 
 
+async def put_volume(request: web.Request) -> web.Response:
+    fleet = request.app[FLEET]
+    vm_id = _vm_id(request)
+    fleet.get(vm_id)  # 404 before looking at the body
+    try:
+        files = models.FileSet.model_validate(await _json(request), strict=True)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc) from exc
+    await fleet.put_volume(vm_id, request.match_info["volume"], files)
+    return web.Response(status=204)
+
+
 async def get_microvm(request: web.Request) -> web.Response:
     return _dump(request.app[FLEET].get(_vm_id(request)))
 
@@ -276,6 +288,7 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_get("/v1/microvms/{microvm_id}", get_microvm)
     app.router.add_delete("/v1/microvms/{microvm_id}", delete_microvm)
     app.router.add_get("/v1/microvms/{microvm_id}/stats", microvm_stats)
+    app.router.add_put("/v1/microvms/{microvm_id}/volumes/{volume}", put_volume)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
     app.router.add_get("/v1/events", watch_events)
     return app

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate.fleet import images, models
-from vk_fargate.fleetd import imagestore, ocispec, rootfs, sandbox
+from vk_fargate.fleetd import imagestore, ocispec, rootfs, sandbox, volumes
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 HOSTNAME_MAX = 63  # the kubelet truncates a pod's hostname to 63 characters
@@ -139,6 +139,7 @@ async def prepare(
             vm_dir / "bundles" / c.name,
             store,
             files=files,
+            vm_dir=vm_dir,
             netns=netns,
             credentials=(credentials or {}).get(c.name),
         )
@@ -153,6 +154,7 @@ async def prepare_one(
     store: imagestore.ImageStore,
     *,
     files: dict[str, str],
+    vm_dir: Path,
     netns: str | None,
     credentials: str | None,
 ) -> sandbox.ShimContainer:
@@ -188,6 +190,7 @@ async def prepare_one(
         shutil.copyfile(shared / "config.json", original)
         made_from.write_text(pulled.digest)
     security = c.security or models.SecurityContext()
+    binds, sub_paths = volumes.mounts(vm.spec, c, vm_dir)
     container = ocispec.Container(
         argv=argv,
         env=images.environment(pulled.config, list(env.items())),
@@ -202,6 +205,7 @@ async def prepare_one(
         capabilities_add=tuple(security.capabilities_add),
         capabilities_drop=tuple(security.capabilities_drop),
         seccomp=security.seccomp_profile == "RuntimeDefault",
+        volumes=binds,
     )
     base = json.loads(original.read_text())
     if security.run_as_non_root and ocispec.user(base, container)[0] == 0:
@@ -214,6 +218,8 @@ async def prepare_one(
         return {**failed, "reason": "CreateContainerConfigError", "error": message}
     spec = ocispec.spec(base, container)
     sandbox.write_json(bundle / "config.json", spec)
+    if sub_paths:
+        failed["sub_paths"] = sub_paths
     return {
         **failed,
         "argv": argv,

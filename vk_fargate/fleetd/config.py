@@ -86,6 +86,9 @@ class FleetConfig(Model):
     address_quarantine_seconds: float = pydantic.Field(default=300.0, ge=0)
     # Seconds a client is told to wait after 503 InsufficientCapacity.
     retry_after_seconds: int = pydantic.Field(default=5, ge=1)
+    # Seconds between looks at disk emptyDir volumes' usage against their size limits
+    # (the kubelet's eviction manager looks every 10 s).
+    volume_check_seconds: float = pydantic.Field(default=10.0, gt=0)
 
     @pydantic.model_validator(mode="before")
     @classmethod

@@ -9,8 +9,10 @@ read when the shim pings the notify socket and, as a safety net, by a sweep ever
 that also notices dead shims (``failed``/``HostLost``). ``delete`` stops it and forgets
 it once stopped (a ``deleted`` event); the request is stored too, so a restart finishes
 it. A ``put`` changing only containers' images takes the new spec and rolls those
-containers to it (``inplace``); any other change is refused. Every change is stored,
-then published as an event.
+containers to it (``inplace``); any other change is refused. Its volumes are made as
+``put`` accepts it, their files swapped by ``put_volume``, and a watch evicts it when a
+disk emptyDir outgrows its limit (``volumes``). Every change is stored, then
+published as an event.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from vk_fargate.fleetd import (
     relay,
     rootfs,
     shims,
+    specdiff,
     stats,
     store,
     supervisor,
+    volumes,
 )
 from vk_fargate.fleetd.runtimes import microvm
 
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between safety sweeps over all shims
 DELETING = "deleting/"  # key prefix of the stored deletions not yet done, by microVM id
+EVICTED = "evicted/"  # key prefix of the evictions' messages, kept until the purge
 
 
 class Fleet:
@@ -85,6 +90,7 @@ class Fleet:
             relay.Relays(),
         )
         self._place_lock = asyncio.Lock()
+        self._volume_lock = asyncio.Lock()  # one swap of files at a time
         self.pull_credentials: dict[str, dict[str, str]] = {}  # vm id -> container -> user:pw
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}
@@ -128,6 +134,7 @@ class Fleet:
             else:
                 self.db.delete_doc(DELETING + vm_id)
         self._spawn(self._sweep_forever(), "fleet-sweep")
+        self._spawn(self._enforce_volume_limits(), "volume-limits")
 
     def _adopt(
         self, vm: models.MicroVM, pid: int | None, start: int | None
@@ -137,6 +144,9 @@ class Fleet:
         answered 201 is a promise, and only a microVM whose shim died is lost."""
         record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm.id)
         record.cgroups = [str(p) for p in cgroups.paths(self.limits, vm.id)]
+        evicted = self.db.get_doc(EVICTED + vm.id)  # its shim may still be stopping
+        if evicted is not None:
+            record.stop_reason, record.stop_message = "Evicted", evicted.get("message")
         self.vms[vm.id] = record
         if vm.status.private_ip and vm.status.subnet in self.pools:
             self.pools[vm.status.subnet].used.add(ipaddress.IPv4Address(vm.status.private_ip))
@@ -151,12 +161,15 @@ class Fleet:
         else:
             record.shim = supervisor.adopt(pid, start)
         if record.shim is None:
-            self._set_state(
-                record,
-                "failed",
-                reason="HostLost",
-                message="the microVM did not survive a restart of the fleet daemon",
-            )
+            if record.stop_reason == "Evicted":  # its shim ended as asked
+                self._set_state(record, "failed", reason="Evicted", message=record.stop_message)
+            else:
+                self._set_state(
+                    record,
+                    "failed",
+                    reason="HostLost",
+                    message="the microVM did not survive a restart of the fleet daemon",
+                )
             self._spawn(provision.release(record, self.host), f"cleanup-{vm.id}")
         else:
             self.refresh(vm.id)
@@ -247,9 +260,13 @@ class Fleet:
         memory for its pulls, never stored."""
         spec, credentials = models.without_credentials(spec)
         spec, secrets = models.without_secrets(spec)
+        contents = volumes.decode_all(spec)  # kept in the volumes' folders only
+        spec, _ = volumes.split(spec)
         async with self._place_lock:
             existing = self.vms.get(vm_id)
-            if existing is not None and existing.vm.spec != spec:
+            if existing is not None and specdiff.comparable(existing.vm.spec) != (
+                specdiff.comparable(spec)
+            ):
                 self.update(existing, spec, secrets)
             if credentials:
                 self.pull_credentials[vm_id] = credentials
@@ -257,6 +274,13 @@ class Fleet:
                 return existing.vm, False
             vm = self._place(vm_id, spec)
             record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
+            try:
+                volumes.create(record.dir, spec, contents)
+            except OSError as exc:
+                volumes.remove(record.dir)
+                pool = self.pools[vm.status.subnet or ""]
+                pool.release(ipaddress.IPv4Address(vm.status.private_ip), now=time.time())
+                raise errors.FleetError(f"cannot make the volumes of {vm_id}: {exc}") from exc
             record.secrets = secrets
             provision.keep_secrets(record)
             self.vms[vm_id] = record
@@ -273,6 +297,7 @@ class Fleet:
         gets the values of ``secrets`` as they are now, as the kubelet reads a Secret
         as it starts a container."""
         inplace.check(record, spec, runtime=self._runtime(record))
+        spec = spec.model_copy(update={"volumes": record.vm.spec.volumes})  # theirs: PUT files
         record.vm = record.vm.model_copy(update={"spec": spec})
         record.secrets = secrets
         provision.keep_secrets(record)
@@ -302,6 +327,60 @@ class Fleet:
 
         self._spawn(roll(), name)
 
+    async def put_volume(self, vm_id: str, name: str, files: models.FileSet) -> None:
+        """Swap the files of ``files`` volume ``name`` at once (``volumes.write``): the
+        running containers see the new set; a pending volume becomes ready and, once
+        all are, the microVM's containers start. The stored spec takes the new list of
+        files, without their contents."""
+        record = self.vms.get(vm_id)
+        if record is None:
+            raise errors.NotFound(f"microVM {vm_id} not found")
+        state = "stopping" if record.deleting else record.state
+        decoded = volumes.checked(record.vm, state, name, files)
+        async with self._volume_lock:
+            if record.deleting or not record.holds_resources or self.vms.get(vm_id) is not record:
+                raise errors.Conflict(
+                    f"microVM {vm_id} is stopping; its volumes can no longer change"
+                )
+            await asyncio.to_thread(volumes.write, volumes.root(record.dir) / name, decoded)
+            spec = volumes.with_files(record.vm.spec, name, files)
+            record.vm = record.vm.model_copy(update={"spec": spec})
+            self._save(record)
+
+    async def _enforce_volume_limits(self) -> None:
+        """Every ``volume_check_seconds``, evict a running microVM whose disk emptyDir
+        uses more than its ``size_limit_mib``, as the kubelet's eviction manager does:
+        its containers are killed at once and it fails, ``Evicted``."""
+        while True:
+            await asyncio.sleep(self.cfg.volume_check_seconds)
+            for record in list(self.vms.values()):
+                limited = any(
+                    v.empty_dir and v.empty_dir.size_limit_mib for v in record.vm.spec.volumes
+                )
+                if not limited or not self._evictable(record):
+                    continue
+                try:
+                    over = await asyncio.to_thread(volumes.over_limit, record.dir, record.vm.spec)
+                except Exception:  # one microVM's folder must not end the watch of all
+                    log.exception("cannot measure the volumes of microVM %s", record.vm.id)
+                    continue
+                if over is not None and record.shim is not None and self._evictable(record):
+                    message = volumes.eviction_message(over)
+                    log.info("evicting microVM %s: %s", record.vm.id, message)
+                    record.stop_reason, record.stop_message = "Evicted", message
+                    self.db.put_doc(EVICTED + record.vm.id, {"message": message})
+                    self._set_state(record, "stopping", reason="Evicted", message=message)
+                    supervisor.stop(record.shim, record.dir, 0)
+
+    @staticmethod
+    def _evictable(record: provision.Record) -> bool:
+        return (
+            record.state == "running"
+            and not record.deleting
+            and record.stop_reason is None
+            and record.shim is not None
+        )
+
     def _runtime(self, record: provision.Record) -> models.RuntimeName | None:
         host = self.hosts.get(record.vm.status.host or "")
         return host.config.runtime if host is not None else None
@@ -321,6 +400,11 @@ class Fleet:
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
         )
+        if self.hosts[host.id].config.runtime == "microvm" and spec.volumes:
+            raise errors.Conflict(
+                f"host {host.id} runs microVMs as QEMU guests, which cannot mount pod "
+                "volumes yet; run pods with volumes on process hosts"
+            )
         address = pool.allocate(wanted, now=time.time())
         self.db.put_doc(_pool_key(pool), pool.state())
         now = models.now()
@@ -433,7 +517,10 @@ class Fleet:
             record.vm.status, shim, deleting=record.deleting, stop_reason=record.stop_reason
         )
         record.vm = record.vm.model_copy(update={"status": status})
-        self._set_state(record, state, reason=reason, message=shim.get("message"), force=True)
+        message = shim.get("message")
+        if record.stop_message is not None and state in ("stopping", *models.FINAL_STATES):
+            message = record.stop_message
+        self._set_state(record, state, reason=reason, message=message, force=True)
         if state in models.FINAL_STATES:
             self._spawn(provision.release(record, self.host), f"cleanup-{record.vm.id}")
 
@@ -522,7 +609,9 @@ class Fleet:
             self.db.put_doc(_pool_key(pool), pool.state())
         self.db.delete_microvm(vm.id)
         self.db.delete_doc(DELETING + vm.id)
+        self.db.delete_doc(EVICTED + vm.id)
         rootfs.unmount(record.dir / "bundles")  # never delete through a live mount
+        volumes.remove(record.dir)
         shutil.rmtree(record.dir, ignore_errors=True)
         self.bus.publish("deleted", microvm_id=vm.id, microvm=vm.model_dump(mode="json"))
 

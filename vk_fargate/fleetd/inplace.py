@@ -103,6 +103,7 @@ async def roll(
                 record.dir / "bundles" / f"{name}.{secrets.token_hex(4)}",
                 host.images,
                 files=files,
+                vm_dir=record.dir,
                 netns=shim_spec["netns"],
                 credentials=credentials().get(name),
             )

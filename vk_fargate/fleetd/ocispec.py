@@ -7,7 +7,9 @@ On top come the merged command, environment and working directory; the pod's nam
 hostname; the pod's network namespace (shared by its containers) and the container's
 own mount, PID, IPC and UTS namespaces; a cgroup under the microVM's, so its limits
 apply; ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` bound from the
-pod's files, as the kubelet does; containerd's default capabilities; and what the
+pod's files, as the kubelet does (unless a volume is mounted there); the pod's volumes
+bound at their mount paths (runc makes each mount point inside the root, never
+following a symlink out of it); containerd's default capabilities; and what the
 securityContext says (user and group, read-only root, capabilities, no_new_privs, the
 ``RuntimeDefault`` seccomp filter of ``seccomp``).
 """
@@ -57,6 +59,8 @@ class Container:
     capabilities_add: tuple[str, ...] = ()
     capabilities_drop: tuple[str, ...] = ()  # "ALL" drops every default
     seccomp: bool = False  # seccompProfile RuntimeDefault
+    # Pod volumes: (mount path, host folder, read-only), bound in that order.
+    volumes: tuple[tuple[str, str, bool], ...] = ()
 
 
 def capabilities(add: tuple[str, ...], drop: tuple[str, ...]) -> list[str]:
@@ -110,14 +114,25 @@ def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
     linux["namespaces"] = [*namespaces, network]
     if container.cgroups_path:
         linux["cgroupsPath"] = container.cgroups_path
-    mounts = [m for m in out.get("mounts") or [] if m.get("destination") not in container.pod_files]
-    for destination, source in sorted(container.pod_files.items()):
+    own = {destination for destination, _, _ in container.volumes}  # over the kubelet's
+    pod_files = {k: v for k, v in container.pod_files.items() if k not in own}
+    mounts = [m for m in out.get("mounts") or [] if m.get("destination") not in {*pod_files, *own}]
+    for destination, source in sorted(pod_files.items()):
         mounts.append(
             {
                 "destination": destination,
                 "type": "bind",
                 "source": source,
                 "options": ["rbind", "rprivate", "rw"],
+            }
+        )
+    for destination, source, read_only in container.volumes:
+        mounts.append(
+            {
+                "destination": destination,
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", "rprivate", "ro" if read_only else "rw"],
             }
         )
     out["mounts"] = mounts

@@ -3,9 +3,10 @@
 Provisioning is three steps: cgroups sized to the microVM (a QEMU process gets 256 MiB
 more for itself), a network namespace on the subnet's bridge for the ``process``
 runtime (a ``microvm`` shim makes its own tap on that bridge), and the shim, started
-with its spec. ``release`` undoes all of it and is safe to call twice or after a
-failure halfway. The daemon (``daemon.Fleet``) owns the microVM's states and records;
-this module owns the host's resources.
+with its spec once every volume is ready (``volumes``, made as the daemon accepts the
+microVM) and its images are pulled. ``release`` undoes all of it and is safe to call
+twice or after a failure halfway. The daemon (``daemon.Fleet``) owns the microVM's
+states and records; this module owns the host's resources.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from vk_fargate.fleetd import (
     sandbox,
     shims,
     supervisor,
+    volumes,
 )
 
 KILL_MARGIN = 5.0
@@ -49,6 +51,7 @@ class Record:
         self.cgroups: list[str] = []
         self.deleting = False
         self.stop_reason: str | None = None  # why the daemon stopped it, if it did
+        self.stop_message: str | None = None  # and in what words
         self.status_mtime = 0.0
 
     @property
@@ -122,6 +125,17 @@ async def provision(
             await network.route_services(
                 host.sandbox_key(vm.id), await relay_rules(host, vm, str(pool.gateway))
             )
+    if volumes.waiting_for(record.dir, vm.spec):  # as the kubelet: no pull before them
+        creating = {"state": "waiting", "reason": "ContainerCreating", "restart_count": 0}
+        (report or (lambda _init, _app: None))(
+            [{"name": c.name, **creating} for c in vm.spec.init_containers],
+            [{"name": c.name, **creating} for c in vm.spec.containers],
+        )
+        await volumes.until_ready(
+            record.dir, lambda: record.vm.spec, cancelled=lambda: record.deleting
+        )
+        if record.deleting:
+            return
     prepared = await bundles.prepare_until_pulled(
         lambda: with_secrets(record),
         record.dir,

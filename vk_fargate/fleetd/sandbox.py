@@ -40,6 +40,7 @@ class ShimContainer(TypedDict):
     image: NotRequired[str]  # the spec's image reference this entry was made for
     image_id: NotRequired[str]  # repo@sha256:... of the image it runs
     pulled: NotRequired[dict[str, Any]]  # the API's PullResult
+    sub_paths: NotRequired[list[list[str]]]  # [mount path, volume, sub_path]: ``subpaths``
 
 
 class ShimNetwork(TypedDict):

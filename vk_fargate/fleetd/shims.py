@@ -22,6 +22,8 @@ PHASE_STATE: dict[str, models.MicroVMState] = {
 }
 # Shim exit reasons that mean the microVM failed rather than ran to its end.
 FAILED_REASONS = frozenset({"SandboxError", "BootTimeout", "HostLost"})
+# Reasons the daemon stops a microVM for that fail it (the kubelet's evicted pod fails).
+FAILED_STOPS = frozenset({"Evicted"})
 
 
 def spec_for(
@@ -75,6 +77,8 @@ def fold(
         state = "failed"
     elif phase in ("stopping", "exited") and stop_reason:
         reason = stop_reason
+        if phase == "exited" and stop_reason in FAILED_STOPS:
+            state = "failed"
     folded = models.MicroVMStatus.model_validate(
         {
             **status.model_dump(),

@@ -16,7 +16,9 @@ IMAGE_FIELDS = frozenset({"image", "image_pull_policy", "pull_credentials"})
 
 def refused(old: models.MicroVMSpec, new: models.MicroVMSpec) -> list[str]:
     """The fields that differ and cannot change in place, e.g. ``containers[web].env``;
-    empty when only images (or nothing) differ."""
+    empty when only images (or nothing) differ. Files of ``files`` volumes do not
+    count (``comparable``); any other change of ``volumes`` or ``volume_mounts`` does."""
+    old, new = comparable(old), comparable(new)
     found = [
         name
         for name in models.MicroVMSpec.model_fields
@@ -36,3 +38,14 @@ def refused(old: models.MicroVMSpec, new: models.MicroVMSpec) -> list[str]:
                 if name not in IMAGE_FIELDS and getattr(was, name) != getattr(now, name)
             ]
     return found
+
+
+def comparable(spec: models.MicroVMSpec) -> models.MicroVMSpec:
+    """``spec`` without what its ``files`` volumes hold: files come and change through
+    PUT .../volumes/{name} (and their contents are write-only), so a spec PUT again
+    with other files is the same spec; a volume's name and kind are what compare."""
+    kept = [
+        v.model_copy(update={"files": models.FileSet()}) if v.files is not None else v
+        for v in spec.volumes
+    ]
+    return spec.model_copy(update={"volumes": kept})

@@ -84,3 +84,14 @@ def test_pull_durations_print_as_go_truncated_to_milliseconds() -> None:
     assert pods.go_duration(12.3456) == "12.345s"
     assert pods.go_duration(60.0) == "1m0s"
     assert pods.go_duration(123.004) == "2m3.004s"
+
+
+def test_volumes_are_bound_after_the_pod_files_and_replace_them_at_their_paths() -> None:
+    volumes = (("/data", "/vm/volumes/data", False), ("/etc/hosts", "/vm/volumes/h", True))
+    spec = ocispec.spec(UMOCI, container(volumes=volumes))
+    binds = [(m["destination"], m["source"], m["options"]) for m in spec["mounts"][1:]]
+    assert binds == [
+        ("/etc/resolv.conf", "/vm/etc/resolv.conf", ["rbind", "rprivate", "rw"]),
+        ("/data", "/vm/volumes/data", ["rbind", "rprivate", "rw"]),
+        ("/etc/hosts", "/vm/volumes/h", ["rbind", "rprivate", "ro"]),
+    ]

@@ -41,3 +41,22 @@ def test_every_other_difference_is_named() -> None:
     assert specdiff.refused(base, swapped) == ["containers"]
     no_init = base.model_copy(update={"init_containers": []})
     assert specdiff.refused(base, no_init) == ["init_containers"]
+
+
+def test_files_of_volumes_do_not_count_other_volume_changes_do() -> None:
+    def with_volumes(*volumes: dict[str, Any], mounts: int = 1) -> Any:
+        return helpers.spec(
+            {"name": "web", "volume_mounts": [{"name": "cfg", "mount_path": "/cfg"}][:mounts]},
+            volumes=list(volumes),
+        )
+
+    cfg = {"name": "cfg", "files": {"items": [{"path": "a", "content": "YQ=="}]}}
+    other = {"name": "cfg", "files": {"items": [{"path": "b", "mode": 0o600}], "pending": True}}
+    assert specdiff.refused(with_volumes(cfg), with_volumes(other)) == []
+    scratch = {"name": "scratch", "empty_dir": {}}
+    assert specdiff.refused(with_volumes(cfg), with_volumes(cfg, scratch)) == ["volumes"]
+    assert specdiff.refused(with_volumes(cfg), with_volumes(cfg, mounts=0)) == [
+        "containers[web].volume_mounts"
+    ]
+    as_dir = {"name": "cfg", "empty_dir": {}}
+    assert specdiff.refused(with_volumes(cfg), with_volumes(as_dir)) == ["volumes"]

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, rootfs, sandbox
+from vk_fargate.fleetd import crilog, rootfs, sandbox, subpaths
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -219,6 +219,11 @@ class ProcessRuntime:
         parent = self.spec.get("cgroup_parent")
         if parent:
             spec.setdefault("linux", {})["cgroupsPath"] = f"{parent}/container-{name}-{instance}"
+        private = self.vm_dir / "subpaths" / f"{name}-{instance}"
+        problem, held = subpaths.apply(spec, container.get("sub_paths", []), private)
+        if problem is not None:  # as the kubelet, which makes the mounts before the start
+            self.status.waiting(name, "CreateContainerConfigError", problem)
+            return None
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"
@@ -240,6 +245,7 @@ class ProcessRuntime:
         except OSError as exc:
             os.close(out_read)
             os.close(err_read)
+            subpaths.release(held)
             self.status.terminated(name, 128, "StartError", f"cannot start runc: {exc}")
             return 128
         finally:
@@ -253,7 +259,9 @@ class ProcessRuntime:
                 _pump(err_read, crilog.Writer(out, "stderr")),
             )
             try:
-                if await proc.wait() == 0:  # the container runs
+                started = await proc.wait() == 0
+                subpaths.release(held)  # runc has made its mounts (or failed to)
+                if started:  # the container runs
                     pid = int(pid_file.read_text())
                     self._pids[name] = pid
                     self.status.running(name, f"vkfargate://{instance_id}")

@@ -34,6 +34,12 @@ MODELLED = [
     "EmptyDir",
     "Volume",
     "VolumeMount",
+    "ExecAction",
+    "HTTPHeader",
+    "HTTPGetAction",
+    "TCPSocketAction",
+    "GRPCAction",
+    "Probe",
     "Container",
     "MicroVMSpec",
     "Termination",
@@ -48,6 +54,7 @@ MODELLED = [
     "NetworkStats",
     "MicroVMStats",
     "MaintenanceNotice",
+    "ContainerEvent",
     "Event",
 ]
 # Schema keywords and the pydantic constraint each corresponds to.

@@ -243,6 +243,7 @@ class Fleet:
             vm = self._place(vm_id, spec)
             record = provision.Record(vm, self.cfg.state_dir / "microvms" / vm_id)
             record.secrets = secrets
+            record.event_seq = 0  # a new shim: each of its events is news
             provision.keep_secrets(record)
             self.vms[vm_id] = record
             self._save(record)
@@ -414,6 +415,7 @@ class Fleet:
         self._apply(record, shim)
 
     def _apply(self, record: provision.Record, shim: dict[str, Any]) -> None:
+        self._publish_events(record, shim.get("events") or [])
         status, state, reason = shims.fold(
             record.vm.status, shim, deleting=record.deleting, stop_reason=record.stop_reason
         )
@@ -421,6 +423,16 @@ class Fleet:
         self._set_state(record, state, reason=reason, message=shim.get("message"), force=True)
         if state in models.FINAL_STATES:
             self._spawn(provision.release(record, self.host), f"cleanup-{record.vm.id}")
+
+    def _publish_events(self, record: provision.Record, found: list[dict[str, Any]]) -> None:
+        """Publish the shim's events (a failed probe, a kill for it) not yet published."""
+        newest = max((e["seq"] for e in found), default=0)
+        if record.event_seq is not None:
+            for event in found:
+                if event["seq"] > record.event_seq:
+                    detail = {k: event[k] for k in ("container", "reason", "message", "warning")}
+                    self.bus.publish("container", microvm_id=record.vm.id, container_event=detail)
+        record.event_seq = max(newest, record.event_seq or 0)
 
     async def _sweep_forever(self) -> None:
         while True:

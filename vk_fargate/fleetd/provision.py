@@ -49,6 +49,9 @@ class Record:
         self.deleting = False
         self.stop_reason: str | None = None  # why the daemon stopped it, if it did
         self.status_mtime = 0.0
+        # The last shim event published (None: none read yet; those a first read finds
+        # are older than this daemon, which may have published them, so they are skipped).
+        self.event_seq: int | None = None
 
     @property
     def state(self) -> models.MicroVMState:

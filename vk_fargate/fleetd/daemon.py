@@ -307,6 +307,11 @@ class Fleet:
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
         )
+        if self.hosts[host.id].config.runtime == "microvm" and _probed(spec):
+            raise errors.InvalidSpec(
+                f"host {host.id} runs microVMs under QEMU, whose guest does not run probes "
+                "yet (process hosts do)"
+            )
         address = pool.allocate(wanted, now=time.time())
         self.db.put_doc(_pool_key(pool), pool.state())
         now = models.now()
@@ -616,6 +621,10 @@ class Fleet:
             async with asyncio.timeout(timeout):
                 while not done():
                     await asyncio.sleep(0.05)
+
+
+def _probed(spec: models.MicroVMSpec) -> bool:
+    return any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in spec.containers)
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

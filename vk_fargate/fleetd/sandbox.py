@@ -2,7 +2,9 @@
 
 ``<vm_dir>/spec.json`` (``ShimSpec``, written by the daemon) says what to run;
 ``<vm_dir>/status.json`` (written by the shim, atomically, after every change) says
-how it goes, with container statuses shaped like the API's ``ContainerStatus``;
+how it goes, with container statuses shaped like the API's ``ContainerStatus`` and
+the last few ``events`` (numbered: a failed probe, a kill for it) for the daemon to
+publish;
 ``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/shim.pid``
 names the shim (PID and start time), written by the template as it forks it, so a
 daemon cut short between the fork and its own record still finds it;

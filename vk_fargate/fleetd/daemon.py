@@ -300,18 +300,21 @@ class Fleet:
                 placed_in = r.vm.status.zone
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
+        hosts = list(self.hosts.values())
+        if _probed(spec):  # a microvm host's guest runs no probes yet: process hosts only
+            hosts = [h for h in hosts if h.config.runtime == "process"]
+            if not hosts:
+                raise errors.InvalidSpec(
+                    "probes run on process hosts only, and this fleet has none (a microvm "
+                    "host's guest does not run probes yet)"
+                )
         host, pool, wanted = placement.plan(
             spec,
-            hosts=[self._load(h) for h in self.hosts.values()],
+            hosts=[self._load(h) for h in hosts],
             pools=self.pools,
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
         )
-        if self.hosts[host.id].config.runtime == "microvm" and _probed(spec):
-            raise errors.InvalidSpec(
-                f"host {host.id} runs microVMs under QEMU, whose guest does not run probes "
-                "yet (process hosts do)"
-            )
         address = pool.allocate(wanted, now=time.time())
         self.db.put_doc(_pool_key(pool), pool.state())
         now = models.now()

@@ -175,7 +175,9 @@ def compute(
         for s, spec_c in zip(init, init_specs, strict=True)
     )
     phase = "Failed" if failed else _phase(vm, init_done, sidecars)
-    ready = phase == "Running" and all(s["ready"] for s in main)
+    # As the kubelet's ContainersReady: app containers and sidecars, all ready.
+    running_sidecars = [s for s in init if s["name"] in sidecars]
+    ready = phase == "Running" and all(s["ready"] for s in [*running_sidecars, *main])
     sandbox_up = vm.status.state in ("running", "stopping")
     conditions = [
         _condition("PodReadyToStartContainers", sandbox_up),

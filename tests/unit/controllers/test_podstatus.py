@@ -429,3 +429,18 @@ def test_readiness_flips_only_the_conditions_it_changes() -> None:
         pod(), vm, previous=second["conditions"], now=later + datetime.timedelta(minutes=1)
     )
     assert conditions(third)["Ready"]["lastTransitionTime"] == "2024-05-01T12:07:00Z"
+
+
+def test_a_sidecar_not_ready_keeps_the_pod_not_ready() -> None:
+    """As the kubelet's ContainersReady: sidecars (restartable init containers) count."""
+    spec = pod()
+    spec["spec"]["initContainers"] = [
+        {"name": "proxy", "image": "registry/proxy:1", "restartPolicy": "Always"}
+    ]
+    vm = microvm("running", containers=[running("proxy", ready=False), running("app")])
+    status = podstatus.compute(spec, vm, now=UPDATED)
+    (proxy,) = status["initContainerStatuses"]
+    assert (proxy["ready"], proxy["started"]) == (False, True)
+    assert conditions(status)["Ready"]["status"] == "False"
+    vm = microvm("running", containers=[running("proxy"), running("app")])
+    assert conditions(podstatus.compute(spec, vm, now=UPDATED))["Ready"]["status"] == "True"

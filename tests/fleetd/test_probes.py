@@ -204,3 +204,29 @@ async def test_tcp_readiness_probe(fleet_client: client.FleetClient) -> None:
         in events.texts("Unhealthy")
     )
     await fleet_client.delete_microvm(vm_id)
+
+
+async def test_an_exec_probe_that_times_out_is_killed_inside_the_container(
+    fleet_client: client.FleetClient,
+) -> None:
+    """Each run outlives its 1 s timeout: it fails with the kubelet's text, and is killed
+    in the container (the container counts the probes' processes it sees)."""
+    vm_id = helpers.new_id()
+    script = "while :; do echo seen $(ps | grep -c '[s]leep 30'); sleep 0.5; done"
+    probe = {"exec": {"command": ["sleep", "30"]}, "period_seconds": 2, "timeout_seconds": 1}
+    spec = helpers.spec(helpers.shell("app", script, readiness_probe=probe))
+    async with collected(fleet_client, vm_id) as events:
+        await fleet_client.put_microvm(vm_id, spec)
+        await helpers.until_vm(
+            fleet_client,
+            vm_id,
+            lambda v: len(events.texts("Unhealthy")) >= 3,
+            timeout=60,
+            what="three timed-out runs",
+        )
+    assert events.texts("Unhealthy")[0] == 'Readiness probe failed: command "sleep 30" timed out'
+    logs = b"".join([c async for c in fleet_client.logs(vm_id, "app")]).decode()
+    counts = [int(line.split()[1]) for line in logs.splitlines() if line.startswith("seen ")]
+    assert 1 in counts, "the probe's process was never seen in the container"
+    assert max(counts) == 1, counts
+    await fleet_client.delete_microvm(vm_id)

@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vk_fargate.fleetd import sandbox
@@ -56,6 +58,7 @@ class Prober:
         *,
         pod_ip: str,
         exec_prefix: list[str],
+        scratch: Path,
         status: sandbox.Status,
         kill: Kill,
     ) -> None:
@@ -63,6 +66,7 @@ class Prober:
         self.probes = probes
         self.pod_ip = pod_ip
         self.exec_prefix = exec_prefix  # runc exec <id>: the command follows
+        self.scratch = scratch  # where an exec probe's PID file goes
         self.status = status
         self.kill = kill
         self.began = time.monotonic()
@@ -98,7 +102,8 @@ class Prober:
         last: bool | None = None
         run = 0
         while True:
-            ok, message = await run_probe(spec, self.pod_ip, self.exec_prefix)
+            pid_file = self.scratch / f"probe-{kind}.pid"
+            ok, message = await run_probe(spec, self.pod_ip, self.exec_prefix, pid_file)
             run = run + 1 if ok == last else 1
             last = ok
             if not ok:
@@ -139,11 +144,13 @@ def _report(task: asyncio.Task[None]) -> None:
         print(f"{task.get_name()} failed: {task.exception()!r}", flush=True)
 
 
-async def run_probe(spec: dict[str, Any], pod_ip: str, exec_prefix: list[str]) -> tuple[bool, str]:
+async def run_probe(
+    spec: dict[str, Any], pod_ip: str, exec_prefix: list[str], pid_file: Path
+) -> tuple[bool, str]:
     """One run of a probe: (passed, the failure's text)."""
     timeout = float(spec["timeout_seconds"])
     if spec.get("exec"):
-        return await exec_probe(exec_prefix, spec["exec"]["command"], timeout)
+        return await exec_probe(exec_prefix, spec["exec"]["command"], timeout, pid_file)
     if spec.get("http_get"):
         action = spec["http_get"]
         host = action.get("host") or pod_ip
@@ -266,10 +273,19 @@ async def _get(url: str, headers: list[tuple[str, str]]) -> tuple[int, str | Non
             await writer.wait_closed()
 
 
-async def exec_probe(prefix: list[str], command: list[str], timeout: float) -> tuple[bool, str]:
-    """Run ``command`` in the container (``prefix``: ``runc exec <id>``)."""
+async def exec_probe(
+    prefix: list[str], command: list[str], timeout: float, pid_file: Path
+) -> tuple[bool, str]:
+    """Run ``command`` in the container (``prefix``: ``runc exec``, its options and the
+    container's id). One that outlives ``timeout`` is killed inside the container (its
+    PID from runc's ``--pid-file``), not only runc, so no probe piles up in there."""
+    pid_file.unlink(missing_ok=True)
+    *options, container = prefix
     proc = await asyncio.create_subprocess_exec(
-        *prefix,
+        *options,
+        "--pid-file",
+        str(pid_file),
+        container,
         *command,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -279,6 +295,9 @@ async def exec_probe(prefix: list[str], command: list[str], timeout: float) -> t
         async with asyncio.timeout(timeout):
             out, _ = await proc.communicate()
     except TimeoutError:
+        # runc has not reaped it yet (it waits for it), so the PID is still that process.
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()

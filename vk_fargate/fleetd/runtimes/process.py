@@ -280,6 +280,7 @@ class ProcessRuntime:
                         self.spec.get("probes", {}).get(name, {}),
                         pod_ip=self._pod_ip(),
                         exec_prefix=[*runc, "exec", instance_id],
+                        scratch=bundle,
                         status=self.status,
                         kill=lambda grace: self._kill_for_probe(name, pid, grace),
                     )

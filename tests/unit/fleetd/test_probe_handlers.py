@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
+from vk_fargate import pki
 from vk_fargate.fleetd import probes
 
 Answer = Callable[[str], bytes]
@@ -113,3 +116,23 @@ async def test_tcp_passes_when_it_connects(
 ) -> None:
     port, _, _ = server
     assert await probes.tcp_probe("127.0.0.1", port, 1) == (True, "")
+
+
+async def test_https_is_not_verified_as_the_kubelets(tmp_path: Path) -> None:
+    """A self-signed certificate no one trusts, for another name: the probe passes."""
+    pair = pki.self_signed(("elsewhere.invalid",), "probed")
+    (tmp_path / "cert.pem").write_bytes(pair.cert)
+    (tmp_path / "key.pem").write_bytes(pair.key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(status(204))
+        await writer.drain()
+        writer.close()
+
+    running = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = running.sockets[0].getsockname()[1]
+    async with running:
+        assert await probes.http_probe("https", "127.0.0.1", port, "/", [], 2) == (True, "")

@@ -112,7 +112,7 @@ PROBE_FIELDS = {
 
 def probe(container: JSON, kind: str) -> models.Probe | None:
     """The container's ``kind`` probe as the fleet takes it (validated by its model:
-    a grpc probe, or a named port the container does not declare, is refused there)."""
+    a named port the container does not declare is refused there)."""
     found = container.get(kind)
     if not found:
         return None

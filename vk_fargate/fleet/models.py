@@ -245,11 +245,6 @@ class Probe(Model):
         given = [h for h in (self.exec, self.http_get, self.tcp_socket, self.grpc) if h]
         if len(given) != 1:
             raise ValueError("a probe needs exactly one of exec, http_get, tcp_socket and grpc")
-        if self.grpc is not None:
-            raise ValueError(
-                "grpc probes are not supported yet: use an exec probe (grpc_health_probe) "
-                "or httpGet"
-            )
         return self
 
 

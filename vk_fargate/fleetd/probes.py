@@ -21,7 +21,8 @@ an ``Unhealthy`` event (``Liveness probe failed: HTTP probe failed with statusco
 the container with ``runc exec`` (exit 0 passes, else its output is the message);
 httpGet sends a GET with the kubelet's User-Agent (2xx and 3xx pass; a redirect is
 followed only to the same host, as the kubelet does; HTTPS is not verified, as the
-kubelet's); tcpSocket connects. The texts are Go's, as the kubelet prints them.
+kubelet's); tcpSocket connects; grpc calls ``grpc.health.v1.Health/Check``
+(``grpcprobe``). The texts are Go's, as the kubelet prints them.
 Standard library only: this module runs inside every shim.
 """
 
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vk_fargate.fleetd import sandbox
+from vk_fargate.fleetd import grpcprobe, sandbox
 
 USER_AGENT = "kube-probe/1.36"
 MAX_OUTPUT = 10 * 1024  # the kubelet keeps this much of a probe's output
@@ -162,6 +163,10 @@ async def run_probe(
             [(h["name"], h.get("value", "")) for h in action.get("headers") or []],
             timeout,
         )
+    if spec.get("grpc"):
+        action = spec["grpc"]
+        service = action.get("service") or ""
+        return await grpcprobe.probe(pod_ip, action["port"], service, timeout, USER_AGENT)
     if spec.get("tcp_socket"):
         action = spec["tcp_socket"]
         return await tcp_probe(action.get("host") or pod_ip, action["port"], timeout)

@@ -77,11 +77,10 @@ def test_a_named_port_the_container_does_not_declare_is_refused() -> None:
     )
 
 
-def test_a_grpc_probe_is_refused_not_ignored() -> None:
-    container = {**WEB, "livenessProbe": {"grpc": {"port": 9000}}}
-    with pytest.raises(pydantic.ValidationError) as caught:
-        microvms.probe(container, "livenessProbe")
-    assert "grpc probes are not supported yet" in models.invalid(caught.value)
+def test_a_grpc_probe() -> None:
+    container = {**WEB, "livenessProbe": {"grpc": {"port": 9000, "service": "db"}}}
+    probe = microvms.probe(container, "livenessProbe")
+    assert probe is not None and probe.grpc == models.GRPCAction(port=9000, service="db")
 
 
 def test_a_probe_needs_exactly_one_handler() -> None:

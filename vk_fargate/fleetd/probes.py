@@ -70,7 +70,7 @@ class Prober:
         self.scratch = scratch  # where an exec probe's PID file goes
         self.status = status
         self.kill = kill
-        self.began = time.monotonic()
+        self.began = 0.0  # the event loop's time as it started (``start``)
         self.started = "startup" not in probes
         self.ready = self.started and "readiness" not in probes
         self._started = asyncio.Event()
@@ -80,7 +80,7 @@ class Prober:
 
     def start(self) -> None:
         """Run the probes in the background, until ``stop``."""
-        self.began = time.monotonic()
+        self.began = asyncio.get_running_loop().time()
         for kind in KINDS:
             if kind in self.probes:
                 task = asyncio.get_running_loop().create_task(
@@ -97,12 +97,14 @@ class Prober:
         spec = self.probes[kind]
         if kind != "startup":
             await self._started.wait()
-        delay = spec["initial_delay_seconds"] - (time.monotonic() - self.began)
+        loop = asyncio.get_running_loop()
+        delay = spec["initial_delay_seconds"] - (loop.time() - self.began)
         if delay > 0:
             await asyncio.sleep(delay)
         last: bool | None = None
         run = 0
         while True:
+            tick = loop.time()  # runs every period, however long each takes (a ticker)
             pid_file = self.scratch / f"probe-{kind}.pid"
             ok, message = await run_probe(spec, self.pod_ip, self.exec_prefix, pid_file)
             run = run + 1 if ok == last else 1
@@ -113,7 +115,8 @@ class Prober:
             threshold = spec["success_threshold" if ok else "failure_threshold"]
             if run >= threshold and self._settle(kind, ok, spec):
                 return
-            await asyncio.sleep(spec["period_seconds"])
+            period = spec["period_seconds"]
+            await asyncio.sleep(period - (loop.time() - tick) % period)
 
     def _settle(self, kind: str, ok: bool, spec: dict[str, Any]) -> bool:
         """Act on a result that passed its threshold; True when the worker is done."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from tests.fleetd import helpers
 from vk_fargate.fleet import client, models
+from vk_fargate.fleetd import network
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -229,4 +232,55 @@ async def test_an_exec_probe_that_times_out_is_killed_inside_the_container(
     counts = [int(line.split()[1]) for line in logs.splitlines() if line.startswith("seen ")]
     assert 1 in counts, "the probe's process was never seen in the container"
     assert max(counts) == 1, counts
+    await fleet_client.delete_microvm(vm_id)
+
+
+GRPC_SERVER = """
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(2))
+servicer = health.HealthServicer()
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+server.add_insecure_port("0.0.0.0:9000")
+server.start()
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+server.wait_for_termination()
+"""
+
+
+async def test_grpc_readiness_probe_reaches_a_server_in_the_pods_network(
+    fleet_client: client.FleetClient,
+) -> None:
+    """grpcio's own health server, started in the microVM's network namespace once the
+    container runs (busybox has no gRPC server): not ready, then ready."""
+    vm_id = helpers.new_id()
+    probe = {"grpc": {"port": 9000}, "period_seconds": 1}
+    spec = helpers.spec(helpers.shell("app", "sleep 1000", readiness_probe=probe))
+    async with collected(fleet_client, vm_id) as events:
+        await fleet_client.put_microvm(vm_id, spec)
+        vm = await helpers.until_vm(
+            fleet_client,
+            vm_id,
+            lambda v: len(events.texts("Unhealthy")) >= 1,
+            what="a failed grpc probe before the server runs",
+        )
+        assert helpers.container(vm, "app").ready is False
+        # This fleet's prefix comes before the id in its namespace's name.
+        (netns,) = [p.name for p in Path(network.NETNS_DIR).iterdir() if p.name.endswith(vm_id)]
+        server = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", netns, sys.executable, "-c", GRPC_SERVER
+        )  # fmt: skip
+        try:
+            await helpers.until_vm(
+                fleet_client, vm_id, lambda v: helpers.container(v, "app").ready, what="ready"
+            )
+        finally:
+            server.kill()
+            await server.wait()
+    ip = vm.status.private_ip
+    assert events.texts("Unhealthy")[0] == (
+        f'Readiness probe failed: timeout: failed to connect service "{ip}:9000" within 1s: '
+        "context deadline exceeded"
+    )
     await fleet_client.delete_microvm(vm_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vk_fargate import pki
-from vk_fargate.fleetd import probes
+from vk_fargate.fleetd import probehandlers
 
 Answer = Callable[[str], bytes]
 
@@ -53,7 +53,7 @@ async def test_a_2xx_passes_with_the_kubelets_user_agent_and_headers(
 ) -> None:
     port, seen, answers = server
     answers.append(lambda path: status(200))
-    result = await probes.http_probe("http", "127.0.0.1", port, "healthz", [("X-A", "b")], 1)
+    result = await probehandlers.http_probe("http", "127.0.0.1", port, "healthz", [("X-A", "b")], 1)
     assert result == (True, "")
     lines = seen[0].split("\r\n")
     assert lines[0] == "GET /healthz HTTP/1.1"
@@ -67,7 +67,7 @@ async def test_a_500_fails_with_the_kubelets_text(
 ) -> None:
     port, _, answers = server
     answers.append(lambda path: status(500))
-    result = await probes.http_probe("http", "127.0.0.1", port, "/", [], 1)
+    result = await probehandlers.http_probe("http", "127.0.0.1", port, "/", [], 1)
     assert result == (False, "HTTP probe failed with statuscode: 500")
 
 
@@ -76,11 +76,11 @@ async def test_a_redirect_is_followed_on_the_same_host_only(
 ) -> None:
     port, seen, answers = server
     answers.append(lambda path: status(302, "/final") if path == "/start" else status(503))
-    result = await probes.http_probe("http", "127.0.0.1", port, "/start", [], 1)
+    result = await probehandlers.http_probe("http", "127.0.0.1", port, "/start", [], 1)
     assert result == (False, "HTTP probe failed with statuscode: 503")
     assert [s.split()[1] for s in seen] == ["/start", "/final"]
     answers[0] = lambda path: status(301, "http://elsewhere.invalid/")
-    assert await probes.http_probe("http", "127.0.0.1", port, "/", [], 1) == (True, "")
+    assert await probehandlers.http_probe("http", "127.0.0.1", port, "/", [], 1) == (True, "")
 
 
 async def test_no_answer_in_time_fails_as_gos_client_timeout() -> None:
@@ -90,7 +90,7 @@ async def test_no_answer_in_time_fails_as_gos_client_timeout() -> None:
     running = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = running.sockets[0].getsockname()[1]
     async with running:
-        ok, text = await probes.http_probe("http", "127.0.0.1", port, "/x", [], 0.2)
+        ok, text = await probehandlers.http_probe("http", "127.0.0.1", port, "/x", [], 0.2)
     assert not ok
     assert text == (
         f'Get "http://127.0.0.1:{port}/x": context deadline exceeded '
@@ -100,12 +100,12 @@ async def test_no_answer_in_time_fails_as_gos_client_timeout() -> None:
 
 async def test_a_closed_port_is_connection_refused_in_gos_words() -> None:
     port = _free_port()
-    ok, text = await probes.http_probe("http", "127.0.0.1", port, "/x", [], 1)
+    ok, text = await probehandlers.http_probe("http", "127.0.0.1", port, "/x", [], 1)
     assert (ok, text) == (
         False,
         f'Get "http://127.0.0.1:{port}/x": dial tcp 127.0.0.1:{port}: connect: connection refused',
     )
-    assert await probes.tcp_probe("127.0.0.1", port, 1) == (
+    assert await probehandlers.tcp_probe("127.0.0.1", port, 1) == (
         False,
         f"dial tcp 127.0.0.1:{port}: connect: connection refused",
     )
@@ -115,7 +115,7 @@ async def test_tcp_passes_when_it_connects(
     server: tuple[int, list[str], list[Answer]],
 ) -> None:
     port, _, _ = server
-    assert await probes.tcp_probe("127.0.0.1", port, 1) == (True, "")
+    assert await probehandlers.tcp_probe("127.0.0.1", port, 1) == (True, "")
 
 
 async def test_https_is_not_verified_as_the_kubelets(tmp_path: Path) -> None:
@@ -135,4 +135,4 @@ async def test_https_is_not_verified_as_the_kubelets(tmp_path: Path) -> None:
     running = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
     port = running.sockets[0].getsockname()[1]
     async with running:
-        assert await probes.http_probe("https", "127.0.0.1", port, "/", [], 2) == (True, "")
+        assert await probehandlers.http_probe("https", "127.0.0.1", port, "/", [], 2) == (True, "")

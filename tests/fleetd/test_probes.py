@@ -92,7 +92,7 @@ async def test_liveness_http_probe_returning_500_restarts_the_container(
     assert unhealthy[:2] == ["Liveness probe failed: HTTP probe failed with statuscode: 500"] * 2
     assert events.texts("Killing")[0] == "Container app failed liveness probe, will be restarted"
     assert [e.warning for e in events.found[:3]] == [True, True, False]
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_readiness_probe_toggles_ready(fleet_client: client.FleetClient) -> None:
@@ -124,7 +124,7 @@ async def test_readiness_probe_toggles_ready(fleet_client: client.FleetClient) -
         "Unhealthy"
     )
     assert not events.texts("Killing")
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_startup_probe_gates_liveness_and_readiness(
@@ -159,7 +159,7 @@ async def test_startup_probe_gates_liveness_and_readiness(
     assert app.restart_count == 0
     failed = events.texts("Unhealthy")
     assert failed and set(failed) == {"Startup probe failed: "}
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_exec_liveness_probe_runs_inside_the_container(
@@ -188,7 +188,7 @@ async def test_exec_liveness_probe_runs_inside_the_container(
     assert events.texts("Unhealthy")[0] == (
         "Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory\n"
     )
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_tcp_readiness_probe(fleet_client: client.FleetClient) -> None:
@@ -206,7 +206,7 @@ async def test_tcp_readiness_probe(fleet_client: client.FleetClient) -> None:
         f"Readiness probe failed: dial tcp {ip}:8080: connect: connection refused"
         in events.texts("Unhealthy")
     )
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 async def test_an_exec_probe_that_times_out_is_killed_inside_the_container(
@@ -232,7 +232,7 @@ async def test_an_exec_probe_that_times_out_is_killed_inside_the_container(
     counts = [int(line.split()[1]) for line in logs.splitlines() if line.startswith("seen ")]
     assert 1 in counts, "the probe's process was never seen in the container"
     assert max(counts) == 1, counts
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)
 
 
 GRPC_SERVER = """
@@ -283,4 +283,4 @@ async def test_grpc_readiness_probe_reaches_a_server_in_the_pods_network(
         f'Readiness probe failed: timeout: failed to connect service "{ip}:9000" within 1s: '
         "context deadline exceeded"
     )
-    await fleet_client.delete_microvm(vm_id)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from vk_fargate.aws import profilecheck
 from vk_fargate.aws import session as aws_session
 from vk_fargate.controllers import (
     awsauth,
+    containerevents,
     evictions,
     fleetwatch,
     logrouter,
@@ -257,6 +259,9 @@ class Provider:
                 self.status_queue.add,
                 cluster=self.cfg.cluster_name,
                 on_notice=self.evictions.notice,
+                on_container_event=functools.partial(
+                    containerevents.record, self.recorder, self.world
+                ),
             ),
         )
         crd = await k8s_profiles.ensure_crd(self.api) if self.cfg.install_crd else True

@@ -13,6 +13,7 @@ import pytest
 
 from tests import waiting
 from tests.fleetd import helpers
+from vk_fargate import errors
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client
@@ -89,3 +90,13 @@ async def test_a_microvm_pod_sees_its_image_not_the_host(
     assert "the host's secret" not in lines
     assert "no-marker" in lines and "no-state" in lines, lines
     assert lines[-3:] == ["0", "looker", "end"], lines  # the image's root; the pod's name
+
+
+async def test_a_spec_with_probes_is_refused_where_no_host_runs_them(
+    api: client.FleetClient,
+) -> None:
+    """The guest runs no probes yet: rather than ignore them, the fleet says so."""
+    probe = {"tcp_socket": {"port": 80}}
+    spec = helpers.spec(helpers.shell("app", "sleep 300", readiness_probe=probe))
+    with pytest.raises(errors.InvalidSpec, match="probes run on process hosts only"):
+        await api.put_microvm(helpers.new_id(), spec)

@@ -4,13 +4,14 @@ expired or the fleet was unreachable. Every change enqueues the pod (same UID), 
 every list enqueues the pods still waiting for a microVM: one waiting to try again
 later (no room on the fleet) tries at once; one whose placement failed (the fleet
 unreachable) keeps its back-off, at most ``VK_FARGATE_RETRY_MAX_SECONDS``.
+A container's own events (a failed probe, a kill for it) go to ``on_container_event``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from vk_fargate import errors, metrics, supervision, world
 from vk_fargate.fargate import nodes as fargate_nodes
@@ -36,6 +37,7 @@ async def run(
     *,
     cluster: str,
     on_notice: Callable[[models.Event], None] | None = None,
+    on_container_event: Callable[[models.Event], Awaitable[None]] | None = None,
 ) -> None:
     """Follow the fleet forever (returns only when cancelled)."""
     labels = {fargate_nodes.CLUSTER_LABEL: cluster}
@@ -67,6 +69,8 @@ async def run(
                     enqueue(event.microvm_id)
                 elif event.type == "maintenance" and on_notice is not None:
                     on_notice(event)
+                elif event.type == "container" and on_container_event is not None:
+                    await on_container_event(event)
         except errors.CursorExpired:
             log.info("fleet event cursor expired; listing again")
         except errors.FleetError as exc:

@@ -1,6 +1,8 @@
 """A pod's status, computed from its microVM. Pure.
 
 Kubelet's rules: Pending until the sandbox runs and init containers are done;
+a container is ready as its readiness probe says (the fleet's ``ready``), and the
+pod's ``ContainersReady`` and ``Ready`` follow from its containers';
 Running while any container runs or is restarting; Succeeded or Failed once all have
 stopped for good. Conditions, container statuses and IPs follow from the same
 microVM record, so the pod says what the fleet says and nothing else.
@@ -75,18 +77,19 @@ def _statuses(
     for container in spec_containers:
         name = container["name"]
         c = by_name.get(name) or models.ContainerStatus(name=name, state="waiting", restart_count=0)
-        # An init container is ready once it succeeded; app containers and sidecars while
-        # they run.
+        # An init container is ready once it succeeded; app containers and sidecars as
+        # the fleet says (running, started, and their readiness probe passing).
         if init and name not in sidecars:
             ready = c.state == "terminated" and c.exit_code == 0
         else:
-            ready = c.state == "running"
+            ready = c.state == "running" and c.ready
+        started = c.state == "running" and c.started is not False
         status: JSON = {
             "name": name,
             "image": container.get("image", ""),
             "imageID": c.image_id or "",
             "ready": ready,
-            "started": c.state == "running",
+            "started": started,
             "restartCount": c.restart_count,
             "state": _state(c),
             "lastState": _last_state(c),
@@ -172,7 +175,9 @@ def compute(
         for s, spec_c in zip(init, init_specs, strict=True)
     )
     phase = "Failed" if failed else _phase(vm, init_done, sidecars)
-    ready = phase == "Running" and all(s["ready"] for s in main)
+    # As the kubelet's ContainersReady: app containers and sidecars, all ready.
+    running_sidecars = [s for s in init if s["name"] in sidecars]
+    ready = phase == "Running" and all(s["ready"] for s in [*running_sidecars, *main])
     sandbox_up = vm.status.state in ("running", "stopping")
     conditions = [
         _condition("PodReadyToStartContainers", sandbox_up),

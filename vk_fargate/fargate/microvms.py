@@ -75,6 +75,9 @@ def spec(
             working_dir=c.get("workingDir"),
             image_pull_policy=c.get("imagePullPolicy"),
             security=_security(pod_spec, c),
+            startup_probe=probe(c, "startupProbe"),
+            liveness_probe=probe(c, "livenessProbe"),
+            readiness_probe=probe(c, "readinessProbe"),
             pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
         )
 
@@ -118,6 +121,59 @@ def service_routes(sources: environment.Sources) -> list[models.ServiceRoute]:
             cluster_ip=ip, port=int(ports[0]["port"]), endpoint=sources.api_endpoint
         )
     ]
+
+
+# A Kubernetes probe's fields and the fleet's names for them.
+PROBE_FIELDS = {
+    "initialDelaySeconds": "initial_delay_seconds",
+    "periodSeconds": "period_seconds",
+    "timeoutSeconds": "timeout_seconds",
+    "successThreshold": "success_threshold",
+    "failureThreshold": "failure_threshold",
+    "terminationGracePeriodSeconds": "termination_grace_seconds",
+}
+
+
+def probe(container: JSON, kind: str) -> models.Probe | None:
+    """The container's ``kind`` probe as the fleet takes it (validated by its model:
+    a named port the container does not declare is refused there)."""
+    found = container.get(kind)
+    if not found:
+        return None
+    out: JSON = {ours: found[theirs] for theirs, ours in PROBE_FIELDS.items() if theirs in found}
+    if "exec" in found:
+        out["exec"] = {"command": (found["exec"] or {}).get("command") or []}
+    if "httpGet" in found:
+        action = found["httpGet"]
+        out["http_get"] = {
+            "scheme": action.get("scheme") or "HTTP",
+            "host": action.get("host") or None,
+            "port": _port(container, action.get("port")),
+            "path": action.get("path") or "/",
+            "headers": [
+                {"name": h["name"], "value": h.get("value", "")}
+                for h in action.get("httpHeaders") or []
+            ],
+        }
+    if "tcpSocket" in found:
+        action = found["tcpSocket"]
+        out["tcp_socket"] = {
+            "host": action.get("host") or None,
+            "port": _port(container, action.get("port")),
+        }
+    if "grpc" in found:
+        out["grpc"] = {"port": found["grpc"].get("port"), "service": found["grpc"].get("service")}
+    return models.Probe.model_validate(out)
+
+
+def _port(container: JSON, port: Any) -> Any:
+    """A probe's port as a number: a name is looked up in the container's ports (as the
+    kubelet's ``ResolveContainerPort``); one it does not declare stays a name."""
+    if isinstance(port, str) and not port.isdigit():
+        for declared in container.get("ports") or []:
+            if declared.get("name") == port:
+                return declared.get("containerPort")
+    return port
 
 
 def _security(pod_spec: JSON, container: JSON) -> models.SecurityContext | None:

@@ -20,7 +20,7 @@ ContainerState = Literal["waiting", "running", "terminated"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
 HostState = Literal["active", "draining"]
 RuntimeName = Literal["process", "microvm"]
-EventType = Literal["microvm", "deleted", "host", "maintenance", "heartbeat"]
+EventType = Literal["microvm", "deleted", "host", "maintenance", "heartbeat", "container"]
 # A microVM in one of these states holds no host resources any more.
 FINAL_STATES: frozenset[str] = frozenset({"stopped", "failed"})
 
@@ -210,6 +210,71 @@ class ServiceRoute(Model):
         return endpoint
 
 
+Port = Annotated[int, pydantic.Field(ge=1, le=65535)]
+
+
+def _numbered(port: Any) -> Any:
+    """A probe's port must be a number: the client resolves a named port from the
+    container's ports, and one that names none is refused here, saying so."""
+    if isinstance(port, str) and not port.isdigit():
+        raise ValueError(f"named port {port!r} is not among the container's ports")
+    return port
+
+
+class ExecAction(Model):
+    command: list[str] = pydantic.Field(min_length=1)
+
+
+class HTTPHeader(Model):
+    name: str = pydantic.Field(min_length=1)
+    value: str = ""
+
+
+class HTTPGetAction(Model):
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    host: str | None = None  # unset: the microVM's IP
+    port: Port
+    path: str = "/"
+    headers: list[HTTPHeader] = []
+
+    _port = pydantic.field_validator("port", mode="before")(_numbered)
+
+
+class TCPSocketAction(Model):
+    host: str | None = None  # unset: the microVM's IP
+    port: Port
+
+    _port = pydantic.field_validator("port", mode="before")(_numbered)
+
+
+class GRPCAction(Model):
+    port: Port
+    service: str | None = None
+
+
+class Probe(Model):
+    """A container's probe, as the kubelet runs one: exactly one handler."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: int = pydantic.Field(default=0, ge=0)
+    period_seconds: int = pydantic.Field(default=10, ge=1)
+    timeout_seconds: int = pydantic.Field(default=1, ge=1)
+    success_threshold: int = pydantic.Field(default=1, ge=1)
+    failure_threshold: int = pydantic.Field(default=3, ge=1)
+    # A liveness or startup probe's kill: this grace, else the microVM's.
+    termination_grace_seconds: int | None = pydantic.Field(default=None, ge=1, le=3600)
+
+    @pydantic.model_validator(mode="after")
+    def _one_handler(self) -> Probe:
+        given = [h for h in (self.exec, self.http_get, self.tcp_socket, self.grpc) if h]
+        if len(given) != 1:
+            raise ValueError("a probe needs exactly one of exec, http_get, tcp_socket and grpc")
+        return self
+
+
 class Container(Model):
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image: str = pydantic.Field(min_length=1)
@@ -221,6 +286,9 @@ class Container(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     security: SecurityContext | None = None
     volume_mounts: list[VolumeMount] = pydantic.Field(default=[], max_length=MAX_VOLUMES)
+    startup_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)
@@ -243,6 +311,15 @@ class Container(Model):
                 "absolute path (the OCI runtime's rule for a process's working directory)"
             )
         return path
+
+    @pydantic.model_validator(mode="after")
+    def _probes(self) -> Container:
+        for kind, probe in (("liveness", self.liveness_probe), ("startup", self.startup_probe)):
+            if probe is not None and probe.success_threshold != 1:
+                raise ValueError(
+                    f"container {self.name}: {kind} probe's success_threshold must be 1"
+                )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _fits_exec(self) -> Container:
@@ -396,6 +473,11 @@ class ContainerStatus(Model):
     image_id: str | None = None  # repo@sha256:... of the image it runs, once pulled
     pulled: PullResult | None = None
     last_termination: Termination | None = None
+    # Readiness as the kubelet reports it: running, started, and its readiness probe
+    # (if any) passing.
+    ready: bool = False
+    # Its startup probe has passed (or it has none) while it runs; None: not reported.
+    started: bool | None = None
 
 
 class MicroVMStatus(Model):
@@ -469,6 +551,16 @@ class MaintenanceNotice(Model):
     message: str
 
 
+class ContainerEvent(Model):
+    """What happened to a container that its status does not say: a failed probe
+    (``Unhealthy``), a kill for it (``Killing``), as the kubelet's events."""
+
+    container: str
+    reason: str
+    message: str
+    warning: bool = False
+
+
 class Event(Model):
     cursor: int = pydantic.Field(ge=0)
     type: EventType
@@ -477,6 +569,7 @@ class Event(Model):
     microvm_id: str | None = None
     host: Host | None = None
     notice: MaintenanceNotice | None = None
+    container_event: ContainerEvent | None = None
 
 
 def now() -> datetime.datetime:

@@ -282,6 +282,7 @@ class Fleet:
                 pool.release(ipaddress.IPv4Address(vm.status.private_ip), now=time.time())
                 raise errors.FleetError(f"cannot make the volumes of {vm_id}: {exc}") from exc
             record.secrets = secrets
+            record.event_seq = 0  # a new shim: each of its events is news
             provision.keep_secrets(record)
             self.vms[vm_id] = record
             self._save(record)
@@ -393,9 +394,17 @@ class Fleet:
                 placed_in = r.vm.status.zone
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
+        hosts = list(self.hosts.values())
+        if _probed(spec):  # a microvm host's guest runs no probes yet: process hosts only
+            hosts = [h for h in hosts if h.config.runtime == "process"]
+            if not hosts:
+                raise errors.InvalidSpec(
+                    "probes run on process hosts only, and this fleet has none (a microvm "
+                    "host's guest does not run probes yet)"
+                )
         host, pool, wanted = placement.plan(
             spec,
-            hosts=[self._load(h) for h in self.hosts.values()],
+            hosts=[self._load(h) for h in hosts],
             pools=self.pools,
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
@@ -513,6 +522,7 @@ class Fleet:
         self._apply(record, shim)
 
     def _apply(self, record: provision.Record, shim: dict[str, Any]) -> None:
+        self._publish_events(record, shim.get("events") or [])
         status, state, reason = shims.fold(
             record.vm.status, shim, deleting=record.deleting, stop_reason=record.stop_reason
         )
@@ -523,6 +533,16 @@ class Fleet:
         self._set_state(record, state, reason=reason, message=message, force=True)
         if state in models.FINAL_STATES:
             self._spawn(provision.release(record, self.host), f"cleanup-{record.vm.id}")
+
+    def _publish_events(self, record: provision.Record, found: list[dict[str, Any]]) -> None:
+        """Publish the shim's events (a failed probe, a kill for it) not yet published."""
+        newest = max((e["seq"] for e in found), default=0)
+        if record.event_seq is not None:
+            for event in found:
+                if event["seq"] > record.event_seq:
+                    detail = {k: event[k] for k in ("container", "reason", "message", "warning")}
+                    self.bus.publish("container", microvm_id=record.vm.id, container_event=detail)
+        record.event_seq = max(newest, record.event_seq or 0)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -708,6 +728,10 @@ class Fleet:
             async with asyncio.timeout(timeout):
                 while not done():
                     await asyncio.sleep(0.05)
+
+
+def _probed(spec: models.MicroVMSpec) -> bool:
+    return any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in spec.containers)
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

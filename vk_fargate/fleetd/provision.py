@@ -53,6 +53,9 @@ class Record:
         self.stop_reason: str | None = None  # why the daemon stopped it, if it did
         self.stop_message: str | None = None  # and in what words
         self.status_mtime = 0.0
+        # The last shim event published (None: none read yet; those a first read finds
+        # are older than this daemon, which may have published them, so they are skipped).
+        self.event_seq: int | None = None
 
     @property
     def state(self) -> models.MicroVMState:

@@ -2,7 +2,9 @@
 
 ``<vm_dir>/spec.json`` (``ShimSpec``, written by the daemon) says what to run;
 ``<vm_dir>/status.json`` (written by the shim, atomically, after every change) says
-how it goes, with container statuses shaped like the API's ``ContainerStatus``;
+how it goes, with container statuses shaped like the API's ``ContainerStatus`` and
+the last few ``events`` (numbered: a failed probe, a kill for it) for the daemon to
+publish;
 ``<vm_dir>/stop.json`` carries the grace period of a stop; ``<vm_dir>/shim.pid``
 names the shim (PID and start time), written by the template as it forks it, so a
 daemon cut short between the fork and its own record still finds it;
@@ -26,6 +28,8 @@ import socket
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
+# Events a status file keeps for the daemon to read (it reads after every write).
+KEPT_EVENTS = 32
 Phase = Literal["starting", "init", "running", "stopping", "exited"]
 
 
@@ -68,6 +72,8 @@ class ShimSpec(TypedDict):
     notify_socket: str | None
     runc_root: NotRequired[str]  # runc's state folder (for containers with a bundle)
     cgroup_parent: NotRequired[str]  # the microVM's cgroup, relative to each hierarchy
+    # Per container with probes: {"startup"|"liveness"|"readiness": the API's Probe}.
+    probes: NotRequired[dict[str, dict[str, Any]]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:
@@ -147,6 +153,7 @@ class Status:
         self.vm_dir = vm_dir
         self._notify = spec["notify_socket"]
         self._id = spec["id"]
+        self._events = 0
         self.doc: dict[str, Any] = {
             "shim_pid": os.getpid(),
             "phase": "starting",
@@ -165,6 +172,8 @@ class Status:
             "state": "waiting",
             "reason": "ContainerCreating",
             "restart_count": 0,
+            "ready": False,
+            "started": False,
         }
         for key in ("image_id", "pulled"):
             if key in container:
@@ -187,13 +196,22 @@ class Status:
         c = self.container(name)
         for key in ("exit_code", "started_at", "finished_at", "container_id"):
             c.pop(key, None)
-        c.update(state="waiting", reason=reason, message=message)
+        c.update(state="waiting", reason=reason, message=message, ready=False, started=False)
         self.flush()
 
-    def running(self, name: str, container_id: str) -> None:
+    def running(
+        self, name: str, container_id: str, *, started: bool = True, ready: bool = True
+    ) -> None:
+        """It runs; ``started``/``ready`` as its probes say before they ran (none: both)."""
         c = self.container(name)
         c.update(
-            state="running", reason=None, message=None, started_at=iso(), container_id=container_id
+            state="running",
+            reason=None,
+            message=None,
+            started_at=iso(),
+            container_id=container_id,
+            started=started,
+            ready=ready,
         )
         c.pop("exit_code", None)
         c.pop("finished_at", None)
@@ -209,7 +227,31 @@ class Status:
             reason=reason,
             message=message,
             finished_at=iso(),
+            ready=False,
+            started=False,
         )
+        self.flush()
+
+    def probed(self, name: str, **gates: bool) -> None:
+        """A probe changed the container's ``ready`` or ``started``."""
+        self.container(name).update(gates)
+        self.flush()
+
+    def event(self, name: str, reason: str, message: str, *, warning: bool = True) -> None:
+        """Something the status does not say (a failed probe, a kill for it), for the
+        daemon to publish: numbered, the last ``KEPT_EVENTS`` kept."""
+        self._events += 1
+        kept = self.doc.setdefault("events", [])
+        kept.append(
+            {
+                "seq": self._events,
+                "container": name,
+                "reason": reason,
+                "message": message,
+                "warning": warning,
+            }
+        )
+        del kept[:-KEPT_EVENTS]
         self.flush()
 
     def restarting(self, name: str, delay: float) -> None:

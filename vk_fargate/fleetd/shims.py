@@ -59,9 +59,21 @@ def spec_for(
         notify_socket=str(notify_socket),
     )
     shim["runc_root"] = str(runc_root)
+    probes = {c.name: _probes(c) for c in spec.containers}
+    shim["probes"] = {name: found for name, found in probes.items() if found}
     if cgroup_parent is not None:
         shim["cgroup_parent"] = cgroup_parent
     return shim
+
+
+def _probes(c: models.Container) -> dict[str, Any]:
+    """The container's probes as the shim reads them (``fleetd.probes``)."""
+    kinds = (
+        ("startup", c.startup_probe),
+        ("liveness", c.liveness_probe),
+        ("readiness", c.readiness_probe),
+    )
+    return {kind: p.model_dump(mode="json") for kind, p in kinds if p is not None}
 
 
 def fold(

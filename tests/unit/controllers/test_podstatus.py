@@ -25,6 +25,9 @@ def cs(name: str, state: str, **fields: Any) -> models.ContainerStatus:
 
 
 def running(name: str, **fields: Any) -> models.ContainerStatus:
+    # As the fleet reports a container without probes: started and ready as it runs.
+    fields.setdefault("ready", True)
+    fields.setdefault("started", True)
     return cs(name, "running", started_at=STARTED, container_id=f"vk://{name}", **fields)
 
 
@@ -388,3 +391,56 @@ def test_pod_and_host_ips_are_the_microvms() -> None:
 def test_no_ips_before_the_microvm_has_one() -> None:
     status = podstatus.compute(pod(), microvm("pending", ip=None))
     assert not {"podIP", "podIPs", "hostIP", "hostIPs"} & set(status)
+
+
+def test_a_running_container_its_readiness_probe_fails_is_not_ready() -> None:
+    """Readiness (the fleet's ``ready``) drives the container's ``ready`` and the pod's
+    ContainersReady and Ready; the pod still runs."""
+    vm = microvm("running", containers=[running("app", ready=False)])
+    status = podstatus.compute(pod(), vm, now=UPDATED)
+    (app,) = status["containerStatuses"]
+    assert (app["ready"], app["started"]) == (False, True)
+    assert status["phase"] == "Running"
+    found = conditions(status)
+    for kind in ("ContainersReady", "Ready"):
+        assert (found[kind]["status"], found[kind]["reason"]) == ("False", "ContainersNotReady")
+    assert found["Initialized"]["status"] == "True"
+
+
+def test_a_container_its_startup_probe_has_not_passed_is_not_started() -> None:
+    vm = microvm("running", containers=[running("app", ready=False, started=False)])
+    (app,) = podstatus.compute(pod(), vm, now=UPDATED)["containerStatuses"]
+    assert (app["ready"], app["started"]) == (False, False)
+
+
+def test_readiness_flips_only_the_conditions_it_changes() -> None:
+    """Ready and ContainersReady keep their own lastTransitionTime, moved only when their
+    status changes; the others keep theirs."""
+    first = podstatus.compute(pod(), microvm("running", containers=[running("app")]), now=UPDATED)
+    later = UPDATED + datetime.timedelta(minutes=1)
+    vm = microvm("running", containers=[running("app", ready=False)])
+    second = podstatus.compute(pod(), vm, previous=first["conditions"], now=later)
+    before, after = conditions(first), conditions(second)
+    for kind in ("ContainersReady", "Ready"):
+        assert after[kind]["lastTransitionTime"] == "2024-05-01T12:07:00Z"
+    for kind in ("Initialized", "PodScheduled", "PodReadyToStartContainers"):
+        assert after[kind]["lastTransitionTime"] == before[kind]["lastTransitionTime"]
+    third = podstatus.compute(
+        pod(), vm, previous=second["conditions"], now=later + datetime.timedelta(minutes=1)
+    )
+    assert conditions(third)["Ready"]["lastTransitionTime"] == "2024-05-01T12:07:00Z"
+
+
+def test_a_sidecar_not_ready_keeps_the_pod_not_ready() -> None:
+    """As the kubelet's ContainersReady: sidecars (restartable init containers) count."""
+    spec = pod()
+    spec["spec"]["initContainers"] = [
+        {"name": "proxy", "image": "registry/proxy:1", "restartPolicy": "Always"}
+    ]
+    vm = microvm("running", containers=[running("proxy", ready=False), running("app")])
+    status = podstatus.compute(spec, vm, now=UPDATED)
+    (proxy,) = status["initContainerStatuses"]
+    assert (proxy["ready"], proxy["started"]) == (False, True)
+    assert conditions(status)["Ready"]["status"] == "False"
+    vm = microvm("running", containers=[running("proxy"), running("app")])
+    assert conditions(podstatus.compute(spec, vm, now=UPDATED))["Ready"]["status"] == "True"

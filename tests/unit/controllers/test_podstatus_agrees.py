@@ -28,6 +28,8 @@ def _vm(state: str, *, running: bool = True, reason: str | None = None) -> model
             "restart_count": 0,
             "started_at": AT,
             "container_id": "vk://app",
+            "ready": True,
+            "started": True,
         }
     ]
     return models.MicroVM(

@@ -35,6 +35,12 @@ MODELLED = [
     "Volume",
     "VolumeMount",
     "ServiceRoute",
+    "ExecAction",
+    "HTTPHeader",
+    "HTTPGetAction",
+    "TCPSocketAction",
+    "GRPCAction",
+    "Probe",
     "Container",
     "MicroVMSpec",
     "Termination",
@@ -49,6 +55,7 @@ MODELLED = [
     "NetworkStats",
     "MicroVMStats",
     "MaintenanceNotice",
+    "ContainerEvent",
     "Event",
 ]
 # Schema keywords and the pydantic constraint each corresponds to.

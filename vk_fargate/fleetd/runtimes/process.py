@@ -9,6 +9,8 @@ every container, waits the grace period, then SIGKILLs what is left.
 changed (a new image, in a new bundle) is stopped as at a stop, but alone, and started
 again from its new entry at once, as the kubelet restarts a container whose image
 changed; its old bundle is then removed. Init containers are not run again.
+Each running instance has its probes run beside it (``probes``): a failed liveness or
+startup probe stops it as a replacement does, and the restart policy decides the rest.
 Each container instance gets a cgroup of its own under the microVM's
 (``container-<name>-<n>``, see ``sandbox.container_group``), so the daemon can read
 the container's CPU time and list its processes.
@@ -28,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, rootfs, sandbox, subpaths
+from vk_fargate.fleetd import crilog, probes, rootfs, sandbox, subpaths
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -84,9 +86,25 @@ class ProcessRuntime:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    async def _stop_one(self, name: str, pid: int) -> None:
+    def _pod_ip(self) -> str:
+        """Where probes without a host go: the microVM's IP (loopback without one)."""
+        network = self.spec["network"]
+        return network["ip"] if network else "127.0.0.1"
+
+    def _kill_for_probe(self, name: str, pid: int, grace: float | None) -> None:
+        """Stop instance ``pid`` of ``name`` (a failed liveness or startup probe): TERM,
+        ``grace`` (else the microVM's), KILL; the restart policy takes it from there."""
+        task = asyncio.get_running_loop().create_task(
+            self._stop_one(name, pid, grace), name=f"probe-kill-{name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _stop_one(self, name: str, pid: int, grace: float | None = None) -> None:
         _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.spec["termination_grace_seconds"]
+        if grace is None:
+            grace = self.spec["termination_grace_seconds"]
+        deadline = time.monotonic() + grace
         while self._pids.get(name) == pid and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._pids.get(name) == pid:  # still that instance: not reaped, so still ours
@@ -253,6 +271,7 @@ class ProcessRuntime:
             os.close(err_write)
         self._live.add(name)
         returncode = None
+        prober: probes.Prober | None = None
         with log.open("a", encoding="utf-8") as out:
             pumps = asyncio.gather(
                 _pump(out_read, crilog.Writer(out, "stdout")),
@@ -264,13 +283,30 @@ class ProcessRuntime:
                 if started:  # the container runs
                     pid = int(pid_file.read_text())
                     self._pids[name] = pid
-                    self.status.running(name, f"vkfargate://{instance_id}")
+                    prober = probes.Prober(
+                        name,
+                        self.spec.get("probes", {}).get(name, {}),
+                        pod_ip=self._pod_ip(),
+                        exec_prefix=[*runc, "exec", instance_id],
+                        scratch=bundle,
+                        status=self.status,
+                        kill=lambda grace: self._kill_for_probe(name, pid, grace),
+                    )
+                    self.status.running(
+                        name,
+                        f"vkfargate://{instance_id}",
+                        started=prober.started,
+                        ready=prober.ready,
+                    )
+                    prober.start()
                     if self._stopping.is_set():  # the stop came while runc was starting it
                         _signal(pid, signal.SIGKILL if self._killing else signal.SIGTERM)
                     elif self._changed.get(name, asyncio.Event()).is_set():
                         self._replace(name)  # so did a new entry
                     returncode = await _reaped(pid)
             finally:
+                if prober is not None:
+                    prober.stop()
                 self._pids.pop(name, None)
                 self._live.discard(name)
             await pumps

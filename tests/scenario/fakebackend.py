@@ -219,6 +219,8 @@ class FakeMicroVMs:
             state="running",
             started_at=now,
             restart_count=restarts,
+            ready=True,  # no probes here: ready while running, as fleetd reports it
+            started=True,
             container_id=f"fake://{next(self._ids)}",
             image_id=f"fake@sha256:{next(self._ids):064x}",
         )

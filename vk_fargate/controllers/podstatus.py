@@ -131,6 +131,28 @@ def _condition(kind: str, ok: bool, reason: str | None = None) -> JSON:
     return condition
 
 
+def _gates_not_ready(spec: JSON, previous: list[JSON]) -> str | None:
+    """Why the pod's readiness gates hold it back (the kubelet's words), or None: each
+    gate's condition, set by whoever owns it, must be there and True."""
+    have = {c.get("type"): c.get("status") for c in previous}
+    for gate in spec.get("readinessGates") or []:
+        kind = gate.get("conditionType")
+        if kind not in have:
+            return f'corresponding condition of pod readiness gate "{kind}" does not exist.'
+        if have[kind] != "True":
+            return f'the status of pod readiness gate "{kind}" is not "True", but {have[kind]}'
+    return None
+
+
+def _ready(containers_ready: bool, gates: str | None) -> JSON:
+    """The pod's Ready: its containers ready and its readiness gates True."""
+    if not containers_ready:
+        return _condition("Ready", False, "ContainersNotReady")
+    if gates is not None:
+        return {**_condition("Ready", False, "ReadinessGatesNotReady"), "message": gates}
+    return _condition("Ready", True)
+
+
 def _stamped(conditions: list[JSON], previous: list[JSON], now: str | None) -> list[JSON]:
     """Each condition's lastTransitionTime: kept while its status is unchanged, else
     ``now``, when the API server learns of the change (as the kubelet stamps it)."""
@@ -183,7 +205,7 @@ def compute(
         _condition("PodReadyToStartContainers", sandbox_up),
         _condition("Initialized", init_done, "ContainersNotInitialized"),
         _condition("ContainersReady", ready, "ContainersNotReady"),
-        _condition("Ready", ready, "ContainersNotReady"),
+        _ready(ready, _gates_not_ready(spec, previous or [])),
         _condition("PodScheduled", True),
     ]
     if resize_pending:

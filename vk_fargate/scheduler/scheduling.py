@@ -68,6 +68,8 @@ class Scheduler:
 
     async def place(self, pod: kube.JSON) -> None:
         uid = pod["metadata"]["uid"]
+        if (pod.get("spec") or {}).get("schedulingGates"):
+            return  # as kube-scheduler: not yet (the API server says SchedulingGated)
         refused = validation.refusal(pod.get("spec") or {})
         unmountable = volumes.unsupported(pod.get("spec") or {})
         if refused is None and unmountable is not None:

@@ -444,3 +444,27 @@ def test_a_sidecar_not_ready_keeps_the_pod_not_ready() -> None:
     assert conditions(status)["Ready"]["status"] == "False"
     vm = microvm("running", containers=[running("proxy"), running("app")])
     assert conditions(podstatus.compute(spec, vm, now=UPDATED))["Ready"]["status"] == "True"
+
+
+def test_readiness_gates_hold_ready_until_their_conditions_are_true() -> None:
+    """As the kubelet: Ready needs ready containers and each readiness gate's condition
+    (set by its own controller) True; ContainersReady follows the containers alone."""
+    gated = pod()
+    gated["spec"]["readinessGates"] = [{"conditionType": "example.com/lb-registered"}]
+    vm = microvm("running", containers=[running("app")])
+    first = conditions(podstatus.compute(gated, vm, now=UPDATED))
+    assert first["ContainersReady"]["status"] == "True"
+    assert (first["Ready"]["status"], first["Ready"]["reason"], first["Ready"]["message"]) == (
+        "False",
+        "ReadinessGatesNotReady",
+        'corresponding condition of pod readiness gate "example.com/lb-registered" does not exist.',
+    )
+    gate = {"type": "example.com/lb-registered", "status": "False"}
+    second = conditions(podstatus.compute(gated, vm, previous=[gate], now=UPDATED))
+    assert second["Ready"]["message"] == (
+        'the status of pod readiness gate "example.com/lb-registered" is not "True", but False'
+    )
+    opened = [{**gate, "status": "True"}]
+    third = conditions(podstatus.compute(gated, vm, previous=opened, now=UPDATED))
+    assert third["Ready"]["status"] == "True"
+    assert "example.com/lb-registered" not in third, "the gate's condition is not ours"

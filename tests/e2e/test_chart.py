@@ -92,6 +92,8 @@ PROVIDER: dict[tuple[str, str], str] = {
     ("", "configmaps"): "get",
     ("", "secrets"): "get",
     ("", "services"): "list watch",
+    ("", "serviceaccounts/token"): "create",
+    ("discovery.k8s.io", "endpointslices"): "list",
     ("policy", "poddisruptionbudgets"): "list",
     ("fargate.vk-fargate.io", "fargateprofiles"): "list patch watch",
     ("fargate.vk-fargate.io", "fargateprofiles/status"): "patch",

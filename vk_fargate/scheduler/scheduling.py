@@ -22,14 +22,19 @@ from collections.abc import Awaitable, Callable
 import pydantic
 
 from vk_fargate import errors, settings, world
-from vk_fargate.fargate import environment, microvms, security, sizing, validation, volumes
+from vk_fargate.fargate import (
+    environment,
+    microvms,
+    sizing,
+    volumes,
+)
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
 from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube, pods
 from vk_fargate.k8s import nodes as k8s_nodes
 from vk_fargate.scheduler import enis as enis_module
-from vk_fargate.scheduler import logstate, sources
+from vk_fargate.scheduler import logstate, sources, support
 
 log = logging.getLogger(__name__)
 SCHEDULER = logstate.SCHEDULER
@@ -70,10 +75,7 @@ class Scheduler:
         uid = pod["metadata"]["uid"]
         if (pod.get("spec") or {}).get("schedulingGates"):
             return  # as kube-scheduler: not yet (the API server says SchedulingGated)
-        refused = validation.refusal(pod.get("spec") or {})
-        unmountable = volumes.unsupported(pod.get("spec") or {})
-        if refused is None and unmountable is not None:
-            refused = f"Pod not supported on Fargate: {unmountable}"
+        refused = support.refusal(pod.get("spec") or {})
         if refused is not None:
             await self._refuse(pod, refused)
             return
@@ -106,16 +108,7 @@ class Scheduler:
         node = await self.ensure_node(pod, vm, size)
         if node is None:
             return  # retried once the name is free
-        ignored = security.not_applied(pod.get("spec") or {})
-        if ignored:
-            await self.recorder.record(
-                pod,
-                "SecurityContextNotApplied",
-                "vk-fargate does not apply these securityContext fields yet; the pod runs "
-                f"without them: {', '.join(ignored)}",
-                warning=True,
-                component=SCHEDULER,
-            )
+        await support.warn(self.recorder, pod, component=SCHEDULER)
         logging_state = await logstate.decide(
             self.api, self.recorder, pod, aws_backend=self.aws_backend
         )

@@ -50,6 +50,16 @@ def not_applied(spec: JSON) -> list[str]:
         found.append("hostUsers (no user namespaces: uids are the host's)")
     if spec.get("runtimeClassName"):
         found.append(f"runtimeClassName {spec['runtimeClassName']} (every pod is a microVM)")
+    placement = [
+        f for f in ("nodeSelector", "affinity", "topologySpreadConstraints") if spec.get(f)
+    ]
+    if placement:
+        found.append(
+            f"{'/'.join(placement)} (each pod gets a node of its own; its microVMs are "
+            "spread across zones by owner instead)"
+        )
+    if spec.get("priorityClassName"):
+        found.append("priorityClassName (no preemption: every pod gets a microVM of its own)")
     if spec.get("resources"):
         found.append("resources (pod-level: the pod is sized from its containers)")
     for kind, c in _containers(spec):

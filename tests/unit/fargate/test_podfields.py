@@ -52,6 +52,8 @@ def test_fields_the_pod_cannot_run_without_are_refused(fields: dict[str, Any], n
         ({"runtimeClassName": "gvisor"}, "runtimeClassName gvisor"),
         ({"resources": {"limits": {"cpu": "1"}}}, "resources (pod-level"),
         ({"containers": [{**APP, "stdin": True, "tty": True}]}, "containers[app].stdin/tty"),
+        ({"nodeSelector": {"disk": "ssd"}, "affinity": {"podAntiAffinity": {}}}, "nodeSelector/"),
+        ({"priorityClassName": "high"}, "priorityClassName"),
     ],
 )
 def test_fields_the_pod_runs_without_are_named(fields: dict[str, Any], named: str) -> None:

@@ -427,8 +427,9 @@ async def test_volumes_outlive_a_restart_of_fleetd(
 async def test_a_microvm_host_refuses_volumes(
     tmp_path: Path, registry: devregistry.Registry
 ) -> None:
-    """A QEMU guest gets no pod volumes yet: a spec with some is refused, not run
-    without them (whether or not QEMU is installed here)."""
+    """A QEMU guest gets no pod volumes yet: a spec with some goes to process hosts
+    only, and a fleet without any refuses it (422, which the provider turns into
+    FailedScheduling), rather than run it without them."""
     host = {"id": "metal-vm", "zone": devfleet.ZONES[0], "vcpus": 4, "mem_mib": 8192}
     fleet_proc = await devfleet.start(
         tmp_path, hosts=[{**host, "runtime": "microvm"}], registry=registry.host
@@ -438,7 +439,7 @@ async def test_a_microvm_host_refuses_volumes(
             spec = helpers.spec(
                 helpers.shell("app", "sleep 300"), volumes=[{"name": "x", "empty_dir": {}}]
             )
-            with pytest.raises(errors.Conflict, match="cannot mount pod volumes"):
+            with pytest.raises(errors.InvalidSpec, match="volumes run on process hosts only"):
                 await api.put_microvm(helpers.new_id(), spec)
             assert (await api.list_microvms()).items == []
     finally:

@@ -395,12 +395,15 @@ class Fleet:
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
         hosts = list(self.hosts.values())
-        if _probed(spec):  # a microvm host's guest runs no probes yet: process hosts only
+        # A microvm host's guest runs no probes and mounts no volumes yet: such pods go
+        # to process hosts only.
+        needs = [w for w, used in (("probes", _probed(spec)), ("volumes", spec.volumes)) if used]
+        if needs:
             hosts = [h for h in hosts if h.config.runtime == "process"]
             if not hosts:
                 raise errors.InvalidSpec(
-                    "probes run on process hosts only, and this fleet has none (a microvm "
-                    "host's guest does not run probes yet)"
+                    f"{' and '.join(needs)} run on process hosts only, and this fleet has "
+                    f"none (a microvm host's guest has no {' and no '.join(needs)} yet)"
                 )
         host, pool, wanted = placement.plan(
             spec,
@@ -409,11 +412,6 @@ class Fleet:
             spread=spread,
             retry_after=self.cfg.retry_after_seconds,
         )
-        if self.hosts[host.id].config.runtime == "microvm" and spec.volumes:
-            raise errors.Conflict(
-                f"host {host.id} runs microVMs as QEMU guests, which cannot mount pod "
-                "volumes yet; run pods with volumes on process hosts"
-            )
         address = pool.allocate(wanted, now=time.time())
         self.db.put_doc(_pool_key(pool), pool.state())
         now = models.now()

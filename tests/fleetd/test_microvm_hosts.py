@@ -98,5 +98,5 @@ async def test_a_spec_with_probes_is_refused_where_no_host_runs_them(
     """The guest runs no probes yet: rather than ignore them, the fleet says so."""
     probe = {"tcp_socket": {"port": 80}}
     spec = helpers.spec(helpers.shell("app", "sleep 300", readiness_probe=probe))
-    with pytest.raises(errors.InvalidSpec, match="probes run on process hosts only"):
+    with pytest.raises(errors.InvalidSpec, match="run on process hosts only"):
         await api.put_microvm(helpers.new_id(), spec)

@@ -399,8 +399,8 @@ class Fleet:
             hosts = [h for h in hosts if h.config.runtime == "process"]
             if not hosts:
                 raise errors.InvalidSpec(
-                    "probes run on process hosts only, and this fleet has none (a microvm "
-                    "host's guest does not run probes yet)"
+                    "probes and lifecycle hooks run on process hosts only, and this fleet "
+                    "has none (a microvm host's guest does not run them yet)"
                 )
         host, pool, wanted = placement.plan(
             spec,
@@ -731,7 +731,10 @@ class Fleet:
 
 
 def _probed(spec: models.MicroVMSpec) -> bool:
-    return any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in spec.containers)
+    return any(
+        c.startup_probe or c.liveness_probe or c.readiness_probe or c.post_start or c.pre_stop
+        for c in spec.containers
+    )
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

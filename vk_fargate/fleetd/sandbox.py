@@ -74,6 +74,8 @@ class ShimSpec(TypedDict):
     cgroup_parent: NotRequired[str]  # the microVM's cgroup, relative to each hierarchy
     # Per container with probes: {"startup"|"liveness"|"readiness": the API's Probe}.
     probes: NotRequired[dict[str, dict[str, Any]]]
+    # Per container: its post_start, pre_stop and termination_message_* (``hooks``).
+    lifecycle: NotRequired[dict[str, dict[str, Any]]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:
@@ -278,6 +280,7 @@ class Status:
         c["last_termination"] = {
             "exit_code": c.get("exit_code", 0),
             "reason": c.get("reason"),
+            "message": c.get("message"),
             "started_at": c.get("started_at"),
             "finished_at": c.get("finished_at"),
         }

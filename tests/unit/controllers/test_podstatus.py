@@ -444,3 +444,19 @@ def test_a_sidecar_not_ready_keeps_the_pod_not_ready() -> None:
     assert conditions(status)["Ready"]["status"] == "False"
     vm = microvm("running", containers=[running("proxy"), running("app")])
     assert conditions(podstatus.compute(spec, vm, now=UPDATED))["Ready"]["status"] == "True"
+
+
+def test_termination_messages_in_state_and_last_state() -> None:
+    last = models.Termination(exit_code=1, reason="Error", message="it went wrong")
+    vm = microvm(
+        "running",
+        containers=[
+            running("app", last_termination=last),
+            exited("done", 2, message="bye\n"),
+        ],
+    )
+    app, done = podstatus.compute(pod(("app", "done")), vm)["containerStatuses"]
+    assert app["lastState"] == {
+        "terminated": {"exitCode": 1, "reason": "Error", "message": "it went wrong"}
+    }
+    assert done["state"]["terminated"]["message"] == "bye\n"

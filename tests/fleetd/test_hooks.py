@@ -3,6 +3,7 @@ runc containers (busybox's sh), with the fleet's ``container`` events."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -169,3 +170,50 @@ async def test_termination_message_falls_back_to_the_log_on_error(
     assert helpers.container(vm, "ok").message is None  # exit 0: no fallback
     assert helpers.container(vm, "default").message == "x"
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
+
+
+async def test_an_http_pre_stop_and_a_failed_one(fleet_client: client.FleetClient) -> None:
+    """httpGet: busybox's httpd runs a CGI that writes into PID 1's stdout; a second
+    container's exec hook fails: an event, and its SIGTERM comes all the same."""
+    vm_id = helpers.new_id()
+    server = r"""
+mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho quit via http > /proc/1/fd/1\nprintf "\\r\\n"\n' > /www/cgi-bin/quit
+chmod +x /www/cgi-bin/quit
+httpd -p 8080 -h /www
+"""
+    http_hook = {"http_get": {"port": 8080, "path": "/cgi-bin/quit"}}
+    failing = {"exec": {"command": ["sh", "-c", "exit 7"]}}
+    spec = helpers.spec(
+        helpers.shell("web", server + TRAPPING, pre_stop=http_hook),
+        helpers.shell("other", TRAPPING, pre_stop=failing),
+        termination_grace_seconds=10,
+    )
+    async with collected(fleet_client, vm_id) as events:
+        await fleet_client.put_microvm(vm_id, spec)
+        await helpers.until_vm(
+            fleet_client,
+            vm_id,
+            lambda v: all(helpers.container(v, n).state == "running" for n in ("web", "other")),
+        )
+
+        async def until_term(name: str) -> str:
+            text = ""
+            async for chunk in fleet_client.logs(vm_id, name, follow=True):
+                text += chunk.decode()
+                if text.endswith("term\n"):
+                    break
+            return text
+
+        followers = [asyncio.ensure_future(until_term(n)) for n in ("web", "other")]
+        await fleet_client.delete_microvm(vm_id, grace_seconds=10)
+        web, other = await asyncio.wait_for(asyncio.gather(*followers), timeout=30)
+
+        async def recorded() -> list[str] | None:
+            return events.texts("FailedPreStopHook") or None
+
+        await waiting.until(recorded, timeout=30, what="the FailedPreStopHook event")
+    assert web == "up\nquit via http\nterm\n"
+    assert other == "up\nterm\n"
+    assert events.texts("FailedPreStopHook") == ["PreStopHook failed"]
+    assert [e.container for e in events.found if e.reason == "FailedPreStopHook"] == ["other"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ class Hooks:
         handler = self.lifecycle.get("post_start")
         if not handler:
             return True
-        error = await run(handler, self.name, self.pod_ip, self.exec_prefix, self._pid_file(), None)
+        error = await _guarded(
+            run(handler, self.name, self.pod_ip, self.exec_prefix, self._pid_file(), None)
+        )
         if error is None:
             return True
         print(f"container {self.name}: {error}", flush=True)  # the kubelet logs it too
@@ -79,8 +82,8 @@ class Hooks:
         began = loop.time()
         try:
             async with asyncio.timeout(grace):
-                error = await run(
-                    handler, self.name, self.pod_ip, self.exec_prefix, self._pid_file(), grace
+                error = await _guarded(
+                    run(handler, self.name, self.pod_ip, self.exec_prefix, self._pid_file(), grace)
                 )
         except TimeoutError:
             error = None  # the kubelet moves on to SIGTERM and records nothing
@@ -92,6 +95,15 @@ class Hooks:
 
     def _pid_file(self) -> Path:
         return self.scratch / "hook.pid"
+
+
+async def _guarded(running: Coroutine[Any, Any, str | None]) -> str | None:
+    """A hook that could not even be run (runc missing, no process left) is a failed
+    hook, never an exception: the stop that waits for it must go on to SIGTERM."""
+    try:
+        return await running
+    except (OSError, ValueError, KeyError) as exc:
+        return f"Cannot run handler: {exc!r}"
 
 
 async def run(

@@ -178,7 +178,7 @@ async def test_an_http_pre_stop_and_a_failed_one(fleet_client: client.FleetClien
     vm_id = helpers.new_id()
     server = r"""
 mkdir -p /www/cgi-bin
-printf '#!/bin/sh\necho quit via http > /proc/1/fd/1\nprintf "\\r\\n"\n' > /www/cgi-bin/quit
+printf '#!/bin/sh\necho quit via http $HTTP_USER_AGENT > /proc/1/fd/1\nprintf "\\r\\n"\n' > /www/cgi-bin/quit
 chmod +x /www/cgi-bin/quit
 httpd -p 8080 -h /www
 """
@@ -213,7 +213,7 @@ httpd -p 8080 -h /www
             return events.texts("FailedPreStopHook") or None
 
         await waiting.until(recorded, timeout=30, what="the FailedPreStopHook event")
-    assert web == "up\nquit via http\nterm\n"
+    assert web == "up\nquit via http kube-lifecycle/1.36\nterm\n"
     assert other == "up\nterm\n"
     assert events.texts("FailedPreStopHook") == ["PreStopHook failed"]
     assert [e.container for e in events.found if e.reason == "FailedPreStopHook"] == ["other"]

@@ -35,6 +35,7 @@ MIN_GRACE = 2.0  # kubelet's minimumGracePeriodInSeconds, after a preStop hook
 MAX_MESSAGE = 4096  # kubelet's MaxContainerTerminationMessageLength
 LOG_LINES = 80  # kubelet's MaxContainerTerminationMessageLogLines
 LOG_BYTES = 2048  # kubelet's MaxContainerTerminationMessageLogLength
+USER_AGENT = "kube-lifecycle/1.36"  # the kubelet's, for an httpGet hook
 NO_TIMEOUT = 10.0**9  # a postStart hook runs as long as it takes, as the kubelet's
 
 
@@ -91,7 +92,8 @@ class Hooks:
         if error is not None:
             print(f"container {self.name}: {error}", flush=True)
             self.status.event(self.name, "FailedPreStopHook", "PreStopHook failed")
-        return max(grace - (loop.time() - began), MIN_GRACE)
+        # The kubelet counts the hook's whole seconds off the grace.
+        return max(grace - int(loop.time() - began), MIN_GRACE)
 
     def _pid_file(self) -> Path:
         return self.scratch / "hook.pid"
@@ -133,7 +135,9 @@ async def run(
             action.get("host") or pod_ip,
             action["port"],
             action.get("path") or "/",
-            [(h["name"], h.get("value", "")) for h in action.get("headers") or []],
+            _with_user_agent(
+                [(h["name"], h.get("value", "")) for h in action.get("headers") or []]
+            ),
             NO_TIMEOUT if timeout is None else timeout,
         )
         if ok or message.startswith("HTTP probe failed with statuscode"):
@@ -146,6 +150,13 @@ async def run(
         await asyncio.sleep(handler["sleep"]["seconds"])
         return None
     return "Cannot run handler: unknown handler"
+
+
+def _with_user_agent(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The kubelet's lifecycle User-Agent, unless the hook sets one."""
+    if any(name.lower() == "user-agent" for name, _ in headers):
+        return headers
+    return [*headers, ("User-Agent", USER_AGENT)]
 
 
 def _go_list(items: list[str]) -> str:

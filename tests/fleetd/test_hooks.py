@@ -71,13 +71,14 @@ async def test_a_failed_post_start_kills_and_restarts_the_container(
         await helpers.until_vm(
             fleet_client,
             vm_id,
-            lambda v: bool(events.texts("FailedPostStartHook")),
-            what="the event",
+            lambda v: bool(events.texts("FailedPostStartHook") and events.texts("Killing")),
+            what="the events",
         )
     app = helpers.container(vm, "app")
     assert app.last_termination is not None
     assert app.last_termination.exit_code == 0  # its TERM trap ran: killed as at a stop
     assert events.texts("FailedPostStartHook")[0] == "PostStartHook failed"
+    assert "FailedPostStartHook" in events.texts("Killing")
     assert next(e.warning for e in events.found if e.reason == "FailedPostStartHook") is True
     assert await _logs(fleet_client, vm_id, "app", previous=True) == "up\nterm\n"
     await fleet_client.delete_microvm(vm_id, grace_seconds=0)
@@ -178,7 +179,11 @@ async def test_an_http_pre_stop_and_a_failed_one(fleet_client: client.FleetClien
     vm_id = helpers.new_id()
     server = r"""
 mkdir -p /www/cgi-bin
-printf '#!/bin/sh\necho quit via http $HTTP_USER_AGENT > /proc/1/fd/1\nprintf "\\r\\n"\n' > /www/cgi-bin/quit
+cat > /www/cgi-bin/quit <<'END'
+#!/bin/sh
+echo quit via http $HTTP_USER_AGENT > /proc/1/fd/1
+printf '\r\n'
+END
 chmod +x /www/cgi-bin/quit
 httpd -p 8080 -h /www
 """

@@ -4,7 +4,8 @@ reads them (``pkg/kubelet/lifecycle/handlers.go``, ``kuberuntime_container.go``)
 - ``postStart`` runs right after the container started; the container is not reported
   running (nor probed) until it ends. A failed hook is a ``FailedPostStartHook``
   warning (``PostStartHook failed``: the kubelet keeps the hook's output out of the
-  event, so no secret leaks) and the container is killed;
+  event, so no secret leaks) and the container is killed (``Killing``
+  ``FailedPostStartHook``, as the kubelet's);
 - ``preStop`` runs at every stop of the container before its SIGTERM, inside the
   grace period: what is left of it (at least ``MIN_GRACE`` seconds) is SIGTERM's.
   A failed one is a ``FailedPreStopHook`` warning (``PreStopHook failed``);
@@ -71,6 +72,8 @@ class Hooks:
             return True
         print(f"container {self.name}: {error}", flush=True)  # the kubelet logs it too
         self.status.event(self.name, "FailedPostStartHook", "PostStartHook failed")
+        # The kill that follows, worded as the kubelet's killContainer words it.
+        self.status.event(self.name, "Killing", "FailedPostStartHook", warning=False)
         return False
 
     async def pre_stop(self, grace: float) -> float:

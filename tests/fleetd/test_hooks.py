@@ -11,7 +11,7 @@ import pytest
 from tests import waiting
 from tests.fleetd import helpers
 from tests.fleetd.test_probes import collected
-from vk_fargate.fleet import client
+from vk_fargate.fleet import client, models
 from vk_fargate.fleetd import crilog
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -222,3 +222,21 @@ httpd -p 8080 -h /www
     assert other == "up\nterm\n"
     assert events.texts("FailedPreStopHook") == ["PreStopHook failed"]
     assert [e.container for e in events.found if e.reason == "FailedPreStopHook"] == ["other"]
+
+
+async def test_running_is_reported_once_post_start_ended(fleet_client: client.FleetClient) -> None:
+    """Reported running only after its 2 s postStart hook, with its process's start."""
+    vm_id = helpers.new_id()
+    spec = helpers.spec(
+        helpers.shell("app", "echo up; sleep 1000", post_start={"sleep": {"seconds": 2}})
+    )
+    await fleet_client.put_microvm(vm_id, spec)
+    vm = await helpers.until_vm(
+        fleet_client, vm_id, lambda v: helpers.container(v, "app").state == "running"
+    )
+    seen = models.now()
+    app = helpers.container(vm, "app")
+    assert app.started_at is not None
+    assert (seen - app.started_at).total_seconds() >= 2.0
+    assert await _logs(fleet_client, vm_id, "app") == "up\n"  # it ran during the hook
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)

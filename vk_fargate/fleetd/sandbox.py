@@ -202,15 +202,22 @@ class Status:
         self.flush()
 
     def running(
-        self, name: str, container_id: str, *, started: bool = True, ready: bool = True
+        self,
+        name: str,
+        container_id: str,
+        *,
+        started: bool = True,
+        ready: bool = True,
+        since: str | None = None,
     ) -> None:
-        """It runs; ``started``/``ready`` as its probes say before they ran (none: both)."""
+        """It runs (since ``since``, its process's start, else now); ``started``/``ready``
+        as its probes say before they ran (none: both)."""
         c = self.container(name)
         c.update(
             state="running",
             reason=None,
             message=None,
-            started_at=iso(),
+            started_at=since or iso(),
             container_id=container_id,
             started=started,
             ready=ready,

@@ -300,6 +300,7 @@ class ProcessRuntime:
                 subpaths.release(held)  # runc has made its mounts (or failed to)
                 if started:  # the container runs
                     pid = int(pid_file.read_text())
+                    since = sandbox.iso()  # its start, reported once postStart passed
                     self._pids[name] = pid
                     self._hooks[name] = hook = hooks.Hooks(
                         name,
@@ -324,6 +325,7 @@ class ProcessRuntime:
                             f"vkfargate://{instance_id}",
                             started=prober.started,
                             ready=prober.ready,
+                            since=since,
                         )
                         prober.start()
                     elif not self._stopping.is_set():  # killed as the kubelet kills it

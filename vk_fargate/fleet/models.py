@@ -579,7 +579,8 @@ class MaintenanceNotice(Model):
 
 class ContainerEvent(Model):
     """What happened to a container that its status does not say: a failed probe
-    (``Unhealthy``), a kill for it (``Killing``), as the kubelet's events."""
+    (``Unhealthy``), a kill for it (``Killing``), a failed lifecycle hook
+    (``FailedPostStartHook``, ``FailedPreStopHook``), as the kubelet's events."""
 
     container: str
     reason: str

@@ -92,3 +92,35 @@ async def test_pre_stop_output_in_the_log_and_termination_message(
         await follower.wait()
     assert lines == ["bye\n", "term\n"]
     await core.delete_namespace(ns)
+
+
+async def test_a_failed_post_start_is_an_event_and_a_restart(
+    api: k8s.ApiClient, provider: conftest.Provider
+) -> None:
+    core = k8s.CoreV1Api(api)
+    ns = await conftest.namespace(api, "poststart")
+    container = {
+        "name": "app",
+        "image": "busybox",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
+        "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 1"]}}},
+    }
+    await core.create_namespaced_pod(ns, conftest.pod("hooked", container))
+
+    async def events() -> dict[str, list[str]] | None:
+        found = await core.list_namespaced_event(ns, field_selector="involvedObject.name=hooked")
+        by_reason: dict[str, list[str]] = {}
+        for event in found.items:
+            by_reason.setdefault(event.reason, []).append(event.message)
+        return by_reason if "FailedPostStartHook" in by_reason else None
+
+    seen = await waiting.until(events, timeout=60, what="the FailedPostStartHook event")
+    assert set(seen["FailedPostStartHook"]) == {"PostStartHook failed"}
+
+    async def restarted() -> k8s.V1Pod | None:
+        pod = await core.read_namespaced_pod("hooked", ns)
+        statuses = pod.status.container_statuses or []
+        return pod if statuses and statuses[0].restart_count >= 1 else None
+
+    await waiting.until(restarted, timeout=60, what="a restart")
+    await core.delete_namespace(ns)

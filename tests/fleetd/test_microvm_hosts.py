@@ -8,6 +8,7 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,11 +93,17 @@ async def test_a_microvm_pod_sees_its_image_not_the_host(
     assert lines[-3:] == ["0", "looker", "end"], lines  # the image's root; the pod's name
 
 
-async def test_a_spec_with_probes_is_refused_where_no_host_runs_them(
-    api: client.FleetClient,
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"readiness_probe": {"tcp_socket": {"port": 80}}},
+        {"pre_stop": {"sleep": {"seconds": 1}}},
+    ],
+)
+async def test_a_spec_with_probes_or_hooks_is_refused_where_no_host_runs_them(
+    api: client.FleetClient, field: dict[str, Any]
 ) -> None:
-    """The guest runs no probes yet: rather than ignore them, the fleet says so."""
-    probe = {"tcp_socket": {"port": 80}}
-    spec = helpers.spec(helpers.shell("app", "sleep 300", readiness_probe=probe))
-    with pytest.raises(errors.InvalidSpec, match="probes run on process hosts only"):
+    """The guest runs no probes nor hooks yet: rather than ignore them, the fleet says so."""
+    spec = helpers.spec(helpers.shell("app", "sleep 300", **field))
+    with pytest.raises(errors.InvalidSpec, match="run on process hosts only"):
         await api.put_microvm(helpers.new_id(), spec)

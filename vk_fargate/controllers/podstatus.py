@@ -56,6 +56,7 @@ def _last_state(c: models.ContainerStatus) -> JSON:
             for k, v in {
                 "exitCode": last.exit_code,
                 "reason": last.reason or ("Completed" if last.exit_code == 0 else "Error"),
+                "message": last.message or None,
                 "startedAt": timestamp(last.started_at),
                 "finishedAt": timestamp(last.finished_at),
             }.items()

@@ -78,6 +78,10 @@ def spec(
             startup_probe=probe(c, "startupProbe"),
             liveness_probe=probe(c, "livenessProbe"),
             readiness_probe=probe(c, "readinessProbe"),
+            post_start=hook(c, "postStart"),
+            pre_stop=hook(c, "preStop"),
+            termination_message_path=c.get("terminationMessagePath") or "/dev/termination-log",
+            termination_message_policy=c.get("terminationMessagePolicy") or "File",
             pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
         )
 
@@ -144,17 +148,7 @@ def probe(container: JSON, kind: str) -> models.Probe | None:
     if "exec" in found:
         out["exec"] = {"command": (found["exec"] or {}).get("command") or []}
     if "httpGet" in found:
-        action = found["httpGet"]
-        out["http_get"] = {
-            "scheme": action.get("scheme") or "HTTP",
-            "host": action.get("host") or None,
-            "port": _port(container, action.get("port")),
-            "path": action.get("path") or "/",
-            "headers": [
-                {"name": h["name"], "value": h.get("value", "")}
-                for h in action.get("httpHeaders") or []
-            ],
-        }
+        out["http_get"] = _http_get(container, found["httpGet"])
     if "tcpSocket" in found:
         action = found["tcpSocket"]
         out["tcp_socket"] = {
@@ -164,6 +158,35 @@ def probe(container: JSON, kind: str) -> models.Probe | None:
     if "grpc" in found:
         out["grpc"] = {"port": found["grpc"].get("port"), "service": found["grpc"].get("service")}
     return models.Probe.model_validate(out)
+
+
+def hook(container: JSON, kind: str) -> models.LifecycleHandler | None:
+    """The container's ``postStart`` or ``preStop`` hook as the fleet takes it; a
+    ``tcpSocket`` one (which the kubelet cannot run either) is refused by the model."""
+    found = (container.get("lifecycle") or {}).get(kind)
+    if not found:
+        return None
+    out: JSON = {}
+    if "exec" in found:
+        out["exec"] = {"command": (found["exec"] or {}).get("command") or []}
+    if "httpGet" in found:
+        out["http_get"] = _http_get(container, found["httpGet"])
+    if "sleep" in found:
+        out["sleep"] = {"seconds": (found["sleep"] or {}).get("seconds")}
+    return models.LifecycleHandler.model_validate(out)
+
+
+def _http_get(container: JSON, action: JSON) -> JSON:
+    return {
+        "scheme": action.get("scheme") or "HTTP",
+        "host": action.get("host") or None,
+        "port": _port(container, action.get("port")),
+        "path": action.get("path") or "/",
+        "headers": [
+            {"name": h["name"], "value": h.get("value", "")}
+            for h in action.get("httpHeaders") or []
+        ],
+    }
 
 
 def _port(container: JSON, port: Any) -> Any:

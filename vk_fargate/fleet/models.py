@@ -275,6 +275,24 @@ class Probe(Model):
         return self
 
 
+class SleepAction(Model):
+    seconds: int = pydantic.Field(ge=0, le=3600)
+
+
+class LifecycleHandler(Model):
+    """A postStart or preStop hook, as the kubelet runs one: exactly one handler."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    sleep: SleepAction | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_handler(self) -> LifecycleHandler:
+        if len([h for h in (self.exec, self.http_get, self.sleep) if h]) != 1:
+            raise ValueError("a lifecycle hook needs exactly one of exec, http_get and sleep")
+        return self
+
+
 class Container(Model):
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image: str = pydantic.Field(min_length=1)
@@ -289,6 +307,13 @@ class Container(Model):
     startup_probe: Probe | None = None
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
+    # Kubernetes' terminationMessagePath and terminationMessagePolicy.
+    termination_message_path: str = pydantic.Field(
+        default="/dev/termination-log", min_length=1, max_length=4096, pattern=r"^/"
+    )
+    termination_message_policy: Literal["File", "FallbackToLogsOnError"] = "File"
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)
@@ -445,6 +470,7 @@ def invalid(exc: pydantic.ValidationError) -> str:
 class Termination(Model):
     exit_code: int
     reason: str | None = None
+    message: str | None = None
     started_at: datetime.datetime | None = None
     finished_at: datetime.datetime | None = None
 
@@ -553,7 +579,8 @@ class MaintenanceNotice(Model):
 
 class ContainerEvent(Model):
     """What happened to a container that its status does not say: a failed probe
-    (``Unhealthy``), a kill for it (``Killing``), as the kubelet's events."""
+    (``Unhealthy``), a kill for it (``Killing``), a failed lifecycle hook
+    (``FailedPostStartHook``, ``FailedPreStopHook``), as the kubelet's events."""
 
     container: str
     reason: str

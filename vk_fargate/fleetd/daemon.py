@@ -397,13 +397,14 @@ class Fleet:
         hosts = list(self.hosts.values())
         # A microvm host's guest runs no probes and mounts no volumes yet: such pods go
         # to process hosts only.
-        needs = [w for w, used in (("probes", _probed(spec)), ("volumes", spec.volumes)) if used]
+        hooked = ("probes and lifecycle hooks", _probed(spec))
+        needs = [w for w, used in (hooked, ("volumes", bool(spec.volumes))) if used]
         if needs:
             hosts = [h for h in hosts if h.config.runtime == "process"]
             if not hosts:
                 raise errors.InvalidSpec(
                     f"{' and '.join(needs)} run on process hosts only, and this fleet has "
-                    f"none (a microvm host's guest has no {' and no '.join(needs)} yet)"
+                    "none (a microvm host's guest does not run them yet)"
                 )
         host, pool, wanted = placement.plan(
             spec,
@@ -729,7 +730,10 @@ class Fleet:
 
 
 def _probed(spec: models.MicroVMSpec) -> bool:
-    return any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in spec.containers)
+    return any(
+        c.startup_probe or c.liveness_probe or c.readiness_probe or c.post_start or c.pre_stop
+        for c in spec.containers
+    )
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

@@ -74,6 +74,8 @@ class ShimSpec(TypedDict):
     cgroup_parent: NotRequired[str]  # the microVM's cgroup, relative to each hierarchy
     # Per container with probes: {"startup"|"liveness"|"readiness": the API's Probe}.
     probes: NotRequired[dict[str, dict[str, Any]]]
+    # Per container: its post_start, pre_stop and termination_message_* (``hooks``).
+    lifecycle: NotRequired[dict[str, dict[str, Any]]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:
@@ -200,15 +202,22 @@ class Status:
         self.flush()
 
     def running(
-        self, name: str, container_id: str, *, started: bool = True, ready: bool = True
+        self,
+        name: str,
+        container_id: str,
+        *,
+        started: bool = True,
+        ready: bool = True,
+        since: str | None = None,
     ) -> None:
-        """It runs; ``started``/``ready`` as its probes say before they ran (none: both)."""
+        """It runs (since ``since``, its process's start, else now); ``started``/``ready``
+        as its probes say before they ran (none: both)."""
         c = self.container(name)
         c.update(
             state="running",
             reason=None,
             message=None,
-            started_at=iso(),
+            started_at=since or iso(),
             container_id=container_id,
             started=started,
             ready=ready,
@@ -278,6 +287,7 @@ class Status:
         c["last_termination"] = {
             "exit_code": c.get("exit_code", 0),
             "reason": c.get("reason"),
+            "message": c.get("message"),
             "started_at": c.get("started_at"),
             "finished_at": c.get("finished_at"),
         }

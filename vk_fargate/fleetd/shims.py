@@ -61,9 +61,24 @@ def spec_for(
     shim["runc_root"] = str(runc_root)
     probes = {c.name: _probes(c) for c in spec.containers}
     shim["probes"] = {name: found for name, found in probes.items() if found}
+    shim["lifecycle"] = {c.name: _lifecycle(c) for c in [*spec.init_containers, *spec.containers]}
     if cgroup_parent is not None:
         shim["cgroup_parent"] = cgroup_parent
     return shim
+
+
+def _lifecycle(c: models.Container) -> dict[str, Any]:
+    """The container's hooks and termination message settings (``fleetd.hooks``)."""
+    return c.model_dump(
+        mode="json",
+        include={
+            "post_start",
+            "pre_stop",
+            "termination_message_path",
+            "termination_message_policy",
+        },
+        exclude_none=True,
+    )
 
 
 def _probes(c: models.Container) -> dict[str, Any]:

@@ -468,3 +468,19 @@ def test_readiness_gates_hold_ready_until_their_conditions_are_true() -> None:
     third = conditions(podstatus.compute(gated, vm, previous=opened, now=UPDATED))
     assert third["Ready"]["status"] == "True"
     assert "example.com/lb-registered" not in third, "the gate's condition is not ours"
+
+
+def test_termination_messages_in_state_and_last_state() -> None:
+    last = models.Termination(exit_code=1, reason="Error", message="it went wrong")
+    vm = microvm(
+        "running",
+        containers=[
+            running("app", last_termination=last),
+            exited("done", 2, message="bye\n"),
+        ],
+    )
+    app, done = podstatus.compute(pod(("app", "done")), vm)["containerStatuses"]
+    assert app["lastState"] == {
+        "terminated": {"exitCode": 1, "reason": "Error", "message": "it went wrong"}
+    }
+    assert done["state"]["terminated"]["message"] == "bye\n"

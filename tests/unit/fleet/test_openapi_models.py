@@ -41,6 +41,8 @@ MODELLED = [
     "TCPSocketAction",
     "GRPCAction",
     "Probe",
+    "SleepAction",
+    "LifecycleHandler",
     "Container",
     "MicroVMSpec",
     "Termination",

@@ -11,6 +11,9 @@ again from its new entry at once, as the kubelet restarts a container whose imag
 changed; its old bundle is then removed. Init containers are not run again.
 Each running instance has its probes run beside it (``probes``): a failed liveness or
 startup probe stops it as a replacement does, and the restart policy decides the rest.
+Its lifecycle hooks and termination message are ``hooks``': postStart before it is
+reported running, preStop before each SIGTERM it gets (a stop, a kill for a probe, a
+replacement), its termination file bound in and read as it ended.
 Each container instance gets a cgroup of its own under the microVM's
 (``container-<name>-<n>``, see ``sandbox.container_group``), so the daemon can read
 the container's CPU time and list its processes.
@@ -30,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, probes, rootfs, sandbox, subpaths
+from vk_fargate.fleetd import crilog, hooks, probes, rootfs, sandbox, subpaths
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -53,6 +56,7 @@ class ProcessRuntime:
         self._stopping = asyncio.Event()
         self._live: set[str] = set()  # containers runc is making or that still run
         self._pids: dict[str, int] = {}  # name -> its running process (a child of ours)
+        self._hooks: dict[str, hooks.Hooks] = {}  # name -> its running instance's hooks
         self._killing = False  # the grace period of a stop is over
         self._failure: tuple[str, str] | None = None
         self._entries = {c["name"]: c for c in spec["containers"]}  # current, per reload
@@ -101,14 +105,23 @@ class ProcessRuntime:
         task.add_done_callback(self._task_done)
 
     async def _stop_one(self, name: str, pid: int, grace: float | None = None) -> None:
-        _signal(pid, signal.SIGTERM)
         if grace is None:
             grace = self.spec["termination_grace_seconds"]
-        deadline = time.monotonic() + grace
+        deadline = await self._terminate(name, pid, grace)
         while self._pids.get(name) == pid and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._pids.get(name) == pid:  # still that instance: not reaped, so still ours
             _signal(pid, signal.SIGKILL)
+
+    async def _terminate(self, name: str, pid: int, grace: float) -> float:
+        """Run the preStop hook of instance ``pid`` of ``name`` (if any) within
+        ``grace``, then SIGTERM it; when its SIGKILL is due (``time.monotonic``)."""
+        hook = self._hooks.get(name)
+        if hook is not None and self._pids.get(name) == pid:
+            grace = await hook.pre_stop(grace)
+        if self._pids.get(name) == pid:  # not yet reaped: still ours
+            _signal(pid, signal.SIGTERM)
+        return time.monotonic() + grace
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -242,6 +255,11 @@ class ProcessRuntime:
         if problem is not None:  # as the kubelet, which makes the mounts before the start
             self.status.waiting(name, "CreateContainerConfigError", problem)
             return None
+        lifecycle = self.spec.get("lifecycle", {}).get(name, {})
+        message_file = self.vm_dir / "termination" / f"{name}-{instance}"
+        hooks.bind_message_file(
+            spec, lifecycle.get("termination_message_path", "/dev/termination-log"), message_file
+        )
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"
@@ -282,7 +300,16 @@ class ProcessRuntime:
                 subpaths.release(held)  # runc has made its mounts (or failed to)
                 if started:  # the container runs
                     pid = int(pid_file.read_text())
+                    since = sandbox.iso()  # its start, reported once postStart passed
                     self._pids[name] = pid
+                    self._hooks[name] = hook = hooks.Hooks(
+                        name,
+                        lifecycle,
+                        pod_ip=self._pod_ip(),
+                        exec_prefix=[*runc, "exec", instance_id],
+                        scratch=bundle,
+                        status=self.status,
+                    )
                     prober = probes.Prober(
                         name,
                         self.spec.get("probes", {}).get(name, {}),
@@ -292,13 +319,17 @@ class ProcessRuntime:
                         status=self.status,
                         kill=lambda grace: self._kill_for_probe(name, pid, grace),
                     )
-                    self.status.running(
-                        name,
-                        f"vkfargate://{instance_id}",
-                        started=prober.started,
-                        ready=prober.ready,
-                    )
-                    prober.start()
+                    if await hook.post_start():
+                        self.status.running(
+                            name,
+                            f"vkfargate://{instance_id}",
+                            started=prober.started,
+                            ready=prober.ready,
+                            since=since,
+                        )
+                        prober.start()
+                    elif not self._stopping.is_set():  # killed as the kubelet kills it
+                        self._kill_for_probe(name, pid, None)
                     if self._stopping.is_set():  # the stop came while runc was starting it
                         _signal(pid, signal.SIGKILL if self._killing else signal.SIGTERM)
                     elif self._changed.get(name, asyncio.Event()).is_set():
@@ -308,6 +339,7 @@ class ProcessRuntime:
                 if prober is not None:
                     prober.stop()
                 self._pids.pop(name, None)
+                self._hooks.pop(name, None)
                 self._live.discard(name)
             await pumps
         await _delete(runc, instance_id)
@@ -315,12 +347,15 @@ class ProcessRuntime:
             self.status.terminated(name, 128, "StartError", start_error(log))
             return 128
         code = exit_code(returncode)
+        policy = lifecycle.get("termination_message_policy", "File")
+        text = hooks.message(message_file, policy, code, log)
+        message_file.unlink(missing_ok=True)
         if code == 0:
-            self.status.terminated(name, 0, "Completed")
+            self.status.terminated(name, 0, "Completed", text)
         elif self._oom(code, marks):
-            self.status.terminated(name, code, "OOMKilled")
+            self.status.terminated(name, code, "OOMKilled", text)
         else:
-            self.status.terminated(name, code, "Error")
+            self.status.terminated(name, code, "Error", text)
         return code
 
     def _oom_marks(self) -> tuple[int, int]:
@@ -352,8 +387,11 @@ class ProcessRuntime:
         self.status.phase("stopping")
         stop = sandbox.read_json(self.vm_dir / "stop.json") or {}
         grace = float(stop.get("grace_seconds", self.spec["termination_grace_seconds"]))
-        self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace
+        ends = await asyncio.gather(
+            *(self._terminate(name, pid, grace) for name, pid in list(self._pids.items()))
+        )  # each container's preStop hook, then its SIGTERM
+        deadline = max([deadline, *ends])
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._killing = True  # and a container runc is still making gets KILL at once

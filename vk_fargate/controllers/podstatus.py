@@ -160,7 +160,8 @@ def compute(
     ``resources``: each container's ``resources`` to report (``podupdate.allocated``)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
-    # The scheduler runs sidecars as the fleet's app containers (fargate.microvms.spec).
+    # The fleet reports sidecars among its init containers (fargate.microvms.spec), or,
+    # for microVMs made before it ran them so, among its app containers.
     sidecars = {c["name"] for c in init_specs if c.get("restartPolicy") == "Always"}
     reported = [
         *vm.status.init_containers,

@@ -74,6 +74,8 @@ class ShimSpec(TypedDict):
     cgroup_parent: NotRequired[str]  # the microVM's cgroup, relative to each hierarchy
     # Per container with probes: {"startup"|"liveness"|"readiness": the API's Probe}.
     probes: NotRequired[dict[str, dict[str, Any]]]
+    # The init containers that are sidecars (restart_policy Always), in start order.
+    sidecars: NotRequired[list[str]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:

@@ -42,6 +42,11 @@ def spec_for(
     """The shim's spec: ``prepared`` holds every container, made ready from its image
     (``bundles.prepare``) or carrying why it cannot run."""
     spec = vm.spec
+    sidecars = [c for c in spec.init_containers if c.restart_policy == "Always"]
+    init, apps = spec.init_containers, spec.containers
+    if runtime == "microvm":  # its guest runs sidecars as app containers, started first
+        init = [c for c in init if c.restart_policy != "Always"]
+        apps = [*sidecars, *apps]
     shim = sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
@@ -51,15 +56,17 @@ def spec_for(
         termination_grace_seconds=spec.termination_grace_seconds,
         backoff_initial_seconds=cfg.restart_backoff.initial_seconds,
         backoff_max_seconds=cfg.restart_backoff.max_seconds,
-        init_containers=[prepared[c.name] for c in spec.init_containers],
-        containers=[prepared[c.name] for c in spec.containers],
+        init_containers=[prepared[c.name] for c in init],
+        containers=[prepared[c.name] for c in apps],
         netns=netns,
         cgroups=cgroups,
         network=network,
         notify_socket=str(notify_socket),
     )
     shim["runc_root"] = str(runc_root)
-    probes = {c.name: _probes(c) for c in spec.containers}
+    if runtime != "microvm":
+        shim["sidecars"] = [c.name for c in sidecars]
+    probes = {c.name: _probes(c) for c in [*sidecars, *spec.containers]}
     shim["probes"] = {name: found for name, found in probes.items() if found}
     if cgroup_parent is not None:
         shim["cgroup_parent"] = cgroup_parent

@@ -444,3 +444,42 @@ def test_a_sidecar_not_ready_keeps_the_pod_not_ready() -> None:
     assert conditions(status)["Ready"]["status"] == "False"
     vm = microvm("running", containers=[running("proxy"), running("app")])
     assert conditions(podstatus.compute(spec, vm, now=UPDATED))["Ready"]["status"] == "True"
+
+
+def sidecar_pod() -> JSON:
+    spec = pod(("job",), init=("setup",))
+    spec["spec"]["initContainers"].append(
+        {"name": "logs", "image": "registry/logs:1", "restartPolicy": "Always"}
+    )
+    return spec
+
+
+def test_a_sidecar_the_fleet_reports_among_init_containers_runs_after_a_restart() -> None:
+    vm = microvm(
+        "running",
+        init=[exited("setup", 0), running("logs", restart_count=1)],
+        containers=[running("job")],
+    )
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    setup, logs = status["initContainerStatuses"]
+    assert "terminated" in setup["state"] and "running" in logs["state"]
+    assert (logs["restartCount"], logs["started"], logs["ready"]) == (1, True, True)
+    assert status["phase"] == "Running"
+    assert conditions(status)["Initialized"]["status"] == "True"
+
+
+def test_a_pod_whose_app_containers_succeeded_succeeds_though_its_sidecar_was_killed() -> None:
+    vm = microvm(
+        "stopped",
+        reason="Completed",
+        init=[exited("setup", 0), exited("logs", 143)],
+        containers=[exited("job", 0)],
+    )
+    assert podstatus.compute(sidecar_pod(), vm, now=UPDATED)["phase"] == "Succeeded"
+    vm = microvm(
+        "stopped",
+        reason="Error",
+        init=[exited("setup", 0), exited("logs", 0)],
+        containers=[exited("job", 1)],
+    )
+    assert podstatus.compute(sidecar_pod(), vm, now=UPDATED)["phase"] == "Failed"

@@ -395,12 +395,13 @@ class Fleet:
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
         hosts = list(self.hosts.values())
-        if _probed(spec):  # a microvm host's guest runs no probes yet: process hosts only
+        only = _process_only(spec)  # what a microvm host's guest does not run yet
+        if only:
             hosts = [h for h in hosts if h.config.runtime == "process"]
             if not hosts:
                 raise errors.InvalidSpec(
-                    "probes run on process hosts only, and this fleet has none (a microvm "
-                    "host's guest does not run probes yet)"
+                    f"{only} run on process hosts only, and this fleet has none (a microvm "
+                    f"host's guest does not run {only} yet)"
                 )
         host, pool, wanted = placement.plan(
             spec,
@@ -730,8 +731,14 @@ class Fleet:
                     await asyncio.sleep(0.05)
 
 
-def _probed(spec: models.MicroVMSpec) -> bool:
-    return any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in spec.containers)
+def _process_only(spec: models.MicroVMSpec) -> str | None:
+    """What in ``spec`` only process hosts run: "probes", "sidecars", or None."""
+    every = [*spec.init_containers, *spec.containers]
+    if any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in every):
+        return "probes"
+    if any(c.restart_policy == "Always" for c in spec.init_containers):
+        return "sidecars"
+    return None
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

@@ -43,10 +43,6 @@ def spec_for(
     (``bundles.prepare``) or carrying why it cannot run."""
     spec = vm.spec
     sidecars = [c for c in spec.init_containers if c.restart_policy == "Always"]
-    init, apps = spec.init_containers, spec.containers
-    if runtime == "microvm":  # its guest runs sidecars as app containers, started first
-        init = [c for c in init if c.restart_policy != "Always"]
-        apps = [*sidecars, *apps]
     shim = sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
@@ -56,16 +52,15 @@ def spec_for(
         termination_grace_seconds=spec.termination_grace_seconds,
         backoff_initial_seconds=cfg.restart_backoff.initial_seconds,
         backoff_max_seconds=cfg.restart_backoff.max_seconds,
-        init_containers=[prepared[c.name] for c in init],
-        containers=[prepared[c.name] for c in apps],
+        init_containers=[prepared[c.name] for c in spec.init_containers],
+        containers=[prepared[c.name] for c in spec.containers],
         netns=netns,
         cgroups=cgroups,
         network=network,
         notify_socket=str(notify_socket),
     )
     shim["runc_root"] = str(runc_root)
-    if runtime != "microvm":
-        shim["sidecars"] = [c.name for c in sidecars]
+    shim["sidecars"] = [c.name for c in sidecars]  # placed on process hosts only
     probes = {c.name: _probes(c) for c in [*sidecars, *spec.containers]}
     shim["probes"] = {name: found for name, found in probes.items() if found}
     if cgroup_parent is not None:

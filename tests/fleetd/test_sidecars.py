@@ -119,3 +119,32 @@ async def test_sidecars_stop_after_the_app_containers_last_started_first(
     assert (app.exit_code, first.exit_code, second.exit_code) == (0, 0, 0)  # none killed
     assert app.finished_at and first.finished_at and second.finished_at
     assert app.finished_at <= second.finished_at <= first.finished_at
+
+
+async def test_a_delete_during_init_stops_the_init_container_then_the_sidecar(
+    fleet_client: client.FleetClient,
+) -> None:
+    """An init container still running beside a sidecar gets SIGTERM at once at a
+    delete (it ends on it, exit 0, not killed at the end of the grace period), and the
+    sidecar after it."""
+    vm_id = helpers.new_id()
+    quick = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
+    slow = "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.1; done"
+    spec = helpers.spec(
+        helpers.shell("app", "echo never runs"),
+        init_containers=[sidecar("logs", quick), init("setup", slow)],
+    )
+    await fleet_client.put_microvm(vm_id, spec)
+    await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: all(helpers.container(v, n).state == "running" for n in ("logs", "setup")),
+        what="the sidecar and the init container running",
+    )
+    since = (await fleet_client.list_microvms()).cursor
+    await fleet_client.delete_microvm(vm_id, grace_seconds=20)
+    last = await _deleted(fleet_client, vm_id, since)
+    logs, setup = helpers.container(last, "logs"), helpers.container(last, "setup")
+    assert (logs.exit_code, setup.exit_code) == (0, 0)
+    assert setup.finished_at and logs.finished_at and setup.finished_at <= logs.finished_at
+    assert helpers.container(last, "app").state == "waiting"

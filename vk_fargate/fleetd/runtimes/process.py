@@ -79,8 +79,9 @@ class ProcessRuntime:
         return self._stopping.is_set() or (name in self._sidecars and self._winding.is_set())
 
     def reload(self) -> None:
-        """Take the app containers' entries of a new ``spec.json``: each changed one
-        is stopped (TERM, the grace period, KILL) and started again from its entry."""
+        """Take the sidecars' and app containers' entries of a new ``spec.json``: each
+        changed one is stopped (TERM, the grace period, KILL) and started again from
+        its entry."""
         spec: sandbox.ShimSpec | None = sandbox.read_json(self.vm_dir / "spec.json")
         if spec is None or self._stopping.is_set():
             return
@@ -397,10 +398,12 @@ class ProcessRuntime:
         await self._stop_in_waves(grace)
 
     async def _stop_in_waves(self, grace: float) -> None:
-        """SIGTERM the app containers, then each sidecar, the last started first, each
-        wave once the one before has ended; SIGKILL what is left after ``grace``."""
+        """SIGTERM the app containers (and an init container that runs), then each
+        sidecar, the last started first, each wave once the one before has ended;
+        SIGKILL what is left after ``grace``."""
         deadline = time.monotonic() + grace
-        for wave in sidecars.stop_waves(self._apps, self._sidecars):
+        first = [n for n in [*self._live, *self._apps] if n not in self._sidecars]
+        for wave in sidecars.stop_waves(dict.fromkeys(first), self._sidecars):
             for name in wave:
                 if (pid := self._pids.get(name)) is not None:
                     _signal(pid, signal.SIGTERM)

@@ -171,7 +171,14 @@ def compute(
     main = _statuses(
         spec.get("containers") or [], vm.status.containers, init=False, resources=resources
     )
-    init_done = all(
+    # As the kubelet (HasAnyRegularContainerStarted): once an app container has run,
+    # the pod stays initialized while a sidecar restarts.
+    app_started = any(
+        c.state != "waiting" or c.last_termination is not None
+        for c in vm.status.containers
+        if c.name not in sidecars
+    )
+    init_done = app_started or all(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)
     )

@@ -483,3 +483,19 @@ def test_a_pod_whose_app_containers_succeeded_succeeds_though_its_sidecar_was_ki
         containers=[exited("job", 1)],
     )
     assert podstatus.compute(sidecar_pod(), vm, now=UPDATED)["phase"] == "Failed"
+
+
+def test_a_pod_stays_initialized_and_running_while_its_sidecar_restarts() -> None:
+    """As the kubelet's HasAnyRegularContainerStarted: an app container has run, so the
+    sidecar in its back-off does not take the pod back to Pending."""
+    backing_off = cs("logs", "waiting", reason="CrashLoopBackOff", restart_count=1)
+    vm = microvm("running", init=[exited("setup", 0), backing_off], containers=[running("job")])
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    assert status["phase"] == "Running"
+    assert conditions(status)["Initialized"]["status"] == "True"
+    assert conditions(status)["Ready"]["status"] == "False"  # the sidecar is not ready
+    vm = microvm(
+        "running", init=[exited("setup", 0), backing_off], containers=[cs("job", "waiting")]
+    )
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    assert (status["phase"], conditions(status)["Initialized"]["status"]) == ("Pending", "False")

@@ -11,14 +11,15 @@ from tests.fleetd import helpers
 from vk_fargate.fleet import client, models
 
 WORK = [{"name": "work", "mount_path": "/work"}]
-# Counts its instances in /work/n; the first passes its startup probe (/work/up), waits
-# for init container b to have run, and exits 3; the next ones run until TERM.
+# Counts its instances in /work/n; the first passes its startup probe (/work/up),
+# waits for init container b to have run, and exits 3 a second later; the next ones
+# run until TERM.
 SIDECAR = """
 n=$(( $(cat /work/n 2>/dev/null || echo 0) + 1 )); echo $n > /work/n
 if [ $n = 1 ]; then
   sleep 0.5; touch /work/up
   while [ ! -e /work/b-done ]; do sleep 0.1; done
-  exit 3
+  sleep 1; exit 3
 fi
 trap 'exit 0' TERM
 while :; do sleep 0.1; done

@@ -407,12 +407,17 @@ class ProcessRuntime:
             for name in wave:
                 if (pid := self._pids.get(name)) is not None:
                     _signal(pid, signal.SIGTERM)
-            while any(n in self._live for n in wave) and time.monotonic() < deadline:
+            while any(map(self._not_ended, wave)) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._killing = True  # and a container runc is still making gets KILL at once
         self._signal_all(signal.SIGKILL)
+
+    def _not_ended(self, name: str) -> bool:
+        """Whether ``name`` runs, is being made, or has not yet been recorded as ended
+        (the kubelet's next wave waits until the container has stopped)."""
+        return name in self._live or self.status.container(name)["state"] == "running"
 
     def _signal_all(self, sig: signal.Signals) -> None:
         for pid in list(self._pids.values()):

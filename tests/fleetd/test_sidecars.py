@@ -149,3 +149,40 @@ async def test_a_delete_during_init_stops_the_init_container_then_the_sidecar(
     assert (logs.exit_code, setup.exit_code) == (0, 0)
     assert setup.finished_at and logs.finished_at and setup.finished_at <= logs.finished_at
     assert helpers.container(last, "app").state == "waiting"
+
+
+async def test_a_sidecar_failing_its_liveness_probe_is_restarted_alone(
+    fleet_client: client.FleetClient,
+) -> None:
+    """The shim probes sidecars as app containers: the first instance makes its own
+    liveness probe fail (/work/sick), is stopped for it and runs again; the app stays."""
+    vm_id = helpers.new_id()
+    script = """
+    if [ -e /work/was-sick ]; then rm -f /work/sick; else touch /work/sick /work/was-sick; fi
+    trap 'exit 0' TERM
+    while :; do sleep 0.1; done
+    """
+    alive = {
+        "exec": {"command": ["sh", "-c", "test ! -e /work/sick"]},
+        "period_seconds": 1,
+        "failure_threshold": 1,
+    }
+    spec = helpers.spec(
+        helpers.shell("app", "trap 'exit 0' TERM; while :; do sleep 0.1; done"),
+        init_containers=[sidecar("logs", script, volume_mounts=WORK, liveness_probe=alive)],
+        volumes=[{"name": "work", "empty_dir": {}}],
+    )
+    await fleet_client.put_microvm(vm_id, spec)
+    vm = await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: (
+            helpers.container(v, "logs").restart_count == 1
+            and helpers.container(v, "logs").state == "running"
+        ),
+        what="the sidecar running again",
+    )
+    logs, app = helpers.container(vm, "logs"), helpers.container(vm, "app")
+    assert logs.last_termination is not None and logs.last_termination.exit_code == 0  # TERM
+    assert (app.state, app.restart_count) == ("running", 0)
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)

@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -291,3 +292,45 @@ async def test_a_microvm_host_refuses_an_image_change(
             await api.delete_microvm(vm_id, grace_seconds=0)
     finally:
         fleet_proc.stop()
+
+
+async def test_a_sidecars_image_change_restarts_it_from_the_new_image(
+    fleet_client: client.FleetClient, registry: devregistry.Registry, tmp_path: Path
+) -> None:
+    """A sidecar (an init container with restart_policy Always) runs for the microVM's
+    life, so, as the kubelet, a new image restarts it; the app stays as it was."""
+    first = await push_saying(registry.host, tmp_path, "first")
+    second = await push_saying(registry.host, tmp_path, "second")
+    vm_id = helpers.new_id()
+    logs = models.Container(name="logs", image=first, restart_policy="Always")
+    spec = helpers.spec(
+        helpers.shell("app", "exec sleep 300"),
+        init_containers=[logs.model_dump()],
+        termination_grace_seconds=2,
+    )
+
+    def runs(restarts: int) -> Callable[[models.MicroVM], bool]:
+        def check(vm: models.MicroVM) -> bool:
+            side = helpers.container(vm, "logs")
+            app = helpers.container(vm, "app")
+            return side.state == app.state == "running" and side.restart_count == restarts
+
+        return check
+
+    await fleet_client.put_microvm(vm_id, spec)
+    before = await helpers.until_vm(fleet_client, vm_id, runs(0), timeout=60)
+    changed = spec.model_copy(
+        update={"init_containers": [logs.model_copy(update={"image": second})]}
+    )
+    await fleet_client.put_microvm(vm_id, changed)
+    after = await helpers.until_vm(fleet_client, vm_id, runs(1), timeout=60)
+    side = helpers.container(after, "logs")
+    assert side.image_id and side.image_id != helpers.container(before, "logs").image_id
+    assert helpers.container(after, "app") == helpers.container(before, "app")  # untouched
+
+    async def says_second() -> str | None:
+        text = await log_text(fleet_client, vm_id, "logs")
+        return text if "said second" in text else None
+
+    await waiting.until(says_second, timeout=30, what="'said second' in the sidecar's log")
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)

@@ -107,3 +107,14 @@ async def test_a_spec_with_probes_or_hooks_is_refused_where_no_host_runs_them(
     spec = helpers.spec(helpers.shell("app", "sleep 300", **field))
     with pytest.raises(errors.InvalidSpec, match="run on process hosts only"):
         await api.put_microvm(helpers.new_id(), spec)
+
+
+async def test_a_spec_with_a_sidecar_is_refused_where_no_host_runs_them(
+    api: client.FleetClient,
+) -> None:
+    """The guest does not order sidecars yet: rather than run them as app containers,
+    the fleet says so."""
+    side = {"image": "busybox", **helpers.shell("logs", "sleep 300"), "restart_policy": "Always"}
+    spec = helpers.spec(helpers.shell("app", "sleep 300"), init_containers=[side])
+    with pytest.raises(errors.InvalidSpec, match="sidecars run on process hosts only"):
+        await api.put_microvm(helpers.new_id(), spec)

@@ -183,7 +183,8 @@ def compute(
     ``resources``: each container's ``resources`` to report (``podupdate.allocated``)."""
     spec = pod.get("spec") or {}
     init_specs = spec.get("initContainers") or []
-    # The scheduler runs sidecars as the fleet's app containers (fargate.microvms.spec).
+    # The fleet reports sidecars among its init containers (fargate.microvms.spec), or,
+    # for microVMs made before it ran them so, among its app containers.
     sidecars = {c["name"] for c in init_specs if c.get("restartPolicy") == "Always"}
     reported = [
         *vm.status.init_containers,
@@ -193,7 +194,14 @@ def compute(
     main = _statuses(
         spec.get("containers") or [], vm.status.containers, init=False, resources=resources
     )
-    init_done = all(
+    # As the kubelet (HasAnyRegularContainerStarted): once an app container has run,
+    # the pod stays initialized while a sidecar restarts.
+    app_started = any(
+        c.state != "waiting" or c.last_termination is not None
+        for c in vm.status.containers
+        if c.name not in sidecars
+    )
+    init_done = app_started or all(
         s["ready"] or ((spec_c.get("restartPolicy") == "Always") and s["started"])
         for s, spec_c in zip(init, init_specs, strict=True)
     )

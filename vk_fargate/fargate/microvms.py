@@ -1,8 +1,9 @@
 """A pod as the fleet runs it: the microVM spec of a pod, from the pod and plain values
 (its size, its profile, its environment's sources, its pull secrets). Pure.
 
-Sidecars (init containers with ``restartPolicy: Always``) run beside the app
-containers for the pod's whole life, so the fleet runs them as app containers. The
+Sidecars (init containers with ``restartPolicy: Always``) go to the fleet as init
+containers with ``restart_policy`` Always: it starts them in their place among the
+init containers and keeps them beside the app containers, as the kubelet does. The
 scheduler builds a new pod's spec with this, and so may a running pod's update.
 """
 
@@ -63,7 +64,7 @@ def spec(
     meta = pod["metadata"]
     files = frozenset(v.name for v in (mounted.volumes if mounted else []) if v.files is not None)
 
-    def container(c: JSON) -> models.Container:
+    def container(c: JSON, *, init: bool = False) -> models.Container:
         env = environment.resolve(pod, c, sources)
         return models.Container(
             name=c["name"],
@@ -83,10 +84,9 @@ def spec(
             termination_message_path=c.get("terminationMessagePath") or "/dev/termination-log",
             termination_message_policy=c.get("terminationMessagePolicy") or "File",
             pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
+            restart_policy="Always" if init and c.get("restartPolicy") == "Always" else None,
         )
 
-    init = pod_spec.get("initContainers") or []
-    sidecars = [c for c in init if c.get("restartPolicy") == "Always"]
     owners = meta.get("ownerReferences") or []
     return models.MicroVMSpec(
         vcpu_millis=size.vcpu_millis,
@@ -98,8 +98,8 @@ def spec(
             "pod": meta["name"],
             "profile": profile,
         },
-        init_containers=[container(c) for c in init if c.get("restartPolicy") != "Always"],
-        containers=[container(c) for c in [*sidecars, *(pod_spec.get("containers") or [])]],
+        init_containers=[container(c, init=True) for c in pod_spec.get("initContainers") or []],
+        containers=[container(c) for c in pod_spec.get("containers") or []],
         restart_policy=pod_spec.get("restartPolicy", "Always"),
         termination_grace_seconds=min(
             int(pod_spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS

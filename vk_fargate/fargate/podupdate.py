@@ -48,7 +48,8 @@ def long_running(spec: JSON) -> list[JSON]:
 def changed_images(spec: JSON, vm_spec: models.MicroVMSpec) -> list[str]:
     """Names of the long-running containers whose image in pod ``spec`` is not the one
     the microVM runs, in the pod's order."""
-    running = {c.name: c.image for c in vm_spec.containers}
+    sidecars = [c for c in vm_spec.init_containers if c.restart_policy == "Always"]
+    running = {c.name: c.image for c in [*sidecars, *vm_spec.containers]}
     return [
         c["name"]
         for c in long_running(spec)

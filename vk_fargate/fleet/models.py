@@ -314,6 +314,9 @@ class Container(Model):
         default="/dev/termination-log", min_length=1, max_length=4096, pattern=r"^/"
     )
     termination_message_policy: Literal["File", "FallbackToLogsOnError"] = "File"
+    # Init containers only: "Always" makes it a sidecar (runs beside the app containers,
+    # restarted on exit, stopped after them).
+    restart_policy: Literal["Always"] | None = None
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)
@@ -441,6 +444,15 @@ class MicroVMSpec(Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"container names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _sidecars_are_init_containers(self) -> MicroVMSpec:
+        for c in self.containers:
+            if c.restart_policy is not None:
+                raise ValueError(
+                    f"container {c.name}: restart_policy is for init containers (sidecars)"
+                )
         return self
 
     @pydantic.model_validator(mode="after")

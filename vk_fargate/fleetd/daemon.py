@@ -395,16 +395,13 @@ class Fleet:
                 if r.holds_resources and r.vm.spec.spread_group == spec.spread_group and placed_in:
                     spread[placed_in] = spread.get(placed_in, 0) + 1
         hosts = list(self.hosts.values())
-        # A microvm host's guest runs no probes and mounts no volumes yet: such pods go
-        # to process hosts only.
-        hooked = ("probes and lifecycle hooks", _probed(spec))
-        needs = [w for w, used in (hooked, ("volumes", bool(spec.volumes))) if used]
-        if needs:
+        only = _process_only(spec)  # what a microvm host's guest does not run yet
+        if only:
             hosts = [h for h in hosts if h.config.runtime == "process"]
             if not hosts:
                 raise errors.InvalidSpec(
-                    f"{' and '.join(needs)} run on process hosts only, and this fleet has "
-                    "none (a microvm host's guest does not run them yet)"
+                    f"{only} run on process hosts only, and this fleet has none (a microvm "
+                    "host's guest does not run them yet)"
                 )
         host, pool, wanted = placement.plan(
             spec,
@@ -729,11 +726,22 @@ class Fleet:
                     await asyncio.sleep(0.05)
 
 
-def _probed(spec: models.MicroVMSpec) -> bool:
-    return any(
-        c.startup_probe or c.liveness_probe or c.readiness_probe or c.post_start or c.pre_stop
-        for c in spec.containers
-    )
+def _process_only(spec: models.MicroVMSpec) -> str | None:
+    """What in ``spec`` only process hosts run (probes, lifecycle hooks, sidecars,
+    volumes), said as a list, or None."""
+    every = [*spec.init_containers, *spec.containers]
+    found = []
+    if any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in every):
+        found.append("probes")
+    if any(c.post_start or c.pre_stop for c in every):
+        found.append("lifecycle hooks")
+    if any(c.restart_policy == "Always" for c in spec.init_containers):
+        found.append("sidecars")
+    if spec.volumes:
+        found.append("volumes")
+    if not found:
+        return None
+    return ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]
 
 
 def _pool_key(pool: ipam.SubnetPool) -> str:

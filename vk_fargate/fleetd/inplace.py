@@ -73,8 +73,10 @@ def behind(record: provision.Record) -> bool:
     image of ``record``'s spec: an update came as the shim was forked, or before a
     restart of the daemon."""
     spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
-    wanted = {c.name: c for c in record.vm.spec.containers}
-    return spec is not None and any(_stale(e, wanted) for e in spec["containers"])
+    if spec is None:
+        return False
+    wanted = _long_running(record.vm.spec)
+    return any(_stale(e, wanted) for e in _entries(spec))
 
 
 async def roll(
@@ -91,8 +93,8 @@ async def roll(
         vm = provision.with_secrets(record)
         if shim_spec is None:
             return
-        wanted = {c.name: c for c in vm.spec.containers}
-        stale = [e["name"] for e in shim_spec["containers"] if _stale(e, wanted)]
+        wanted = _long_running(vm.spec)
+        stale = [e["name"] for e in _entries(shim_spec) if _stale(e, wanted)]
         if not stale:
             return
         files = bundles.pod_files(vm, record.dir)
@@ -129,6 +131,22 @@ async def roll(
         delay = min(delay * 2, longest)
 
 
+def _long_running(spec: models.MicroVMSpec) -> dict[str, models.Container]:
+    """The containers that run for the microVM's life, by name: sidecars (init
+    containers with restart_policy Always) and app containers."""
+    sidecars = [c for c in spec.init_containers if c.restart_policy == "Always"]
+    return {c.name: c for c in [*sidecars, *spec.containers]}
+
+
+def _entries(shim_spec: sandbox.ShimSpec) -> list[sandbox.ShimContainer]:
+    """The shim's entries of its sidecars and app containers."""
+    names = shim_spec.get("sidecars", [])
+    return [
+        *(c for c in shim_spec["init_containers"] if c["name"] in names),
+        *shim_spec["containers"],
+    ]
+
+
 def _stale(entry: sandbox.ShimContainer, wanted: dict[str, models.Container]) -> bool:
     name = entry["name"]
     return name in wanted and (
@@ -142,7 +160,8 @@ def _hand_over(
     shim_spec: sandbox.ShimSpec,
     fresh: dict[str, sandbox.ShimContainer],
 ) -> None:
-    shim_spec["containers"] = [fresh.get(c["name"], c) for c in shim_spec["containers"]]
+    for kind in ("init_containers", "containers"):
+        shim_spec[kind] = [fresh.get(c["name"], c) for c in shim_spec[kind]]
     assert record.shim is not None
     supervisor.reload(record.shim, record.dir, shim_spec)
 
@@ -150,7 +169,9 @@ def _hand_over(
 def _waiting(record: provision.Record, names: list[str]) -> bool:
     """Whether the shim reports each of ``names`` waiting for its image."""
     waiting = {
-        c.name for c in record.vm.status.containers if c.state == "waiting" and c.reason in PULLING
+        c.name
+        for c in [*record.vm.status.init_containers, *record.vm.status.containers]
+        if c.state == "waiting" and c.reason in PULLING
     }
     return waiting.issuperset(names)
 

@@ -76,6 +76,8 @@ class ShimSpec(TypedDict):
     probes: NotRequired[dict[str, dict[str, Any]]]
     # Per container: its post_start, pre_stop and termination_message_* (``hooks``).
     lifecycle: NotRequired[dict[str, dict[str, Any]]]
+    # The init containers that are sidecars (restart_policy Always), in start order.
+    sidecars: NotRequired[list[str]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:

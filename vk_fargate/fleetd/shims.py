@@ -42,6 +42,7 @@ def spec_for(
     """The shim's spec: ``prepared`` holds every container, made ready from its image
     (``bundles.prepare``) or carrying why it cannot run."""
     spec = vm.spec
+    sidecars = [c for c in spec.init_containers if c.restart_policy == "Always"]
     shim = sandbox.ShimSpec(
         id=vm.id,
         runtime=runtime,
@@ -59,7 +60,8 @@ def spec_for(
         notify_socket=str(notify_socket),
     )
     shim["runc_root"] = str(runc_root)
-    probes = {c.name: _probes(c) for c in spec.containers}
+    shim["sidecars"] = [c.name for c in sidecars]  # placed on process hosts only
+    probes = {c.name: _probes(c) for c in [*sidecars, *spec.containers]}
     shim["probes"] = {name: found for name, found in probes.items() if found}
     shim["lifecycle"] = {c.name: _lifecycle(c) for c in [*spec.init_containers, *spec.containers]}
     if cgroup_parent is not None:

@@ -484,3 +484,58 @@ def test_termination_messages_in_state_and_last_state() -> None:
         "terminated": {"exitCode": 1, "reason": "Error", "message": "it went wrong"}
     }
     assert done["state"]["terminated"]["message"] == "bye\n"
+
+
+def sidecar_pod() -> JSON:
+    spec = pod(("job",), init=("setup",))
+    spec["spec"]["initContainers"].append(
+        {"name": "logs", "image": "registry/logs:1", "restartPolicy": "Always"}
+    )
+    return spec
+
+
+def test_a_sidecar_the_fleet_reports_among_init_containers_runs_after_a_restart() -> None:
+    vm = microvm(
+        "running",
+        init=[exited("setup", 0), running("logs", restart_count=1)],
+        containers=[running("job")],
+    )
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    setup, logs = status["initContainerStatuses"]
+    assert "terminated" in setup["state"] and "running" in logs["state"]
+    assert (logs["restartCount"], logs["started"], logs["ready"]) == (1, True, True)
+    assert status["phase"] == "Running"
+    assert conditions(status)["Initialized"]["status"] == "True"
+
+
+def test_a_pod_whose_app_containers_succeeded_succeeds_though_its_sidecar_was_killed() -> None:
+    vm = microvm(
+        "stopped",
+        reason="Completed",
+        init=[exited("setup", 0), exited("logs", 143)],
+        containers=[exited("job", 0)],
+    )
+    assert podstatus.compute(sidecar_pod(), vm, now=UPDATED)["phase"] == "Succeeded"
+    vm = microvm(
+        "stopped",
+        reason="Error",
+        init=[exited("setup", 0), exited("logs", 0)],
+        containers=[exited("job", 1)],
+    )
+    assert podstatus.compute(sidecar_pod(), vm, now=UPDATED)["phase"] == "Failed"
+
+
+def test_a_pod_stays_initialized_and_running_while_its_sidecar_restarts() -> None:
+    """As the kubelet's HasAnyRegularContainerStarted: an app container has run, so the
+    sidecar in its back-off does not take the pod back to Pending."""
+    backing_off = cs("logs", "waiting", reason="CrashLoopBackOff", restart_count=1)
+    vm = microvm("running", init=[exited("setup", 0), backing_off], containers=[running("job")])
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    assert status["phase"] == "Running"
+    assert conditions(status)["Initialized"]["status"] == "True"
+    assert conditions(status)["Ready"]["status"] == "False"  # the sidecar is not ready
+    vm = microvm(
+        "running", init=[exited("setup", 0), backing_off], containers=[cs("job", "waiting")]
+    )
+    status = podstatus.compute(sidecar_pod(), vm, now=UPDATED)
+    assert (status["phase"], conditions(status)["Initialized"]["status"]) == ("Pending", "False")

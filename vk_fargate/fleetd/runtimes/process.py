@@ -3,8 +3,11 @@ runc, in the pod's network namespace and under the microVM's cgroups.
 
 Init containers run one after another and must exit 0; then the app containers run
 side by side, restarted per the restart policy with exponential back-off, as kubelet
-does (reset after ``BACKOFF_RESET`` seconds of good running). A stop sends SIGTERM to
-every container, waits the grace period, then SIGKILLs what is left.
+does (reset after ``BACKOFF_RESET`` seconds of good running). Sidecars (init
+containers with restart_policy Always, ``sidecars``) start in their place among the
+init containers, run on beside the app containers, restarted always, and stop after
+them. A stop sends SIGTERM wave after wave (``sidecars.stop_waves``) within the grace
+period, then SIGKILLs what is left.
 ``reload`` (the shim's SIGHUP) takes a new ``spec.json``: an app container whose entry
 changed (a new image, in a new bundle) is stopped as at a stop, but alone, and started
 again from its new entry at once, as the kubelet restarts a container whose image
@@ -33,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from vk_fargate.fleetd import crilog, hooks, probes, rootfs, sandbox, subpaths
+from vk_fargate.fleetd import crilog, hooks, probes, rootfs, sandbox, sidecars, subpaths
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -59,20 +62,34 @@ class ProcessRuntime:
         self._hooks: dict[str, hooks.Hooks] = {}  # name -> its running instance's hooks
         self._killing = False  # the grace period of a stop is over
         self._failure: tuple[str, str] | None = None
-        self._entries = {c["name"]: c for c in spec["containers"]}  # current, per reload
+        self._sidecars: list[str] = list(spec.get("sidecars", []))
+        self._apps = [c["name"] for c in spec["containers"]]
+        self._winding = asyncio.Event()  # the app containers have ended for good
+        self._entries = {c["name"]: c for c in self._long_running(spec)}  # current, per reload
         self._changed = {name: asyncio.Event() for name in self._entries}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def _long_running(self, spec: sandbox.ShimSpec) -> list[sandbox.ShimContainer]:
+        """The sidecars' entries and the app containers'."""
+        side = [c for c in spec["init_containers"] if c["name"] in self._sidecars]
+        return [*side, *spec["containers"]]
+
+    def _ending(self, name: str) -> bool:
+        """Whether ``name`` is not to run again: a stop, or a sidecar after the app
+        containers have ended."""
+        return self._stopping.is_set() or (name in self._sidecars and self._winding.is_set())
+
     def reload(self) -> None:
-        """Take the app containers' entries of a new ``spec.json``: each changed one
-        is stopped (TERM, the grace period, KILL) and started again from its entry."""
+        """Take the sidecars' and app containers' entries of a new ``spec.json``: each
+        changed one is stopped (TERM, the grace period, KILL) and started again from
+        its entry."""
         spec: sandbox.ShimSpec | None = sandbox.read_json(self.vm_dir / "spec.json")
         if spec is None or self._stopping.is_set():
             return
-        for entry in spec["containers"]:
+        for entry in self._long_running(spec):
             name = entry["name"]
             if name in self._entries and entry != self._entries[name]:
                 self._entries[name] = entry
@@ -129,20 +146,44 @@ class ProcessRuntime:
             print(f"{task.get_name()} failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
     async def run(self) -> None:
-        """Run init containers, then the app containers, until they end or a stop."""
+        """Run init containers (starting sidecars in their place), then the app
+        containers, until they end or a stop; then the sidecars are stopped."""
         stopper = asyncio.create_task(self._stop_when_asked(), name="process-runtime-stop")
+        running: list[asyncio.Task[None]] = []
         try:
             self.status.phase("init")
             for container in self.spec["init_containers"]:
-                if not await self._run_init(container):
+                name = container["name"]
+                if name in self._sidecars:
+                    task = asyncio.create_task(self._supervise(name), name=f"sidecar-{name}")
+                    task.add_done_callback(self._task_done)  # a failure is printed
+                    running.append(task)
+                    if not await self._until_started(name):
+                        return
+                elif not await self._run_init(container):
                     return
             if self._stopping.is_set():
                 return
             self.status.phase("running")
-            await asyncio.gather(*(self._supervise(name) for name in self._entries))
+            await asyncio.gather(*(self._supervise(name) for name in self._apps))
         finally:
+            self._winding.set()
+            if running and not self._stopping.is_set():  # the app containers ended
+                stopper.cancel()
+                await self._stop_in_waves(self.spec["termination_grace_seconds"])
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             stopper.cancel()
             self.status.phase("exited", *self._outcome())
+
+    async def _until_started(self, name: str) -> bool:
+        """Wait until sidecar ``name`` runs and its startup probe (if any) passed, as
+        the kubelet does before the next init container; False at a stop."""
+        while not self._stopping.is_set():
+            if self.status.container(name).get("started"):
+                return True
+            await self._sleep(0.05)
+        return False
 
     def _outcome(self) -> tuple[str | None, str | None]:
         codes = [c.get("exit_code") for c in self.status.doc["containers"]]
@@ -172,11 +213,13 @@ class ProcessRuntime:
     async def _supervise(self, name: str) -> None:
         backoff = self.spec["backoff_initial_seconds"]
         policy = self.spec["restart_policy"]
+        sidecar = name in self._sidecars
+        winding = (self._winding,) if sidecar else ()
         changed = self._changed[name]
         container = self._entries[name]
         ended = False  # an instance ran and ended for a new entry
         reloaded = False  # it runs from an entry of a reload
-        while not self._stopping.is_set():
+        while not self._ending(name):
             if changed.is_set():
                 changed.clear()
                 await _discard(container, self._entries[name])
@@ -186,23 +229,23 @@ class ProcessRuntime:
             container = self._entries[name]
             began = time.monotonic()
             code = await self._run_once(container)
-            if self._stopping.is_set():
+            if self._ending(name):
                 return
             ended = code is not None
             if changed.is_set():
                 continue
             if code is None and reloaded:  # a new image it cannot run (yet): the daemon
-                await self._sleep(math.inf, changed)  # pulls on, or another update comes
+                await self._sleep(math.inf, changed, *winding)  # pulls on, or an update comes
                 continue
             if code is None:
                 return
-            if policy == "Never" or (policy == "OnFailure" and code == 0):
+            if not sidecars.restarts(policy, sidecar=sidecar, exit_code=code):
                 return
             if time.monotonic() - began > BACKOFF_RESET:
                 backoff = self.spec["backoff_initial_seconds"]
             self.status.restarting(name, backoff)
             ended = False  # counted: a new entry during the back-off starts at once
-            await self._sleep(backoff, changed)
+            await self._sleep(backoff, changed, *winding)
             backoff = min(backoff * 2, self.spec["backoff_max_seconds"])
 
     async def _sleep(self, seconds: float, *also: asyncio.Event) -> None:
@@ -330,7 +373,7 @@ class ProcessRuntime:
                         prober.start()
                     elif not self._stopping.is_set():  # killed as the kubelet kills it
                         self._kill_for_probe(name, pid, None)
-                    if self._stopping.is_set():  # the stop came while runc was starting it
+                    if self._ending(name):  # the stop came while runc was starting it
                         _signal(pid, signal.SIGKILL if self._killing else signal.SIGTERM)
                     elif self._changed.get(name, asyncio.Event()).is_set():
                         self._replace(name)  # so did a new entry
@@ -387,15 +430,36 @@ class ProcessRuntime:
         self.status.phase("stopping")
         stop = sandbox.read_json(self.vm_dir / "stop.json") or {}
         grace = float(stop.get("grace_seconds", self.spec["termination_grace_seconds"]))
+        await self._stop_in_waves(grace)
+
+    async def _stop_in_waves(self, grace: float) -> None:
+        """Stop the app containers (and an init container that runs), then each
+        sidecar, the last started first, each wave once the one before has ended: each
+        container's preStop hook, then its SIGTERM (``_terminate``); SIGKILL what is
+        left after ``grace`` (later by what the hooks took past it)."""
         deadline = time.monotonic() + grace
-        ends = await asyncio.gather(
-            *(self._terminate(name, pid, grace) for name, pid in list(self._pids.items()))
-        )  # each container's preStop hook, then its SIGTERM
-        deadline = max([deadline, *ends])
+        first = [n for n in [*self._live, *self._apps] if n not in self._sidecars]
+        for wave in sidecars.stop_waves(dict.fromkeys(first), self._sidecars):
+            left = max(0.0, deadline - time.monotonic())
+            ends = await asyncio.gather(
+                *(
+                    self._terminate(name, pid, left)
+                    for name in wave
+                    if (pid := self._pids.get(name)) is not None
+                )
+            )
+            deadline = max([deadline, *ends])
+            while any(map(self._not_ended, wave)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         while self._live and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._killing = True  # and a container runc is still making gets KILL at once
         self._signal_all(signal.SIGKILL)
+
+    def _not_ended(self, name: str) -> bool:
+        """Whether ``name`` runs, is being made, or has not yet been recorded as ended
+        (the kubelet's next wave waits until the container has stopped)."""
+        return name in self._live or self.status.container(name)["state"] == "running"
 
     def _signal_all(self, sig: signal.Signals) -> None:
         for pid in list(self._pids.values()):

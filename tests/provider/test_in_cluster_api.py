@@ -69,18 +69,31 @@ async def test_a_pod_lists_pods_with_its_own_token_as_rbac_allows(
     assert f'User "system:serviceaccount:{ns}:default" cannot list resource "pods"' in refused
     assert "host=10." in refused, refused  # the Service's cluster IP, not the host's
 
-    await k8s.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+    rbac = k8s.RbacAuthorizationV1Api(api)
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
+    await rbac.create_namespaced_role(ns, {"metadata": {"name": "pod-reader"}, "rules": [rule]})
+    await rbac.create_namespaced_role_binding(
         ns,
         {
-            "metadata": {"name": "view"},
+            "metadata": {"name": "pod-reader"},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "view",
+                "kind": "Role",
+                "name": "pod-reader",
             },
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
         },
     )
-    listed = await waiting.until(lambda: frame("pod/lister"), timeout=60, what="the pod list")
+    seen: list[str] = []
+
+    async def listed_pods() -> str | None:
+        found = await frame("")
+        seen[:] = [found or ""]
+        return found if found and "pod/lister" in found else None
+
+    try:
+        listed = await waiting.until(listed_pods, timeout=90, what="the pod list")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the pod's last frame: {seen}") from None
     assert "Forbidden" not in listed
     await core.delete_namespace(ns)

@@ -23,7 +23,9 @@ def run(kubeconfig: Path, *args: str, stdin: str | None = None, timeout: float =
     return done.stdout
 
 
-async def run_async(kubeconfig: Path, *args: str, timeout: float = 30) -> tuple[int, bytes, str]:
+async def run_async(
+    kubeconfig: Path, *args: str, timeout: float = 30, stdin: bytes | None = None
+) -> tuple[int, bytes, str]:
     """kubectl in a subprocess without blocking the event loop (a test whose loop serves
     what kubectl reaches): its exit code, output and error text."""
     kubectl = await asyncio.create_subprocess_exec(
@@ -31,9 +33,10 @@ async def run_async(kubeconfig: Path, *args: str, timeout: float = 30) -> tuple[
         "--kubeconfig",
         str(kubeconfig),
         *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(kubectl.communicate(), timeout=timeout)
+    out, err = await asyncio.wait_for(kubectl.communicate(stdin), timeout=timeout)
     assert kubectl.returncode is not None
     return kubectl.returncode, out, err.decode()

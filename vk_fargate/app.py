@@ -50,7 +50,7 @@ from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
 from vk_fargate.k8s import profiles as k8s_profiles
-from vk_fargate.kubelet import auth, backend, endpoints, server, tls
+from vk_fargate.kubelet import auth, backend, endpoints, server, sessions, tls
 from vk_fargate.scheduler import enis, scheduling
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ class Provider:
             serving.context,
             host=cfg.kubelet_bind,
             port=cfg.kubelet_port,
+            streams=sessions.Sessions(per_pod=cfg.streams_per_pod, total=cfg.streams_max),
+            stream_idle_timeout=cfg.stream_idle_timeout_seconds,
         )
         self.endpoints = endpoints.NodeEndpoints(
             api,

@@ -177,6 +177,12 @@ class CursorExpired(FleetError):
     status, code = 410, "CursorExpired"
 
 
+class TooManyRequests(FleetError):
+    """A bound on concurrent sessions (exec, port-forward) is reached; try again later."""
+
+    status, code = 429, "TooManyRequests"
+
+
 class InvalidSpec(FleetError):
     """The spec breaks a rule; ``field`` names the offending field."""
 
@@ -212,6 +218,7 @@ FLEET_ERRORS: dict[str, type[FleetError]] = {
         Conflict,
         CursorExpired,
         InvalidSpec,
+        TooManyRequests,
         InsufficientCapacity,
     )
 }

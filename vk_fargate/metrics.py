@@ -92,6 +92,25 @@ PROVISIONED_GB_SECONDS = prometheus_client.Counter(
     ["namespace", "profile"],
     registry=REGISTRY,
 )
+# The kubelet API's streaming sessions (exec, portforward), as kubelet_..._streaming.
+STREAM_SESSIONS = prometheus_client.Gauge(
+    "vkfargate_streaming_sessions",
+    "Streaming sessions open now, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+STREAM_SESSIONS_TOTAL = prometheus_client.Counter(
+    "vkfargate_streaming_sessions_opened",
+    "Streaming sessions opened, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+STREAM_BYTES = prometheus_client.Counter(
+    "vkfargate_streaming_bytes",
+    "Bytes through streaming sessions, by kind and direction (in: from the client).",
+    ["kind", "direction"],
+    registry=REGISTRY,
+)
 
 
 class Timer:

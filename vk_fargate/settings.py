@@ -241,6 +241,23 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         description="A node's status is written this often when nothing changed (a change "
         "at once), as the kubelet's nodeStatusReportFrequency; the Lease says it lives.",
     )
+    streams_per_pod: int = pydantic.Field(
+        default=16,
+        ge=1,
+        description="Exec and port-forward sessions open at once into one pod; one more "
+        "is refused with 429.",
+    )
+    streams_max: int = pydantic.Field(
+        default=256,
+        ge=1,
+        description="Exec and port-forward sessions open at once through this replica.",
+    )
+    stream_idle_timeout_seconds: float = pydantic.Field(
+        default=14400.0,
+        gt=0,
+        description="An exec or port-forward session that moves no byte this long is "
+        "ended (the kubelet's streamingConnectionIdleTimeout, 4 h).",
+    )
 
     @pydantic.model_validator(mode="after")
     def _fleet_transport(self) -> ProviderSettings:

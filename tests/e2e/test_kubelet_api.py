@@ -54,6 +54,7 @@ class FakeBackend:
         self.requests: list[tuple[str, str, server.LogOptions]] = []
         self.feed: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = asyncio.Event()
+        self.execs: list[FakeExec] = []
 
     def serve(self, pod: kube.JSON, node: str) -> None:
         meta = pod["metadata"]
@@ -64,6 +65,12 @@ class FakeBackend:
 
     def pods(self) -> list[kube.JSON]:
         return [pod for pod, _ in self.served.values()]
+
+    async def open_exec(
+        self, pod: kube.JSON, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> FakeExec:
+        self.execs.append(FakeExec(command))
+        return self.execs[-1]
 
     async def logs(
         self, pod: kube.JSON, container: str, options: server.LogOptions
@@ -80,6 +87,35 @@ class FakeBackend:
                 yield chunk
         finally:
             self.closed.set()
+
+
+class FakeExec:
+    """A command as the fleet's exec channel runs it (``fleetd/streams.py``): ``cat``
+    echoes stdin until stdin closes, ``exit N`` exits N, ``true`` exits 0 and anything
+    else cannot start."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        if command == ["true"]:
+            self.out.put_nowait(b'\x03{"exit_code": 0}')
+        elif command[:1] == ["exit"]:
+            self.out.put_nowait(b'\x03{"exit_code": %d}' % int(command[1]))
+        elif command != ["cat"]:
+            self.out.put_nowait(b'\x03{"error": "exec: \\"%s\\": not found"}' % command[0].encode())
+
+    async def send(self, message: bytes) -> None:
+        if message[:1] == b"\x00":
+            self.out.put_nowait(b"\x01" + message[1:])
+        elif message == b"\xff\x00":
+            self.out.put_nowait(b'\x03{"exit_code": 0}')
+
+    async def receive(self) -> bytes | None:
+        return None if self.closed.is_set() else await self.out.get()
+
+    async def close(self) -> None:
+        self.closed.set()
 
 
 class Kubelet:
@@ -222,8 +258,6 @@ async def test_unknown_pod_or_container_is_404(
 @pytest.mark.parametrize(
     ("method", "path", "what"),
     [
-        ("POST", f"/exec/{NAMESPACE}/{POD}/app?command=sh&input=1&output=1", "kubectl exec"),
-        ("GET", f"/exec/{NAMESPACE}/{POD}/app?command=true", "kubectl exec"),
         ("POST", f"/attach/{NAMESPACE}/{POD}/app", "kubectl attach"),
         ("POST", f"/portForward/{NAMESPACE}/{POD}", "kubectl port-forward"),
         ("POST", f"/run/{NAMESPACE}/{POD}/app", "running a command"),
@@ -422,6 +456,7 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
                 {"type": "InternalIP", "address": "127.0.0.1"},
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+            "declaredFeatures": ["ExtendWebSocketsToKubelet"],
         }
         await k.patch(f"/api/v1/nodes/{node}/status", {"status": status})
         await k.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -473,20 +508,20 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
             server.LogOptions(tail_lines=2, timestamps=True, limit_bytes=1000),
         )
 
-        # kubectl exec reaches the kubelet too, and the user reads why it cannot work.
-        code, _, err = await kubectl.run_async(
-            local_cluster.kubeconfig,
-            "-n",
-            namespace,
-            "exec",
-            "logs-demo",
-            "-c",
-            "app",
-            "--",
-            "true",
+        # kubectl exec reaches the kubelet too: its WebSocket, passed on by the API
+        # server, is bridged to the backend's session; the exit code comes back.
+        exec_ = ("-n", namespace, "exec", "logs-demo", "-c", "app")
+        code, out, err = await kubectl.run_async(
+            local_cluster.kubeconfig, *exec_, "-i", "--", "cat", stdin=b"x" * 100_000
         )
+        assert (code, out, err) == (0, b"x" * 100_000, "")
+        assert kubelet.backend.execs[-1].closed.is_set()
+        code, _, err = await kubectl.run_async(local_cluster.kubeconfig, *exec_, "--", "exit", "3")
+        assert code == 3, err
+        assert "command terminated with exit code 3" in err
+        code, _, err = await kubectl.run_async(local_cluster.kubeconfig, *exec_, "--", "nosuch")
         assert code != 0
-        assert "kubectl exec is not supported by vk-fargate" in err
+        assert 'error executing command in container: exec: "nosuch": not found' in err
     finally:
         # Grace 0: no kubelet will confirm the pod stopped, so it goes at once.
         await _delete(k, f"/api/v1/namespaces/{namespace}/pods/logs-demo", grace=0)

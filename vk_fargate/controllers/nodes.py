@@ -100,7 +100,9 @@ class Heartbeats:
         if name not in self.world.nodes:
             return  # deleted since the tick began
         conditions = fargate_nodes.conditions(scheduling.now(), ready=not message, message=message)
-        written = await k8s_nodes.patch_status(self.api, name, {"conditions": conditions})
+        # declaredFeatures too, so a node registered by an older provider gains them.
+        status = {"conditions": conditions, "declaredFeatures": fargate_nodes.DECLARED_FEATURES}
+        written = await k8s_nodes.patch_status(self.api, name, status)
         self.world.node_cache.wrote(written)  # read your writes: not due again next tick
 
     def _says(self, name: str) -> str | None:

@@ -20,6 +20,9 @@ CLUSTER_LABEL = "vk-fargate.io/cluster"
 POD_UID_ANNOTATION = "vk-fargate.io/pod-uid"
 POD_ANNOTATION = "vk-fargate.io/pod"
 KUBELET_VERSION = "v1.36.3-vk-fargate-" + __version__
+# The API server hands a client's exec/attach/port-forward WebSocket straight to a
+# kubelet whose node declares this (Kubernetes 1.36; else it would want SPDY).
+DECLARED_FEATURES = ["ExtendWebSocketsToKubelet"]
 CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
 
 
@@ -105,6 +108,7 @@ def node(placement: Placement, now: str) -> dict[str, Any]:
                 {"type": "Hostname", "address": placement.kubelet_host},
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": placement.kubelet_port}},
+            "declaredFeatures": DECLARED_FEATURES,
             "nodeInfo": {
                 "machineID": placement.pod_uid.replace("-", ""),
                 "systemUUID": placement.pod_uid,

@@ -24,6 +24,26 @@ from typing import Any, Protocol
 from vk_fargate.fleet import models
 
 
+class Stream(Protocol):
+    """One session of the fleet's streaming channel: an exec in a container, or a TCP
+    stream to a pod port. Messages are framed as ``fleetd/streams.py`` says (a channel
+    byte, then the payload), in both directions."""
+
+    async def send(self, message: bytes) -> None:
+        """Hand a message to the microVM; waits for room (back-pressure), never for the
+        command to end. A session that has ended takes it and drops it."""
+        ...
+
+    async def receive(self) -> bytes | None:
+        """The next message from the microVM; None once the session is over."""
+        ...
+
+    async def close(self) -> None:
+        """End the session (the command is killed, the connection closed) and free it;
+        may be called more than once, and after the end."""
+        ...
+
+
 class MicroVMs(Protocol):
     """One microVM per pod, its id the pod's UID."""
 
@@ -93,4 +113,21 @@ class MicroVMs(Protocol):
     async def microvm_stats(self, vm_id: str) -> models.MicroVMStats:
         """CPU, memory and network of a running microVM now; ``Conflict`` when it is not
         running, ``NotFound`` when it is gone."""
+        ...
+
+    async def open_exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> Stream:
+        """Run ``command`` in running container ``container`` of microVM ``vm_id``, as
+        its user, with its environment, in its namespaces and root: the session's
+        channels carry stdin (when ``stdin``), stdout and stderr (one terminal when
+        ``tty``), resizes, and last the outcome. ``NotFound`` for an unknown microVM or
+        container, ``Conflict`` when it is not running, ``FleetUnavailable`` when the
+        fleet has no room for another session."""
+        ...
+
+    async def open_port(self, vm_id: str, port: int) -> Stream:
+        """A TCP connection to ``port`` inside microVM ``vm_id``'s network namespace (its
+        loopback: what listens only there is reached too; nothing outside the pod is).
+        A refused connect is the session's error message, not an exception."""
         ...

@@ -12,6 +12,7 @@ certificate that does not verify is a plain ``FleetError``, never retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -30,6 +31,8 @@ EVENT_READ_TIMEOUT = 20.0
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
 # Seconds between the tries of a call (doubling, full jitter), never under a Retry-After.
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
+# The fleet's streaming channel speaks the Kubernetes remote-command framing.
+STREAM_PROTOCOL = "v5.channel.k8s.io"
 
 
 def trusting(ca_file: Path) -> ssl.SSLContext:
@@ -140,6 +143,43 @@ class FleetClient:
         except aiohttp.ClientError as exc:
             raise _failed("fleet logs stream failed", exc) from exc
 
+    async def open_exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> WebSocketStream:
+        """``command`` in the container, over the fleet's exec WebSocket."""
+        params = [("command", c) for c in command]
+        params += [("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
+        path = f"/v1/microvms/{vm_id}/containers/{container}/exec"
+        return await self._open_stream(path, params, "exec")
+
+    async def open_port(self, vm_id: str, port: int) -> WebSocketStream:
+        """A TCP stream to ``port`` in the microVM, over the fleet's port WebSocket."""
+        return await self._open_stream(f"/v1/microvms/{vm_id}/ports/{port}", [], "port")
+
+    async def _open_stream(
+        self, path: str, params: list[tuple[str, str]], what: str
+    ) -> WebSocketStream:
+        """A streaming session (not retried: opening one has effects). An answer other
+        than the upgrade is asked again without it, for the fleet's error body."""
+        url = self.base_url + path
+        try:
+            ws = await self._session.ws_connect(
+                url,
+                params=params,
+                headers=self._headers,
+                protocols=(STREAM_PROTOCOL,),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+                autoping=True,
+                max_msg_size=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            async with self._session.get(url, params=params, headers=self._headers) as plain:
+                await _raise_for(plain)
+            raise errors.FleetError(f"fleet {what} stream refused: {exc.status}") from exc
+        except aiohttp.ClientError as exc:
+            raise _failed(f"fleet {what} stream failed", exc) from exc
+        return WebSocketStream(ws)
+
     async def events(self, since: int) -> AsyncIterator[models.Event]:
         """Every event after ``since``, forever, reconnecting from the last cursor seen.
 
@@ -215,6 +255,25 @@ class FleetClient:
 
 def _dumps(body: Any) -> str:
     return orjson.dumps(body).decode()
+
+
+class WebSocketStream:
+    """A fleet streaming session (``backend.Stream``) over its WebSocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, message: bytes) -> None:
+        if not self._ws.closed:  # else the session ended meanwhile: ``receive`` says so
+            with contextlib.suppress(ConnectionError):
+                await self._ws.send_bytes(message)
+
+    async def receive(self) -> bytes | None:
+        message = await self._ws.receive()
+        return message.data if message.type == aiohttp.WSMsgType.BINARY else None
+
+    async def close(self) -> None:
+        await self._ws.close()
 
 
 def _failed(what: str, exc: Exception) -> errors.FleetError:

@@ -45,6 +45,15 @@ class Backend:
         ):
             yield chunk
 
+    async def open_exec(
+        self, pod: kube.JSON, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> fleet_backend.Stream:
+        uid = pod["metadata"]["uid"]
+        return await self.fleet.open_exec(uid, container, command, stdin=stdin, tty=tty)
+
+    async def open_port(self, pod: kube.JSON, port: int) -> fleet_backend.Stream:
+        return await self.fleet.open_port(pod["metadata"]["uid"], port)
+
     def node_pod(self, node: str) -> tuple[kube.JSON, kube.JSON] | None:
         found = self.state.nodes.get(node)
         annotations = (found or {}).get("metadata", {}).get("annotations") or {}

@@ -1,6 +1,6 @@
 """The kubelet HTTPS server: ``/containerLogs``, ``/pods``, ``/stats/summary``,
-``/metrics/resource`` and ``/healthz`` for every virtual node the provider runs, and a
-plain 501 for ``/exec``, ``/attach``, ``/portForward`` and ``/run``.
+``/metrics/resource``, ``/exec`` (``remotecommand``) and ``/healthz`` for every virtual
+node the provider runs, and a plain 501 for ``/attach``, ``/portForward`` and ``/run``.
 
 One server answers for all virtual nodes, on one port per node besides its own: a
 node's ``daemonEndpoints`` port says which node a request is for, which matters where
@@ -29,9 +29,10 @@ from typing import Protocol
 from aiohttp import web
 
 from vk_fargate import errors, listening
+from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import models
 from vk_fargate.k8s import kube, reviews
-from vk_fargate.kubelet import auth, stats
+from vk_fargate.kubelet import auth, remotecommand, sessions, stats
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,9 @@ IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.
 # gets its headers promptly.
 FIRST_CHUNK_WAIT = 1.0
 INT64_MAX = 2**63 - 1
-# What ``kubectl exec``, ``attach``, ``port-forward`` (and the old ``run``) reach through
-# the API server; a microVM has no channel for them yet, so each gets a 501 that says so.
+# What ``kubectl attach``, ``port-forward`` (and the old ``run``) reach through the API
+# server; a microVM has no channel for them yet, so each gets a 501 that says so.
 STREAMING = {
-    "/exec/{namespace}/{pod}/{container}": "kubectl exec",
     "/attach/{namespace}/{pod}/{container}": "kubectl attach",
     "/portForward/{namespace}/{pod}": "kubectl port-forward",
     "/run/{namespace}/{pod}/{container}": "running a command in a container",
@@ -91,6 +91,11 @@ class Backend(Protocol):
 
     async def stats(self, pod: JSON) -> models.MicroVMStats:
         """The readings of the pod's microVM; raises a ``FleetError`` when there are none."""
+
+    async def open_exec(
+        self, pod: JSON, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> fleet_backend.Stream:
+        """``command`` running in the pod's container (``fleet.backend.MicroVMs``)."""
 
 
 def _bool(query: Mapping[str, str], name: str) -> bool:
@@ -174,8 +179,12 @@ class KubeletServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        streams: sessions.Sessions | None = None,
+        stream_idle_timeout: float = 14400.0,
     ) -> None:
         self.backend = backend
+        self.streams = streams or sessions.Sessions(per_pod=16, total=256)
+        self.stream_idle_timeout = stream_idle_timeout
         self.guard = guard
         self.tls = tls
         self.host = host
@@ -193,6 +202,11 @@ class KubeletServer:
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         app.router.add_get("/stats/summary", self._summary)
         app.router.add_get("/metrics/resource", self._resource_metrics)
+        for exec_path in (
+            "/exec/{namespace}/{pod}/{container}",
+            "/exec/{namespace}/{pod}/{uid}/{container}",
+        ):
+            app.router.add_route("*", exec_path, self._exec)
         for path, what in STREAMING.items():
             app.router.add_route("*", path, functools.partial(self._streaming, what))
         return app
@@ -330,6 +344,57 @@ class KubeletServer:
             "a Service",
             501,
         )
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        """``kubectl exec``: checks, the fleet session, then the WebSocket bridged to it."""
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        container = request.match_info["container"]
+        pod = await self._streaming_pod(request)
+        if container not in container_names(pod):
+            raise errors.NotFound(f'container "{container}" not found in pod "{namespace}/{name}"')
+        options = remotecommand.parse_options(request.query)
+        if not remotecommand.wants_websocket(request, remotecommand.PROTOCOL):
+            raise errors.BadRequest(
+                f"exec is served over a WebSocket with the {remotecommand.PROTOCOL} protocol "
+                "(kubectl 1.30 or newer, through an API server that proxies WebSockets to "
+                "the kubelet); SPDY is not served"
+            )
+        what = f"exec in {namespace}/{name}/{container}"
+        with self.streams.hold(pod["metadata"]["uid"], "exec", what) as count:
+            stream = await self.backend.open_exec(
+                pod, container, list(options.command), stdin=options.stdin, tty=options.tty
+            )
+            try:
+                ws = web.WebSocketResponse(
+                    protocols=(remotecommand.PROTOCOL,), max_msg_size=remotecommand.MAX_MESSAGE
+                )
+                await ws.prepare(request)
+            except BaseException:
+                await stream.close()
+                raise
+            await remotecommand.bridge(
+                ws,
+                stream,
+                command=options.command,
+                idle_timeout=self.stream_idle_timeout,
+                count=count,
+                what=what,
+            )
+            return ws
+
+    async def _streaming_pod(self, request: web.Request) -> JSON:
+        """The pod a streaming request names, once the caller may reach it (a 404 when
+        it is not ours, or when its UID in the path is not the pod's)."""
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        found = self.backend.pod(namespace, name)
+        node = found[1] if found is not None else ""
+        await self.guard.authorize(
+            request[IDENTITY], node=node, path=request.path, method=request.method
+        )
+        uid = request.match_info.get("uid")
+        if found is None or (uid and found[0]["metadata"]["uid"] != uid):
+            raise errors.NotFound(f'pod "{namespace}/{name}" does not exist')
+        return found[0]
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]

@@ -22,7 +22,7 @@ from tests import kubectl, waiting
 from vk_fargate import errors, pki
 from vk_fargate.devcluster import cluster
 from vk_fargate.k8s import client, kube
-from vk_fargate.kubelet import auth, server, tls
+from vk_fargate.kubelet import auth, server, sessions, tls
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def _pod(namespace: str, name: str, node: str) -> kube.JSON:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-of-{name}"},
         "spec": {
             "nodeName": node,
             "automountServiceAccountToken": False,
@@ -283,6 +283,77 @@ async def test_exec_attach_and_port_forward_say_they_are_not_supported(
             404,
             f'pod "{NAMESPACE}/nope" does not exist',
         )
+
+
+EXEC_CAT = f"/exec/{NAMESPACE}/{POD}/app?command=cat&input=1&output=1"
+
+
+async def test_exec_answers_plain_errors_before_the_upgrade(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession, anonymous: aiohttp.ClientSession
+) -> None:
+    # Not a WebSocket (an old SPDY client, or curl): 400, saying what is served.
+    status, text = await _get(apiserver_client, kubelet.url + EXEC_CAT)
+    assert status == 400
+    assert "WebSocket with the v5.channel.k8s.io protocol" in text
+    cases = {
+        f"/exec/{NAMESPACE}/{POD}/nope?command=cat&output=1": (
+            404,
+            f'container "nope" not found in pod "{NAMESPACE}/{POD}"',
+        ),
+        f"/exec/{NAMESPACE}/gone/app?command=cat&output=1": (
+            404,
+            f'pod "{NAMESPACE}/gone" does not exist',
+        ),
+        f"/exec/{NAMESPACE}/{POD}/app?command=cat": (
+            400,
+            "you must specify at least 1 of stdin, stdout, stderr",
+        ),
+    }
+    for path, (code, message) in cases.items():
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await apiserver_client.ws_connect(kubelet.url + path, protocols=("v5.channel.k8s.io",))
+        assert refused.value.status == code, path
+        assert (await _get(apiserver_client, kubelet.url + path)) == (code, message)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await anonymous.ws_connect(kubelet.url + EXEC_CAT, protocols=("v5.channel.k8s.io",))
+    assert refused.value.status == 401
+
+
+async def test_exec_sessions_are_bounded_and_end_when_idle(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    bounds, idle = kubelet.server.streams, kubelet.server.stream_idle_timeout
+    kubelet.server.streams = sessions.Sessions(per_pod=1, total=4)
+    try:
+        url = kubelet.url + EXEC_CAT
+        async with apiserver_client.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws:
+            assert ws.protocol == "v5.channel.k8s.io"
+            await ws.send_bytes(b"\x00hello")
+            assert (await ws.receive_bytes(timeout=10)) == b"\x01hello"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await apiserver_client.ws_connect(url, protocols=("v5.channel.k8s.io",))
+            assert refused.value.status == 429
+            held = kubelet.backend.execs[-1]
+            await ws.send_bytes(b"\xff\x00")  # stdin closed: cat exits 0
+            assert (
+                await ws.receive_bytes(timeout=10)
+            ) == b'\x03{"metadata": {}, "status": "Success"}'
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+        await asyncio.wait_for(held.closed.wait(), 10)
+        assert (
+            kubelet.server.streams.open(
+                kubelet.backend.served[(NAMESPACE, POD)][0]["metadata"].get("uid", "")
+            )
+            == 0
+        )
+
+        # A session that moves nothing for the idle timeout is ended, its command too.
+        kubelet.server.stream_idle_timeout = 0.5
+        async with apiserver_client.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws:
+            assert (await ws.receive(timeout=30)).type == aiohttp.WSMsgType.CLOSE
+        await asyncio.wait_for(kubelet.backend.execs[-1].closed.wait(), 10)
+    finally:
+        kubelet.server.streams, kubelet.server.stream_idle_timeout = bounds, idle
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,9 @@ def spec(
             termination_message_policy=c.get("terminationMessagePolicy") or "File",
             pull_credentials=pullsecrets.credentials(c.get("image") or "", pull_secrets),
             restart_policy="Always" if init and c.get("restartPolicy") == "Always" else None,
+            stdin=bool(c.get("stdin")),
+            stdin_once=bool(c.get("stdinOnce")),
+            tty=bool(c.get("tty")),
         )
 
     owners = meta.get("ownerReferences") or []

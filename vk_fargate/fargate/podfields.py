@@ -62,7 +62,4 @@ def not_applied(spec: JSON) -> list[str]:
         found.append("priorityClassName (no preemption: every pod gets a microVM of its own)")
     if spec.get("resources"):
         found.append("resources (pod-level: the pod is sized from its containers)")
-    for kind, c in _containers(spec):
-        if c.get("stdin") or c.get("tty"):
-            found.append(f"{kind}[{c['name']}].stdin/tty (no attach yet: stdin is empty)")
     return found

@@ -126,6 +126,15 @@ class MicroVMs(Protocol):
         fleet has no room for another session."""
         ...
 
+    async def open_attach(self, vm_id: str, container: str, *, stdin: bool, tty: bool) -> Stream:
+        """Attach to running container ``container`` of microVM ``vm_id`` (its process's
+        own stdio, as ``kubectl attach``): output from now on (stdout and stderr apart,
+        or one terminal when the container has ``tty``; the container decides, not
+        ``tty``), stdin when ``stdin`` (``BadRequest`` when the container has none),
+        resizes, and last the instance's exit code. ``NotFound`` for an unknown microVM
+        or container, ``Conflict`` when it is not running."""
+        ...
+
     async def open_port(self, vm_id: str, port: int) -> Stream:
         """A TCP connection to ``port`` inside microVM ``vm_id``'s network namespace (its
         loopback: what listens only there is reached too; nothing outside the pod is).

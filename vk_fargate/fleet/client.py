@@ -152,6 +152,14 @@ class FleetClient:
         path = f"/v1/microvms/{vm_id}/containers/{container}/exec"
         return await self._open_stream(path, params, "exec")
 
+    async def open_attach(
+        self, vm_id: str, container: str, *, stdin: bool, tty: bool
+    ) -> WebSocketStream:
+        """The running container's own stdio, over the fleet's attach WebSocket."""
+        params = [("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
+        path = f"/v1/microvms/{vm_id}/containers/{container}/attach"
+        return await self._open_stream(path, params, "attach")
+
     async def open_port(self, vm_id: str, port: int) -> WebSocketStream:
         """A TCP stream to ``port`` in the microVM, over the fleet's port WebSocket."""
         return await self._open_stream(f"/v1/microvms/{vm_id}/ports/{port}", [], "port")

@@ -317,6 +317,11 @@ class Container(Model):
     # Init containers only: "Always" makes it a sidecar (runs beside the app containers,
     # restarted on exit, stopped after them).
     restart_policy: Literal["Always"] | None = None
+    # Kubernetes' stdin, stdinOnce and tty: stdin is a pipe kept open for attach sessions
+    # (closed after the first one with stdinOnce), tty a terminal. Process hosts only.
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
     # user:password for this pull only (from the pod's image pull secrets): fleetd keeps
     # it in memory, never in its database, events, logs or answers.
     pull_credentials: str | None = pydantic.Field(default=None, repr=False)

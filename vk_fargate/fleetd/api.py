@@ -23,7 +23,7 @@ from aiohttp import web
 
 from vk_fargate import errors
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import daemon, logs, sandbox
+from vk_fargate.fleetd import attachapi, daemon, logs, sandbox
 
 log = logging.getLogger(__name__)
 FLEET: web.AppKey[daemon.Fleet] = web.AppKey("fleet", daemon.Fleet)
@@ -291,4 +291,5 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_put("/v1/microvms/{microvm_id}/volumes/{volume}", put_volume)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
     app.router.add_get("/v1/events", watch_events)
+    attachapi.register(app)
     return app

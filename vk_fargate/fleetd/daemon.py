@@ -728,7 +728,7 @@ class Fleet:
 
 def _process_only(spec: models.MicroVMSpec) -> str | None:
     """What in ``spec`` only process hosts run (probes, lifecycle hooks, sidecars,
-    volumes), said as a list, or None."""
+    volumes, stdin/tty), said as a list, or None."""
     every = [*spec.init_containers, *spec.containers]
     found = []
     if any(c.startup_probe or c.liveness_probe or c.readiness_probe for c in every):
@@ -739,6 +739,8 @@ def _process_only(spec: models.MicroVMSpec) -> str | None:
         found.append("sidecars")
     if spec.volumes:
         found.append("volumes")
+    if any(c.stdin or c.tty for c in every):
+        found.append("stdin/tty")
     if not found:
         return None
     return ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]

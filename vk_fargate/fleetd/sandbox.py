@@ -78,6 +78,8 @@ class ShimSpec(TypedDict):
     lifecycle: NotRequired[dict[str, dict[str, Any]]]
     # The init containers that are sidecars (restart_policy Always), in start order.
     sidecars: NotRequired[list[str]]
+    # Per container with stdin or tty: {"stdin", "stdin_once", "tty"} (``attach``).
+    attach: NotRequired[dict[str, dict[str, bool]]]
 
 
 def iso(moment: datetime.datetime | None = None) -> str:

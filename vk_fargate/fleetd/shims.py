@@ -64,6 +64,11 @@ def spec_for(
     probes = {c.name: _probes(c) for c in [*sidecars, *spec.containers]}
     shim["probes"] = {name: found for name, found in probes.items() if found}
     shim["lifecycle"] = {c.name: _lifecycle(c) for c in [*spec.init_containers, *spec.containers]}
+    shim["attach"] = {
+        c.name: {"stdin": c.stdin, "stdin_once": c.stdin_once, "tty": c.tty}
+        for c in [*spec.init_containers, *spec.containers]
+        if c.stdin or c.tty
+    }
     if cgroup_parent is not None:
         shim["cgroup_parent"] = cgroup_parent
     return shim

@@ -51,7 +51,6 @@ def test_fields_the_pod_cannot_run_without_are_refused(fields: dict[str, Any], n
         ({"hostUsers": False}, "hostUsers"),
         ({"runtimeClassName": "gvisor"}, "runtimeClassName gvisor"),
         ({"resources": {"limits": {"cpu": "1"}}}, "resources (pod-level"),
-        ({"containers": [{**APP, "stdin": True, "tty": True}]}, "containers[app].stdin/tty"),
         ({"nodeSelector": {"disk": "ssd"}, "affinity": {"podAntiAffinity": {}}}, "nodeSelector/"),
         ({"priorityClassName": "high"}, "priorityClassName"),
     ],

@@ -34,9 +34,21 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
-from vk_fargate.fleetd import crilog, hooks, probes, rootfs, sandbox, sidecars, subpaths
+from vk_fargate.fleetd import (
+    attach,
+    crilog,
+    hooks,
+    probes,
+    rootfs,
+    sandbox,
+    sidecars,
+    streams,
+    subpaths,
+)
 
 # A container that ran this long without failing starts its back-off over (kubelet: 10 min).
 BACKOFF_RESET = 600.0
@@ -303,6 +315,8 @@ class ProcessRuntime:
         hooks.bind_message_file(
             spec, lifecycle.get("termination_message_path", "/dev/termination-log"), message_file
         )
+        point = attach.Point(self.vm_dir, name, self.spec.get("attach", {}).get(name, {}))
+        console, stdin = point.prepare(spec)
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"
@@ -314,9 +328,9 @@ class ProcessRuntime:
         err_read, err_write = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *runc, "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
-                instance_id,
-                stdin=asyncio.subprocess.DEVNULL,
+                *runc, "run", "--detach", *console, "--bundle", str(bundle),
+                "--pid-file", str(pid_file), instance_id,
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
@@ -325,24 +339,33 @@ class ProcessRuntime:
             os.close(out_read)
             os.close(err_read)
             subpaths.release(held)
+            point.close()
             self.status.terminated(name, 128, "StartError", f"cannot start runc: {exc}")
             return 128
         finally:
             os.close(out_write)
             os.close(err_write)
+            if stdin is not None:
+                os.close(stdin)  # the container holds it now
         self._live.add(name)
         returncode = None
         prober: probes.Prober | None = None
         with log.open("a", encoding="utf-8") as out:
-            pumps = asyncio.gather(
-                _pump(out_read, crilog.Writer(out, "stdout")),
-                _pump(err_read, crilog.Writer(out, "stderr")),
-            )
+            tees = (point.tee(streams.STDOUT), point.tee(streams.STDERR))
+            pumps = [
+                asyncio.create_task(
+                    _pump(out_read, crilog.Writer(out, "stdout"), tees[0]), name=f"stdout-{name}"
+                ),
+                asyncio.create_task(
+                    _pump(err_read, crilog.Writer(out, "stderr"), tees[1]), name=f"stderr-{name}"
+                ),
+            ]
             try:
                 started = await proc.wait() == 0
                 subpaths.release(held)  # runc has made its mounts (or failed to)
                 if started:  # the container runs
                     pid = int(pid_file.read_text())
+                    await self._attachable(point, out, pid, pumps)  # terminal, socket
                     since = sandbox.iso()  # its start, reported once postStart passed
                     self._pids[name] = pid
                     self._hooks[name] = hook = hooks.Hooks(
@@ -384,8 +407,9 @@ class ProcessRuntime:
                 self._pids.pop(name, None)
                 self._hooks.pop(name, None)
                 self._live.discard(name)
-            await pumps
+            await asyncio.gather(*pumps)
         await _delete(runc, instance_id)
+        await point.end(exit_code(returncode if returncode is not None else 128))
         if returncode is None:  # runc could not start it: its reason ends the log
             self.status.terminated(name, 128, "StartError", start_error(log))
             return 128
@@ -400,6 +424,25 @@ class ProcessRuntime:
         else:
             self.status.terminated(name, code, "Error", text)
         return code
+
+    async def _attachable(
+        self, point: attach.Point, out: IO[str], pid: int, pumps: list[asyncio.Task[None]]
+    ) -> None:
+        """Make the running instance ``pid`` attachable: its terminal's output pumped to
+        the log, its socket open; a terminal runc did not hand over kills it."""
+        try:
+            await point.started()
+        except OSError as exc:
+            print(f"attach {point.name}: {exc}", file=sys.stderr, flush=True)
+            _signal(pid, signal.SIGKILL)
+            return
+        if point.tty:
+            pumps.append(
+                asyncio.create_task(
+                    attach.pump_master(point, crilog.Writer(out, "stdout")),
+                    name=f"tty-{point.name}",
+                )
+            )
 
     def _oom_marks(self) -> tuple[int, int]:
         """Counters an OOM kill of this microVM's containers raises: its groups' own
@@ -514,8 +557,9 @@ async def _delete(runc: list[str], instance_id: str) -> None:
         print(f"runc delete {instance_id}: {err.decode(errors='replace')}", file=sys.stderr)
 
 
-async def _pump(fd: int, writer: crilog.Writer) -> None:
-    """Copy a pipe's bytes, as CRI log lines, until every writer has closed it."""
+async def _pump(fd: int, writer: crilog.Writer, tee: Callable[[bytes], None] | None = None) -> None:
+    """Copy a pipe's bytes, as CRI log lines (and to ``tee``: attached sessions), until
+    every writer has closed it."""
     stream = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(fd, "rb", buffering=0)
@@ -523,6 +567,8 @@ async def _pump(fd: int, writer: crilog.Writer) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(65536):
         writer.feed(decoder.decode(chunk))
+        if tee is not None:
+            tee(chunk)
     writer.feed(decoder.decode(b"", final=True))
     writer.close()
 

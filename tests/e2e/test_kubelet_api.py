@@ -9,6 +9,7 @@ controls. Everything else (TLS, API server, RBAC, kubectl) is real.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -70,6 +71,13 @@ class FakeBackend:
         self, pod: kube.JSON, container: str, command: list[str], *, stdin: bool, tty: bool
     ) -> FakeExec:
         self.execs.append(FakeExec(command))
+        return self.execs[-1]
+
+    async def open_attach(
+        self, pod: kube.JSON, container: str, *, stdin: bool, tty: bool
+    ) -> FakeExec:
+        """The container runs ``cat`` (``exit 3`` when stdin is not asked for)."""
+        self.execs.append(FakeExec(["cat"] if stdin else ["exit", "3"]))
         return self.execs[-1]
 
     async def logs(
@@ -258,12 +266,11 @@ async def test_unknown_pod_or_container_is_404(
 @pytest.mark.parametrize(
     ("method", "path", "what"),
     [
-        ("POST", f"/attach/{NAMESPACE}/{POD}/app", "kubectl attach"),
         ("POST", f"/portForward/{NAMESPACE}/{POD}", "kubectl port-forward"),
         ("POST", f"/run/{NAMESPACE}/{POD}/app", "running a command"),
     ],
 )
-async def test_exec_attach_and_port_forward_say_they_are_not_supported(
+async def test_port_forward_and_run_say_they_are_not_supported(
     kubelet: Kubelet,
     apiserver_client: aiohttp.ClientSession,
     anonymous: aiohttp.ClientSession,
@@ -317,6 +324,30 @@ async def test_exec_answers_plain_errors_before_the_upgrade(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await anonymous.ws_connect(kubelet.url + EXEC_CAT, protocols=("v5.channel.k8s.io",))
     assert refused.value.status == 401
+
+
+async def test_attach_bridges_the_container_and_its_exit_code(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession
+) -> None:
+    url = f"{kubelet.url}/attach/{NAMESPACE}/{POD}/app?input=1&output=1&error=1"
+    async with apiserver_client.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws:
+        await ws.send_bytes(b"\x00hello")
+        assert (await ws.receive_bytes(timeout=10)) == b"\x01hello"
+        await ws.send_bytes(b"\xff\x00")  # the container's stdin closed: it exits 0
+        assert (await ws.receive_bytes(timeout=10)) == b'\x03{"metadata": {}, "status": "Success"}'
+    url = f"{kubelet.url}/attach/{NAMESPACE}/{POD}/app?output=1"
+    async with apiserver_client.ws_connect(url, protocols=("v5.channel.k8s.io",)) as ws:
+        status = json.loads((await ws.receive_bytes(timeout=10))[1:])
+    assert status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    status_code, text = await _get(apiserver_client, url)  # not a WebSocket
+    assert status_code == 400 and "attach is served over a WebSocket" in text
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await apiserver_client.ws_connect(
+            f"{kubelet.url}/attach/{NAMESPACE}/{POD}/nope?output=1",
+            protocols=("v5.channel.k8s.io",),
+        )
+    assert refused.value.status == 404
 
 
 async def test_exec_sessions_are_bounded_and_end_when_idle(

@@ -51,6 +51,12 @@ class Backend:
         uid = pod["metadata"]["uid"]
         return await self.fleet.open_exec(uid, container, command, stdin=stdin, tty=tty)
 
+    async def open_attach(
+        self, pod: kube.JSON, container: str, *, stdin: bool, tty: bool
+    ) -> fleet_backend.Stream:
+        uid = pod["metadata"]["uid"]
+        return await self.fleet.open_attach(uid, container, stdin=stdin, tty=tty)
+
     async def open_port(self, pod: kube.JSON, port: int) -> fleet_backend.Stream:
         return await self.fleet.open_port(pod["metadata"]["uid"], port)
 

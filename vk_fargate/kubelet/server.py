@@ -1,6 +1,6 @@
 """The kubelet HTTPS server: ``/containerLogs``, ``/pods``, ``/stats/summary``,
-``/metrics/resource``, ``/exec`` (``remotecommand``) and ``/healthz`` for every virtual
-node the provider runs, and a plain 501 for ``/attach``, ``/portForward`` and ``/run``.
+``/metrics/resource``, ``/exec`` and ``/attach`` (``remotecommand``) and ``/healthz`` for
+every virtual node the provider runs, and a plain 501 for ``/portForward`` and ``/run``.
 
 One server answers for all virtual nodes, on one port per node besides its own: a
 node's ``daemonEndpoints`` port says which node a request is for, which matters where
@@ -44,10 +44,9 @@ IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.
 # gets its headers promptly.
 FIRST_CHUNK_WAIT = 1.0
 INT64_MAX = 2**63 - 1
-# What ``kubectl attach``, ``port-forward`` (and the old ``run``) reach through the API
-# server; a microVM has no channel for them yet, so each gets a 501 that says so.
+# What ``kubectl port-forward`` (and the old ``run``) reach through the API server; a
+# microVM has no channel for them yet, so each gets a 501 that says so.
 STREAMING = {
-    "/attach/{namespace}/{pod}/{container}": "kubectl attach",
     "/portForward/{namespace}/{pod}": "kubectl port-forward",
     "/run/{namespace}/{pod}/{container}": "running a command in a container",
 }
@@ -96,6 +95,11 @@ class Backend(Protocol):
         self, pod: JSON, container: str, command: list[str], *, stdin: bool, tty: bool
     ) -> fleet_backend.Stream:
         """``command`` running in the pod's container (``fleet.backend.MicroVMs``)."""
+
+    async def open_attach(
+        self, pod: JSON, container: str, *, stdin: bool, tty: bool
+    ) -> fleet_backend.Stream:
+        """The pod's running container's own stdio (``fleet.backend.MicroVMs``)."""
 
 
 def _bool(query: Mapping[str, str], name: str) -> bool:
@@ -207,6 +211,11 @@ class KubeletServer:
             "/exec/{namespace}/{pod}/{uid}/{container}",
         ):
             app.router.add_route("*", exec_path, self._exec)
+        for attach_path in (
+            "/attach/{namespace}/{pod}/{container}",
+            "/attach/{namespace}/{pod}/{uid}/{container}",
+        ):
+            app.router.add_route("*", attach_path, self._attach)
         for path, what in STREAMING.items():
             app.router.add_route("*", path, functools.partial(self._streaming, what))
         return app
@@ -376,6 +385,44 @@ class KubeletServer:
                 ws,
                 stream,
                 command=options.command,
+                idle_timeout=self.stream_idle_timeout,
+                count=count,
+                what=what,
+            )
+            return ws
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        """``kubectl attach``: as ``_exec``, to the container's own process; the
+        container's ``tty`` decides, as the kubelet takes it from the pod spec."""
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        container = request.match_info["container"]
+        pod = await self._streaming_pod(request)
+        if container not in container_names(pod):
+            raise errors.NotFound(f'container "{container}" not found in pod "{namespace}/{name}"')
+        options = remotecommand.parse_options(request.query, attach=True)
+        if not remotecommand.wants_websocket(request, remotecommand.PROTOCOL):
+            raise errors.BadRequest(
+                f"attach is served over a WebSocket with the {remotecommand.PROTOCOL} "
+                "protocol (kubectl 1.30 or newer, through an API server that proxies "
+                "WebSockets to the kubelet); SPDY is not served"
+            )
+        what = f"attach to {namespace}/{name}/{container}"
+        with self.streams.hold(pod["metadata"]["uid"], "attach", what) as count:
+            stream = await self.backend.open_attach(
+                pod, container, stdin=options.stdin, tty=options.tty
+            )
+            try:
+                ws = web.WebSocketResponse(
+                    protocols=(remotecommand.PROTOCOL,), max_msg_size=remotecommand.MAX_MESSAGE
+                )
+                await ws.prepare(request)
+            except BaseException:
+                await stream.close()
+                raise
+            await remotecommand.bridge(
+                ws,
+                stream,
+                command=(),
                 idle_timeout=self.stream_idle_timeout,
                 count=count,
                 what=what,

@@ -17,7 +17,8 @@ Its socket ``<vm_dir>/attach/<name>.sock`` (0600) takes sessions while the insta
 
 Framing on the socket, both ways: ``[u8 channel][u32 big-endian length][payload]``,
 channels as ``streams``. The client's first frame is ``OPEN`` with JSON ``{"stdin":
-bool}``; then STDIN, RESIZE and CLOSE (``[0]``: its stdin ended) from the client,
+bool}``; then STDIN, RESIZE and CLOSE (``[0]``: its stdin ended, the output goes on)
+from the client,
 STDOUT, STDERR and last ERROR from the shim. Standard library only.
 """
 
@@ -259,22 +260,25 @@ class Point:
                 elif channel == streams.RESIZE and self.tty:
                     self._resize(payload)
                 elif channel == streams.CLOSE and payload[:1] == bytes((streams.STDIN,)):
-                    break
+                    await self._stdin_done(wants_stdin)  # the output goes on
+                    wants_stdin = False
         finally:
             self._sessions.discard(session)
             if session.final is None:
                 task.cancel()
                 writer.close()
-            if wants_stdin and self.stdin_once:
-                await self._end_stdin()
+            await self._stdin_done(wants_stdin)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             print(f"{task.get_name()} failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
-    async def _end_stdin(self) -> None:
-        """stdinOnce: EOF for the container (with a tty, its end-of-file character)."""
+    async def _stdin_done(self, had_stdin: bool) -> None:
+        """A session's stdin has ended: with stdinOnce, the container's ends too (EOF;
+        with a tty, its end-of-file character)."""
+        if not (had_stdin and self.stdin_once):
+            return
         async with self._lock:
             if self.tty:
                 if self.master is not None:

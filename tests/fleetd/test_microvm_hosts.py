@@ -98,6 +98,7 @@ async def test_a_microvm_pod_sees_its_image_not_the_host(
     [
         {"readiness_probe": {"tcp_socket": {"port": 80}}},
         {"pre_stop": {"sleep": {"seconds": 1}}},
+        {"stdin": True, "tty": True},
     ],
 )
 async def test_a_spec_with_probes_or_hooks_is_refused_where_no_host_runs_them(

@@ -102,20 +102,27 @@ class _Session:
         self.wake.set()
 
     async def send(self) -> None:
-        with contextlib.suppress(ConnectionError):
-            while True:
-                await self.wake.wait()
-                self.wake.clear()
-                while self.pending:
-                    chunk = self.pending.popleft()
-                    self.size -= len(chunk) - HEADER.size
-                    self.writer.write(chunk)
-                    await self.writer.drain()
-                if self.final is not None:
-                    self.writer.write(self.final)
-                    await self.writer.drain()
-                    return
-        self.writer.close()
+        """Send the output as it comes, and last the exit code; then close."""
+        try:
+            await self._send()
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            self.writer.close()
+
+    async def _send(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                chunk = self.pending.popleft()
+                self.size -= len(chunk) - HEADER.size
+                self.writer.write(chunk)
+                await self.writer.drain()
+            if self.final is not None:
+                self.writer.write(self.final)
+                await self.writer.drain()
+                return
 
 
 class Point:
@@ -214,15 +221,15 @@ class Point:
         """What hands one output stream's chunks to the sessions."""
         return functools.partial(self.output, channel)
 
-    async def end(self, code: int) -> None:
-        """The instance has ended: each session gets its exit code; the socket goes."""
+    def end(self, code: int) -> None:
+        """The instance has ended: each session gets its exit code (its sender sends
+        what it still holds, then that, without the runtime waiting for it); the socket
+        goes."""
         if self._server is not None:
             self._server.close()
         self.path.unlink(missing_ok=True)
         for session in list(self._sessions):
             session.end(code)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
         self.close()
 
     def close(self) -> None:

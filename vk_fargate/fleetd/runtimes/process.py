@@ -409,7 +409,7 @@ class ProcessRuntime:
                 self._live.discard(name)
             await asyncio.gather(*pumps)
         await _delete(runc, instance_id)
-        await point.end(exit_code(returncode if returncode is not None else 128))
+        point.end(exit_code(returncode if returncode is not None else 128))
         if returncode is None:  # runc could not start it: its reason ends the log
             self.status.terminated(name, 128, "StartError", start_error(log))
             return 128

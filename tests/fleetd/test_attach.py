@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
 
 from tests import waiting
 from tests.fleetd import helpers
 from vk_fargate import errors
+from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.fleet import backend, client
 from vk_fargate.fleetd import streams
 
@@ -85,7 +87,7 @@ async def test_stdin_reaches_cat_and_its_output_the_log_and_every_session(
 
 
 async def test_stdin_once_closes_stdin_after_the_first_session(
-    fleet_client: client.FleetClient,
+    fleet: devfleet.Fleet, fleet_client: client.FleetClient
 ) -> None:
     vm_id = await _running(
         fleet_client,
@@ -97,6 +99,11 @@ async def test_stdin_once_closes_stdin_after_the_first_session(
         },
         restart_policy="Never",
     )
+    # A plain GET (no upgrade) is answered 400 and is no session: stdin stays open.
+    url = f"{fleet.url}/v1/microvms/{vm_id}/containers/once/attach?stdin=true"
+    headers = {"Authorization": f"Bearer {fleet.token}"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as plain:
+        assert plain.status == 400
     watcher = await fleet_client.open_attach(vm_id, "once", stdin=False, tty=False)
     first = await fleet_client.open_attach(vm_id, "once", stdin=True, tty=False)
     await first.send(streams.frame(streams.STDIN, b"only line\n"))

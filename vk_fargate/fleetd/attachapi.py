@@ -6,7 +6,8 @@ Kept apart from ``api`` (one ``register`` call there). 404 for an unknown microV
 container, 409 when the container does not run (or its shim takes no sessions: a
 microvm host's, or an instance ending), 400 for stdin asked of a container without
 ``stdin``. ``tty`` is the container's, whatever the request says, as the kubelet
-decides it from the pod spec.
+decides it from the pod spec. ``AttachSession`` is a ``streams.Session``, so the
+session can be served as exec's and port's are.
 """
 
 from __future__ import annotations
@@ -14,30 +15,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import pathlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from vk_fargate import errors
-from vk_fargate.fleetd import api, attach, streams
+from vk_fargate.fleetd import api, attach, daemon, streams
 
 PATH = "/v1/microvms/{microvm_id}/containers/{container}/attach"
 MAX_MESSAGE = attach.MAX_FRAME + 1
+HEARTBEAT_SECONDS = 30.0  # pings: a client that vanished without closing is noticed
 
 
 def register(app: web.Application) -> None:
     app.router.add_get(PATH, attach_container)
 
 
-async def attach_container(request: web.Request) -> web.StreamResponse:
-    fleet = request.app[api.FLEET]
-    vm_id = api._vm_id(request)
+class AttachSession:
+    """One attach session (``streams.Session``) over the shim's attach socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def send(self, channel: int, payload: bytes) -> None:
+        if self._writer.is_closing():
+            return  # the session is over: ``receive`` says so
+        self._writer.write(attach.encode(channel, payload))
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+    async def receive(self) -> AsyncIterator[tuple[int, bytes]]:
+        while (found := await attach.read_frame(self._reader)) is not None:
+            yield found
+            if found[0] == streams.ERROR:
+                return
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+
+async def open_session(fleet: daemon.Fleet, vm_id: str, name: str, *, stdin: bool) -> AttachSession:
+    """Attach to running container ``name`` of microVM ``vm_id`` (the API's errors)."""
+    path = _socket(fleet, vm_id, name, stdin=stdin)
+    try:
+        with attach.short_path(path) as short:
+            reader, writer = await asyncio.open_unix_connection(short, limit=MAX_MESSAGE)
+    except OSError:
+        raise errors.Conflict(
+            f"container {name} of microVM {vm_id} takes no attach sessions (it is not "
+            "running: it ended, or its shim is not up yet)"
+        ) from None
+    writer.write(attach.encode(attach.OPEN, json.dumps({"stdin": stdin}).encode()))
+    return AttachSession(reader, writer)
+
+
+def _socket(fleet: daemon.Fleet, vm_id: str, name: str, *, stdin: bool) -> pathlib.Path:
+    """The container's attach socket, once the request may attach to it."""
     vm = fleet.get(vm_id)
-    name = request.match_info["container"]
     spec = {c.name: c for c in [*vm.spec.init_containers, *vm.spec.containers]}.get(name)
     if spec is None:
         raise errors.NotFound(f"container {name} is not in microVM {vm_id}")
-    stdin = api._bool(request, "stdin")
-    api._bool(request, "tty")  # checked; the container's own setting decides
     if stdin and not spec.stdin:
         raise errors.BadRequest(
             f"container {name} was not started with stdin (its spec's stdin is false): "
@@ -49,54 +90,50 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     host = fleet.hosts.get(vm.status.host or "")
     if host is None or host.config.runtime != "process":
         raise errors.Conflict(f"microVM {vm_id} runs on a microvm host, which has no attach")
-    ws = web.WebSocketResponse(protocols=(streams.SUBPROTOCOL,), max_msg_size=MAX_MESSAGE)
-    if not ws.can_prepare(request).ok:
-        raise errors.BadRequest(f"attach is a WebSocket ({streams.SUBPROTOCOL}); no upgrade asked")
-    path = attach.socket_path(fleet.vms[vm_id].dir, name)
+    return attach.socket_path(fleet.vms[vm_id].dir, name)
+
+
+async def attach_container(request: web.Request) -> web.StreamResponse:
+    fleet = request.app[api.FLEET]
+    vm_id = api._vm_id(request)
+    stdin = api._bool(request, "stdin")
+    api._bool(request, "tty")  # checked; the container's own setting decides
+    name = request.match_info["container"]
+    ws = web.WebSocketResponse(
+        protocols=(streams.SUBPROTOCOL,), heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE
+    )
+    fleet.get(vm_id)  # 404 first, as for every path of a microVM
+    ready = ws.can_prepare(request)
+    if not ready.ok or ready.protocol != streams.SUBPROTOCOL:
+        _socket(fleet, vm_id, name, stdin=stdin)  # a refused upgrade asked again: why
+        raise errors.BadRequest(
+            f"a WebSocket upgrade with the {streams.SUBPROTOCOL} subprotocol is required"
+        )
+    session = await open_session(fleet, vm_id, name, stdin=stdin)
     try:
-        with attach.short_path(path) as short:
-            reader, writer = await asyncio.open_unix_connection(short, limit=MAX_MESSAGE)
-    except OSError:
-        raise errors.Conflict(
-            f"container {name} of microVM {vm_id} takes no attach sessions (it is not "
-            "running: it ended, or its shim is not up yet)"
-        ) from None
-    try:
-        writer.write(attach.encode(attach.OPEN, json.dumps({"stdin": stdin}).encode()))
         await ws.prepare(request)
-    except BaseException:
-        writer.close()
-        raise
-    await _bridge(ws, reader, writer, f"attach-{vm_id}-{name}")
+        await _bridge(ws, session, f"attach-{vm_id}-{name}")
+    finally:
+        await session.close()
+        await ws.close()
     return ws
 
 
-async def _bridge(
-    ws: web.WebSocketResponse,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    what: str,
-) -> None:
+async def _bridge(ws: web.WebSocketResponse, session: AttachSession, what: str) -> None:
     """Client messages to the shim, the shim's frames to the client, until either ends."""
-    loop = asyncio.get_running_loop()
-    inbound = loop.create_task(_from_client(ws, writer), name=f"{what}-in")
+    inbound = asyncio.get_running_loop().create_task(_from_client(ws, session), name=f"{what}-in")
     try:
-        while (found := await attach.read_frame(reader)) is not None:
-            channel, payload = found
+        async for channel, payload in session.receive():
             await ws.send_bytes(streams.frame(channel, payload))
-            if channel == streams.ERROR:
-                break
     except ConnectionError:
-        pass
+        pass  # the client went away
     finally:
         inbound.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await inbound
-        writer.close()
-        await ws.close()
 
 
-async def _from_client(ws: web.WebSocketResponse, writer: asyncio.StreamWriter) -> None:
+async def _from_client(ws: web.WebSocketResponse, session: AttachSession) -> None:
     async for message in ws:
         if message.type != web.WSMsgType.BINARY:
             continue
@@ -104,7 +141,5 @@ async def _from_client(ws: web.WebSocketResponse, writer: asyncio.StreamWriter) 
             channel, payload = streams.unframe(message.data)
         except ValueError:
             continue
-        writer.write(attach.encode(channel, payload))
-        await writer.drain()
-    # The client has gone: the shim's side ends the session (stdinOnce counts it ended).
-    writer.close()
+        await session.send(channel, payload)
+    await session.close()  # the client has gone: the shim ends the session

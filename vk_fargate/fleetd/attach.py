@@ -2,82 +2,41 @@
 in the shim, and the unix socket fleetd's attach sessions come in through.
 
 Every container instance (a restart is a new one: attach again) can be attached to for
-its output; with:
+its output; with
   - ``stdin``: the container's stdin is a pipe whose write end the shim holds, so the
     container blocks reading it as under the kubelet; with ``stdin_once`` the end is
     closed (EOF) when the first session that had stdin ends, as CRI does;
   - ``tty``: the container runs on a terminal (``process.terminal``, ``runc run
     --console-socket``); the shim gets the terminal's master from runc (SCM_RIGHTS) and
     reads the output from it; input is written to it, resizes are its TIOCSWINSZ.
-Its socket ``<vm_dir>/attach/<name>.sock`` (0600) takes sessions while the instance runs. A
-    session gets output from the moment it attaches (stdout and stderr apart, all on
-    stdout with a tty), each in a bounded buffer: a session that falls behind loses
-    output, the container never waits for it. When the instance ends each session gets
-    ERROR ``{"exit_code": n}`` and is closed.
 
-Framing on the socket, both ways: ``[u8 channel][u32 big-endian length][payload]``,
-channels as ``streams``. The client's first frame is ``OPEN`` with JSON ``{"stdin":
-bool}``; then STDIN, RESIZE and CLOSE (``[0]``: its stdin ended, the output goes on)
-from the client,
-STDOUT, STDERR and last ERROR from the shim. Standard library only.
+Its socket ``<vm_dir>/attach/<name>.sock`` (0600) takes sessions while the instance
+runs, framed as ``attachwire`` says. A session gets output from the moment it attaches
+(stdout and stderr apart, all on stdout with a tty), each in a bounded buffer: a
+session that falls behind loses output, the container never waits for it. From the
+client come STDIN, RESIZE and CLOSE (``[0]``: its stdin ended, the output goes on).
+When the instance ends each session gets ERROR ``{"exit_code": n}`` and is closed.
+Standard library only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import contextlib
-import fcntl
 import functools
 import json
 import os
 import socket
-import struct
 import sys
-import termios
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from vk_fargate.fleetd import crilog, streams
+from vk_fargate.fleetd import attachwire, console, crilog, streams
 
-OPEN = 254
-HEADER = struct.Struct(">BI")
-MAX_FRAME = 1 << 20
 # Output a session may have waiting before further output is dropped for it.
 SESSION_BUFFER = 1 << 20
-CONSOLE_WAIT = 10.0  # seconds runc has to hand the terminal's master over
-
-
-def socket_path(vm_dir: Path, name: str) -> Path:
-    return vm_dir / "attach" / f"{name}.sock"
-
-
-@contextlib.contextmanager
-def short_path(path: Path, pid: str = "self") -> Iterator[str]:
-    """``path`` as a name that fits a unix socket address (108 bytes): through a
-    ``/proc/<pid>/fd`` link to its folder, whatever the folder's length."""
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/{pid}/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
-def encode(channel: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(channel, len(payload)) + payload
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
-    """The next frame, or None at the end (or a frame too large to be ours)."""
-    try:
-        channel, length = HEADER.unpack(await reader.readexactly(HEADER.size))
-        if length > MAX_FRAME:
-            return None
-        return channel, await reader.readexactly(length)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
 
 
 class _Session:
@@ -93,12 +52,12 @@ class _Session:
     def put(self, channel: int, data: bytes) -> None:
         if self.size + len(data) > SESSION_BUFFER:
             return  # too far behind: this output is lost to it, not held up for it
-        self.pending.append(encode(channel, data))
+        self.pending.append(attachwire.encode(channel, data))
         self.size += len(data)
         self.wake.set()
 
     def end(self, code: int) -> None:
-        self.final = encode(streams.ERROR, streams.exited(code))
+        self.final = attachwire.encode(streams.ERROR, streams.exited(code))
         self.wake.set()
 
     async def send(self) -> None:
@@ -116,7 +75,7 @@ class _Session:
             self.wake.clear()
             while self.pending:
                 chunk = self.pending.popleft()
-                self.size -= len(chunk) - HEADER.size
+                self.size -= len(chunk) - attachwire.HEADER.size
                 self.writer.write(chunk)
                 await self.writer.drain()
             if self.final is not None:
@@ -129,7 +88,7 @@ class Point:
     """The attach point of one container instance."""
 
     def __init__(self, vm_dir: Path, name: str, settings: dict[str, Any]) -> None:
-        self.path = socket_path(vm_dir, name)
+        self.path = attachwire.socket_path(vm_dir, name)
         self.name = name
         self.stdin = bool(settings.get("stdin"))
         self.stdin_once = bool(settings.get("stdin_once"))
@@ -138,8 +97,7 @@ class Point:
         self.master: int | None = None
         self._sessions: set[_Session] = set()
         self._server: asyncio.Server | None = None
-        self._console: socket.socket | None = None
-        self._console_dir: int | None = None
+        self._console: console.Console | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -148,14 +106,25 @@ class Point:
         arguments and the stdin it is to pass on (None: /dev/null)."""
         config.setdefault("process", {})["terminal"] = self.tty
         if self.tty:
-            return ["--console-socket", self.console_socket()], None
+            self._console = console.Console(self.path.with_suffix(".console"))
+            return ["--console-socket", self._console.address()], None
         return [], self.stdin_fd()
 
-    async def started(self) -> None:
-        """The container runs: take its terminal (if any), then take sessions."""
-        if self.tty:
-            await self.receive_master()
-        await self.serve()
+    async def open(self, out: IO[str], pumps: list[asyncio.Task[None]]) -> bool:
+        """The container runs: take its terminal (its output pumped to the log ``out``,
+        the task added to ``pumps``), then take sessions. False when runc did not hand
+        the terminal over (the container is then to be killed)."""
+        try:
+            if self._console is not None:
+                self.master = self.input = await self._console.receive()
+            await self.serve()
+        except OSError as exc:
+            print(f"attach {self.name}: {exc}", file=sys.stderr, flush=True)
+            return False
+        if self.master is not None:
+            pump = console.pump(self.master, crilog.Writer(out, "stdout"), self.tee(streams.STDOUT))
+            pumps.append(asyncio.create_task(pump, name=f"tty-{self.name}"))
+        return True
 
     def stdin_fd(self) -> int | None:
         """The read end of a new stdin pipe, for runc (None: /dev/null); the shim keeps
@@ -167,47 +136,12 @@ class Point:
         self.input = write
         return read
 
-    def console_socket(self) -> str:
-        """Where runc hands the terminal's master over (``--console-socket``)."""
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        console = self.path.with_suffix(".console")
-        console.unlink(missing_ok=True)
-        self._console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with short_path(console) as name:
-            self._console.bind(name)
-        console.chmod(0o600)
-        self._console.listen(1)
-        self._console.setblocking(False)
-        fd = os.open(console.parent, os.O_PATH | os.O_DIRECTORY)
-        self._console_dir = fd  # runc, another process, reaches it through our fd table
-        return f"/proc/{os.getpid()}/fd/{fd}/{console.name}"
-
-    async def receive_master(self) -> int:
-        """The terminal's master, as runc sent it; OSError when it did not."""
-        assert self._console is not None
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(CONSOLE_WAIT):
-                conn, _ = await loop.sock_accept(self._console)
-        except TimeoutError:
-            raise OSError("runc did not hand the terminal over") from None
-        with conn:
-            conn.settimeout(CONSOLE_WAIT)
-            _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-        if not fds:
-            raise OSError("runc did not hand the terminal over")
-        self.master = fds[0]
-        os.set_inheritable(self.master, False)
-        os.set_blocking(self.master, False)
-        self.input = self.master
-        return self.master
-
     async def serve(self) -> None:
         """Take sessions at ``<vm_dir>/attach/<name>.sock``."""
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
         self.path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with short_path(self.path) as name:
+        with attachwire.short_path(self.path) as name:
             listener.bind(name)
         self.path.chmod(0o600)
         self._server = await asyncio.start_unix_server(self._session, sock=listener)
@@ -240,15 +174,10 @@ class Point:
         self.input = self.master = None
         if self._console is not None:
             self._console.close()
-            self._console = None
-        if self._console_dir is not None:
-            os.close(self._console_dir)
-            self._console_dir = None
-            self.path.with_suffix(".console").unlink(missing_ok=True)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = await read_frame(reader)
-        if first is None or first[0] != OPEN:
+        first = await attachwire.read_frame(reader)
+        if first is None or first[0] != attachwire.OPEN:
             writer.close()
             return
         wants_stdin = bool(json.loads(first[1] or b"{}").get("stdin")) and self.stdin
@@ -260,12 +189,12 @@ class Point:
         self._tasks.add(task)
         task.add_done_callback(self._done)
         try:
-            while (found := await read_frame(reader)) is not None:
+            while (found := await attachwire.read_frame(reader)) is not None:
                 channel, payload = found
                 if channel == streams.STDIN and wants_stdin:
                     await self._write(payload)
-                elif channel == streams.RESIZE and self.tty:
-                    self._resize(payload)
+                elif channel == streams.RESIZE and self.master is not None:
+                    console.resize(self.master, payload)
                 elif channel == streams.CLOSE and payload[:1] == bytes((streams.STDIN,)):
                     await self._stdin_done(wants_stdin)  # the output goes on
                     wants_stdin = False
@@ -313,40 +242,3 @@ class Point:
                         loop.remove_writer(fd)
                 except OSError:  # the container is gone, or closed its stdin
                     return
-
-    def _resize(self, payload: bytes) -> None:
-        with contextlib.suppress(ValueError, TypeError, OSError, AttributeError):
-            size = json.loads(payload)
-            width, height = int(size["Width"]), int(size["Height"])
-            if self.master is not None:
-                winsize = struct.pack("HHHH", height, width, 0, 0)
-                fcntl.ioctl(self.master, termios.TIOCSWINSZ, winsize)
-
-
-async def pump_master(point: Point, log: crilog.Writer) -> None:
-    """Copy the terminal's output to ``log`` (as stdout) and the sessions until the
-    container's side is closed (EIO)."""
-    fd = point.master
-    if fd is None:
-        return
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            ready = loop.create_future()
-            loop.add_reader(fd, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
-            continue
-        except OSError:  # EIO: every process on the terminal has gone
-            break
-        if not chunk:
-            break
-        log.feed(decoder.decode(chunk))
-        point.output(streams.STDOUT, chunk)
-    log.feed(decoder.decode(b"", final=True))
-    log.close()

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from vk_fargate import errors
-from vk_fargate.fleetd import api, attach, daemon, streams
+from vk_fargate.fleetd import api, attachwire, daemon, streams
 
 PATH = "/v1/microvms/{microvm_id}/containers/{container}/attach"
-MAX_MESSAGE = attach.MAX_FRAME + 1
+MAX_MESSAGE = attachwire.MAX_FRAME + 1
 HEARTBEAT_SECONDS = 30.0  # pings: a client that vanished without closing is noticed
 
 
@@ -42,12 +42,12 @@ class AttachSession:
     async def send(self, channel: int, payload: bytes) -> None:
         if self._writer.is_closing():
             return  # the session is over: ``receive`` says so
-        self._writer.write(attach.encode(channel, payload))
+        self._writer.write(attachwire.encode(channel, payload))
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 
     async def receive(self) -> AsyncIterator[tuple[int, bytes]]:
-        while (found := await attach.read_frame(self._reader)) is not None:
+        while (found := await attachwire.read_frame(self._reader)) is not None:
             yield found
             if found[0] == streams.ERROR:
                 return
@@ -62,14 +62,14 @@ async def open_session(fleet: daemon.Fleet, vm_id: str, name: str, *, stdin: boo
     """Attach to running container ``name`` of microVM ``vm_id`` (the API's errors)."""
     path = _socket(fleet, vm_id, name, stdin=stdin)
     try:
-        with attach.short_path(path) as short:
+        with attachwire.short_path(path) as short:
             reader, writer = await asyncio.open_unix_connection(short, limit=MAX_MESSAGE)
     except OSError:
         raise errors.Conflict(
             f"container {name} of microVM {vm_id} takes no attach sessions (it is not "
             "running: it ended, or its shim is not up yet)"
         ) from None
-    writer.write(attach.encode(attach.OPEN, json.dumps({"stdin": stdin}).encode()))
+    writer.write(attachwire.encode(attachwire.OPEN, json.dumps({"stdin": stdin}).encode()))
     return AttachSession(reader, writer)
 
 
@@ -90,7 +90,7 @@ def _socket(fleet: daemon.Fleet, vm_id: str, name: str, *, stdin: bool) -> pathl
     host = fleet.hosts.get(vm.status.host or "")
     if host is None or host.config.runtime != "process":
         raise errors.Conflict(f"microVM {vm_id} runs on a microvm host, which has no attach")
-    return attach.socket_path(fleet.vms[vm_id].dir, name)
+    return attachwire.socket_path(fleet.vms[vm_id].dir, name)
 
 
 async def attach_container(request: web.Request) -> web.StreamResponse:

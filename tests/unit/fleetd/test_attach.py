@@ -7,23 +7,25 @@ import asyncio
 import json
 
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import attach, daemon, streams
+from vk_fargate.fleetd import attach, attachwire, daemon, streams
 
 
 async def test_frames_read_back_as_written() -> None:
     reader = asyncio.StreamReader()
-    reader.feed_data(attach.encode(streams.STDIN, b"abc") + attach.encode(streams.CLOSE, b"\0"))
+    reader.feed_data(
+        attachwire.encode(streams.STDIN, b"abc") + attachwire.encode(streams.CLOSE, b"\0")
+    )
     reader.feed_eof()
-    assert await attach.read_frame(reader) == (streams.STDIN, b"abc")
-    assert await attach.read_frame(reader) == (streams.CLOSE, b"\0")
-    assert await attach.read_frame(reader) is None
+    assert await attachwire.read_frame(reader) == (streams.STDIN, b"abc")
+    assert await attachwire.read_frame(reader) == (streams.CLOSE, b"\0")
+    assert await attachwire.read_frame(reader) is None
 
 
 async def test_a_frame_over_the_limit_ends_the_stream() -> None:
     reader = asyncio.StreamReader()
-    reader.feed_data(attach.HEADER.pack(streams.STDIN, attach.MAX_FRAME + 1))
+    reader.feed_data(attachwire.HEADER.pack(streams.STDIN, attachwire.MAX_FRAME + 1))
     reader.feed_eof()
-    assert await attach.read_frame(reader) is None
+    assert await attachwire.read_frame(reader) is None
 
 
 class _Sink:
@@ -48,7 +50,7 @@ async def _frames(data: bytes) -> list[tuple[int, bytes]]:
     reader.feed_data(data)
     reader.feed_eof()
     found = []
-    while (frame := await attach.read_frame(reader)) is not None:
+    while (frame := await attachwire.read_frame(reader)) is not None:
         found.append(frame)
     return found
 

@@ -36,7 +36,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from vk_fargate.fleetd import (
     attach,
@@ -365,7 +364,8 @@ class ProcessRuntime:
                 subpaths.release(held)  # runc has made its mounts (or failed to)
                 if started:  # the container runs
                     pid = int(pid_file.read_text())
-                    await self._attachable(point, out, pid, pumps)  # terminal, socket
+                    if not await point.open(out, pumps):  # its terminal, its socket
+                        _signal(pid, signal.SIGKILL)
                     since = sandbox.iso()  # its start, reported once postStart passed
                     self._pids[name] = pid
                     self._hooks[name] = hook = hooks.Hooks(
@@ -424,25 +424,6 @@ class ProcessRuntime:
         else:
             self.status.terminated(name, code, "Error", text)
         return code
-
-    async def _attachable(
-        self, point: attach.Point, out: IO[str], pid: int, pumps: list[asyncio.Task[None]]
-    ) -> None:
-        """Make the running instance ``pid`` attachable: its terminal's output pumped to
-        the log, its socket open; a terminal runc did not hand over kills it."""
-        try:
-            await point.started()
-        except OSError as exc:
-            print(f"attach {point.name}: {exc}", file=sys.stderr, flush=True)
-            _signal(pid, signal.SIGKILL)
-            return
-        if point.tty:
-            pumps.append(
-                asyncio.create_task(
-                    attach.pump_master(point, crilog.Writer(out, "stdout")),
-                    name=f"tty-{point.name}",
-                )
-            )
 
     def _oom_marks(self) -> tuple[int, int]:
         """Counters an OOM kill of this microVM's containers raises: its groups' own

@@ -191,3 +191,29 @@ async def test_an_ended_container_is_not_attached_to(fleet_client: client.FleetC
     )
     with pytest.raises(errors.Conflict, match="not running"):
         await fleet_client.open_attach(vm_id, "done", stdin=False, tty=False)
+
+
+async def test_a_restarted_container_is_a_new_instance_to_attach_to(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = await _running(
+        fleet_client,
+        helpers.shell("once", "echo up; read line; echo got $line; exit 5", stdin=True),
+    )
+    first = await fleet_client.open_attach(vm_id, "once", stdin=True, tty=False)
+    await first.send(streams.frame(streams.STDIN, b"one\n"))
+    await _read_until(first, b"got one\n")
+    assert await _outcome(first) == {"exit_code": 5}  # that instance's end ends its session
+    await first.close()
+    await helpers.until_vm(
+        fleet_client,
+        vm_id,
+        lambda v: (c := helpers.container(v, "once")).restart_count == 1 and c.state == "running",
+        what="the second instance running",
+    )
+    second = await fleet_client.open_attach(vm_id, "once", stdin=True, tty=False)
+    await second.send(streams.frame(streams.STDIN, b"two\n"))
+    await _read_until(second, b"got two\n")  # a fresh stdin, open again
+    assert await _outcome(second) == {"exit_code": 5}
+    await second.close()
+    await fleet_client.delete_microvm(vm_id, grace_seconds=0)

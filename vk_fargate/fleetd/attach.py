@@ -116,7 +116,10 @@ class Point:
         the terminal over (the container is then to be killed)."""
         try:
             if self._console is not None:
-                self.master = self.input = await self._console.receive()
+                try:
+                    self.master = self.input = await self._console.receive()
+                finally:
+                    self._console.close()  # runc has done with it
             await self.serve()
         except OSError as exc:
             print(f"attach {self.name}: {exc}", file=sys.stderr, flush=True)
@@ -180,7 +183,11 @@ class Point:
         if first is None or first[0] != attachwire.OPEN:
             writer.close()
             return
-        wants_stdin = bool(json.loads(first[1] or b"{}").get("stdin")) and self.stdin
+        try:
+            wants_stdin = bool(json.loads(first[1] or b"{}").get("stdin")) and self.stdin
+        except (ValueError, AttributeError):  # not fleetd's OPEN
+            writer.close()
+            return
         session = _Session(writer)
         self._sessions.add(session)
         task = asyncio.get_running_loop().create_task(

@@ -315,7 +315,13 @@ class ProcessRuntime:
             spec, lifecycle.get("termination_message_path", "/dev/termination-log"), message_file
         )
         point = attach.Point(self.vm_dir, name, self.spec.get("attach", {}).get(name, {}))
-        console, stdin = point.prepare(spec)
+        try:
+            console, stdin = point.prepare(spec)
+        except OSError as exc:  # no pipe or console socket to be had
+            point.close()
+            subpaths.release(held)
+            self.status.terminated(name, 128, "StartError", f"cannot set up its stdio: {exc}")
+            return 128
         sandbox.write_json(bundle / "config.json", spec)
         runc = ["runc", "--root", self.spec.get("runc_root", "/run/runc")]
         pid_file = bundle / "container.pid"

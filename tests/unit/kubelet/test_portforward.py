@@ -18,11 +18,13 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from tests import gobuild
 from vk_fargate.kubelet import portforward, spdy
 
 WHAT = "0b7c8a0e-5f4e-4d55-9d1e-3f1a2b3c4d5e"
@@ -411,3 +413,82 @@ async def test_a_protocol_error_ends_the_connection_with_goaway(kubelet: Serve) 
         await client.task  # the server closes the WebSocket
         assert spdy.GoAway(0, spdy.GOAWAY_PROTOCOL_ERROR) in client.frames
     await ended.wait()
+
+
+async def test_client_go_forwards_through_it(kubelet: Serve, pod: Pod) -> None:
+    """The real client: client-go v0.36.3's PortForwarder over its tunneling dialer
+    (hack/pfcheck), with real local TCP connections to the ports it listens on."""
+    binary = gobuild.checker("pfcheck", timeout=900)
+    url, _ = await kubelet()
+    payloads = [os.urandom(1 << 20) for _ in range(8)] + [os.urandom(10 << 20)]
+    async with forwarding(binary, url, pod.echo_port, pod.banner_port) as (ports, _):
+        echo, banner = ports[str(pod.echo_port)], ports[str(pod.banner_port)]
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*(tcp_echo(echo, p) for p in payloads))
+            assert await tcp_echo(banner, b"") == b"banner\n"
+    assert [hashlib.sha256(r).digest() for r in results] == [
+        hashlib.sha256(p).digest() for p in payloads
+    ]
+    assert len(pod.sessions) == len(payloads) + 1 and all(s.closed for s in pod.sessions)
+
+
+async def test_client_go_reports_a_dial_error(kubelet: Serve, pod: Pod) -> None:
+    binary = gobuild.checker("pfcheck", timeout=900)
+    url, _ = await kubelet()
+    with socket_bound() as closed:
+        async with forwarding(binary, url, closed) as (ports, process):
+            async with asyncio.timeout(30):
+                assert await tcp_echo(ports[str(closed)], b"") == b""
+                assert process.stderr is not None
+                errors = (await process.stderr.read()).decode()  # it gives up: lost pod
+    expected = f"an error occurred forwarding {ports[str(closed)]} -> {closed}: "
+    assert f"{expected}error forwarding port {closed} to pod {WHAT}, uid : " in errors
+
+
+@contextlib.asynccontextmanager
+async def forwarding(
+    binary: Path, url: str, *remote: int
+) -> AsyncIterator[tuple[dict[str, int], asyncio.subprocess.Process]]:
+    """pfcheck forwarding local ports to ``remote`` ports; stopped when left."""
+    process = await asyncio.create_subprocess_exec(
+        str(binary),
+        url,
+        *map(str, remote),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = await process.stdout.readline()
+        assert line, "pfcheck ended before it was ready"
+        yield json.loads(line), process
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def tcp_echo(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` to a local port, half-close, and read to the end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+
+    sending = asyncio.create_task(send(), name="tcp send")
+    try:
+        return await reader.read()
+    finally:
+        await sending
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

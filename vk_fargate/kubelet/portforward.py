@@ -31,13 +31,14 @@ httpstream.go behind apiserver's streamtunnel.go), with what client-go's PortFor
   ``BUFFERED`` bytes per connection; beyond that reading from the WebSocket pauses.
 
 Frames are encoded and sent under one lock (header compression is one ordered stream).
-The WebSocket closing ends every pair's task and closes its session.
+The WebSocket closing ends every pair's task and closes its session; so does a failed
+write, which is how a client that vanished is found while reading waits for a slow pod
+(a WebSocket ping every ``PROBE`` seconds then).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -59,6 +60,7 @@ STREAM_CREATION_TIMEOUT = 30.0  # seconds; the kubelet's default
 CHUNK = 32 * 1024  # the most bytes we put in one DATA frame or hand the pod at once
 BUFFERED = 1 << 20  # bytes from the client queued for one pod connection
 WINDOW_STEP = spdy.DEFAULT_WINDOW // 2
+PROBE = 10.0  # seconds between WebSocket pings while reading waits for a slow pod
 
 
 class Session(Protocol):
@@ -92,7 +94,12 @@ class _Stream:
     id: int
     kind: str  # "data" or "error"
     port: int
-    closed: bool = False  # we sent FIN or RST, or the client reset it
+    fin_sent: bool = False  # our half is closed
+    reset: bool = False  # the client reset it: nothing more is sent on it
+
+    @property
+    def writable(self) -> bool:
+        return not (self.fin_sent or self.reset)
 
 
 @dataclasses.dataclass(eq=False)
@@ -124,6 +131,7 @@ class _Connection:
         self._last_id = 0
         self._going_away = False
         self._unacked = 0  # the session's, as _Pair.unacked
+        self._lost = asyncio.Event()
 
     async def run(self) -> None:
         try:
@@ -135,6 +143,8 @@ class _Connection:
                     break
                 for frame in self._reader.feed(message.data):
                     await self._handle(frame)
+        except _Lost:
+            log.info("port-forward to %s: the connection is gone", self._what)
         except spdy.ProtocolError as e:
             log.warning("port-forward to %s: %s; ending the connection", self._what, e)
             await self._send(spdy.GoAway(self._last_id, spdy.GOAWAY_PROTOCOL_ERROR))
@@ -147,8 +157,18 @@ class _Connection:
             if self._ws.closed:
                 return
             data = b"".join(self._writer.encode(frame) for frame in frames)
-            with contextlib.suppress(ConnectionError):  # the reading loop sees the close
+            try:
                 await self._ws.send_bytes(data)
+            except ConnectionError:
+                self._lost.set()  # ends a reading loop waiting for a slow pod
+
+    async def _probe(self) -> None:
+        """A ping, to find out whether a connection we are not reading is gone."""
+        async with self._lock:
+            try:
+                await self._ws.ping()
+            except ConnectionError:
+                self._lost.set()
 
     async def _handle(self, frame: spdy.Frame) -> None:
         match frame:
@@ -159,7 +179,7 @@ class _Connection:
             case spdy.RstStream(stream_id):
                 stream, pair = self._streams.get(stream_id, (None, None))
                 if stream is not None and pair is not None:
-                    stream.closed = True
+                    stream.reset = True
                     if stream.kind == "data":
                         pair.stop.set()
             case spdy.Ping(ping_id) if ping_id % 2 == 1:
@@ -203,7 +223,7 @@ class _Connection:
             )
             log.warning("port-forward to %s: %s", self._what, text)
             await self._send(spdy.RstStream(sid, spdy.CANCEL))
-            if pair.error is not None and not pair.error.closed:
+            if pair.error is not None and pair.error.writable:
                 await self._send(spdy.Data(pair.error.id, text.encode()))
             return
         setattr(pair, kind, stream)
@@ -223,7 +243,29 @@ class _Connection:
         for piece in [*pieces, None] if fin else pieces:
             if pair.finished:  # _finish emptied the queue: the rest is dropped
                 break
-            await pair.inbound.put(piece)
+            await self._put(pair, piece)
+
+    async def _put(self, pair: _Pair, piece: bytes | None) -> None:
+        """Queue for the pod; while its queue is full, reading the WebSocket waits (the
+        only back-pressure spdystream heeds) unless the connection is found gone (a
+        write fails: the pod's bytes, or a ping every ``PROBE`` seconds)."""
+        if not pair.inbound.full():
+            pair.inbound.put_nowait(piece)
+            return
+        name = f"port-forward {self._what} #{pair.request_id}"
+        put = asyncio.create_task(pair.inbound.put(piece), name=f"{name} queue")
+        lost = asyncio.create_task(self._lost.wait(), name=f"{name} lost")
+        try:
+            while not (put.done() or lost.done()):
+                await asyncio.wait({put, lost}, timeout=PROBE, return_when=asyncio.FIRST_COMPLETED)
+                if not (put.done() or lost.done()):
+                    await self._probe()
+        finally:
+            put.cancel()
+            lost.cancel()
+            await asyncio.gather(put, lost, return_exceptions=True)
+        if put.cancelled():
+            raise _Lost
 
     async def _consumed(self, pair: _Pair | None, size: int) -> None:
         """Give back window for ``size`` bytes taken (by the pod, or dropped)."""
@@ -234,7 +276,7 @@ class _Connection:
             self._unacked = 0
         if pair is not None and pair.data is not None:
             pair.unacked += size
-            if pair.unacked >= WINDOW_STEP and not pair.data.closed:
+            if pair.unacked >= WINDOW_STEP and not pair.data.reset:
                 frames.append(spdy.WindowUpdate(pair.data.id, pair.unacked))
                 pair.unacked = 0
         if frames:
@@ -247,14 +289,14 @@ class _Connection:
         except TimeoutError:
             text = f"(conn={self._what}, request={pair.request_id}) timed out waiting for streams"
             log.warning("port-forward: %s", text)
-            if pair.error is not None and not pair.error.closed:
+            if pair.error is not None and pair.error.writable:
                 await self._send(spdy.Data(pair.error.id, text.encode()))
             await self._finish(pair)
 
     async def _forward(self, pair: _Pair) -> None:
         try:
             reason = await self._pump(pair)
-            if reason and pair.error is not None and not pair.error.closed:
+            if reason and pair.error is not None and pair.error.writable:
                 text = f"error forwarding port {pair.port} to pod {self._what}, uid : {reason}"
                 log.info("port-forward: %s", text)
                 await self._send(spdy.Data(pair.error.id, text.encode()))
@@ -290,7 +332,7 @@ class _Connection:
         assert pair.data is not None
         reason = ""
         async for channel, payload in session.receive():
-            if channel == STDOUT:
+            if channel == STDOUT and pair.data.writable:
                 for at in range(0, len(payload), CHUNK):
                     await self._send(spdy.Data(pair.data.id, payload[at : at + CHUNK]))
             elif channel == CLOSE and payload[:1] == bytes((STDOUT,)):
@@ -310,8 +352,8 @@ class _Connection:
             pair.stop.set()
 
     async def _close(self, stream: _Stream) -> None:
-        if not stream.closed:
-            stream.closed = True
+        if stream.writable:
+            stream.fin_sent = True
             await self._send(spdy.Data(stream.id, b"", fin=True))
 
     async def _finish(self, pair: _Pair) -> None:
@@ -326,6 +368,10 @@ class _Connection:
         self._pairs.pop(pair.request_id, None)
         while not pair.inbound.empty():  # frees a reader waiting for room
             pair.inbound.get_nowait()
+
+
+class _Lost(Exception):
+    """Sending failed: the WebSocket's connection is gone."""
 
 
 def _check(headers: spdy.Headers) -> tuple[str, int]:

@@ -55,7 +55,7 @@ class TcpSession:
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            self.writer.transport.abort()  # unsent bytes for a pod that does not read too
             with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
 
@@ -82,6 +82,7 @@ class Pod:
 
     echo_port: int
     banner_port: int
+    sink_port: int  # accepts and never reads
     sessions: list[TcpSession | FailedSession] = dataclasses.field(default_factory=list)
     served: int = 0  # connections the pod's servers have seen end
 
@@ -114,11 +115,17 @@ async def pod() -> AsyncIterator[Pod]:
         writer.close()
         state.served += 1
 
-    echo_server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    banner_server = await asyncio.start_server(banner, "127.0.0.1", 0)
-    state = Pod(echo_server.sockets[0].getsockname()[1], banner_server.sockets[0].getsockname()[1])
-    async with echo_server, banner_server:
+    sunk: list[asyncio.StreamWriter] = []
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sunk.append(writer)
+
+    servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (echo, banner, sink)]
+    state = Pod(*(server.sockets[0].getsockname()[1] for server in servers))
+    async with servers[0], servers[1], servers[2]:
         yield state
+        for writer in sunk:
+            writer.close()
 
 
 Serve = Callable[..., Awaitable[tuple[str, asyncio.Event]]]
@@ -230,18 +237,21 @@ class Client:
         data = await self.open({**headers, "streamtype": ["data"]})
         return error, data
 
-    async def write(self, stream: Stream, data: bytes) -> None:
+    async def write(self, stream: Stream, data: bytes, *, windows: bool = True) -> None:
         """Send within the windows (spdystream would not wait; we do, to test them)."""
-        while data:
-            size = min(len(data), stream.window, self.window, 16384)
+        at = 0
+        while at < len(data):
+            size = min(len(data) - at, 16384)
+            if windows:
+                size = min(size, stream.window, self.window)
             if size <= 0:
                 self.credit.clear()
                 await self.credit.wait()
                 continue
             stream.window -= size
             self.window -= size
-            await self.send(spdy.Data(stream.id, data[:size]))
-            data = data[size:]
+            await self.send(spdy.Data(stream.id, data[at : at + size]))
+            at += size
 
     async def finish(self, error: Stream, data: Stream) -> str:
         """After the pod's side ended: reset the data stream, read the error stream."""
@@ -362,6 +372,43 @@ async def test_the_client_vanishing_ends_every_task_and_session(kubelet: Serve, 
         while pod.served < 3:  # the pod's sockets see the end of their connections
             await asyncio.sleep(0.01)
     assert len(pod.sessions) == 3 and all(s.closed for s in pod.sessions)
+    assert [t.get_name() for t in asyncio.all_tasks() if "port-forward" in t.get_name()] == []
+
+
+async def test_the_client_vanishing_while_a_pod_does_not_read_ends_it_all(
+    kubelet: Serve, pod: Pod, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the WebSocket waits for the pod (back-pressure), so the server cannot see
+    the client go; its pings find out."""
+    monkeypatch.setattr(portforward, "PROBE", 0.05)
+    waiting = asyncio.Event()
+    put = portforward._Connection._put
+
+    async def spy(
+        self: portforward._Connection, pair: portforward._Pair, piece: bytes | None
+    ) -> None:
+        if pair.inbound.full():
+            waiting.set()
+        await put(self, pair, piece)
+
+    monkeypatch.setattr(portforward._Connection, "_put", spy)
+    url, ended = await kubelet()
+    async with asyncio.timeout(30):
+        http = aiohttp.ClientSession()
+        ws = await http.ws_connect(url, protocols=[portforward.SUBPROTOCOL])
+        client = Client(ws)
+        _, data = await client.forward(pod.sink_port)
+        # like spdystream, without windows: only TCP holds the client back
+        writing = asyncio.create_task(client.write(data, bytes(64 << 20), windows=False))
+        await waiting.wait()
+        assert ws._conn is not None and ws._conn.transport is not None
+        ws._conn.transport.abort()
+        await ended.wait()
+        for task in (writing, client.task):
+            task.cancel()
+        await asyncio.gather(writing, client.task, return_exceptions=True)
+        await http.close()
+    assert len(pod.sessions) == 1 and all(s.closed for s in pod.sessions)
     assert [t.get_name() for t in asyncio.all_tasks() if "port-forward" in t.get_name()] == []
 
 

@@ -229,6 +229,8 @@ class _Connection:
         setattr(pair, kind, stream)
         self._streams[sid] = (stream, pair)
         await self._send(spdy.SynReply(sid, {}))
+        if frame.fin and kind == "data":  # a client with nothing to send
+            await self._put(pair, None)
         if pair.data is not None and pair.error is not None:
             pair.complete.set()
             name = f"port-forward {self._what} #{request_id} port {port}"

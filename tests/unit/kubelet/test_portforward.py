@@ -539,3 +539,14 @@ async def tcp_echo(port: int, payload: bytes) -> bytes:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def test_a_data_stream_opened_with_fin_half_closes_at_once(kubelet: Serve, pod: Pod) -> None:
+    url, _ = await kubelet()
+    async with asyncio.timeout(30), connect(url) as client:
+        headers = {"port": [str(pod.echo_port)], "requestid": ["0"]}
+        error = await client.open({**headers, "streamtype": ["error"]}, fin=True)
+        data = await client.open({**headers, "streamtype": ["data"]}, fin=True)
+        assert await data.read_all() == b""  # the echo server saw EOF and closed
+        assert await client.finish(error, data) == ""
+    assert pod.served == 1

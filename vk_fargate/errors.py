@@ -20,6 +20,8 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
         +-- Conflict               409: the id exists with another spec
         +-- CursorExpired          410: the event cursor was pruned; list again
         +-- InvalidSpec            422: the spec breaks a rule; ``field`` names it
+        +-- TooManySessions        429: the microVM has as many exec/port sessions as allowed
+        +-- NotSupported           501: this runtime cannot do it (yet)
         +-- InsufficientCapacity   503: nothing fits now; retry after ``retry_after`` seconds
         +-- FleetUnavailable       the fleet could not be reached or answered 5xx
 """
@@ -183,6 +185,18 @@ class InvalidSpec(FleetError):
     status, code = 422, "InvalidSpec"
 
 
+class TooManySessions(FleetError):
+    """The microVM has as many exec and port sessions open as the fleet allows."""
+
+    status, code = 429, "TooManySessions"
+
+
+class NotSupported(FleetError):
+    """The microVM's runtime cannot do what was asked (yet)."""
+
+    status, code = 501, "NotSupported"
+
+
 class InsufficientCapacity(FleetError):
     """No active host has room now; retry after ``retry_after`` seconds."""
 
@@ -212,6 +226,8 @@ FLEET_ERRORS: dict[str, type[FleetError]] = {
         Conflict,
         CursorExpired,
         InvalidSpec,
+        TooManySessions,
+        NotSupported,
         InsufficientCapacity,
     )
 }

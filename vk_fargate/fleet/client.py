@@ -12,7 +12,9 @@ certificate that does not verify is a plain ``FleetError``, never retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ from vk_fargate.fleet import models
 EVENT_READ_TIMEOUT = 20.0
 # Seconds between reconnects of a broken event stream (doubling, jittered).
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
+# The fleet's streaming subprotocol (``fleetd.streams``) and its refused upgrades' headers.
+SUBPROTOCOL = "v5.channel.k8s.io"
+ERROR_CODE, ERROR_MESSAGE = "X-Fleet-Error-Code", "X-Fleet-Error-Message"
 # Seconds between the tries of a call (doubling, full jitter), never under a Retry-After.
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
@@ -54,14 +59,21 @@ class FleetClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            json_serialize=_dumps,
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), json_serialize=_dumps
+        )
+        # Exec and port streams: the same connections, with no total timeout (the
+        # session's would be armed for as long as a stream holds its connection).
+        self._streams = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         self._attempts = attempts
 
     async def close(self) -> None:
+        await self._streams.close()
         await self._session.close()
 
     async def __aenter__(self) -> FleetClient:
@@ -139,6 +151,45 @@ class FleetClient:
                     yield chunk
         except aiohttp.ClientError as exc:
             raise _failed("fleet logs stream failed", exc) from exc
+
+    def exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket running ``command`` in ``container`` (v5 channels, see the API's
+        exec): STDIN/RESIZE/CLOSE to send, STDOUT/STDERR and the last ERROR to read.
+        Refusals raise the typed errors (NotFound, Conflict, TooManySessions, ...)."""
+        params = [("command", c) for c in command]
+        params += [("stdin", _flag(stdin)), ("tty", _flag(tty))]
+        return self._stream(f"/v1/microvms/{vm_id}/containers/{container}/exec", params)
+
+    def port(
+        self, vm_id: str, port: int
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket carrying one TCP connection to ``port`` inside the microVM."""
+        return self._stream(f"/v1/microvms/{vm_id}/ports/{port}", [])
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, path: str, params: list[tuple[str, str]]
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        try:
+            ws = await self._streams.ws_connect(
+                self.base_url + path,
+                params=params,
+                headers=self._headers,
+                protocols=(SUBPROTOCOL,),
+                heartbeat=30.0,  # a dead peer is noticed; the stream itself never times out
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+                max_msg_size=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _refused(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _failed(f"GET {path}", exc) from exc
+        try:
+            yield ws
+        finally:
+            await ws.close()
 
     async def events(self, since: int) -> AsyncIterator[models.Event]:
         """Every event after ``since``, forever, reconnecting from the last cursor seen.
@@ -226,6 +277,24 @@ def _failed(what: str, exc: Exception) -> errors.FleetError:
             "give the CA that signed it (VK_FARGATE_FLEET_CA_FILE)"
         )
     return errors.FleetUnavailable(f"{what}: {exc!r}")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _refused(exc: aiohttp.WSServerHandshakeError) -> errors.FleetError:
+    """The typed error of a refused upgrade, from its status and the fleet's headers."""
+    headers = exc.headers
+    code = headers.get(ERROR_CODE, "") if headers else ""
+    told = headers.get(ERROR_MESSAGE, "") if headers else ""
+    message = urllib.parse.unquote(told) or f"{exc.status} {exc.message}"
+    kind = errors.FLEET_ERRORS.get(code)
+    if kind is errors.InsufficientCapacity or (kind is None and exc.status >= 500):
+        return errors.FleetUnavailable(f"{exc.status} {code or 'Unknown'}: {message}")
+    if kind is not None:
+        return kind(message)
+    return errors.FleetError(f"{exc.status} {code or 'Unknown'}: {message}")
 
 
 def _route(path: str) -> str:

@@ -156,7 +156,7 @@ async def test_a_tty_session_with_a_resize(fleet_client: client.FleetClient, pod
         seen = b""
         async with asyncio.timeout(30):
             while b"42\r\n/ $ " not in seen:  # the answer, then the next prompt
-                channel, payload = streams.unframe((await ws.receive_bytes()))
+                channel, payload = streams.unframe(await ws.receive_bytes())
                 assert channel == streams.STDOUT
                 seen += payload
             # CLOSE on a terminal is its EOF (^D): the shell ends as at a keyboard.

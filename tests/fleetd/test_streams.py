@@ -138,6 +138,16 @@ async def test_the_exit_code_and_a_missing_command(
     assert missing.err == b""
 
 
+async def test_a_background_child_with_its_own_output_does_not_hold_the_session(
+    fleet_client: client.FleetClient, pod: str
+) -> None:
+    """The session ends when the command has ended and its output is closed, as
+    containerd's: a child left running with output of its own does not hold it."""
+    ended = await run(fleet_client, pod, ["sh", "-c", "sleep 999 >/dev/null 2>&1 & echo started"])
+    assert ended.out == b"started\n"
+    assert ended.end == {"exit_code": 0}
+
+
 async def test_a_tty_session_with_a_resize(fleet_client: client.FleetClient, pod: str) -> None:
     tty = await run(fleet_client, pod, ["tty"], tty=True)
     assert tty.out.decode().strip().startswith("/dev/pts/"), tty.out

@@ -3,8 +3,9 @@ instance with ``runc exec``, as one ``streams.Session``.
 
 ``runc exec`` takes the process's user, environment, working directory and
 capabilities from the container's ``config.json``, and joins its namespaces, root and
-cgroup, so the command runs as the container's own processes do. Without a TTY the
-command gets our pipes (stdin ``/dev/null`` unless asked for); with one, runc gets
+cgroup, so the command runs as the container's own processes do. Without a TTY runc
+gets our pipes and copies them to the command's (stdin ``/dev/null`` unless asked
+for); with one, runc gets
 the slave of a pty pair as its stdio and ``--tty``: it makes the container's console
 and copies between the two, and resizes it on SIGWINCH from the size we set on our
 side. runc's own failure (a command not in the image) comes from its JSON log, not
@@ -33,7 +34,7 @@ from vk_fargate.fleetd import streams
 CHUNK = 32 * 1024  # bytes read at a time from the command's output
 QUEUED = 8  # output chunks waiting for the client, at most
 HOLD_POLL = 0.05  # seconds between looks for the pid file while stderr is held back
-DRAIN_SECONDS = 2.0  # output read after the command ended (a background child holds on)
+DRAIN_SECONDS = 2.0  # output read after runc ended, at most
 EOF = b"\x04"  # the terminal's EOF character (^D), for a TTY's CLOSE
 
 
@@ -141,9 +142,11 @@ class ExecSession:
         """The command's output, then its exit code (or runc's error) on ERROR.
 
         Stderr is held back until runc has written the pid file (the command runs):
-        what comes before is runc's own failure, which goes on ERROR alone. Output
-        still held open by a background child ``DRAIN_SECONDS`` after the command
-        ended is not waited for."""
+        what comes before is runc's own failure, which goes on ERROR alone. runc
+        copies the output and ends when the command has ended and its output is
+        closed (a background child still writing to it holds the session, as
+        containerd's exec does); output still open ``DRAIN_SECONDS`` after runc has
+        exited is not waited for."""
         assert self._proc is not None, "start the session first"
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(QUEUED)

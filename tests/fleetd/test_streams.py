@@ -249,6 +249,23 @@ async def test_refusals_before_the_upgrade(fleet_client: client.FleetClient, pod
             pass
 
 
+async def test_only_a_websocket_with_the_subprotocol_is_served(
+    fleet: devfleet.Fleet, pod: str
+) -> None:
+    auth = {"Authorization": f"Bearer {fleet.token}"}
+    path = f"/v1/microvms/{pod}/containers/app/exec?command=true"
+    async with aiohttp.ClientSession(fleet.url) as http:
+        async with http.get(path, headers=auth) as plain:
+            assert plain.status == 400
+            assert (await plain.json())["code"] == "BadRequest"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(path, headers=auth, protocols=("v4.channel.k8s.io",))
+        assert refused.value.status == 400
+        with pytest.raises(aiohttp.WSServerHandshakeError) as unauthorized:
+            await http.ws_connect(path, protocols=(streams.SUBPROTOCOL,))
+        assert unauthorized.value.status == 401
+
+
 async def test_a_container_that_ended_is_a_conflict(fleet_client: client.FleetClient) -> None:
     vm_id = helpers.new_id()
     spec = helpers.spec(

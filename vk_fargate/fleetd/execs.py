@@ -5,12 +5,12 @@ instance with ``runc exec``, as one ``streams.Session``.
 capabilities from the container's ``config.json``, and joins its namespaces, root and
 cgroup, so the command runs as the container's own processes do. Without a TTY runc
 gets our pipes and copies them to the command's (stdin ``/dev/null`` unless asked
-for); with one, runc gets
-the slave of a pty pair as its stdio and ``--tty``: it makes the container's console
-and copies between the two, and resizes it on SIGWINCH from the size we set on our
-side. runc's own failure (a command not in the image) comes from its JSON log, not
-the command's stderr. ``close`` kills the command inside the container (its PID from
-``--pid-file``) and runc, so a client that went away leaves nothing behind.
+for); with one, runc gets the slave of a pty pair as its stdio and ``--tty``: it makes
+the container's console, copies between the two, and resizes it on SIGWINCH from the
+size we set on our side. runc's own failure (a command not in the image) comes from
+its JSON log, not the command's stderr. ``close`` kills the command inside the
+container (its PID from ``--pid-file``) and runc, so a client that went away leaves
+nothing behind.
 Standard library only.
 """
 

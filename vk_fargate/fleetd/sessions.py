@@ -35,7 +35,8 @@ async def serve(
     ws = web.WebSocketResponse(
         protocols=(streams.SUBPROTOCOL,), heartbeat=None, max_msg_size=MAX_MESSAGE
     )
-    if not ws.can_prepare(request).ok:
+    ready = ws.can_prepare(request)
+    if not ready.ok or ready.protocol != streams.SUBPROTOCOL:
         raise errors.BadRequest(
             f"a WebSocket upgrade with the {streams.SUBPROTOCOL} subprotocol is required"
         )

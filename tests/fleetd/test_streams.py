@@ -152,15 +152,23 @@ async def test_a_tty_session_with_a_resize(fleet_client: client.FleetClient, pod
     tty = await run(fleet_client, pod, ["tty"], tty=True)
     assert tty.out.decode().strip().startswith("/dev/pts/"), tty.out
     size = json.dumps({"Width": 123, "Height": 45}).encode()
-    # The resize may come before the command starts, or just after: both count.
-    sized = await run(
-        fleet_client,
-        pod,
-        ["sh", "-c", "sleep 0.5; stty size"],
-        tty=True,
-        before=[streams.frame(streams.RESIZE, size)],
-    )
+    # The first resize comes before the command starts: it starts at that size.
+    first = streams.frame(streams.RESIZE, size)
+    sized = await run(fleet_client, pod, ["stty", "size"], tty=True, before=[first])
     assert sized.out.decode().split() == ["45", "123"], sized.out
+    # A later one reaches the running command's terminal (runc gets SIGWINCH).
+    later = streams.frame(streams.RESIZE, json.dumps({"Width": 99, "Height": 33}).encode())
+    script = "echo ready; read line; stty size"
+    async with fleet_client.exec(pod, "app", ["sh", "-c", script], stdin=True, tty=True) as ws:
+        await ws.send_bytes(first)
+        seen = b""
+        async with asyncio.timeout(30):
+            while b"ready" not in seen:
+                seen += streams.unframe(await ws.receive_bytes())[1]
+            await ws.send_bytes(later)
+            await ws.send_bytes(streams.frame(streams.STDIN, b"go\r"))
+            resized = await _read(ws, Result())
+    assert resized.out.decode().split()[-2:] == ["33", "99"], resized.out
     async with fleet_client.exec(pod, "app", ["sh"], stdin=True, tty=True) as ws:
         await ws.send_bytes(streams.frame(streams.STDIN, b"echo $((6*7))\n"))
         seen = b""

@@ -33,6 +33,7 @@ from vk_fargate.fleetd import streams
 
 CHUNK = 32 * 1024  # bytes read at a time from the command's output
 QUEUED = 8  # output chunks waiting for the client, at most
+FIRST_SIZE_SECONDS = 0.25  # a TTY's command waits this long for the client's size, at most
 HOLD_POLL = 0.05  # seconds between looks for the pid file while stderr is held back
 DRAIN_SECONDS = 2.0  # output read after runc ended, at most
 EOF = b"\x04"  # the terminal's EOF character (^D), for a TTY's CLOSE
@@ -60,55 +61,68 @@ class ExecSession:
         self._proc: asyncio.subprocess.Process | None = None
         self._input: int | None = None  # where stdin goes: a pipe's write end, or the master
         self._outputs: list[tuple[int, int]] = []  # (channel, fd) read for the client
+        self._theirs: list[int] = []  # runc's stdio (the pty's slave), until it runs
+        self._spawning = asyncio.Lock()
         self._closed = False
 
     async def start(self) -> None:
-        """Start ``runc exec``; OSError when runc cannot be run."""
+        """Make the stdio and start ``runc exec`` (with a TTY: at the first RESIZE, so
+        the command starts at the client's size, or ``FIRST_SIZE_SECONDS`` into
+        ``receive``); OSError when runc cannot be run."""
         self._scratch.mkdir(parents=True, exist_ok=True)
-        theirs: list[int] = []
         try:
             if self._tty:
                 master, slave = os.openpty()
-                theirs.append(slave)
+                self._theirs.append(slave)
                 # Raw from the start: bytes sent before runc makes it raw itself (a ^D,
                 # a ^C) reach the container's terminal, not our side's line discipline.
                 tty.setraw(slave)
                 self._outputs = [(streams.STDOUT, master)]
                 self._input = master
-                stdio: tuple[int, int, int] = (slave, slave, slave)
             else:
                 out_r, out_w = os.pipe()
                 err_r, err_w = os.pipe()
-                theirs += [out_w, err_w]
                 self._outputs = [(streams.STDOUT, out_r), (streams.STDERR, err_r)]
                 stdin_fd = os.open(os.devnull, os.O_RDONLY)
-                theirs.append(stdin_fd)
+                self._theirs += [stdin_fd, out_w, err_w]
                 if self._stdin:
-                    in_r, in_w = os.pipe()
-                    theirs.append(in_r)
-                    stdin_fd, self._input = in_r, in_w
-                stdio = (stdin_fd, out_w, err_w)
+                    in_r, self._input = os.pipe()
+                    self._theirs[0] = in_r
+                    os.close(stdin_fd)
             for fd in (fd for _, fd in self._outputs):
                 os.set_blocking(fd, False)
             if self._input is not None:
                 os.set_blocking(self._input, False)
-            self._proc = await asyncio.create_subprocess_exec(
-                *self._runc, "--log", str(self._log_file), "--log-format", "json",
-                "exec", *(["--tty"] if self._tty else []), "--pid-file", str(self._pid_file),
-                self._id, *self._command,
-                stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-                start_new_session=True,
-            )  # fmt: skip
+            if not self._tty:
+                await self._spawn()
         except OSError:
             self._close_fds()
             raise
-        finally:
-            for fd in theirs:
-                os.close(fd)
+
+    async def _spawn(self) -> None:
+        """Run ``runc exec`` on the stdio ``start`` made (once)."""
+        async with self._spawning:
+            if self._proc is not None or self._closed:
+                return
+            stdio = self._theirs * 3 if self._tty else self._theirs
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self._runc, "--log", str(self._log_file), "--log-format", "json",
+                    "exec", *(["--tty"] if self._tty else []), "--pid-file", str(self._pid_file),
+                    self._id, *self._command,
+                    stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                    start_new_session=True,
+                )  # fmt: skip
+            finally:
+                for fd in self._theirs:
+                    os.close(fd)
+                self._theirs = []
 
     async def send(self, channel: int, payload: bytes) -> None:
         if channel == streams.RESIZE and self._tty:
             self._resize(payload)
+            with contextlib.suppress(OSError):  # ``receive`` reports it
+                await self._spawn()
         elif not self._stdin or self._input is None:
             return  # no stdin asked for, or already closed: nothing reads it
         elif channel == streams.STDIN:
@@ -147,6 +161,13 @@ class ExecSession:
         closed (a background child still writing to it holds the session, as
         containerd's exec does); output still open ``DRAIN_SECONDS`` after runc has
         exited is not waited for."""
+        if self._proc is None:  # a TTY: give the client's first RESIZE a moment
+            await asyncio.sleep(FIRST_SIZE_SECONDS)
+            try:
+                await self._spawn()
+            except OSError as exc:
+                yield streams.ERROR, streams.failed(f"cannot start runc exec: {exc}")
+                return
         assert self._proc is not None, "start the session first"
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(QUEUED)
@@ -207,9 +228,10 @@ class ExecSession:
 
     async def close(self) -> None:
         """Kill the command in the container and runc (if they still run); free all."""
-        if self._closed:
-            return
-        self._closed = True
+        async with self._spawning:  # no runc starts after this
+            if self._closed:
+                return
+            self._closed = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
             # runc waits for the command, so its PID is still that process.
@@ -234,7 +256,10 @@ class ExecSession:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._outputs, self._input = [], None
+        for fd in self._theirs:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._outputs, self._input, self._theirs = [], None, []
 
 
 def runc_error(log: Path) -> str | None:

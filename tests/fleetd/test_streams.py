@@ -205,13 +205,18 @@ async def test_closing_the_session_kills_the_command(
                     found.append(str(pid))
         return found
 
-    async with fleet_client.exec(pod, "app", ["sleep", "1000"], stdin=False, tty=False):
-        await waiting.until(sleepers, timeout=20, what="the exec's sleep to run")
-
     async def gone() -> bool:
         return not await sleepers()
 
+    async with fleet_client.exec(pod, "app", ["sleep", "1000"], stdin=False, tty=False):
+        await waiting.until(sleepers, timeout=20, what="the exec's sleep to run")
     await waiting.until(gone, timeout=20, what="the exec's sleep to be killed")
+
+    # A client that vanishes without a close frame (its connection cut) is no different.
+    async with fleet_client.exec(pod, "app", ["sleep", "1000"], stdin=False, tty=False) as ws:
+        await waiting.until(sleepers, timeout=20, what="the exec's sleep to run")
+        ws._writer.transport.abort()  # type: ignore[attr-defined]  # the TCP connection drops
+        await waiting.until(gone, timeout=20, what="the vanished client's sleep to be killed")
 
 
 async def test_a_port_stream_reaches_a_server_in_the_pod(

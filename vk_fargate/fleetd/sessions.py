@@ -22,6 +22,9 @@ from vk_fargate import errors
 from vk_fargate.fleetd import daemon, streams
 
 log = logging.getLogger(__name__)
+# Seconds between pings: a client that vanished without closing (its host died) is
+# noticed, and what its session runs is killed.
+HEARTBEAT_SECONDS = 30.0
 MAX_MESSAGE = 4 * 2**20  # bytes of one client message (kubectl sends 32 KiB at most)
 
 
@@ -33,7 +36,7 @@ async def serve(
 ) -> web.StreamResponse:
     """Open the session (``opening``: its errors are plain HTTP answers), upgrade, pump."""
     ws = web.WebSocketResponse(
-        protocols=(streams.SUBPROTOCOL,), heartbeat=None, max_msg_size=MAX_MESSAGE
+        protocols=(streams.SUBPROTOCOL,), heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE
     )
     ready = ws.can_prepare(request)
     if not ready.ok or ready.protocol != streams.SUBPROTOCOL:

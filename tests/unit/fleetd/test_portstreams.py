@@ -90,3 +90,19 @@ async def test_a_refused_connect_is_the_error_item(netns: str) -> None:
     assert got == [
         (streams.ERROR, streams.failed("dial tcp4 127.0.0.1:1: connect: connection refused"))
     ]
+
+
+async def test_closing_the_session_closes_the_pods_connection(netns: str) -> None:
+    server = await portstreams.socket_in(netns)
+    with server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        loop = asyncio.get_running_loop()
+        session = portstreams.PortSession(netns, server.getsockname()[1])
+        await session.start()
+        conn, _ = await loop.sock_accept(server)
+        with conn:
+            await session.close()
+            async with asyncio.timeout(10):
+                assert await loop.sock_recv(conn, 1024) == b""  # EOF: the connection ended

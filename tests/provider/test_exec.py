@@ -160,14 +160,15 @@ def _interactive_shell(kubeconfig: Path, ns: str) -> tuple[int, bytes, bytes]:
     os.set_blocking(master, False)
     try:
         _read_until(master, b"$ ")  # the prompt of a shell on a terminal, uid 1000
-        os.write(master, b"stty size\n")
-        before = _read_until(master, b"$ ")
+        # The marker is computed, so the terminal's echo of the line cannot match it.
+        os.write(master, b"stty size; echo end-$((1 + 1))\n")
+        before = _read_until(master, b"end-2")
         # What a terminal emulator does: a new size, then SIGWINCH to the foreground.
         _winsize(master, 50, 132)
         process.send_signal(signal.SIGWINCH)
         time.sleep(0.5)
-        os.write(master, b"stty size\n")
-        after = _read_until(master, b"$ ")
+        os.write(master, b"stty size; echo end-$((2 + 1))\n")
+        after = _read_until(master, b"end-3")
         os.write(master, b"exit 0\n")
         code = process.wait(timeout=30)
     finally:
@@ -238,7 +239,7 @@ async def test_port_forward_serves_the_nginx_page_to_parallel_requests(
 
 
 async def test_a_user_without_pods_exec_is_refused(
-    api: k8s.ApiClient, pods: str, local_cluster: cluster.Cluster
+    api: k8s.ApiClient, pods: str, local_cluster: cluster.Cluster, tmp_path: Path
 ) -> None:
     core, rbac = k8s.CoreV1Api(api), k8s.RbacAuthorizationV1Api(api)
     await core.create_namespaced_service_account(pods, {"metadata": {"name": "viewer"}})
@@ -253,9 +254,11 @@ async def test_a_user_without_pods_exec_is_refused(
     token = await core.create_namespaced_service_account_token(
         "viewer", pods, {"spec": {"expirationSeconds": 600}}
     )
-    as_viewer = ("--token", token.status.token, "-n", pods)
-    code, out, err = await _kubectl(local_cluster, *as_viewer, "get", "pod", "shell", "-o", "name")
+    viewer = kubectl.token_kubeconfig(local_cluster.kubeconfig, token.status.token, tmp_path / "kc")
+    code, out, err = await kubectl.run_async(
+        viewer, "-n", pods, "get", "pod", "shell", "-o", "name"
+    )
     assert (code, out) == (0, b"pod/shell\n"), err  # the token works: only exec is refused
-    code, _, err = await _kubectl(local_cluster, *as_viewer, "exec", "shell", "--", "id")
+    code, _, err = await kubectl.run_async(viewer, "-n", pods, "exec", "shell", "--", "id")
     assert code != 0
     assert 'cannot create resource "pods/exec"' in err or 'cannot get resource "pods/exec"' in err

@@ -43,8 +43,14 @@ from typing import Any
 from vk_fargate.fleetd import cpio, ocispec, sandbox
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# Loaded in this order (Debian's package carries no modules.dep); only when a NIC is given.
-MODULES = ("virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net")
+# Loaded in this order (Debian's package carries no modules.dep): the virtio core and the
+# console (the agent's virtio-serial port) always, the NIC's only when a NIC is given.
+CORE_MODULES = ("virtio_ring", "virtio", "virtio_mmio", "virtio_console")
+NET_MODULES = ("failover", "net_failover", "virtio_net")
+MODULES = CORE_MODULES + NET_MODULES
+AGENT_PORT = "vk.agent"  # the virtserialport the guest agent serves (see agentmux.py)
+AGENT_SOURCE = Path(__file__).resolve().parents[2] / "hack" / "guestagent"
+_GO_TIMEOUT = 600  # seconds for a first build of the agent on 2 busy cores
 MARK = "@@vkf@@"  # starts every line of the console protocol; rare in real output
 BACKOFF_RESET_SECONDS = 600  # kubelet's: a container up this long starts back-off over
 HOSTNAME_MAX = 63  # a hostname label
@@ -54,12 +60,15 @@ INIT = r"""#!/bin/sh
 # The guest's supervisor, written by vk_fargate/fleetd/guest.py; $P is MARK.
 . /vk/vm.sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 mkdir -p /run /tmp; mount -t tmpfs run /run; mount -t tmpfs tmp /tmp; mkdir -p /run/vk
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo 1 > /proc/sys/kernel/printk
 stty -F /dev/console -echo 2>/dev/null
 echo "$P - I"
 hostname "$VK_HOSTNAME"; ip link set lo up
+for m in $VK_CORE_MODULES; do insmod /lib/modules/$m.ko || echo "$P - W insmod $m failed"; done
+/bin/vk-agent > /dev/console 2>&1 < /dev/null &  # exec and port sessions (agentmux.py)
 if [ -n "$VK_NET" ]; then
   for m in $VK_MODULES; do insmod /lib/modules/$m.ko || echo "$P - W insmod $m failed"; done
   n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done
@@ -203,9 +212,10 @@ def ensure_assets(cache: Path, *, kernel_version: str | None = None) -> Assets:
         fcntl.flock(lock, fcntl.LOCK_EX)
         version = kernel_version or _cached_kernel(root) or latest_kernel_version()
         home = root / version
-        if not (home / "vmlinux").is_file():
+        have = [home / "vmlinux", *(home / "modules" / f"{m}.ko" for m in MODULES)]
+        if not all(path.is_file() for path in have):
             _fetch_kernel(version, home)
-        initrd = _ensure_base_initrd(home)
+        initrd = _ensure_base_initrd(home, agent_binary(cache))
     return Assets(version, home / "vmlinux", initrd)
 
 
@@ -278,7 +288,8 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
         "VK_INIT": " ".join(str(i) for i in runnable if i < count),
         "VK_APPS": " ".join(str(i) for i in runnable if i >= count),
         "VK_NET": f"{net['ip']}/{net['prefix_len']} {net['gateway']}" if net else "",
-        "VK_MODULES": " ".join(MODULES),
+        "VK_CORE_MODULES": " ".join(CORE_MODULES),
+        "VK_MODULES": " ".join(NET_MODULES),
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
@@ -335,12 +346,51 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
     return elf
 
 
-def _ensure_base_initrd(home: Path) -> Path:
-    """busybox, the modules and ``/init`` (gzip'd), then runc and the libraries it
-    links (uncompressed: 11 MB the emulated guest need not decompress)."""
+def agent_binary(cache: Path) -> Path:
+    """The guest agent (``hack/guestagent``, Go, static), built once per source version
+    into ``<cache>/guestagent/<hash>/vk-agent``; AssetError without Go or its source."""
+    files = [*sorted(AGENT_SOURCE.glob("*.go")), AGENT_SOURCE / "go.mod"]
+    if not (AGENT_SOURCE / "go.mod").is_file():
+        raise AssetError(f"build the guest agent: no source at {AGENT_SOURCE}")
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files))
+    binary = cache / "guestagent" / digest.hexdigest()[:16] / "vk-agent"
+    if binary.is_file():
+        return binary
+    go = shutil.which("go") or next(
+        (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if Path(p).is_file()), None
+    )
+    if go is None:
+        raise AssetError("build the guest agent: go not found (Go 1.22+ builds hack/guestagent)")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_name(f".vk-agent.{os.getpid()}")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64", "GOFLAGS": ""}
+    argv = [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), "."]
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=AGENT_SOURCE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=_GO_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssetError(f"build the guest agent: go build took over {_GO_TIMEOUT}s") from exc
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise AssetError(f"build the guest agent: go build exited {done.returncode}: {tail}")
+    partial.replace(binary)
+    return binary
+
+
+def _ensure_base_initrd(home: Path, agent: Path) -> Path:
+    """busybox, the modules and ``/init`` (gzip'd), then runc with the libraries it
+    links and the guest agent (uncompressed: 14 MB the emulated guest need not
+    decompress)."""
     busybox = busybox_binary().read_bytes()
     modules = {m: (home / "modules" / f"{m}.ko").read_bytes() for m in MODULES}
-    runtime = runc_files()
+    runtime = {**runc_files(), "bin/vk-agent": agent.read_bytes()}
     digest = hashlib.sha256(INIT.encode() + busybox)
     for name, data in [*modules.items(), *runtime.items()]:
         digest.update(name.encode() + data)

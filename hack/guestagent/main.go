@@ -206,7 +206,11 @@ func (a *agent) dispatch(id uint32, payload []byte) {
 	op, body := payload[0], payload[1:]
 	a.mu.Lock()
 	s := a.sessions[id]
-	if op == opOpen && s == nil {
+	if op == opOpen {
+		if s != nil {
+			a.mu.Unlock()
+			return // opened already
+		}
 		s = newSession(a, id, a.gen.Load())
 		a.sessions[id] = s
 	}

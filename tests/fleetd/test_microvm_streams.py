@@ -53,7 +53,9 @@ async def vm(
     try:
         async with client.FleetClient(fleet.url, fleet.token) as api:
             vm_id = helpers.new_id()
-            await api.put_microvm(vm_id, helpers.spec(helpers.shell("web", SERVER)))
+            # One whole vCPU: the host's cgroup gives the emulated guest that much time.
+            spec = helpers.spec(helpers.shell("web", SERVER), vcpu_millis=1000, mem_mib=2048)
+            await api.put_microvm(vm_id, spec)
             await helpers.until_vm(
                 api, vm_id, lambda v: helpers.container(v, "web").state == "running", timeout=BOOT
             )

@@ -111,17 +111,28 @@ async def disconnect(vm_dir: Path) -> None:
 
 
 _muxes: dict[Path, _Mux] = {}
-_locks: dict[Path, asyncio.Lock] = {}
+_connecting: dict[Path, asyncio.Task[_Mux]] = {}  # one connect per VM at a time
 
 
 async def _open(vm_dir: Path, message: dict[str, Any]) -> streams.Session:
-    lock = _locks.setdefault(vm_dir, asyncio.Lock())
-    async with lock:
-        mux = _muxes.get(vm_dir)
-        if mux is None or mux.closed or mux.loop is not asyncio.get_running_loop():
-            mux = await _Mux.connect(vm_dir)
-            _muxes[vm_dir] = mux
+    mux = _muxes.get(vm_dir)
+    if mux is None or mux.closed or mux.loop is not asyncio.get_running_loop():
+        connect = _connecting.get(vm_dir)
+        if connect is None or connect.get_loop() is not asyncio.get_running_loop():
+            connect = asyncio.create_task(
+                _Mux.connect(vm_dir), name=f"agentmux-connect-{vm_dir.name}"
+            )
+            _connecting[vm_dir] = connect
+            connect.add_done_callback(lambda task: _connected(vm_dir, task))
+        mux = await asyncio.shield(connect)  # its error is raised here, to every waiter
     return await mux.open(message)
+
+
+def _connected(vm_dir: Path, task: asyncio.Task[_Mux]) -> None:
+    if _connecting.get(vm_dir) is task:
+        del _connecting[vm_dir]
+    if not task.cancelled() and task.exception() is None:
+        _muxes[vm_dir] = task.result()
 
 
 class _Mux:

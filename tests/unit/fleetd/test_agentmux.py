@@ -46,6 +46,7 @@ class FakeAgent:
         self.path = vm_dir / agentmux.SOCKET
         self.frames: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         self.writer: asyncio.StreamWriter | None = None
+        self.connections = 0
 
     async def __aenter__(self) -> FakeAgent:
         self.server = await asyncio.start_unix_server(self._serve, self.path)
@@ -58,6 +59,7 @@ class FakeAgent:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.connections += 1
         decoder = agentmux.Decoder()
         while data := await reader.read(65536):
             for session, payload in decoder.feed(data):
@@ -136,6 +138,18 @@ async def test_a_lost_connection_ends_its_sessions_and_the_next_open_reconnects(
     again = await agentmux.open_exec(tmp_path, SPEC, "setup", ["true"], stdin=False, tty=False)
     assert json.loads((await agent.frames.get())[1][1:])["index"] == 0
     await again.close()
+
+
+async def test_sessions_opened_at_once_share_one_connection(
+    agent: FakeAgent, tmp_path: Path
+) -> None:
+    sessions = await asyncio.gather(*(agentmux.open_port(tmp_path, SPEC, p) for p in (1, 2, 3)))
+    opened = [await agent.frames.get() for _ in sessions]
+    assert agent.connections == 1
+    assert sorted(json.loads(p[1:])["port"] for _, p in opened) == [1, 2, 3]
+    assert len({sid for sid, _ in opened}) == 3
+    for session in sessions:
+        await session.close()
 
 
 async def test_no_socket_means_no_agent(tmp_path: Path) -> None:

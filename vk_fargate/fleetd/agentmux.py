@@ -293,7 +293,9 @@ class _Session:
             self._credited.set()
         elif op == END:
             self._finish()
-        elif op in (streams.STDOUT, streams.STDERR, streams.ERROR, streams.CLOSE):
+        elif op == streams.ERROR:
+            self._queue.put_nowait((op, _error_document(body)))
+        elif op in (streams.STDOUT, streams.STDERR, streams.CLOSE):
             self._queue.put_nowait((op, body))
 
     def broken(self, why: str) -> None:
@@ -307,3 +309,16 @@ class _Session:
         self._queue.put_nowait(None)
         if self.mux.sessions.get(self.id) is self:
             del self.mux.sessions[self.id]
+
+
+def _error_document(body: bytes) -> bytes:
+    """The agent's ERROR JSON as ``streams.exited``/``streams.failed`` write it."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return streams.failed(f"the guest agent sent an unreadable end: {body[:200]!r}")
+    if isinstance(document, dict) and isinstance(document.get("exit_code"), int):
+        return streams.exited(document["exit_code"])
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        return streams.failed(document["error"])
+    return streams.failed(f"the guest agent sent an unknown end: {document!r}")

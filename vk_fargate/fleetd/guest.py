@@ -5,9 +5,9 @@ The kernel comes from Debian's ``linux-image-<version>-amd64`` package (fetched 
 decompressed here into the ELF ``vmlinux`` QEMU boots directly through the PVH entry
 (emulated decompression would cost seconds). The base initramfs holds busybox-static,
 the virtio modules (Debian builds them as modules), runc with the libraries it links,
-and ``/init``, the guest's supervisor. Both land in ``<cache>/microvm/<kernel-version>/``
-and are reused by every microVM on the machine; the initramfs name carries a hash of
-what it is built from.
+the guest agent (``guestagent.py``) and ``/init``, the guest's supervisor. Both land
+in ``<cache>/microvm/<kernel-version>/`` and are reused by every microVM on the
+machine; the initramfs name carries a hash of what it is built from.
 
 Each microVM adds an archive of its own (``vm_initrd``): ``/vk/vm.sh`` and one OCI
 bundle per container, ``/vk/b/<index>``, holding the image's root filesystem as fleetd
@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vk_fargate.fleetd import cpio, ocispec, sandbox
+from vk_fargate.fleetd import cpio, guestagent, ocispec, sandbox
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # Loaded in this order (Debian's package carries no modules.dep): the virtio core and the
@@ -49,8 +49,6 @@ CORE_MODULES = ("virtio_ring", "virtio", "virtio_mmio", "virtio_console")
 NET_MODULES = ("failover", "net_failover", "virtio_net")
 MODULES = CORE_MODULES + NET_MODULES
 AGENT_PORT = "vk.agent"  # the virtserialport the guest agent serves (see agentmux.py)
-AGENT_SOURCE = Path(__file__).resolve().parents[2] / "hack" / "guestagent"
-_GO_TIMEOUT = 600  # seconds for a first build of the agent on 2 busy cores
 MARK = "@@vkf@@"  # starts every line of the console protocol; rare in real output
 BACKOFF_RESET_SECONDS = 600  # kubelet's: a container up this long starts back-off over
 HOSTNAME_MAX = 63  # a hostname label
@@ -215,7 +213,11 @@ def ensure_assets(cache: Path, *, kernel_version: str | None = None) -> Assets:
         have = [home / "vmlinux", *(home / "modules" / f"{m}.ko" for m in MODULES)]
         if not all(path.is_file() for path in have):
             _fetch_kernel(version, home)
-        initrd = _ensure_base_initrd(home, agent_binary(cache))
+        try:
+            agent = guestagent.binary(cache)
+        except guestagent.BuildError as exc:
+            raise AssetError(str(exc)) from exc
+        initrd = _ensure_base_initrd(home, agent)
     return Assets(version, home / "vmlinux", initrd)
 
 
@@ -344,44 +346,6 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
     if not _has_pvh_note(elf):
         raise AssetError("extract vmlinux: no PVH entry note (kernel built without CONFIG_PVH)")
     return elf
-
-
-def agent_binary(cache: Path) -> Path:
-    """The guest agent (``hack/guestagent``, Go, static), built once per source version
-    into ``<cache>/guestagent/<hash>/vk-agent``; AssetError without Go or its source."""
-    files = [*sorted(AGENT_SOURCE.glob("*.go")), AGENT_SOURCE / "go.mod"]
-    if not (AGENT_SOURCE / "go.mod").is_file():
-        raise AssetError(f"build the guest agent: no source at {AGENT_SOURCE}")
-    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files))
-    binary = cache / "guestagent" / digest.hexdigest()[:16] / "vk-agent"
-    if binary.is_file():
-        return binary
-    go = shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if Path(p).is_file()), None
-    )
-    if go is None:
-        raise AssetError("build the guest agent: go not found (Go 1.22+ builds hack/guestagent)")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_name(f".vk-agent.{os.getpid()}")
-    env = {**os.environ, "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64", "GOFLAGS": ""}
-    argv = [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), "."]
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=AGENT_SOURCE,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_GO_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssetError(f"build the guest agent: go build took over {_GO_TIMEOUT}s") from exc
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise AssetError(f"build the guest agent: go build exited {done.returncode}: {tail}")
-    partial.replace(binary)
-    return binary
 
 
 def _ensure_base_initrd(home: Path, agent: Path) -> Path:

@@ -94,7 +94,7 @@ async def test_an_exec_opens_by_index_and_ends_with_the_error_channel(
     assert await anext(items) == (streams.STDOUT, b"uid=0")
     following = asyncio.create_task(anext(items), name="test-next")  # acknowledges 5 bytes
     assert await agent.frames.get() == (sid, bytes((agentmux.ACK,)) + (5).to_bytes(4, "big"))
-    agent.send(sid, streams.frame(streams.ERROR, streams.exited(0)))
+    agent.send(sid, streams.frame(streams.ERROR, b'{"exit_code":0}'))  # Go's spacing
     agent.send(sid, bytes((agentmux.END,)))
     assert await following == (streams.ERROR, streams.exited(0))
     assert [item async for item in items] == []

@@ -55,6 +55,7 @@ const (
 	chClose    = 255
 	runc       = "/usr/sbin/runc"
 	runcRoot   = "/run/runc"
+	workDir    = "/run/vk-agent" // not /run/vk, whose *.pid files are /init's containers
 )
 
 type frame struct {
@@ -83,6 +84,9 @@ type openMsg struct {
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("vk-agent: ")
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		log.Fatalf("mkdir %s: %v", workDir, err)
+	}
 	path := findPort()
 	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -481,8 +485,8 @@ func (s *session) exec(o openMsg) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	serial := s.a.serial.Add(1)
-	logf := fmt.Sprintf("/run/vk/exec-%d.log", serial)
-	s.pidf = fmt.Sprintf("/run/vk/exec-%d.pid", serial)
+	logf := fmt.Sprintf("%s/exec-%d.log", workDir, serial)
+	s.pidf = fmt.Sprintf("%s/exec-%d.pid", workDir, serial)
 	defer os.Remove(logf)
 	defer os.Remove(s.pidf)
 	args := []string{"--root", runcRoot, "--log", logf, "--log-format", "json", "exec", "--pid-file", s.pidf}

@@ -406,7 +406,58 @@ func (s *session) drain() {
 }
 
 // pumpOut sends what r yields on channel ch, within the host's credit.
-func (s *session) pumpOut(r io.Reader, ch byte) {
+// gate holds an exec's output until runc has written the pid file, i.e. until the
+// command runs: what comes before is runc's own error (a missing command), which ends
+// the session as its ERROR rather than as the command's output, as the kubelet's.
+type gate struct {
+	mu   sync.Mutex
+	pidf string
+	open bool
+	held []frame // gen unused: the channel and data
+	size int
+}
+
+const gateHeld = 64 * 1024 // output held at most: past it the command surely runs
+
+func (g *gate) pass(s *session, ch byte, data []byte) {
+	if g == nil {
+		s.send(ch, data)
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.open {
+		if _, err := os.Stat(g.pidf); err == nil || g.size+len(data) > gateHeld {
+			g.flushLocked(s)
+		}
+	}
+	if g.open {
+		s.send(ch, data)
+		return
+	}
+	g.held = append(g.held, frame{int64(ch), append([]byte(nil), data...)})
+	g.size += len(data)
+}
+
+// flush sends what is held (keep) or drops it (runc failed: it was runc's message).
+func (g *gate) flush(s *session, keep bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !keep {
+		g.held = nil
+	}
+	g.flushLocked(s)
+}
+
+func (g *gate) flushLocked(s *session) {
+	g.open = true
+	for _, f := range g.held {
+		s.send(byte(f.gen), f.data)
+	}
+	g.held = nil
+}
+
+func (s *session) pumpOut(r io.Reader, ch byte, g *gate) {
 	buf := make([]byte, maxPayload-1)
 	for {
 		s.mu.Lock()
@@ -424,7 +475,7 @@ func (s *session) pumpOut(r io.Reader, ch byte) {
 			s.mu.Lock()
 			s.credit -= got
 			s.mu.Unlock()
-			s.send(ch, buf[:got])
+			g.pass(s, ch, buf[:got])
 		}
 		if err != nil {
 			return
@@ -463,7 +514,7 @@ func (s *session) port(port int) {
 		defer wg.Done()
 		s.pumpIn(conn, func() { _ = conn.(*net.TCPConn).CloseWrite() })
 	}()
-	s.pumpOut(conn, chStdout)
+	s.pumpOut(conn, chStdout, nil)
 	s.send(chClose, []byte{1})
 	wg.Wait()
 	conn.Close()
@@ -560,12 +611,13 @@ func (s *session) exec(o openMsg) {
 		}
 		go s.pumpIn(stdin, done)
 	}
+	g := &gate{pidf: s.pidf}
 	var wg sync.WaitGroup
 	for i, r := range outputs {
 		wg.Add(1)
 		go func(r io.Reader, ch byte) {
 			defer wg.Done()
-			s.pumpOut(r, ch)
+			s.pumpOut(r, ch, g)
 		}(r, byte(chStdout+i))
 	}
 	wg.Wait()
@@ -580,10 +632,12 @@ func (s *session) exec(o openMsg) {
 	}
 	if code != 0 {
 		if message := runcError(logf); message != "" {
+			g.flush(s, false)
 			s.fail("OCI runtime exec failed: " + message)
 			return
 		}
 	}
+	g.flush(s, true)
 	text, _ := json.Marshal(map[string]int{"exit_code": code})
 	s.send(chError, text)
 	s.end()

@@ -94,8 +94,8 @@ async def test_exec_runs_in_the_container_and_reports_the_exit_code(vm: Vm) -> N
     assert end == {"exit_code": 0}
     out, _, end = await run(vm, ["cat", "/etc/hostname"])
     assert out.decode().strip() == vm[1]["id"][:63]  # the pod's hostname, not the host's
-    _, _, end = await run(vm, ["sh", "-c", "echo oops >&2; exit 3"])
-    assert end == {"exit_code": 3}
+    out, err, end = await run(vm, ["sh", "-c", "echo oops >&2; exit 3"])
+    assert (out, err, end) == (b"", b"oops\n", {"exit_code": 3})
 
 
 async def test_stdin_reaches_the_command_whole(vm: Vm) -> None:
@@ -106,9 +106,10 @@ async def test_stdin_reaches_the_command_whole(vm: Vm) -> None:
 
 
 async def test_a_missing_command_is_an_error_not_an_exit(vm: Vm) -> None:
-    _, _, end = await run(vm, ["no-such-command"])
+    out, err, end = await run(vm, ["no-such-command"])
     assert "exit_code" not in end, end
     assert "no-such-command" in str(end["error"]), end
+    assert out == err == b"", (out, err)  # runc's message is the error, not output
 
 
 async def test_a_tty_session_follows_resizes(vm: Vm) -> None:

@@ -21,7 +21,6 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
         +-- CursorExpired          410: the event cursor was pruned; list again
         +-- InvalidSpec            422: the spec breaks a rule; ``field`` names it
         +-- TooManySessions        429: the microVM has as many exec/port sessions as allowed
-        +-- NotSupported           501: this runtime cannot do it (yet)
         +-- InsufficientCapacity   503: nothing fits now; retry after ``retry_after`` seconds
         +-- FleetUnavailable       the fleet could not be reached or answered 5xx
 """
@@ -192,12 +191,6 @@ class TooManySessions(FleetError):
     status, code = 429, "TooManySessions"
 
 
-class NotSupported(FleetError):
-    """The microVM's runtime cannot do what was asked (yet)."""
-
-    status, code = 501, "NotSupported"
-
-
 class InsufficientCapacity(FleetError):
     """No active host has room now; retry after ``retry_after`` seconds."""
 
@@ -228,7 +221,6 @@ FLEET_ERRORS: dict[str, type[FleetError]] = {
         CursorExpired,
         InvalidSpec,
         TooManySessions,
-        NotSupported,
         InsufficientCapacity,
     )
 }

@@ -34,6 +34,7 @@ from typing import Any
 from vk_fargate import errors
 from vk_fargate.fleet import models
 from vk_fargate.fleetd import (
+    agentmux,
     cgroups,
     config,
     events,
@@ -270,8 +271,6 @@ class Fleet:
     ) -> streams.Session:
         """``command`` started in ``container``'s running instance."""
         record = self._streamable(vm_id)
-        if self._runtime(record) != "process":
-            raise errors.NotSupported(f"microVM {vm_id}: its runtime cannot exec (yet)")
         spec_names = {c.name for c in [*record.vm.spec.init_containers, *record.vm.spec.containers]}
         if container not in spec_names:
             raise errors.NotFound(f"container {container} is not in microVM {vm_id}")
@@ -282,6 +281,11 @@ class Fleet:
         ]
         if not found:
             raise errors.Conflict(f"container {container} is not running")
+        if self._runtime(record) == "microvm":  # through the guest's agent
+            opening = agentmux.open_exec(
+                record.dir, self._shim_spec(record), container, command, stdin=stdin, tty=tty
+            )
+            return await _through_agent(vm_id, opening)
         session = execs.ExecSession(
             ["runc", "--root", str(self.host.runc_root)],
             (found[0].container_id or "").removeprefix("vkfargate://"),
@@ -300,14 +304,19 @@ class Fleet:
     async def open_port(self, vm_id: str, port: int) -> streams.Session:
         """A TCP connection to ``port`` in the microVM's network namespace."""
         record = self._streamable(vm_id)
-        if self._runtime(record) != "process":
-            raise errors.NotSupported(f"microVM {vm_id}: its runtime cannot forward ports (yet)")
-        shim_spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
-        if shim_spec is None:
-            raise errors.Conflict(f"microVM {vm_id} is not running")
+        shim_spec = self._shim_spec(record)
+        if self._runtime(record) == "microvm":
+            return await _through_agent(vm_id, agentmux.open_port(record.dir, shim_spec, port))
         session = portstreams.PortSession(shim_spec["netns"], port)
         await session.start()
         return session
+
+    @staticmethod
+    def _shim_spec(record: provision.Record) -> sandbox.ShimSpec:
+        shim_spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
+        if shim_spec is None:
+            raise errors.Conflict(f"microVM {record.vm.id} is not running")
+        return shim_spec
 
     def _streamable(self, vm_id: str) -> provision.Record:
         record = self.vms.get(vm_id)
@@ -800,6 +809,18 @@ class Fleet:
             async with asyncio.timeout(timeout):
                 while not done():
                     await asyncio.sleep(0.05)
+
+
+async def _through_agent(
+    vm_id: str, opening: Coroutine[Any, Any, streams.Session]
+) -> streams.Session:
+    """A session of a ``microvm`` guest's agent, its failures as the API's errors."""
+    try:
+        return await opening
+    except agentmux.AgentUnavailable as exc:
+        raise errors.FleetUnavailable(f"microVM {vm_id}'s guest agent: {exc}") from exc
+    except LookupError as exc:
+        raise errors.NotFound(str(exc)) from exc
 
 
 def _process_only(spec: models.MicroVMSpec) -> str | None:

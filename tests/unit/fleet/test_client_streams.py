@@ -36,7 +36,6 @@ def _refused(status: int, code: str | None, message: str = "") -> errors.FleetEr
         (404, "NotFound", errors.NotFound),
         (409, "Conflict", errors.Conflict),
         (429, "TooManySessions", errors.TooManySessions),
-        (501, "NotSupported", errors.NotSupported),
     ],
 )
 def test_each_refusal_is_its_typed_error_with_its_message(

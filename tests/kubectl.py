@@ -6,6 +6,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from vk_fargate.devcluster import binaries
 
 
@@ -40,3 +42,23 @@ async def run_async(
     out, err = await asyncio.wait_for(kubectl.communicate(stdin), timeout=timeout)
     assert kubectl.returncode is not None
     return kubectl.returncode, out, err.decode()
+
+
+def token_kubeconfig(admin: Path, token: str, path: Path) -> Path:
+    """The admin kubeconfig's cluster, authenticated by ``token`` alone (no client
+    certificate, which the API server would otherwise take first)."""
+    config = yaml.safe_load(admin.read_text())
+    [entry] = config["clusters"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": entry["name"], "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    return path

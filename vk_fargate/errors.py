@@ -20,6 +20,7 @@ Foreign exceptions are mapped at the boundary with ``raise Ours(...) from exc``:
         +-- Conflict               409: the id exists with another spec
         +-- CursorExpired          410: the event cursor was pruned; list again
         +-- InvalidSpec            422: the spec breaks a rule; ``field`` names it
+        +-- TooManySessions        429: the microVM has as many exec/port sessions as allowed
         +-- InsufficientCapacity   503: nothing fits now; retry after ``retry_after`` seconds
         +-- FleetUnavailable       the fleet could not be reached or answered 5xx
 """
@@ -177,16 +178,17 @@ class CursorExpired(FleetError):
     status, code = 410, "CursorExpired"
 
 
-class TooManyRequests(FleetError):
-    """A bound on concurrent sessions (exec, port-forward) is reached; try again later."""
-
-    status, code = 429, "TooManyRequests"
-
-
 class InvalidSpec(FleetError):
     """The spec breaks a rule; ``field`` names the offending field."""
 
     status, code = 422, "InvalidSpec"
+
+
+class TooManySessions(FleetError):
+    """As many exec and port sessions are open as allowed (the fleet's per microVM, the
+    kubelet API's per pod or per replica); try again when one ends."""
+
+    status, code = 429, "TooManySessions"
 
 
 class InsufficientCapacity(FleetError):
@@ -218,7 +220,7 @@ FLEET_ERRORS: dict[str, type[FleetError]] = {
         Conflict,
         CursorExpired,
         InvalidSpec,
-        TooManyRequests,
+        TooManySessions,
         InsufficientCapacity,
     )
 }

@@ -619,25 +619,6 @@ def test_cert_manager_webhook_configurations_are_registration_py(helm: Path) -> 
 # --- a real provider with exactly the chart's RBAC ----------------------------------------
 
 
-def _token_kubeconfig(admin: Path, token: str, path: Path) -> Path:
-    """The admin kubeconfig's cluster, authenticated by ``token`` alone."""
-    config = yaml.safe_load(admin.read_text())
-    [entry] = config["clusters"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [entry],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": entry["name"], "user": "sa"}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 @contextlib.asynccontextmanager
 async def _webhook_configurations_restored(api: kube.Kube) -> AsyncIterator[None]:
     """The provider registers `vk-fargate` (a fixed name): put back what was there."""
@@ -806,7 +787,7 @@ async def _run_provider_as(it: Scenario, sa: str, fleet: devfleet.Fleet) -> None
     env.update(
         {
             "VK_FARGATE_KUBECONFIG": str(
-                _token_kubeconfig(it.admin, token, it.tmp / "sa.kubeconfig")
+                kubectl_cli.token_kubeconfig(it.admin, token, it.tmp / "sa.kubeconfig")
             ),
             "VK_FARGATE_SCHEDULER_NAME": it.scheduler,
             "VK_FARGATE_NAMESPACE": it.ns,

@@ -21,7 +21,7 @@ import pytest
 
 from tests import kubectl, waiting
 from vk_fargate import errors, pki
-from vk_fargate.devcluster import cluster
+from vk_fargate.devcluster import binaries, cluster, processes
 from vk_fargate.k8s import client, kube
 from vk_fargate.kubelet import auth, server, sessions, tls
 
@@ -56,6 +56,7 @@ class FakeBackend:
         self.feed: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.execs: list[FakeExec] = []
+        self.ports: list[int] = []
 
     def serve(self, pod: kube.JSON, node: str) -> None:
         meta = pod["metadata"]
@@ -79,6 +80,10 @@ class FakeBackend:
         """The container runs ``cat`` (``exit 3`` when stdin is not asked for)."""
         self.execs.append(FakeExec(["cat"] if stdin else ["exit", "3"]))
         return self.execs[-1]
+
+    async def open_port(self, pod: kube.JSON, port: int) -> FakePort:
+        self.ports.append(port)
+        return FakePort()
 
     async def logs(
         self, pod: kube.JSON, container: str, options: server.LogOptions
@@ -124,6 +129,27 @@ class FakeExec:
 
     async def close(self) -> None:
         self.closed.set()
+
+
+class FakePort:
+    """A TCP connection to an echo server in the pod, as the fleet's port channel
+    carries it: what comes on 0 goes back on 1, and a half-close is answered by one."""
+
+    def __init__(self) -> None:
+        self.out: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def send(self, message: bytes) -> None:
+        if message[:1] == b"\x00":
+            self.out.put_nowait(b"\x01" + message[1:])
+        elif message == b"\xff\x00":
+            self.out.put_nowait(b"\xff\x01")
+            self.out.put_nowait(None)
+
+    async def receive(self) -> bytes | None:
+        return await self.out.get()
+
+    async def close(self) -> None:
+        self.out.put_nowait(None)
 
 
 class Kubelet:
@@ -266,11 +292,10 @@ async def test_unknown_pod_or_container_is_404(
 @pytest.mark.parametrize(
     ("method", "path", "what"),
     [
-        ("POST", f"/portForward/{NAMESPACE}/{POD}", "kubectl port-forward"),
         ("POST", f"/run/{NAMESPACE}/{POD}/app", "running a command"),
     ],
 )
-async def test_port_forward_and_run_say_they_are_not_supported(
+async def test_run_says_it_is_not_supported(
     kubelet: Kubelet,
     apiserver_client: aiohttp.ClientSession,
     anonymous: aiohttp.ClientSession,
@@ -302,6 +327,9 @@ async def test_exec_answers_plain_errors_before_the_upgrade(
     status, text = await _get(apiserver_client, kubelet.url + EXEC_CAT)
     assert status == 400
     assert "WebSocket with the v5.channel.k8s.io protocol" in text
+    status, text = await _get(apiserver_client, f"{kubelet.url}/portForward/{NAMESPACE}/{POD}")
+    assert status == 400
+    assert "WebSocket with the SPDY/3.1+portforward.k8s.io protocol" in text
     cases = {
         f"/exec/{NAMESPACE}/{POD}/nope?command=cat&output=1": (
             404,
@@ -624,6 +652,34 @@ async def test_kubectl_logs_reaches_the_backend_through_the_api_server(
         code, _, err = await kubectl.run_async(local_cluster.kubeconfig, *exec_, "--", "nosuch")
         assert code != 0
         assert 'error executing command in container: exec: "nosuch": not found' in err
+
+        # kubectl port-forward: SPDY inside the WebSocket, one port session per
+        # connection (the backend's is an echo server).
+        running = {"status": {"phase": "Running"}}  # kubectl forwards only to a running pod
+        await k.patch(f"/api/v1/namespaces/{namespace}/pods/logs-demo/status", running)
+        local = processes.free_ports(1)[0]
+        forward = await asyncio.create_subprocess_exec(
+            str(binaries.kubectl_path()), "--kubeconfig", str(local_cluster.kubeconfig),
+            "-n", namespace, "port-forward", "pod/logs-demo", f"{local}:7777",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert forward.stdout is not None
+            line = await asyncio.wait_for(forward.stdout.readline(), 30)
+            if not line:
+                assert forward.stderr is not None
+                raise AssertionError((await forward.stderr.read()).decode())
+            assert f"127.0.0.1:{local} -> 7777" in line.decode()
+            for text in (b"first connection", b"second connection"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", local)
+                writer.write(text)
+                writer.write_eof()
+                assert await asyncio.wait_for(reader.read(), 30) == text
+                writer.close()
+            assert kubelet.backend.ports[-2:] == [7777, 7777]
+        finally:
+            forward.terminate()
+            await forward.wait()
     finally:
         # Grace 0: no kubelet will confirm the pod stopped, so it goes at once.
         await _delete(k, f"/api/v1/namespaces/{namespace}/pods/logs-demo", grace=0)

@@ -64,6 +64,30 @@ async def test_a_microvm_serves_the_nginx_image_over_its_tap(api: client.FleetCl
     served = await waiting.until(page, timeout=60, what="nginx's page from the guest")
     assert "<title>Welcome to nginx!</title>" in served, served
 
+    # fleetd's exec and port endpoints reach the guest through its agent.
+    command = ["sh", "-c", "echo in-$((1 + 2)); exit 3"]
+    out, end = await _drain(await api.open_exec(vm_id, "web", command, stdin=False, tty=False))
+    assert (out, end) == (b"in-3\n", b'{"exit_code": 3}')
+    port = await api.open_port(vm_id, 80)
+    await port.send(b"\x00GET / HTTP/1.0\r\n\r\n")
+    out, end = await _drain(port)
+    assert b"<title>Welcome to nginx!</title>" in out
+
+
+async def _drain(stream: client.WebSocketStream) -> tuple[bytes, bytes]:
+    """A session's stdout, and its ERROR message (or the pod's half-close)."""
+    out = b""
+    try:
+        async with asyncio.timeout(60):
+            while (message := await stream.receive()) is not None:
+                if message[:1] == b"\x01":
+                    out += message[1:]
+                elif message[:1] in (b"\x03", b"\xff"):
+                    return out, message[1:]
+    finally:
+        await stream.close()
+    return out, b""
+
 
 async def test_a_microvm_pod_sees_its_image_not_the_host(
     api: client.FleetClient, tmp_path: Path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ from vk_fargate.fleet import models
 EVENT_READ_TIMEOUT = 20.0
 # Seconds between reconnects of a broken event stream (doubling, jittered).
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
+# The fleet's streaming subprotocol (``fleetd.streams``) and its refused upgrades' headers.
+SUBPROTOCOL = "v5.channel.k8s.io"
+ERROR_CODE, ERROR_MESSAGE = "X-Fleet-Error-Code", "X-Fleet-Error-Message"
 # Seconds between the tries of a call (doubling, full jitter), never under a Retry-After.
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
-# The fleet's streaming channel speaks the Kubernetes remote-command framing.
-STREAM_PROTOCOL = "v5.channel.k8s.io"
 
 
 def trusting(ca_file: Path) -> ssl.SSLContext:
@@ -57,14 +59,21 @@ class FleetClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=64),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            json_serialize=_dumps,
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), json_serialize=_dumps
+        )
+        # Exec and port streams: the same connections, with no total timeout (the
+        # session's would be armed for as long as a stream holds its connection).
+        self._streams = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         self._attempts = attempts
 
     async def close(self) -> None:
+        await self._streams.close()
         await self._session.close()
 
     async def __aenter__(self) -> FleetClient:
@@ -146,11 +155,10 @@ class FleetClient:
     async def open_exec(
         self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
     ) -> WebSocketStream:
-        """``command`` in the container, over the fleet's exec WebSocket."""
-        params = [("command", c) for c in command]
-        params += [("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
-        path = f"/v1/microvms/{vm_id}/containers/{container}/exec"
-        return await self._open_stream(path, params, "exec")
+        """``command`` in the container (``backend.MicroVMs.open_exec``)."""
+        return WebSocketStream(
+            await self._connect(*_exec_route(vm_id, container, command, stdin, tty))
+        )
 
     async def open_attach(
         self, vm_id: str, container: str, *, stdin: bool, tty: bool
@@ -158,35 +166,54 @@ class FleetClient:
         """The running container's own stdio, over the fleet's attach WebSocket."""
         params = [("stdin", str(stdin).lower()), ("tty", str(tty).lower())]
         path = f"/v1/microvms/{vm_id}/containers/{container}/attach"
-        return await self._open_stream(path, params, "attach")
+        return WebSocketStream(await self._connect(path, params))
 
     async def open_port(self, vm_id: str, port: int) -> WebSocketStream:
-        """A TCP stream to ``port`` in the microVM, over the fleet's port WebSocket."""
-        return await self._open_stream(f"/v1/microvms/{vm_id}/ports/{port}", [], "port")
+        """A TCP stream to ``port`` in the microVM (``backend.MicroVMs.open_port``)."""
+        return WebSocketStream(await self._connect(f"/v1/microvms/{vm_id}/ports/{port}", []))
 
-    async def _open_stream(
-        self, path: str, params: list[tuple[str, str]], what: str
-    ) -> WebSocketStream:
-        """A streaming session (not retried: opening one has effects). An answer other
-        than the upgrade is asked again without it, for the fleet's error body."""
-        url = self.base_url + path
+    def exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket running ``command`` in ``container`` (v5 channels, see the API's
+        exec): STDIN/RESIZE/CLOSE to send, STDOUT/STDERR and the last ERROR to read.
+        Refusals raise the typed errors (NotFound, Conflict, TooManySessions, ...)."""
+        return self._stream(*_exec_route(vm_id, container, command, stdin, tty))
+
+    def port(
+        self, vm_id: str, port: int
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket carrying one TCP connection to ``port`` inside the microVM."""
+        return self._stream(f"/v1/microvms/{vm_id}/ports/{port}", [])
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, path: str, params: list[tuple[str, str]]
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        ws = await self._connect(path, params)
         try:
-            ws = await self._session.ws_connect(
-                url,
+            yield ws
+        finally:
+            await ws.close()
+
+    async def _connect(
+        self, path: str, params: list[tuple[str, str]]
+    ) -> aiohttp.ClientWebSocketResponse:
+        """A streaming session's WebSocket (not retried: opening one has effects)."""
+        try:
+            return await self._streams.ws_connect(
+                self.base_url + path,
                 params=params,
                 headers=self._headers,
-                protocols=(STREAM_PROTOCOL,),
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
-                autoping=True,
+                protocols=(SUBPROTOCOL,),
+                heartbeat=30.0,  # a dead peer is noticed; the stream itself never times out
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
                 max_msg_size=0,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            async with self._session.get(url, params=params, headers=self._headers) as plain:
-                await _raise_for(plain)
-            raise errors.FleetError(f"fleet {what} stream refused: {exc.status}") from exc
-        except aiohttp.ClientError as exc:
-            raise _failed(f"fleet {what} stream failed", exc) from exc
-        return WebSocketStream(ws)
+            raise _refused(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _failed(f"GET {path}", exc) from exc
 
     async def events(self, since: int) -> AsyncIterator[models.Event]:
         """Every event after ``since``, forever, reconnecting from the last cursor seen.
@@ -265,6 +292,14 @@ def _dumps(body: Any) -> str:
     return orjson.dumps(body).decode()
 
 
+def _exec_route(
+    vm_id: str, container: str, command: list[str], stdin: bool, tty: bool
+) -> tuple[str, list[tuple[str, str]]]:
+    params = [("command", c) for c in command]
+    params += [("stdin", _flag(stdin)), ("tty", _flag(tty))]
+    return f"/v1/microvms/{vm_id}/containers/{container}/exec", params
+
+
 class WebSocketStream:
     """A fleet streaming session (``backend.Stream``) over its WebSocket."""
 
@@ -293,6 +328,24 @@ def _failed(what: str, exc: Exception) -> errors.FleetError:
             "give the CA that signed it (VK_FARGATE_FLEET_CA_FILE)"
         )
     return errors.FleetUnavailable(f"{what}: {exc!r}")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _refused(exc: aiohttp.WSServerHandshakeError) -> errors.FleetError:
+    """The typed error of a refused upgrade, from its status and the fleet's headers."""
+    headers = exc.headers
+    code = headers.get(ERROR_CODE, "") if headers else ""
+    told = headers.get(ERROR_MESSAGE, "") if headers else ""
+    message = urllib.parse.unquote(told) or f"{exc.status} {exc.message}"
+    kind = errors.FLEET_ERRORS.get(code)
+    if kind is errors.InsufficientCapacity or (kind is None and exc.status >= 500):
+        return errors.FleetUnavailable(f"{exc.status} {code or 'Unknown'}: {message}")
+    if kind is not None:
+        return kind(message)
+    return errors.FleetError(f"{exc.status} {code or 'Unknown'}: {message}")
 
 
 def _route(path: str) -> str:

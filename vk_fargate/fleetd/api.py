@@ -14,6 +14,7 @@ import datetime
 import hmac
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -23,20 +24,25 @@ from aiohttp import web
 
 from vk_fargate import errors
 from vk_fargate.fleet import models
-from vk_fargate.fleetd import attachapi, daemon, logs, sandbox
+from vk_fargate.fleetd import attachapi, daemon, logs, sandbox, sessions
 
 log = logging.getLogger(__name__)
 FLEET: web.AppKey[daemon.Fleet] = web.AppKey("fleet", daemon.Fleet)
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 HEARTBEAT_SECONDS = 5.0
+# The error of a refused WebSocket upgrade, in headers (the message percent-encoded).
+ERROR_CODE, ERROR_MESSAGE = "X-Fleet-Error-Code", "X-Fleet-Error-Message"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(exc: errors.FleetError) -> web.Response:
+def _error(exc: errors.FleetError, *, upgrade: bool = False) -> web.Response:
     body = models.Error(fault_message=exc.message, code=exc.code, field=exc.field)
     headers = {}
     if isinstance(exc, errors.InsufficientCapacity):
         headers["Retry-After"] = str(int(exc.retry_after))
+    if upgrade:  # a WebSocket client sees the status and headers, not the body
+        headers[ERROR_CODE] = exc.code
+        headers[ERROR_MESSAGE] = urllib.parse.quote(exc.message[:2000])
     return web.json_response(body.model_dump(exclude_none=True), status=exc.status, headers=headers)
 
 
@@ -52,7 +58,7 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
             raise errors.Unauthorized("a valid bearer token is required")
         return await handler(request)
     except errors.FleetError as exc:
-        return _error(exc)
+        return _error(exc, upgrade=request.headers.get("Upgrade", "").lower() == "websocket")
     except web.HTTPException:
         raise
     except (ConnectionResetError, asyncio.CancelledError):
@@ -270,6 +276,33 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def exec_stream(request: web.Request) -> web.StreamResponse:
+    """A command in a container over a WebSocket (``streams``)."""
+    fleet = request.app[FLEET]
+    vm_id = _vm_id(request)
+    command = request.query.getall("command", [])
+    if not command:
+        raise errors.BadRequest("command is required: give it as command=... parameters")
+    stdin, tty = _bool(request, "stdin"), _bool(request, "tty")
+    container = request.match_info["container"]
+    return await sessions.serve(
+        request,
+        vm_id,
+        fleet,
+        lambda: fleet.open_exec(vm_id, container, command, stdin=stdin, tty=tty),
+    )
+
+
+async def port_stream(request: web.Request) -> web.StreamResponse:
+    """A TCP stream to a port of the pod over a WebSocket (``streams``)."""
+    fleet = request.app[FLEET]
+    vm_id = _vm_id(request)
+    raw = request.match_info["port"]
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise errors.BadRequest(f"port must be a number from 1 to 65535, not {raw!r}")
+    return await sessions.serve(request, vm_id, fleet, lambda: fleet.open_port(vm_id, int(raw)))
+
+
 async def openapi(_: web.Request) -> web.Response:
     text = resources.files("vk_fargate.fleet").joinpath("openapi.yaml").read_text()
     return web.Response(text=text, content_type="application/yaml")
@@ -290,6 +323,8 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_get("/v1/microvms/{microvm_id}/stats", microvm_stats)
     app.router.add_put("/v1/microvms/{microvm_id}/volumes/{volume}", put_volume)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
+    app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/exec", exec_stream)
+    app.router.add_get("/v1/microvms/{microvm_id}/ports/{port}", port_stream)
     app.router.add_get("/v1/events", watch_events)
     attachapi.register(app)
     return app

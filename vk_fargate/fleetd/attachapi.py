@@ -2,12 +2,12 @@
 /v1/microvms/{id}/containers/{name}/attach?stdin=&tty=``, a WebSocket (``streams``'
 framing) bridged to the container's attach socket in its shim (``attach``).
 
-Kept apart from ``api`` (one ``register`` call there). 404 for an unknown microVM or
-container, 409 when the container does not run (or its shim takes no sessions: a
-microvm host's, or an instance ending), 400 for stdin asked of a container without
-``stdin``. ``tty`` is the container's, whatever the request says, as the kubelet
-decides it from the pod spec. ``AttachSession`` is a ``streams.Session``, so the
-session can be served as exec's and port's are.
+Kept apart from ``api`` (one ``register`` call there); served by ``sessions`` as exec
+and port sessions are (the upgrade, the microVM's session bound, pings). 404 for an
+unknown microVM or container, 409 when the container does not run (or its shim takes no
+sessions: a microvm host's, or an instance ending), 400 for stdin asked of a container
+without ``stdin``. ``tty`` is the container's, whatever the request says, as the
+kubelet decides it from the pod spec.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from vk_fargate import errors
-from vk_fargate.fleetd import api, attachwire, daemon, streams
+from vk_fargate.fleetd import api, attachwire, daemon, sessions, streams
 
 PATH = "/v1/microvms/{microvm_id}/containers/{container}/attach"
 MAX_MESSAGE = attachwire.MAX_FRAME + 1
-HEARTBEAT_SECONDS = 30.0  # pings: a client that vanished without closing is noticed
 
 
 def register(app: web.Application) -> None:
@@ -42,7 +41,9 @@ class AttachSession:
     async def send(self, channel: int, payload: bytes) -> None:
         if self._writer.is_closing():
             return  # the session is over: ``receive`` says so
-        self._writer.write(attachwire.encode(channel, payload))
+        step = attachwire.MAX_FRAME
+        for start in range(0, max(len(payload), 1), step):  # within the shim's frame limit
+            self._writer.write(attachwire.encode(channel, payload[start : start + step]))
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
 
@@ -99,47 +100,6 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     stdin = api._bool(request, "stdin")
     api._bool(request, "tty")  # checked; the container's own setting decides
     name = request.match_info["container"]
-    ws = web.WebSocketResponse(
-        protocols=(streams.SUBPROTOCOL,), heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_MESSAGE
+    return await sessions.serve(
+        request, vm_id, fleet, lambda: open_session(fleet, vm_id, name, stdin=stdin)
     )
-    fleet.get(vm_id)  # 404 first, as for every path of a microVM
-    ready = ws.can_prepare(request)
-    if not ready.ok or ready.protocol != streams.SUBPROTOCOL:
-        _socket(fleet, vm_id, name, stdin=stdin)  # a refused upgrade asked again: why
-        raise errors.BadRequest(
-            f"a WebSocket upgrade with the {streams.SUBPROTOCOL} subprotocol is required"
-        )
-    session = await open_session(fleet, vm_id, name, stdin=stdin)
-    try:
-        await ws.prepare(request)
-        await _bridge(ws, session, f"attach-{vm_id}-{name}")
-    finally:
-        await session.close()
-        await ws.close()
-    return ws
-
-
-async def _bridge(ws: web.WebSocketResponse, session: AttachSession, what: str) -> None:
-    """Client messages to the shim, the shim's frames to the client, until either ends."""
-    inbound = asyncio.get_running_loop().create_task(_from_client(ws, session), name=f"{what}-in")
-    try:
-        async for channel, payload in session.receive():
-            await ws.send_bytes(streams.frame(channel, payload))
-    except ConnectionError:
-        pass  # the client went away
-    finally:
-        inbound.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await inbound
-
-
-async def _from_client(ws: web.WebSocketResponse, session: AttachSession) -> None:
-    async for message in ws:
-        if message.type != web.WSMsgType.BINARY:
-            continue
-        try:
-            channel, payload = streams.unframe(message.data)
-        except ValueError:
-            continue
-        await session.send(channel, payload)
-    await session.close()  # the client has gone: the shim ends the session

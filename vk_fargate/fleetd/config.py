@@ -89,6 +89,8 @@ class FleetConfig(Model):
     # Seconds between looks at disk emptyDir volumes' usage against their size limits
     # (the kubelet's eviction manager looks every 10 s).
     volume_check_seconds: float = pydantic.Field(default=10.0, gt=0)
+    # Exec and port sessions open at once per microVM; more get 429 TooManySessions.
+    max_sessions_per_microvm: int = pydantic.Field(default=64, ge=1)
 
     @pydantic.model_validator(mode="before")
     @classmethod

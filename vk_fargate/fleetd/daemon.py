@@ -26,29 +26,35 @@ import ipaddress
 import logging
 import shutil
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 from vk_fargate import errors
 from vk_fargate.fleet import models
 from vk_fargate.fleetd import (
+    agentmux,
     cgroups,
     config,
     events,
+    execs,
     hostinfo,
     imagestore,
     inplace,
     ipam,
     network,
     placement,
+    portstreams,
     provision,
     relay,
     rootfs,
+    sandbox,
     shims,
     specdiff,
     stats,
     store,
+    streams,
     supervisor,
     volumes,
 )
@@ -94,6 +100,7 @@ class Fleet:
         self.pull_credentials: dict[str, dict[str, str]] = {}  # vm id -> container -> user:pw
         self._tasks: set[asyncio.Task[None]] = set()
         self._bridges: dict[str, str] = {}
+        self._sessions: dict[str, int] = {}  # vm id -> exec and port sessions open
 
     # start and stop
 
@@ -240,6 +247,84 @@ class Fleet:
         if found is None:
             raise errors.Conflict(f"microVM {vm_id} has no stats: this host has no cgroups")
         return found
+
+    # exec and port sessions (``streams``), by the microVM's runtime
+
+    @contextlib.contextmanager
+    def session_slot(self, vm_id: str) -> Iterator[None]:
+        """Hold one of the microVM's exec/port sessions; TooManySessions past the limit."""
+        held = self._sessions.get(vm_id, 0)
+        if held >= self.cfg.max_sessions_per_microvm:
+            raise errors.TooManySessions(
+                f"microVM {vm_id} has {held} exec and port sessions open, the most allowed"
+            )
+        self._sessions[vm_id] = held + 1
+        try:
+            yield
+        finally:
+            self._sessions[vm_id] -= 1
+            if not self._sessions[vm_id]:
+                del self._sessions[vm_id]
+
+    async def open_exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> streams.Session:
+        """``command`` started in ``container``'s running instance."""
+        record = self._streamable(vm_id)
+        spec_names = {c.name for c in [*record.vm.spec.init_containers, *record.vm.spec.containers]}
+        if container not in spec_names:
+            raise errors.NotFound(f"container {container} is not in microVM {vm_id}")
+        found = [
+            c
+            for c in [*record.vm.status.init_containers, *record.vm.status.containers]
+            if c.name == container and c.state == "running" and c.container_id
+        ]
+        if not found:
+            raise errors.Conflict(f"container {container} is not running")
+        if self._runtime(record) == "microvm":  # through the guest's agent
+            opening = agentmux.open_exec(
+                record.dir, self._shim_spec(record), container, command, stdin=stdin, tty=tty
+            )
+            return await _through_agent(vm_id, opening)
+        session = execs.ExecSession(
+            ["runc", "--root", str(self.host.runc_root)],
+            (found[0].container_id or "").removeprefix("vkfargate://"),
+            command,
+            stdin=stdin,
+            tty=tty,
+            scratch=record.dir / "execs" / uuid.uuid4().hex,
+        )
+        try:
+            await session.start()
+        except OSError as exc:
+            await session.close()
+            raise errors.FleetError(f"cannot start runc exec: {exc}") from exc
+        return session
+
+    async def open_port(self, vm_id: str, port: int) -> streams.Session:
+        """A TCP connection to ``port`` in the microVM's network namespace."""
+        record = self._streamable(vm_id)
+        shim_spec = self._shim_spec(record)
+        if self._runtime(record) == "microvm":
+            return await _through_agent(vm_id, agentmux.open_port(record.dir, shim_spec, port))
+        session = portstreams.PortSession(shim_spec["netns"], port)
+        await session.start()
+        return session
+
+    @staticmethod
+    def _shim_spec(record: provision.Record) -> sandbox.ShimSpec:
+        shim_spec: sandbox.ShimSpec | None = sandbox.read_json(record.dir / "spec.json")
+        if shim_spec is None:
+            raise errors.Conflict(f"microVM {record.vm.id} is not running")
+        return shim_spec
+
+    def _streamable(self, vm_id: str) -> provision.Record:
+        record = self.vms.get(vm_id)
+        if record is None:
+            raise errors.NotFound(f"microVM {vm_id} not found")
+        if record.state != "running" or record.shim is None or record.deleting:
+            raise errors.Conflict(f"microVM {vm_id} is {record.state}, not running")
+        return record
 
     def host_models(self) -> list[models.Host]:
         return [self._host_model(h) for h in self.hosts.values()]
@@ -724,6 +809,18 @@ class Fleet:
             async with asyncio.timeout(timeout):
                 while not done():
                     await asyncio.sleep(0.05)
+
+
+async def _through_agent(
+    vm_id: str, opening: Coroutine[Any, Any, streams.Session]
+) -> streams.Session:
+    """A session of a ``microvm`` guest's agent, its failures as the API's errors."""
+    try:
+        return await opening
+    except agentmux.AgentUnavailable as exc:
+        raise errors.FleetUnavailable(f"microVM {vm_id}'s guest agent: {exc}") from exc
+    except LookupError as exc:
+        raise errors.NotFound(str(exc)) from exc
 
 
 def _process_only(spec: models.MicroVMSpec) -> str | None:

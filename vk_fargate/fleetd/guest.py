@@ -5,9 +5,9 @@ The kernel comes from Debian's ``linux-image-<version>-amd64`` package (fetched 
 decompressed here into the ELF ``vmlinux`` QEMU boots directly through the PVH entry
 (emulated decompression would cost seconds). The base initramfs holds busybox-static,
 the virtio modules (Debian builds them as modules), runc with the libraries it links,
-and ``/init``, the guest's supervisor. Both land in ``<cache>/microvm/<kernel-version>/``
-and are reused by every microVM on the machine; the initramfs name carries a hash of
-what it is built from.
+the guest agent (``guestagent.py``) and ``/init``, the guest's supervisor. Both land
+in ``<cache>/microvm/<kernel-version>/`` and are reused by every microVM on the
+machine; the initramfs name carries a hash of what it is built from.
 
 Each microVM adds an archive of its own (``vm_initrd``): ``/vk/vm.sh`` and one OCI
 bundle per container, ``/vk/b/<index>``, holding the image's root filesystem as fleetd
@@ -40,11 +40,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vk_fargate.fleetd import cpio, ocispec, sandbox
+from vk_fargate.fleetd import cpio, guestagent, ocispec, sandbox
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# Loaded in this order (Debian's package carries no modules.dep); only when a NIC is given.
-MODULES = ("virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net")
+# Loaded in this order (Debian's package carries no modules.dep): the virtio core and the
+# console (the agent's virtio-serial port) always, the NIC's only when a NIC is given.
+CORE_MODULES = ("virtio_ring", "virtio", "virtio_mmio", "virtio_console")
+NET_MODULES = ("failover", "net_failover", "virtio_net")
+MODULES = CORE_MODULES + NET_MODULES
+AGENT_PORT = "vk.agent"  # the virtserialport the guest agent serves (see agentmux.py)
 MARK = "@@vkf@@"  # starts every line of the console protocol; rare in real output
 BACKOFF_RESET_SECONDS = 600  # kubelet's: a container up this long starts back-off over
 HOSTNAME_MAX = 63  # a hostname label
@@ -54,12 +58,15 @@ INIT = r"""#!/bin/sh
 # The guest's supervisor, written by vk_fargate/fleetd/guest.py; $P is MARK.
 . /vk/vm.sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 mkdir -p /run /tmp; mount -t tmpfs run /run; mount -t tmpfs tmp /tmp; mkdir -p /run/vk
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo 1 > /proc/sys/kernel/printk
 stty -F /dev/console -echo 2>/dev/null
 echo "$P - I"
 hostname "$VK_HOSTNAME"; ip link set lo up
+for m in $VK_CORE_MODULES; do insmod /lib/modules/$m.ko || echo "$P - W insmod $m failed"; done
+/bin/vk-agent > /dev/console 2>&1 < /dev/null &  # exec and port sessions (agentmux.py)
 if [ -n "$VK_NET" ]; then
   for m in $VK_MODULES; do insmod /lib/modules/$m.ko || echo "$P - W insmod $m failed"; done
   n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n+1)); done
@@ -203,9 +210,14 @@ def ensure_assets(cache: Path, *, kernel_version: str | None = None) -> Assets:
         fcntl.flock(lock, fcntl.LOCK_EX)
         version = kernel_version or _cached_kernel(root) or latest_kernel_version()
         home = root / version
-        if not (home / "vmlinux").is_file():
+        have = [home / "vmlinux", *(home / "modules" / f"{m}.ko" for m in MODULES)]
+        if not all(path.is_file() for path in have):
             _fetch_kernel(version, home)
-        initrd = _ensure_base_initrd(home)
+        try:
+            agent = guestagent.binary(cache)
+        except guestagent.BuildError as exc:
+            raise AssetError(str(exc)) from exc
+        initrd = _ensure_base_initrd(home, agent)
     return Assets(version, home / "vmlinux", initrd)
 
 
@@ -278,7 +290,8 @@ def _vm_script(spec: sandbox.ShimSpec) -> str:
         "VK_INIT": " ".join(str(i) for i in runnable if i < count),
         "VK_APPS": " ".join(str(i) for i in runnable if i >= count),
         "VK_NET": f"{net['ip']}/{net['prefix_len']} {net['gateway']}" if net else "",
-        "VK_MODULES": " ".join(MODULES),
+        "VK_CORE_MODULES": " ".join(CORE_MODULES),
+        "VK_MODULES": " ".join(NET_MODULES),
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
@@ -335,12 +348,13 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
     return elf
 
 
-def _ensure_base_initrd(home: Path) -> Path:
-    """busybox, the modules and ``/init`` (gzip'd), then runc and the libraries it
-    links (uncompressed: 11 MB the emulated guest need not decompress)."""
+def _ensure_base_initrd(home: Path, agent: Path) -> Path:
+    """busybox, the modules and ``/init`` (gzip'd), then runc with the libraries it
+    links and the guest agent (uncompressed: 14 MB the emulated guest need not
+    decompress)."""
     busybox = busybox_binary().read_bytes()
     modules = {m: (home / "modules" / f"{m}.ko").read_bytes() for m in MODULES}
-    runtime = runc_files()
+    runtime = {**runc_files(), "bin/vk-agent": agent.read_bytes()}
     digest = hashlib.sha256(INIT.encode() + busybox)
     for name, data in [*modules.items(), *runtime.items()]:
         digest.update(name.encode() + data)

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -176,6 +176,58 @@ async def bridge(
         await asyncio.gather(*tasks, return_exceptions=True)
         await stream.close()
         await ws.close()
+
+
+class PortSession:
+    """A fleet port stream as ``portforward`` takes it (channel, payload), counting its
+    bytes and its activity for the idle timeout."""
+
+    def __init__(
+        self,
+        stream: fleet_backend.Stream,
+        activity: Activity,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self._stream, self._activity, self._count = stream, activity, count
+
+    async def send(self, channel: int, payload: bytes) -> None:
+        self._activity.touch()
+        self._count("in", len(payload))
+        await self._stream.send(bytes((channel,)) + payload)
+
+    async def receive(self) -> AsyncIterator[tuple[int, bytes]]:
+        while (message := await self._stream.receive()) is not None:
+            self._activity.touch()
+            self._count("out", len(message) - 1)
+            yield message[0], message[1:]
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+async def until_idle(
+    work: Coroutine[Any, Any, None],
+    activity: Activity,
+    idle_timeout: float,
+    ws: web.WebSocketResponse,
+    what: str,
+) -> None:
+    """Run ``work`` (which serves ``ws``) until it ends or nothing moves for the idle
+    timeout; then the WebSocket is closed, which ends ``work``'s sessions."""
+    served = asyncio.create_task(work, name=f"serve {what}")
+    idle = asyncio.create_task(activity.idle_for(idle_timeout), name=f"idle {what}")
+    try:
+        await asyncio.wait({served, idle}, return_when=asyncio.FIRST_COMPLETED)
+        if idle.done():
+            log.info("%s ended: idle for the idle timeout", what)
+            await ws.close()
+            await asyncio.wait({served}, timeout=10)
+        if served.done() and not served.cancelled() and (exc := served.exception()):
+            log.error("%s failed", what, exc_info=exc)
+    finally:
+        for task in (served, idle):
+            task.cancel()
+        await asyncio.gather(served, idle, return_exceptions=True)
 
 
 def _log_end(task: asyncio.Task[None], what: str) -> None:

@@ -1,6 +1,7 @@
 """The kubelet HTTPS server: ``/containerLogs``, ``/pods``, ``/stats/summary``,
-``/metrics/resource``, ``/exec`` and ``/attach`` (``remotecommand``) and ``/healthz`` for
-every virtual node the provider runs, and a plain 501 for ``/portForward`` and ``/run``.
+``/metrics/resource``, ``/exec`` and ``/attach`` (``remotecommand``), ``/portForward``
+(``portforward``) and ``/healthz`` for every virtual node the provider runs, and a plain
+501 for ``/run``.
 
 One server answers for all virtual nodes, on one port per node besides its own: a
 node's ``daemonEndpoints`` port says which node a request is for, which matters where
@@ -32,7 +33,7 @@ from vk_fargate import errors, listening
 from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import models
 from vk_fargate.k8s import kube, reviews
-from vk_fargate.kubelet import auth, remotecommand, sessions, stats
+from vk_fargate.kubelet import auth, portforward, remotecommand, sessions, stats
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,9 @@ IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.
 # gets its headers promptly.
 FIRST_CHUNK_WAIT = 1.0
 INT64_MAX = 2**63 - 1
-# What ``kubectl port-forward`` (and the old ``run``) reach through the API server; a
-# microVM has no channel for them yet, so each gets a 501 that says so.
+# What the old ``run`` reaches through the API server; a microVM has no channel for it,
+# so it gets a 501 that says so.
 STREAMING = {
-    "/portForward/{namespace}/{pod}": "kubectl port-forward",
     "/run/{namespace}/{pod}/{container}": "running a command in a container",
 }
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -100,6 +100,9 @@ class Backend(Protocol):
         self, pod: JSON, container: str, *, stdin: bool, tty: bool
     ) -> fleet_backend.Stream:
         """The pod's running container's own stdio (``fleet.backend.MicroVMs``)."""
+
+    async def open_port(self, pod: JSON, port: int) -> fleet_backend.Stream:
+        """A TCP connection to ``port`` in the pod's network namespace."""
 
 
 def _bool(query: Mapping[str, str], name: str) -> bool:
@@ -216,6 +219,11 @@ class KubeletServer:
             "/attach/{namespace}/{pod}/{uid}/{container}",
         ):
             app.router.add_route("*", attach_path, self._attach)
+        for forward_path in (
+            "/portForward/{namespace}/{pod}",
+            "/portForward/{namespace}/{pod}/{uid}",
+        ):
+            app.router.add_route("*", forward_path, self._port_forward)
         for path, what in STREAMING.items():
             app.router.add_route("*", path, functools.partial(self._streaming, what))
         return app
@@ -426,6 +434,37 @@ class KubeletServer:
                 idle_timeout=self.stream_idle_timeout,
                 count=count,
                 what=what,
+            )
+            return ws
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        """``kubectl port-forward``: SPDY/3.1 inside the WebSocket, each forwarded
+        connection a fleet port session into the pod's network namespace."""
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        pod = await self._streaming_pod(request)
+        if not remotecommand.wants_websocket(request, portforward.SUBPROTOCOL):
+            raise errors.BadRequest(
+                f"port-forward is served over a WebSocket with the {portforward.SUBPROTOCOL} "
+                "protocol (kubectl 1.31 or newer, through an API server that proxies "
+                "WebSockets to the kubelet); SPDY upgrades are not served"
+            )
+        what = f"port-forward to {namespace}/{name}"
+        uid = pod["metadata"]["uid"]
+        with self.streams.hold(uid, "portforward", what) as count:
+            ws = web.WebSocketResponse(protocols=(portforward.SUBPROTOCOL,))
+            await ws.prepare(request)
+            activity = remotecommand.Activity()
+
+            async def open_port(port: int) -> portforward.Session:
+                stream = await self.backend.open_port(pod, port)
+                return remotecommand.PortSession(stream, activity, count)
+
+            await remotecommand.until_idle(
+                portforward.serve(ws, open_port, what=uid),
+                activity,
+                self.stream_idle_timeout,
+                ws,
+                what,
             )
             return ws
 

@@ -31,12 +31,12 @@ class Sessions:
         """A slot for one ``kind`` session of pod ``uid`` (``what`` names it in the
         refusal); yields the byte counter ``count(direction, n)`` of the session."""
         if sum(self._open.values()) >= self.total:
-            raise errors.TooManyRequests(
+            raise errors.TooManySessions(
                 f"{what}: this virtual kubelet already serves {self.total} streaming "
                 "sessions (VK_FARGATE_STREAMS_MAX); try again when one ends"
             )
         if self._open[uid] >= self.per_pod:
-            raise errors.TooManyRequests(
+            raise errors.TooManySessions(
                 f"{what}: the pod already has {self.per_pod} streaming sessions "
                 "(VK_FARGATE_STREAMS_PER_POD); try again when one ends"
             )

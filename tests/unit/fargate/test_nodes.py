@@ -100,6 +100,8 @@ def test_addresses_and_kubelet_endpoint() -> None:
         {"type": "Hostname", "address": "vk-fargate.example.internal"},
     ]
     assert status["daemonEndpoints"] == {"kubeletEndpoint": {"Port": 10350}}
+    # so the API server hands kubectl exec's WebSocket to us rather than wanting SPDY
+    assert status["declaredFeatures"] == ["ExtendWebSocketsToKubelet"]
 
 
 def test_node_info_is_linux_amd64() -> None:

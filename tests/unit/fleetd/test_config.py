@@ -71,6 +71,7 @@ def test_a_valid_config(tmp_path: Path) -> None:
     assert cfg.tls is None
     assert cfg.event_retention == 20000
     assert cfg.retry_after_seconds == 5
+    assert cfg.max_sessions_per_microvm == 64
 
 
 def test_the_example_config_of_the_repository_loads() -> None:
@@ -171,6 +172,7 @@ def test_a_bad_listen_is_refused(tmp_path: Path, listen: str) -> None:
         (changed(unknown_setting=1), "unknown_setting"),
         (changed(networking="bridge"), "networking"),
         (changed(event_retention=10), "event_retention"),
+        (changed(max_sessions_per_microvm=0), "max_sessions_per_microvm"),
         (changed(hosts=[{**VALID["hosts"][0], "vcpus": 0}]), "hosts.0.vcpus"),
         (changed(hosts=[{**VALID["hosts"][0], "runtime": "docker"}]), "hosts.0.runtime"),
         ([1, 2, 3], "(top)"),

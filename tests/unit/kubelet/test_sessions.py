@@ -15,7 +15,7 @@ def test_a_pod_over_its_bound_is_refused_while_another_pod_is_not() -> None:
     with contextlib.ExitStack() as held:
         held.enter_context(bounds.hold("a", "exec", "exec in a"))
         held.enter_context(bounds.hold("a", "exec", "exec in a"))
-        with pytest.raises(errors.TooManyRequests, match="VK_FARGATE_STREAMS_PER_POD") as refused:
+        with pytest.raises(errors.TooManySessions, match="VK_FARGATE_STREAMS_PER_POD") as refused:
             held.enter_context(bounds.hold("a", "exec", "exec in a"))
         assert refused.value.status == 429
         assert refused.value.message.startswith("exec in a: the pod already has 2")
@@ -29,7 +29,7 @@ def test_the_replica_bound_counts_every_pod() -> None:
     with (
         bounds.hold("a", "exec", "x"),
         bounds.hold("b", "exec", "y"),
-        pytest.raises(errors.TooManyRequests, match="VK_FARGATE_STREAMS_MAX"),
+        pytest.raises(errors.TooManySessions, match="VK_FARGATE_STREAMS_MAX"),
         bounds.hold("c", "exec", "z"),
     ):
         pass

@@ -20,7 +20,12 @@ Other console lines (kernel messages) go to ``<vm_dir>/console.log``. A stop wri
 ``VKSTOP <grace>`` to the console: the guest TERMs every container, waits the grace
 period, KILLs what is left, reports and powers off; QEMU is killed if it has not ended
 ``STOP_MARGIN`` seconds after the grace. QEMU never outlives ``run()``.
-Standard library only.
+
+The guest agent (``hack/guestagent``) serves exec and port sessions on a virtio-serial
+port, ``guest.AGENT_PORT``, which QEMU backs with the Unix socket ``<vm_dir>/agent.sock``
+(``AGENT_SOCKET``, relative to QEMU's working directory, the VM's directory, so that a
+deep state directory cannot exceed a socket path's 108 bytes); ``agentmux.py`` is its
+host side. Standard library only.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ KILL_WAIT = 3.0  # seconds between SIGTERM and SIGKILL to QEMU
 MAX_CONSOLE_LINE = 1024 * 1024  # a longer console line is cut (crilog splits it further)
 TAP_PREFIX = "vkft"  # + 11 hex digits of the VM id's hash: 15 chars, the kernel's limit
 TAIL_LINES = 5  # console/stderr lines quoted in a failure message
+AGENT_SOCKET = "agent.sock"  # in the VM's directory: QEMU serves the guest agent's port
 
 
 def accelerator() -> str:
@@ -106,6 +112,9 @@ def qemu_argv(
     argv += ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"]
     argv += ["-no-reboot"]  # the guest's reboot (panic=-1 after a crash) ends QEMU
     argv += ["-kernel", str(assets.vmlinux), "-initrd", str(initrd), "-append", append]
+    argv += ["-device", "virtio-serial-device,id=vser0"]
+    argv += ["-chardev", f"socket,id=agent,path={AGENT_SOCKET},server=on,wait=off"]
+    argv += ["-device", f"virtserialport,bus=vser0.0,chardev=agent,name={guest.AGENT_PORT}"]
     if tap is not None:
         argv += ["-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no"]
         argv += ["-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec['id'])}"]
@@ -156,8 +165,9 @@ class MicroVMRuntime:
             await self._end_qemu()
             await self._delete_tap()
             self._finish_containers()
-            with contextlib.suppress(OSError):
-                (self.vm_dir / "initrd.img").unlink()
+            for name in ("initrd.img", AGENT_SOCKET):
+                with contextlib.suppress(OSError):
+                    (self.vm_dir / name).unlink()
             self.status.phase("exited", *self._outcome())
 
     async def _run(self) -> None:
@@ -197,6 +207,7 @@ class MicroVMRuntime:
                 stdin=PIPE,
                 stdout=PIPE,
                 stderr=stderr,
+                cwd=self.vm_dir,  # where AGENT_SOCKET is
                 start_new_session=True,  # a Ctrl-C at the shim's terminal is a stop, not a kill
             )
             self.qemu_pid = self._proc.pid

@@ -1,0 +1,3 @@
+module vk-fargate/guestagent
+
+go 1.22

@@ -63,11 +63,11 @@ class FleetClient:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), json_serialize=_dumps
         )
-        # Exec and port streams: the same connections, with no total timeout (the
-        # session's would be armed for as long as a stream holds its connection).
+        # Exec, attach and port streams: connections of their own, unpooled (each holds
+        # one for as long as it lasts: in the calls' pool, 64 open sessions would stall
+        # every call), with no total timeout. Their number is bounded by whoever opens them.
         self._streams = aiohttp.ClientSession(
-            connector=connector,
-            connector_owner=False,
+            connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else True, limit=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         self._attempts = attempts

@@ -244,18 +244,18 @@ class ProviderSettings(pydantic_settings.BaseSettings):
     streams_per_pod: int = pydantic.Field(
         default=16,
         ge=1,
-        description="Exec and port-forward sessions open at once into one pod; one more "
+        description="Exec, attach and port-forward sessions open at once into one pod; one more "
         "is refused with 429.",
     )
     streams_max: int = pydantic.Field(
         default=256,
         ge=1,
-        description="Exec and port-forward sessions open at once through this replica.",
+        description="Exec, attach and port-forward sessions open at once through this replica.",
     )
     stream_idle_timeout_seconds: float = pydantic.Field(
         default=14400.0,
         gt=0,
-        description="An exec or port-forward session that moves no byte this long is "
+        description="An exec, attach or port-forward session that moves no byte this long is "
         "ended (the kubelet's streamingConnectionIdleTimeout, 4 h).",
     )
 

@@ -262,3 +262,39 @@ async def test_a_user_without_pods_exec_is_refused(
     code, _, err = await kubectl.run_async(viewer, "-n", pods, "exec", "shell", "--", "id")
     assert code != 0
     assert 'cannot create resource "pods/exec"' in err or 'cannot get resource "pods/exec"' in err
+
+
+async def test_kubectl_debug_is_refused_with_a_reason(
+    api: k8s.ApiClient, pods: str, local_cluster: cluster.Cluster
+) -> None:
+    """An ephemeral container cannot join a running microVM: it is reported as one that
+    could not start, with the reason, and a warning event says it too."""
+    code, _, err = await _kubectl(
+        local_cluster,
+        "-n",
+        pods,
+        "debug",
+        "shell",
+        "--image=busybox",
+        "-c",
+        "debugger",
+        "--",
+        "true",
+    )
+    assert code == 0, err
+    core = k8s.CoreV1Api(api)
+
+    async def refused() -> Any:
+        pod = await core.read_namespaced_pod("shell", pods)
+        statuses = pod.status.ephemeral_container_statuses or []
+        return statuses[0].state.terminated if statuses else None
+
+    terminated = await waiting.until(refused, timeout=60, what="the debugger's status")
+    assert (terminated.reason, terminated.exit_code) == ("StartError", 128)
+    assert "ephemeral containers are not run by vk-fargate" in terminated.message
+
+    async def warned() -> bool:
+        events = await core.list_namespaced_event(pods, field_selector="reason=Failed")
+        return any("ephemeral container debugger" in e.message for e in events.items)
+
+    await waiting.until(warned, timeout=30, what="the Failed event")

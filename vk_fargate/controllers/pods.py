@@ -220,6 +220,7 @@ class PodReconciler:
         if not podstatus.agrees(current, status):
             self.world.pod_cache.wrote(await pods.patch_status(self.api, pod, status))
         await self._events(pod, vm, current, status)
+        await self._ephemeral_events(pod, current, status)
 
     async def _pulled(
         self,
@@ -256,6 +257,22 @@ class PodReconciler:
             component="kubelet",
             host=node,
         )
+
+    async def _ephemeral_events(
+        self, pod: kube.JSON, current: kube.JSON, status: kube.JSON
+    ) -> None:
+        """A warning for each ephemeral container the status newly reports refused."""
+        known = {c.get("name") for c in current.get("ephemeralContainerStatuses") or []}
+        for c in status.get("ephemeralContainerStatuses") or []:
+            if c["name"] not in known:
+                await self.recorder.record(
+                    pod,
+                    "Failed",
+                    f"Error: ephemeral container {c['name']}: {podstatus.EPHEMERAL_REFUSAL}",
+                    warning=True,
+                    component="kubelet",
+                    host=(pod.get("spec") or {}).get("nodeName"),
+                )
 
     async def _events(
         self,

@@ -241,6 +241,8 @@ def compute(
     }
     if init:
         status["initContainerStatuses"] = init
+    if spec.get("ephemeralContainers"):
+        status["ephemeralContainerStatuses"] = ephemeral(spec)
     if vm.status.private_ip:
         ips = [{"ip": vm.status.private_ip}]
         status.update(
@@ -252,6 +254,31 @@ def compute(
         status["reason"] = vm.status.reason or "ProviderFailed"
         status["message"] = vm.status.message or "the microVM failed"
     return status
+
+
+# ``kubectl debug``'s ephemeral containers would join a running microVM, whose containers
+# are fixed when it starts: each is reported as a container that could not start (which
+# ends ``kubectl debug``'s wait at once), and a warning event says why.
+EPHEMERAL_REFUSAL = (
+    "ephemeral containers are not run by vk-fargate: a Fargate microVM's containers are "
+    "fixed when it starts; use kubectl exec into one of them, or kubectl debug --copy-to"
+)
+
+
+def ephemeral(spec: JSON) -> list[JSON]:
+    """The statuses of the pod's ephemeral containers: each refused, for good."""
+    refused = {"exitCode": 128, "reason": "StartError", "message": EPHEMERAL_REFUSAL}
+    return [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": {"terminated": refused},
+        }
+        for c in spec.get("ephemeralContainers") or []
+    ]
 
 
 # The lists of a pod's status that a strategic-merge patch merges by key; the others

@@ -113,6 +113,9 @@ class FakeExec:
         self.closed = asyncio.Event()
         if command == ["true"]:
             self.out.put_nowait(b'\x03{"exit_code": 0}')
+        elif command[:1] == ["echo"]:
+            self.out.put_nowait(b"\x01" + " ".join(command[1:]).encode() + b"\n")
+            self.out.put_nowait(b'\x03{"exit_code": 0}')
         elif command[:1] == ["exit"]:
             self.out.put_nowait(b'\x03{"exit_code": %d}' % int(command[1]))
         elif command != ["cat"]:
@@ -289,28 +292,20 @@ async def test_unknown_pod_or_container_is_404(
     assert (status, text) == (404, f'container "nope" not found in pod "{NAMESPACE}/{POD}"')
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "what"),
-    [
-        ("POST", f"/run/{NAMESPACE}/{POD}/app", "running a command"),
-    ],
-)
-async def test_run_says_it_is_not_supported(
-    kubelet: Kubelet,
-    apiserver_client: aiohttp.ClientSession,
-    anonymous: aiohttp.ClientSession,
-    method: str,
-    path: str,
-    what: str,
+async def test_run_answers_the_commands_output(
+    kubelet: Kubelet, apiserver_client: aiohttp.ClientSession, anonymous: aiohttp.ClientSession
 ) -> None:
-    async with apiserver_client.request(method, f"{kubelet.url}{path}") as response:
-        assert response.status == 501
-        text = await response.text()
-    assert text.startswith(f"{what} ") and f"pod {NAMESPACE}/{POD} runs in a microVM" in text
-    async with anonymous.request(method, f"{kubelet.url}{path}") as response:
+    """The old ``/run``: ``cmd`` split at spaces, its output the body, as ``getRun``."""
+    run = f"{kubelet.url}/run/{NAMESPACE}/{POD}/app"
+    async with apiserver_client.post(run, params={"cmd": "echo hello there"}) as response:
+        assert (response.status, await response.text()) == (200, "hello there\n")
+    async with apiserver_client.post(run, params={"cmd": "exit 3"}) as response:
+        assert response.status == 500
+        assert "exit code 3" in await response.text()
+    async with anonymous.post(run, params={"cmd": "true"}) as response:
         assert response.status == 401  # who asks is checked first, as for every path
-    gone = path.replace(f"/{POD}", "/nope")
-    async with apiserver_client.request(method, f"{kubelet.url}{gone}") as response:
+    gone = run.replace(f"/{POD}/", "/nope/")
+    async with apiserver_client.post(gone, params={"cmd": "true"}) as response:
         assert (response.status, await response.text()) == (
             404,
             f'pod "{NAMESPACE}/nope" does not exist',

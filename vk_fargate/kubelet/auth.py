@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+from aiohttp import web
 from cryptography import x509
 
 from vk_fargate import errors
@@ -27,6 +28,8 @@ from vk_fargate.kubelet import certauth
 
 log = logging.getLogger(__name__)
 
+# Who asks, as the middleware authenticated them, for the handlers to authorize.
+IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.Identity)
 ALLOWED_TTL = 300.0  # kubelet --authorization-webhook-cache-authorized-ttl
 DENIED_TTL = 30.0  # kubelet --authorization-webhook-cache-unauthorized-ttl
 TOKEN_TTL = 120.0  # kubelet --authentication-token-webhook-cache-ttl

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import functools
 import logging
 import re
 import ssl
@@ -30,26 +29,19 @@ from typing import Protocol
 from aiohttp import web
 
 from vk_fargate import errors, listening
-from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import models
-from vk_fargate.k8s import kube, reviews
-from vk_fargate.kubelet import auth, portforward, remotecommand, sessions, stats
+from vk_fargate.k8s import kube
+from vk_fargate.kubelet import auth, sessions, stats, streaming
 
 log = logging.getLogger(__name__)
 
 JSON = kube.JSON
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-IDENTITY: web.RequestKey[reviews.Identity] = web.RequestKey("identity", reviews.Identity)
 # How long a log request waits for its first chunk before sending the headers anyway: a
 # backend error raised sooner becomes a proper status code, and an idle ``follow`` still
 # gets its headers promptly.
 FIRST_CHUNK_WAIT = 1.0
 INT64_MAX = 2**63 - 1
-# What the old ``run`` reaches through the API server; a microVM has no channel for it,
-# so it gets a 501 that says so.
-STREAMING = {
-    "/run/{namespace}/{pod}/{container}": "running a command in a container",
-}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"  # date and time
@@ -70,11 +62,8 @@ class LogOptions:
     timestamps: bool = False
 
 
-class Backend(Protocol):
+class Backend(streaming.Pods, Protocol):
     """The provider, as the kubelet API sees it."""
-
-    def pod(self, namespace: str, name: str) -> tuple[JSON, str] | None:
-        """The pod and the name of its node, if this provider runs it."""
 
     def pods(self) -> list[JSON]:
         """Every pod this provider runs."""
@@ -90,19 +79,6 @@ class Backend(Protocol):
 
     async def stats(self, pod: JSON) -> models.MicroVMStats:
         """The readings of the pod's microVM; raises a ``FleetError`` when there are none."""
-
-    async def open_exec(
-        self, pod: JSON, container: str, command: list[str], *, stdin: bool, tty: bool
-    ) -> fleet_backend.Stream:
-        """``command`` running in the pod's container (``fleet.backend.MicroVMs``)."""
-
-    async def open_attach(
-        self, pod: JSON, container: str, *, stdin: bool, tty: bool
-    ) -> fleet_backend.Stream:
-        """The pod's running container's own stdio (``fleet.backend.MicroVMs``)."""
-
-    async def open_port(self, pod: JSON, port: int) -> fleet_backend.Stream:
-        """A TCP connection to ``port`` in the pod's network namespace."""
 
 
 def _bool(query: Mapping[str, str], name: str) -> bool:
@@ -162,12 +138,6 @@ def parse_log_options(query: Mapping[str, str]) -> LogOptions:
     return options
 
 
-def container_names(pod: JSON) -> set[str]:
-    spec = pod.get("spec") or {}
-    kinds = ("containers", "initContainers", "ephemeralContainers")
-    return {str(c.get("name")) for kind in kinds for c in spec.get(kind) or ()}
-
-
 async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:
     try:
         return await anext(chunks)
@@ -209,23 +179,7 @@ class KubeletServer:
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         app.router.add_get("/stats/summary", self._summary)
         app.router.add_get("/metrics/resource", self._resource_metrics)
-        for exec_path in (
-            "/exec/{namespace}/{pod}/{container}",
-            "/exec/{namespace}/{pod}/{uid}/{container}",
-        ):
-            app.router.add_route("*", exec_path, self._exec)
-        for attach_path in (
-            "/attach/{namespace}/{pod}/{container}",
-            "/attach/{namespace}/{pod}/{uid}/{container}",
-        ):
-            app.router.add_route("*", attach_path, self._attach)
-        for forward_path in (
-            "/portForward/{namespace}/{pod}",
-            "/portForward/{namespace}/{pod}/{uid}",
-        ):
-            app.router.add_route("*", forward_path, self._port_forward)
-        for path, what in STREAMING.items():
-            app.router.add_route("*", path, functools.partial(self._streaming, what))
+        streaming.Routes(self).add_to(app.router)
         return app
 
     async def start(self) -> int:
@@ -285,7 +239,7 @@ class KubeletServer:
             if request.path != "/healthz":
                 transport = request.transport
                 tls = transport.get_extra_info("ssl_object") if transport else None
-                request[IDENTITY] = await self.guard.authenticate(
+                request[auth.IDENTITY] = await self.guard.authenticate(
                     certificate=tls.getpeercert(binary_form=True) if tls else None,
                     authorization=request.headers.get("Authorization"),
                 )
@@ -309,7 +263,7 @@ class KubeletServer:
     async def _pods(self, request: web.Request) -> web.StreamResponse:
         node = self._node_of(request)
         # On the provider's own port, listing means every node's pods.
-        await self.guard.authorize(request[IDENTITY], node=node or "", path=request.path)
+        await self.guard.authorize(request[auth.IDENTITY], node=node or "", path=request.path)
         pods = self.backend.pods()
         if node is not None:
             pods = [p for p in pods if (p.get("spec") or {}).get("nodeName") == node]
@@ -325,7 +279,7 @@ class KubeletServer:
                 f"{request.path} is served on each virtual node's own port "
                 "(the node's status.daemonEndpoints.kubeletEndpoint.Port), not this one"
             )
-        await self.guard.authorize(request[IDENTITY], node=node_name, path=request.path)
+        await self.guard.authorize(request[auth.IDENTITY], node=node_name, path=request.path)
         found = self.backend.node_pod(node_name)
         if found is None:
             raise errors.NotFound(f"node {node_name} runs no pod now")
@@ -345,143 +299,6 @@ class KubeletServer:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
-    async def _streaming(self, what: str, request: web.Request) -> web.StreamResponse:
-        """Not supported, said plainly (after authorization, like any kubelet path)."""
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        found = self.backend.pod(namespace, name)
-        node = found[1] if found is not None else ""
-        await self.guard.authorize(
-            request[IDENTITY], node=node, path=request.path, method=request.method
-        )
-        if found is None:
-            raise errors.NotFound(f'pod "{namespace}/{name}" does not exist')
-        return listening.text(
-            f"{what} is not supported by vk-fargate: pod {namespace}/{name} runs in a microVM "
-            "with no exec or port-forward channel; use kubectl logs, or expose a port through "
-            "a Service",
-            501,
-        )
-
-    async def _exec(self, request: web.Request) -> web.StreamResponse:
-        """``kubectl exec``: checks, the fleet session, then the WebSocket bridged to it."""
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        container = request.match_info["container"]
-        pod = await self._streaming_pod(request)
-        if container not in container_names(pod):
-            raise errors.NotFound(f'container "{container}" not found in pod "{namespace}/{name}"')
-        options = remotecommand.parse_options(request.query)
-        if not remotecommand.wants_websocket(request, remotecommand.PROTOCOL):
-            raise errors.BadRequest(
-                f"exec is served over a WebSocket with the {remotecommand.PROTOCOL} protocol "
-                "(kubectl 1.30 or newer, through an API server that proxies WebSockets to "
-                "the kubelet); SPDY is not served"
-            )
-        what = f"exec in {namespace}/{name}/{container}"
-        with self.streams.hold(pod["metadata"]["uid"], "exec", what) as count:
-            stream = await self.backend.open_exec(
-                pod, container, list(options.command), stdin=options.stdin, tty=options.tty
-            )
-            try:
-                ws = web.WebSocketResponse(
-                    protocols=(remotecommand.PROTOCOL,), max_msg_size=remotecommand.MAX_MESSAGE
-                )
-                await ws.prepare(request)
-            except BaseException:
-                await stream.close()
-                raise
-            await remotecommand.bridge(
-                ws,
-                stream,
-                command=options.command,
-                idle_timeout=self.stream_idle_timeout,
-                count=count,
-                what=what,
-            )
-            return ws
-
-    async def _attach(self, request: web.Request) -> web.StreamResponse:
-        """``kubectl attach``: as ``_exec``, to the container's own process; the
-        container's ``tty`` decides, as the kubelet takes it from the pod spec."""
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        container = request.match_info["container"]
-        pod = await self._streaming_pod(request)
-        if container not in container_names(pod):
-            raise errors.NotFound(f'container "{container}" not found in pod "{namespace}/{name}"')
-        options = remotecommand.parse_options(request.query, attach=True)
-        if not remotecommand.wants_websocket(request, remotecommand.PROTOCOL):
-            raise errors.BadRequest(
-                f"attach is served over a WebSocket with the {remotecommand.PROTOCOL} "
-                "protocol (kubectl 1.30 or newer, through an API server that proxies "
-                "WebSockets to the kubelet); SPDY is not served"
-            )
-        what = f"attach to {namespace}/{name}/{container}"
-        with self.streams.hold(pod["metadata"]["uid"], "attach", what) as count:
-            stream = await self.backend.open_attach(
-                pod, container, stdin=options.stdin, tty=options.tty
-            )
-            try:
-                ws = web.WebSocketResponse(
-                    protocols=(remotecommand.PROTOCOL,), max_msg_size=remotecommand.MAX_MESSAGE
-                )
-                await ws.prepare(request)
-            except BaseException:
-                await stream.close()
-                raise
-            await remotecommand.bridge(
-                ws,
-                stream,
-                command=(),
-                idle_timeout=self.stream_idle_timeout,
-                count=count,
-                what=what,
-            )
-            return ws
-
-    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
-        """``kubectl port-forward``: SPDY/3.1 inside the WebSocket, each forwarded
-        connection a fleet port session into the pod's network namespace."""
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        pod = await self._streaming_pod(request)
-        if not remotecommand.wants_websocket(request, portforward.SUBPROTOCOL):
-            raise errors.BadRequest(
-                f"port-forward is served over a WebSocket with the {portforward.SUBPROTOCOL} "
-                "protocol (kubectl 1.31 or newer, through an API server that proxies "
-                "WebSockets to the kubelet); SPDY upgrades are not served"
-            )
-        what = f"port-forward to {namespace}/{name}"
-        uid = pod["metadata"]["uid"]
-        with self.streams.hold(uid, "portforward", what) as count:
-            ws = web.WebSocketResponse(protocols=(portforward.SUBPROTOCOL,))
-            await ws.prepare(request)
-            activity = remotecommand.Activity()
-
-            async def open_port(port: int) -> portforward.Session:
-                stream = await self.backend.open_port(pod, port)
-                return remotecommand.PortSession(stream, activity, count)
-
-            await remotecommand.until_idle(
-                portforward.serve(ws, open_port, what=uid),
-                activity,
-                self.stream_idle_timeout,
-                ws,
-                what,
-            )
-            return ws
-
-    async def _streaming_pod(self, request: web.Request) -> JSON:
-        """The pod a streaming request names, once the caller may reach it (a 404 when
-        it is not ours, or when its UID in the path is not the pod's)."""
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        found = self.backend.pod(namespace, name)
-        node = found[1] if found is not None else ""
-        await self.guard.authorize(
-            request[IDENTITY], node=node, path=request.path, method=request.method
-        )
-        uid = request.match_info.get("uid")
-        if found is None or (uid and found[0]["metadata"]["uid"] != uid):
-            raise errors.NotFound(f'pod "{namespace}/{name}" does not exist')
-        return found[0]
-
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]
         name = request.match_info["pod"]
@@ -489,11 +306,11 @@ class KubeletServer:
         found = self.backend.pod(namespace, name)
         # A pod we do not run belongs to no node of ours: saying so needs every node.
         node = found[1] if found is not None else ""
-        await self.guard.authorize(request[IDENTITY], node=node, path=request.path)
+        await self.guard.authorize(request[auth.IDENTITY], node=node, path=request.path)
         if found is None:
             raise errors.NotFound(f'pod "{namespace}/{name}" does not exist')
         pod = found[0]
-        if container not in container_names(pod):
+        if container not in streaming.container_names(pod):
             raise errors.NotFound(f'container "{container}" not found in pod "{namespace}/{name}"')
         options = parse_log_options(request.query)
         chunks = self.backend.logs(pod, container, options)

@@ -8,7 +8,7 @@ import datetime
 import pytest
 
 from vk_fargate import errors
-from vk_fargate.kubelet import auth, server
+from vk_fargate.kubelet import auth, server, streaming
 
 
 def test_no_parameters_mean_the_whole_log_once() -> None:
@@ -107,8 +107,8 @@ def test_containers_of_every_kind_are_known() -> None:
             "ephemeralContainers": [{"name": "debugger"}],
         }
     }
-    assert server.container_names(pod) == {"app", "setup", "debugger"}
-    assert server.container_names({}) == set()
+    assert streaming.container_names(pod) == {"app", "setup", "debugger"}
+    assert streaming.container_names({}) == set()
 
 
 @pytest.mark.parametrize(

@@ -166,9 +166,15 @@ def _interactive_shell(kubeconfig: Path, ns: str) -> tuple[int, bytes, bytes]:
         # What a terminal emulator does: a new size, then SIGWINCH to the foreground.
         _winsize(master, 50, 132)
         process.send_signal(signal.SIGWINCH)
-        time.sleep(0.5)
-        os.write(master, b"stty size; echo end-$((2 + 1))\n")
-        after = _read_until(master, b"end-3")
+        # kubectl, the API server, the provider and runc pass it on in turn: asked
+        # again until it shows (as a user at a real terminal would see it).
+        after = b""
+        for turn in range(3, 30):
+            os.write(master, b"stty size; echo end-$((%d + 1))\n" % (turn - 1))
+            after = _read_until(master, b"end-%d" % turn)
+            if b"50 132" in after:
+                break
+            time.sleep(0.2)
         os.write(master, b"exit 0\n")
         code = process.wait(timeout=30)
     finally:

@@ -41,7 +41,8 @@ WINDOW = 256 * 1024  # unacknowledged data bytes per session and direction
 ACK_EVERY = 32 * 1024  # consumed bytes acknowledged at once (or when the queue is empty)
 OPEN, ACK, END = 0x80, 0x81, 0x82
 HELLO = b"H"
-CONNECT_TIMEOUT = 30.0  # seconds for the agent to answer the handshake
+CONNECT_TIMEOUT = 60.0  # seconds for the agent to answer the handshake
+HELLO_AGAIN = 2.0  # seconds between HELLOs while it does not
 SUN_PATH_MAX = 107  # a Unix socket path's bytes, less its NUL
 
 
@@ -139,9 +140,14 @@ class _Mux:
     """One connection to a VM's agent and the sessions it carries."""
 
     def __init__(
-        self, vm_dir: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        vm_dir: Path,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: Decoder,
     ) -> None:
         self.vm_dir = vm_dir
+        self._decoder = decoder  # the handshake's: it may hold the start of a frame
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.sessions: dict[int, _Session] = {}
@@ -155,8 +161,7 @@ class _Mux:
         reader, writer = await _connect(vm_dir / SOCKET)
         nonce = secrets.token_bytes(8)
         try:
-            writer.write(encode(0, HELLO + nonce))
-            await asyncio.wait_for(_handshake(reader, nonce), CONNECT_TIMEOUT)
+            decoder = await asyncio.wait_for(_handshake(reader, writer, nonce), CONNECT_TIMEOUT)
         except (TimeoutError, OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
             writer.close()
             why = "did not answer" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
@@ -164,7 +169,7 @@ class _Mux:
                 f"the guest agent of microVM {vm_dir.name} {why} within {CONNECT_TIMEOUT:g}s "
                 "(the guest is not up, or its initramfs has no agent)"
             ) from exc
-        return cls(vm_dir, reader, writer)
+        return cls(vm_dir, reader, writer, decoder)
 
     async def open(self, message: dict[str, Any]) -> _Session:
         session = _Session(self, self._next)
@@ -188,9 +193,8 @@ class _Mux:
             await self._task
 
     async def _read(self) -> None:
-        decoder = Decoder()
         while data := await self._reader.read(65536):
-            for session_id, payload in decoder.feed(data):
+            for session_id, payload in self._decoder.feed(data):
                 if (session := self.sessions.get(session_id)) is not None and payload:
                     session.deliver(payload)
 
@@ -224,16 +228,27 @@ async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
         ) from exc
 
 
-async def _handshake(reader: asyncio.StreamReader, nonce: bytes) -> None:
-    """Read until the agent echoes our HELLO; what comes before is an earlier host's."""
+async def _handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nonce: bytes
+) -> Decoder:
+    """Send HELLO until the agent echoes it; what comes before is an earlier host's.
+
+    Sent again every ``HELLO_AGAIN`` seconds: bytes written before the guest has opened
+    its port are lost (a slow guest starts its agent after QEMU listens). A repeat is
+    harmless: it comes before anything else of ours, and its echo is skipped as any
+    session 0 frame. Returns the decoder, which may hold the start of the next frame."""
     decoder = Decoder()
     while True:
-        data = await reader.read(65536)
+        writer.write(encode(0, HELLO + nonce))
+        try:
+            data = await asyncio.wait_for(reader.read(65536), HELLO_AGAIN)
+        except TimeoutError:
+            continue
         if not data:
             raise ConnectionError("the agent's socket closed")
         for session, payload in decoder.feed(data):
             if session == 0 and payload == HELLO + nonce:
-                return  # frames after the echo in this read: none, the host sent nothing
+                return decoder  # later frames in this read: echoes (the host sent nothing)
 
 
 class _Session:

@@ -74,6 +74,7 @@ class FakeMicroVMs:
         self.given: dict[str, models.MicroVMSpec] = {}  # each placed microVM's spec, as put
         # (microVM id, volume, files) of every put_volume accepted, contents included
         self.volume_puts: list[tuple[str, str, models.FileSet]] = []
+        self.services: dict[str, models.ServiceTable] = {}  # the table put per cluster
         self.gate = asyncio.Event()  # puts wait for it
         self.gate.set()
         self.boot = asyncio.Event()  # placed microVMs wait for it to run
@@ -145,6 +146,11 @@ class FakeMicroVMs:
             vm = await self._state(vm_id, "stopping")
             self._later(self._stop(vm_id), f"stop-{vm_id}")
         return vm
+
+    async def put_services(self, cluster: str, table: models.ServiceTable) -> models.ServiceTable:
+        self.calls.append(("put_services", cluster))
+        self.services[cluster] = table
+        return table
 
     async def put_volume(self, vm_id: str, volume: str, files: models.FileSet) -> None:
         self.calls.append(("put_volume", vm_id))

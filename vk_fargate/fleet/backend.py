@@ -86,6 +86,14 @@ class MicroVMs(Protocol):
         ``InvalidSpec`` for files the API refuses."""
         ...
 
+    async def put_services(self, cluster: str, table: models.ServiceTable) -> models.ServiceTable:
+        """Replace the Service table of every microVM labelled with ``cluster``, as
+        kube-proxy replaces a node's rules: running microVMs get it at once, new ones
+        before their containers start. Idempotent: the same table again changes
+        nothing. ``InvalidSpec`` for a table the API refuses, ``Conflict`` for a service
+        range that overlaps a network of the host."""
+        ...
+
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         """The microVM as the fleet holds it now (its truth, not a cache of it).
         ``NotFound`` is the only answer that says it is gone."""

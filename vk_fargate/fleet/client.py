@@ -108,6 +108,12 @@ class FleetClient:
         body = files.model_dump(mode="json")
         await self._call("PUT", f"/v1/microvms/{vm_id}/volumes/{volume}", json_body=body)
 
+    async def put_services(self, cluster: str, table: models.ServiceTable) -> models.ServiceTable:
+        body = table.model_dump(mode="json")
+        return models.ServiceTable.model_validate(
+            await self._call("PUT", f"/v1/clusters/{cluster}/services", json_body=body)
+        )
+
     async def get_microvm(self, vm_id: str) -> models.MicroVM:
         return models.MicroVM.model_validate(await self._call("GET", f"/v1/microvms/{vm_id}"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -211,6 +212,124 @@ class ServiceRoute(Model):
 
 
 Port = Annotated[int, pydantic.Field(ge=1, le=65535)]
+
+
+def _ipv4(address: str, what: str) -> str:
+    if not isinstance(ipaddress.ip_address(address), ipaddress.IPv4Address):
+        raise ValueError(f"{what} {address!r} is not an IPv4 address")
+    return address
+
+
+def _endpoint(endpoint: str) -> str:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {endpoint!r} is not address:port")
+    _ipv4(host, "endpoint address")
+    return endpoint
+
+
+class ServicePort(Model):
+    """One port of one ClusterIP Service, as kube-proxy programs it on a node: a new
+    connection from a pod to ``cluster_ip:port`` over ``protocol`` goes to one of
+    ``endpoints`` (the Service's ready ``address:port`` pairs) at random, or to the one
+    this pod used within ``affinity_seconds`` (``sessionAffinity: ClientIP``). With no
+    endpoints it is refused, as kube-proxy's REJECT refuses it."""
+
+    name: str = pydantic.Field(min_length=1, max_length=320, pattern=r"^[A-Za-z0-9./:_-]+$")
+    cluster_ip: str
+    port: int = pydantic.Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    endpoints: list[str] = pydantic.Field(default=[], max_length=1000)
+    affinity_seconds: int | None = pydantic.Field(default=None, ge=1, le=86400)
+
+    @pydantic.field_validator("cluster_ip")
+    @classmethod
+    def _cluster_ip(cls, address: str) -> str:
+        return _ipv4(address, "cluster_ip")
+
+    @pydantic.field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, endpoints: list[str]) -> list[str]:
+        return [_endpoint(e) for e in endpoints]
+
+
+class ServiceTable(Model):
+    """The Services every microVM of one cluster reaches, replaced whole by each PUT.
+    ``service_cidrs`` are the cluster's Service ranges: an address in them that no
+    port of ``ports`` names is refused inside the microVM, and the host routes them
+    nowhere (an unreachable route), so no such packet ever leaves the machine."""
+
+    service_cidrs: list[str] = pydantic.Field(default=[], max_length=4)
+    ports: list[ServicePort] = pydantic.Field(default=[], max_length=20000)
+
+    @pydantic.field_validator("service_cidrs")
+    @classmethod
+    def _private_ranges(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            network = ipaddress.ip_network(cidr, strict=True)
+            if not isinstance(network, ipaddress.IPv4Network) or not network.is_private:
+                raise ValueError(f"service CIDR {cidr} is not a private IPv4 range")
+            if network.prefixlen < 8:
+                raise ValueError(f"service CIDR {cidr} is wider than a /8")
+        return cidrs
+
+    @pydantic.model_validator(mode="after")
+    def _ports_inside(self) -> ServiceTable:
+        ranges = [ipaddress.ip_network(c) for c in self.service_cidrs]
+        seen: set[tuple[str, int, str]] = set()
+        for p in self.ports:
+            if not any(ipaddress.ip_address(p.cluster_ip) in r for r in ranges):
+                raise ValueError(f"{p.name}: cluster_ip {p.cluster_ip} is in no service CIDR")
+            key = (p.cluster_ip, p.port, p.protocol)
+            if key in seen:
+                raise ValueError(f"{p.name}: {p.cluster_ip}:{p.port}/{p.protocol} is listed twice")
+            seen.add(key)
+        return self
+
+
+class DNSConfig(Model):
+    """The pod's ``/etc/resolv.conf``, already resolved from its ``dnsPolicy`` and
+    ``dnsConfig`` by the client (the kubelet's limits: 3 nameservers, 32 searches)."""
+
+    nameservers: list[str] = pydantic.Field(default=[], max_length=3)
+    searches: list[str] = pydantic.Field(default=[], max_length=32)
+    options: list[str] = pydantic.Field(default=[], max_length=16)
+
+    @pydantic.field_validator("nameservers")
+    @classmethod
+    def _addresses(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            ipaddress.ip_address(server)
+        return servers
+
+    @pydantic.field_validator("searches", "options")
+    @classmethod
+    def _one_word(cls, words: list[str]) -> list[str]:
+        for word in words:
+            if not word or any(c.isspace() for c in word) or len(word) > 253:
+                raise ValueError(f"{word!r} is not one word of at most 253 characters")
+        return words
+
+
+class HostAlias(Model):
+    """An ``/etc/hosts`` entry of the pod's ``hostAliases``."""
+
+    ip: str
+    hostnames: list[str] = pydantic.Field(min_length=1, max_length=64)
+
+    @pydantic.field_validator("ip")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        ipaddress.ip_address(address)
+        return address
+
+    @pydantic.field_validator("hostnames")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", name):
+                raise ValueError(f"host alias {name!r} is not a DNS name")
+        return names
 
 
 def _numbered(port: Any) -> Any:
@@ -442,6 +561,15 @@ class MicroVMSpec(Model):
     termination_grace_seconds: int = pydantic.Field(default=30, ge=0, le=3600)
     volumes: list[Volume] = pydantic.Field(default=[], max_length=MAX_VOLUMES)
     service_routes: list[ServiceRoute] = pydantic.Field(default=[], max_length=16)
+    hostname: str | None = pydantic.Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+    )
+    domain: str | None = pydantic.Field(
+        default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    hostname_as_fqdn: bool = False
+    host_aliases: list[HostAlias] = pydantic.Field(default=[], max_length=64)
+    dns: DNSConfig | None = None
 
     @pydantic.model_validator(mode="after")
     def _unique_container_names(self) -> MicroVMSpec:

@@ -204,6 +204,22 @@ class FakeMicroVMs:
         await self.get_microvm(vm_id)
         raise errors.Conflict(f"microVM {vm_id}: the fake has no readings")
 
+    async def open_exec(
+        self, vm_id: str, container: str, command: list[str], *, stdin: bool, tty: bool
+    ) -> backend.Stream:
+        await self.get_microvm(vm_id)
+        raise errors.Conflict(f"microVM {vm_id}: the fake runs no processes")
+
+    async def open_attach(
+        self, vm_id: str, container: str, *, stdin: bool, tty: bool
+    ) -> backend.Stream:
+        await self.get_microvm(vm_id)
+        raise errors.Conflict(f"microVM {vm_id}: the fake runs no processes")
+
+    async def open_port(self, vm_id: str, port: int) -> backend.Stream:
+        await self.get_microvm(vm_id)
+        raise errors.Conflict(f"microVM {vm_id}: the fake has no network")
+
     # the test's levers
 
     def lose(self, vm_id: str) -> None:

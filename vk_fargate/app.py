@@ -44,8 +44,11 @@ from vk_fargate.controllers import (
     unrouted,
     volumes,
 )
+from vk_fargate.controllers import services as service_tables
+from vk_fargate.fargate import dns as fargate_dns
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fargate import profiles as fargate_profiles
+from vk_fargate.fargate import services as fargate_services
 from vk_fargate.fleet import backend as fleet_backend
 from vk_fargate.fleet import client as fleet_client
 from vk_fargate.k8s import client, events, informers, kube, leaderelection
@@ -56,6 +59,7 @@ from vk_fargate.scheduler import enis, scheduling
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT = 120.0  # seconds to wait for the first list of pods, nodes and microVMs
 NAMESPACE = "namespace"  # the services' index
+SERVICES_WAIT = 15.0  # seconds pods wait for the first Service table
 
 
 def load_profiles(path: Path | None) -> list[fargate_profiles.Profile]:
@@ -100,6 +104,26 @@ class Provider:
         )
         self.service_informer = informers.Informer(api, "/api/v1/services", name="services")
         self.service_informer.add_indexer(NAMESPACE, lambda s: [s["metadata"]["namespace"]])
+        self.slice_informer = informers.Informer(
+            api, "/apis/discovery.k8s.io/v1/endpointslices", name="endpointslices"
+        )
+        # The cluster's Service ranges, unless the settings name them.
+        self.cidr_informer = (
+            None
+            if cfg.service_cidrs
+            else informers.Informer(
+                api, "/apis/networking.k8s.io/v1/servicecidrs", name="servicecidrs"
+            )
+        )
+        self.tables = service_tables.ServiceTables(
+            fleet,
+            cluster=cfg.cluster_name,
+            services_informer=self.service_informer,
+            slices=self.slice_informer,
+            cidrs=self._service_cidrs,
+        )
+        for informer in self._service_informers():
+            informer.subscribe(self.tables.changed)
         self.world = world.World(self.pod_informer, self.node_informer)
         self.recorder = events.Recorder(api, component="kubelet", instance=socket.gethostname())
         # Queues by direction: pods from Kubernetes (place, delete) and status from the
@@ -160,6 +184,7 @@ class Provider:
             node_port=self.kubelet.serve_node,
             profiles=self.profiles.profiles,
             services=self._services,
+            dns_cluster=self._dns_cluster,
         )
         self.volumes = volumes.VolumeSync(
             api,
@@ -231,6 +256,24 @@ class Provider:
         """The Services of ``namespace`` (service links), from the watch."""
         return self.service_informer.by_index(NAMESPACE, namespace)
 
+    def _service_informers(self) -> list[informers.Informer]:
+        found = [self.service_informer, self.slice_informer]
+        return found + ([self.cidr_informer] if self.cidr_informer is not None else [])
+
+    def _service_cidrs(self) -> list[str]:
+        if self.cfg.service_cidrs:
+            return list(self.cfg.service_cidrs)
+        assert self.cidr_informer is not None
+        return fargate_services.cidrs(self.cidr_informer.cache.values())
+
+    def _dns_cluster(self) -> fargate_dns.Cluster:
+        """The kubelet's clusterDNS (the settings', else kube-dns's ClusterIP, as it is
+        now) and clusterDomain."""
+        servers = tuple(self.cfg.cluster_dns) or fargate_dns.kube_dns(
+            self.service_informer.by_index(NAMESPACE, "kube-system")
+        )
+        return fargate_dns.Cluster(servers, self.cfg.cluster_domain)
+
     def _on_pod(self, kind: str, pod: kube.JSON) -> None:
         self.queue.add(pod["metadata"]["uid"])
         if kind == "DELETED":
@@ -253,6 +296,9 @@ class Provider:
         self.tasks.forever("watch-pods", self.pod_informer.run)
         self.tasks.forever("watch-nodes", self.node_informer.run)
         self.tasks.forever("watch-services", self.service_informer.run)
+        self.tasks.forever("watch-endpointslices", self.slice_informer.run)
+        if self.cidr_informer is not None:
+            self.tasks.forever("watch-servicecidrs", self.cidr_informer.run)
         self.tasks.forever(
             "watch-fleet",
             lambda: fleetwatch.run(
@@ -278,7 +324,8 @@ class Provider:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self.pod_informer.synced.wait()
                 await self.node_informer.synced.wait()
-                await self.service_informer.synced.wait()
+                for informer in self._service_informers():
+                    await informer.synced.wait()
                 await self.world.fleet_synced.wait()
         except TimeoutError:
             raise errors.ConfigError(
@@ -317,12 +364,11 @@ class Provider:
                 log.info("deleted %d ENIs of pods that no longer exist", len(gone))
 
     def _lead(self) -> None:
-        """What only the leader does: reconcile pods, heartbeat nodes, evict."""
-        for uid in {*self.world.pods, *self.world.vms, *self.world.nodes_by_pod}:
-            self.queue.add(uid)
-        self.queue.start()
+        """What only the leader does: put the Service table, reconcile pods (once the
+        table is in force), heartbeat nodes, evict."""
+        self.tasks.forever("service-tables", self.tables.run)
+        self.tasks.once("pods-after-services", self._reconcile_pods())
         self.status_queue.start()
-        self.volumes.start(set(self.world.pods))
         self.endpoints.changed()  # the leader owns every node's port and address
         self.tasks.once("eni-collection", self._collect_enis())
         if self.aws_auth is not None:
@@ -338,6 +384,19 @@ class Provider:
             len(self.world.vms),
             len(self.world.nodes),
         )
+
+    async def _reconcile_pods(self) -> None:
+        """Start the pods queue once the first Service table is in force (or after
+        ``SERVICES_WAIT`` seconds, said in the log), so pods start with their rules."""
+        try:
+            async with asyncio.timeout(SERVICES_WAIT):
+                await self.tables.first.wait()
+        except TimeoutError:
+            log.warning("no Service table in force after %ss; placing pods anyway", SERVICES_WAIT)
+        for uid in {*self.world.pods, *self.world.vms, *self.world.nodes_by_pod}:
+            self.queue.add(uid)
+        self.queue.start()
+        self.volumes.start(set(self.world.pods))
 
     def _state(self) -> dict[str, Any]:
         """What the metrics' gauges show, read at scrape time."""

@@ -67,6 +67,20 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         description="API server credentials; unset: `$KUBECONFIG`, else the in-cluster "
         "service account.",
     )
+    cluster_dns: list[str] = pydantic.Field(
+        default=[],
+        description="The kubelet's `clusterDNS` (a JSON list): `ClusterFirst` pods' "
+        "nameservers; unset: the ClusterIP of kube-system's `kube-dns` Service, if any.",
+    )
+    cluster_domain: str = pydantic.Field(
+        default="cluster.local",
+        description="The kubelet's `clusterDomain`: pods' DNS search path and FQDNs.",
+    )
+    service_cidrs: list[str] = pydantic.Field(
+        default=[],
+        description="The cluster's Service ranges (a JSON list), refused in pods but for "
+        "Services; unset: read from the cluster's ServiceCIDR objects.",
+    )
     scheduler_name: str = pydantic.Field(
         default="fargate-scheduler",
         description="The schedulerName the webhook sets and whose pods this provider places.",

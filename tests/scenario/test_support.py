@@ -20,7 +20,7 @@ async def test_fields_not_applied_are_warned_about_and_refused_ones_keep_the_pod
 ) -> None:
     core = k8s.CoreV1Api(api)
     ns = await provider_conftest.namespace(api, "support")
-    aliased = test_races.sleeper("aliased", hostAliases=[{"ip": "10.9.9.9", "hostnames": ["db"]}])
+    aliased = test_races.sleeper("aliased", shareProcessNamespace=True)
     uid = (await core.create_namespaced_pod(ns, aliased)).metadata.uid
     windows = test_races.sleeper("windows", os={"name": "windows"})
     refused_uid = (await core.create_namespaced_pod(ns, windows)).metadata.uid
@@ -32,7 +32,7 @@ async def test_fields_not_applied_are_warned_about_and_refused_ones_keep_the_pod
 
     warning = await waiting.until(lambda: said(uid, "PodFieldsNotApplied"), what="the warning")
     assert warning.startswith("vk-fargate does not apply these pod fields yet; the pod runs")
-    assert "hostAliases (cluster DNS is not served" in warning
+    assert "shareProcessNamespace (each container has its own PID namespace)" in warning
     refusal = await waiting.until(lambda: said(refused_uid, "FailedScheduling"), what="refusal")
     assert refusal == (
         "Pod not supported on Fargate: fields not supported: os.name windows "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pydantic
 
 from vk_fargate import errors
-from vk_fargate.fargate import environment, podupdate, sizing
+from vk_fargate.fargate import dns, environment, podupdate, sizing
 from vk_fargate.fleet import backend, models
 from vk_fargate.k8s import events, kube
 from vk_fargate.scheduler import scheduling
@@ -91,7 +91,7 @@ async def update(
         # and secret values come out as they did at placement.
         wanted = await scheduler.microvm_spec(pod, size, vm.spec.labels.get("profile", ""))
         updated = await fleet.update_microvm(vm.id, podupdate.with_images(vm.spec, wanted, names))
-    except (environment.ConfigError, pydantic.ValidationError, errors.Conflict) as exc:
+    except (environment.ConfigError, pydantic.ValidationError, errors.Conflict, dns.Refused) as exc:
         why = models.invalid(exc) if isinstance(exc, pydantic.ValidationError) else str(exc)
         await recorder.record(
             pod,

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from vk_fargate.fargate import environment, mounts, pullsecrets, security, sizing, volumes
+from vk_fargate.fargate import (
+    dns,
+    environment,
+    mounts,
+    pullsecrets,
+    security,
+    sizing,
+    volumes,
+)
 from vk_fargate.fargate import nodes as fargate_nodes
 from vk_fargate.fleet import models
 
@@ -54,9 +62,11 @@ def spec(
     cluster: str,
     sources: environment.Sources,
     pull_secrets: list[JSON],
+    names: dns.Names,
     mounted: volumes.Result | None = None,
 ) -> models.MicroVMSpec:
-    """The microVM spec of ``pod``, its volumes ``mounted`` (``volumes.resolve``).
+    """The microVM spec of ``pod``, its volumes ``mounted`` (``volumes.resolve``), its
+    hostname, ``/etc/hosts`` entries and resolver ``names`` (``dns.names``).
     Raises ``environment.ConfigError`` when a reference of its environment is missing
     (or a ``subPathExpr`` cannot be expanded), and pydantic's ValidationError for a pod
     the fleet API cannot carry."""
@@ -110,6 +120,11 @@ def spec(
         spread_group=owners[0]["uid"] if owners else None,
         volumes=mounted.volumes if mounted else [],
         service_routes=service_routes(sources),
+        hostname=names.hostname,
+        domain=names.domain,
+        hostname_as_fqdn=names.hostname_as_fqdn,
+        host_aliases=names.host_aliases,
+        dns=names.dns,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 JSON = dict[str, Any]
-CLUSTER_DNS = "cluster DNS is not served to Fargate pods yet: they use the host's resolver"
 
 
 def _containers(spec: JSON) -> list[tuple[str, JSON]]:
@@ -26,6 +25,10 @@ def refused(spec: JSON) -> list[str]:
     found = []
     if ((spec.get("os") or {}).get("name") or "linux") != "linux":
         found.append(f"os.name {spec['os']['name']} (Fargate runs Linux only)")
+    if spec.get("dnsPolicy") == "ClusterFirstWithHostNet":
+        found.append(
+            "dnsPolicy ClusterFirstWithHostNet (Fargate pods cannot use the host's network)"
+        )
     if spec.get("resourceClaims"):
         found.append("resourceClaims (no devices to allocate in a microVM)")
     for kind, c in _containers(spec):
@@ -39,11 +42,6 @@ def refused(spec: JSON) -> list[str]:
 def not_applied(spec: JSON) -> list[str]:
     """Fields the pod runs without, as ``field`` or ``field (why)``."""
     found = []
-    for field in ("hostAliases", "hostname", "subdomain", "setHostnameAsFQDN"):
-        if spec.get(field):
-            found.append(f"{field} ({CLUSTER_DNS}; /etc/hosts names the pod alone)")
-    if spec.get("dnsConfig") or spec.get("dnsPolicy") == "None":
-        found.append(f"dnsPolicy/dnsConfig ({CLUSTER_DNS})")
     if spec.get("shareProcessNamespace"):
         found.append("shareProcessNamespace (each container has its own PID namespace)")
     if spec.get("hostUsers") is False:

@@ -289,11 +289,14 @@ class ServiceTable(Model):
 
 class DNSConfig(Model):
     """The pod's ``/etc/resolv.conf``, already resolved from its ``dnsPolicy`` and
-    ``dnsConfig`` by the client (the kubelet's limits: 3 nameservers, 32 searches)."""
+    ``dnsConfig`` by the client (the kubelet's limits: 3 nameservers, 32 searches).
+    With ``extend_host`` these extend the host's own file (``dnsPolicy: Default`` with a
+    ``dnsConfig``): its nameservers and searches first, options merged by name."""
 
     nameservers: list[str] = pydantic.Field(default=[], max_length=3)
     searches: list[str] = pydantic.Field(default=[], max_length=32)
     options: list[str] = pydantic.Field(default=[], max_length=16)
+    extend_host: bool = False  # start from the host's resolv.conf (dnsPolicy Default)
 
     @pydantic.field_validator("nameservers")
     @classmethod

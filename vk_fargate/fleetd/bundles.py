@@ -4,9 +4,9 @@ bundle of its own (its root an overlay over the image's one unpacked copy, see
 
 The command follows Kubernetes' rules over the image's Entrypoint and Cmd; the image's
 environment and working directory are the defaults the pod's override. The pod's
-``/etc/hosts`` and ``/etc/hostname`` are written here, as the kubelet writes them, and
-``/etc/resolv.conf`` is the host's (the kubelet's ``Default`` DNS policy, which it
-also uses for ``ClusterFirst`` while the cluster has no DNS). A container whose image
+``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` are written here, as the
+kubelet and its runtime write them (``podfiles``): the resolver the spec's ``dns``
+names, or the host's own when it names none (the kubelet's ``Default``). A container whose image
 cannot be had carries the reason instead (``ErrImagePull``, ``ErrImageNeverPull``,
 ``InvalidImageName``), in the kubelet's words.
 """
@@ -21,27 +21,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate.fleet import images, models
-from vk_fargate.fleetd import imagestore, ocispec, rootfs, sandbox, volumes
+from vk_fargate.fleetd import imagestore, ocispec, podfiles, rootfs, sandbox, volumes
 
 RESOLV_CONF = Path("/etc/resolv.conf")
-HOSTNAME_MAX = 63  # the kubelet truncates a pod's hostname to 63 characters
 
 
 def hostname(vm: models.MicroVM) -> str:
-    return (vm.spec.labels.get("pod") or vm.id)[:HOSTNAME_MAX].rstrip("-.")
+    """The containers' hostname: the spec's (its FQDN with ``hostname_as_fqdn``), else
+    the ``pod`` label cut as the kubelet cuts it."""
+    return podfiles.hostname(vm.spec, default=vm.spec.labels.get("pod") or vm.id)
 
 
 def pod_files(vm: models.MicroVM, vm_dir: Path) -> dict[str, str]:
     """Write the pod's /etc files under ``vm_dir``; destination -> file."""
     folder = vm_dir / "etc"
     folder.mkdir(parents=True, exist_ok=True)
-    name = hostname(vm)
-    (folder / "hosts").write_text(ocispec.hosts_file(vm.status.private_ip or "127.0.0.1", name))
-    (folder / "hostname").write_text(name + "\n")
+    default = vm.spec.labels.get("pod") or vm.id
+    ip = vm.status.private_ip or "127.0.0.1"
+    (folder / "hosts").write_text(podfiles.hosts(vm.spec, ip, default=default))
+    (folder / "hostname").write_text(hostname(vm) + "\n")
     try:
-        shutil.copyfile(RESOLV_CONF, folder / "resolv.conf")
+        host = RESOLV_CONF.read_text()
     except OSError:
-        (folder / "resolv.conf").write_text("")
+        host = ""
+    (folder / "resolv.conf").write_text(podfiles.resolv_conf(vm.spec.dns, host))
     return {f"/etc/{n}": str(folder / n) for n in ("hosts", "hostname", "resolv.conf")}
 
 

@@ -137,17 +137,3 @@ def spec(base: dict[str, Any], container: Container) -> dict[str, Any]:
         )
     out["mounts"] = mounts
     return out
-
-
-def hosts_file(ip: str, hostname: str) -> str:
-    """``/etc/hosts`` as the kubelet writes it for a pod."""
-    return (
-        "# Kubernetes-managed hosts file.\n"
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\n"
-        "fe00::0\tip6-mcastprefix\n"
-        "fe00::1\tip6-allnodes\n"
-        "fe00::2\tip6-allrouters\n"
-        f"{ip}\t{hostname}\n"
-    )

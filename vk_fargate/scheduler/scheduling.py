@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import pydantic
 
 from vk_fargate import errors, settings, world
+from vk_fargate.fargate import dns as fargate_dns
 from vk_fargate.fargate import (
     environment,
     microvms,
@@ -68,6 +69,8 @@ class Scheduler:
     tokens: sources.Tokens = dataclasses.field(default_factory=sources.Tokens)
     # Where pods reach the API server through the kubernetes Service (their service route).
     api_endpoint: sources.ApiEndpoint = dataclasses.field(default_factory=sources.ApiEndpoint)
+    # The kubelet's clusterDNS and clusterDomain, as they are now.
+    dns_cluster: Callable[[], fargate_dns.Cluster] = fargate_dns.Cluster
     # Told of each microVM spec the fleet took (the volume sync's starting point).
     placed: Callable[[str, models.MicroVMSpec], None] = lambda _uid, _spec: None
 
@@ -217,6 +220,7 @@ class Scheduler:
             cluster=self.cfg.cluster_name,
             sources=env,
             pull_secrets=await sources.pull_secrets(self.api, self.recorder, pod),
+            names=fargate_dns.names(pod, self.dns_cluster()),
             mounted=mounted,
         )
 
@@ -228,7 +232,7 @@ class Scheduler:
         try:
             spec = await self.microvm_spec(pod, size, profile.name)
             spec = await enis_module.assign(self.enis, pod, spec, profile)
-        except enis_module.Misconfigured as exc:
+        except (enis_module.Misconfigured, fargate_dns.Refused) as exc:
             await self._refuse(pod, str(exc))
             return None
         except pydantic.ValidationError as exc:  # a pod the fleet API cannot carry
@@ -240,6 +244,8 @@ class Scheduler:
             )
             await self._later(pod, str(exc), waiting=("CreateContainerConfigError", str(exc)))
             return None
+        for reason, message in fargate_dns.names(pod, self.dns_cluster()).warnings:
+            await self.recorder.record(pod, reason, message, warning=True, component="kubelet")
         try:
             vm = await self.fleet.put_microvm(uid, spec)
             self.placed(uid, spec)

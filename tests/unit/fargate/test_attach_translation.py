@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vk_fargate.fargate import environment, microvms, podfields, sizing
+from vk_fargate.fargate import dns, environment, microvms, podfields, sizing
 
 SIZE = sizing.Size(1000, 2048, 20)
 
@@ -37,6 +37,7 @@ def test_stdin_stdin_once_and_tty_reach_the_fleet() -> None:
         cluster="c",
         sources=environment.Sources({}, {}, [], [], "node", SIZE),
         pull_secrets=[],
+        names=dns.names(the_pod(), dns.Cluster()),
     )
     flags = {
         c.name: (c.stdin, c.stdin_once, c.tty) for c in [*spec.init_containers, *spec.containers]

@@ -25,6 +25,7 @@ def test_a_plain_pod_is_neither_refused_nor_warned_about() -> None:
     ("fields", "named"),
     [
         ({"os": {"name": "windows"}}, "os.name windows"),
+        ({"dnsPolicy": "ClusterFirstWithHostNet"}, "dnsPolicy ClusterFirstWithHostNet"),
         ({"resourceClaims": [{"name": "gpu"}]}, "resourceClaims"),
         (
             {"containers": [{**APP, "volumeDevices": [{"name": "d", "devicePath": "/dev/x"}]}]},
@@ -44,9 +45,6 @@ def test_fields_the_pod_cannot_run_without_are_refused(fields: dict[str, Any], n
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"hostAliases": [{"ip": "10.0.0.9", "hostnames": ["db"]}]}, "hostAliases"),
-        ({"hostname": "web-0", "subdomain": "web"}, "hostname"),
-        ({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"]}}, "dnsPolicy/dnsConfig"),
         ({"shareProcessNamespace": True}, "shareProcessNamespace"),
         ({"hostUsers": False}, "hostUsers"),
         ({"runtimeClassName": "gvisor"}, "runtimeClassName gvisor"),

@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from vk_fargate.fargate import environment, microvms, podupdate, sizing
+from vk_fargate.fargate import dns, environment, microvms, podupdate, sizing
 from vk_fargate.fleet import models
 
 SIZE = sizing.Size(1000, 2048, 20)
@@ -37,6 +37,7 @@ def test_the_fleet_gets_sidecars_in_their_place_among_the_init_containers() -> N
         cluster="c",
         sources=environment.Sources({}, {}, [], [], "node", SIZE),
         pull_secrets=[],
+        names=dns.names(the_pod(), dns.Cluster()),
     )
     init = [(c.name, c.restart_policy) for c in spec.init_containers]
     assert init == [("a", None), ("s", "Always"), ("b", None)]

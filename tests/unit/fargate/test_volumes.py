@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vk_fargate.fargate import environment, microvms, mounts, sizing, validation, volumes
+from vk_fargate.fargate import dns, environment, microvms, mounts, sizing, validation, volumes
 from vk_fargate.fleet import models
 
 JSON = dict[str, Any]
@@ -236,6 +236,7 @@ def test_the_microvm_spec_carries_volumes_and_mounts() -> None:
         cluster="c",
         sources=empty,
         pull_secrets=[],
+        names=dns.names(the_pod, dns.Cluster()),
         mounted=volumes.resolve(the_pod, sources({"app-config": None})),
     )
     assert spec.volumes[0].files is not None and spec.volumes[0].files.pending

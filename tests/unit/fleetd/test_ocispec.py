@@ -71,12 +71,6 @@ def test_pod_files_replace_the_images_and_caps_are_containerds_defaults() -> Non
     assert spec["linux"]["cgroupsPath"] == "/vk-fargate/vm/container-web-0"
 
 
-def test_hosts_file_is_the_kubelets() -> None:
-    text = ocispec.hosts_file("192.168.1.4", "web-1")
-    assert text.startswith("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
-    assert text.endswith("192.168.1.4\tweb-1\n")
-
-
 def test_pull_durations_print_as_go_truncated_to_milliseconds() -> None:
     assert pods.go_duration(0.0004) == "0s"
     assert pods.go_duration(0.5234) == "523ms"

@@ -102,9 +102,10 @@ class ServiceTables:
             return  # a change that changed nothing the pods see
         try:
             await self.fleet.put_services(self.cluster, table)
-        except (errors.InvalidSpec, errors.Conflict) as exc:
-            # Not the fleet's trouble but ours (a range it cannot route): said loudly,
-            # tried again at the next change or resync; pods are placed regardless.
+        except (errors.InvalidSpec, errors.Conflict, errors.NotFound) as exc:
+            # Not a passing trouble: a range the fleet cannot route, or a fleet without
+            # Services (404). Said loudly, tried again at the next change or resync;
+            # pods are placed regardless.
             log.error("the fleet refused the service table of %s: %s", self.cluster, exc)
             self.first.set()
             return

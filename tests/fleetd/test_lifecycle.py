@@ -290,6 +290,40 @@ async def test_a_container_sees_its_image_not_the_hosts_files(
     await fleet_client.delete_microvm(vm_id)
 
 
+async def test_the_pods_names_and_resolver_are_the_specs(
+    fleet_client: client.FleetClient,
+) -> None:
+    vm_id = helpers.new_id()
+    script = "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf"
+    spec = helpers.spec(
+        helpers.shell("app", script),
+        restart_policy="Never",
+        hostname="db-0",
+        domain="db.shop.svc.cluster.local",
+        hostname_as_fqdn=True,
+        host_aliases=[{"ip": "10.9.9.9", "hostnames": ["legacy.local", "old.local"]}],
+        dns={
+            "nameservers": ["10.96.0.10"],
+            "searches": ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+            "options": ["ndots:5"],
+        },
+    )
+    vm = await fleet_client.put_microvm(vm_id, spec)
+    await helpers.until_vm(fleet_client, vm_id, lambda v: v.status.state == "stopped")
+    ip = (await fleet_client.get_microvm(vm_id)).status.private_ip or vm.status.private_ip
+    out = await _logs(fleet_client, vm_id, "app")
+    fqdn = "db-0.db.shop.svc.cluster.local"
+    assert out.startswith(f"{fqdn}\n{fqdn}\n# Kubernetes-managed hosts file.\n"), out
+    assert f"{ip}\t{fqdn}\tdb-0\n\n# Entries added by HostAliases.\n" in out
+    assert "10.9.9.9\tlegacy.local\told.local\n" in out
+    assert out.endswith(
+        "search shop.svc.cluster.local svc.cluster.local cluster.local\n"
+        "nameserver 10.96.0.10\n"
+        "options ndots:5\n"
+    )
+    await fleet_client.delete_microvm(vm_id)
+
+
 async def test_a_command_missing_from_the_image_is_a_start_error_naming_it(
     fleet_client: client.FleetClient,
 ) -> None:

@@ -149,6 +149,7 @@ class Provider:
             load_profiles(cfg.profiles_file),
             recorder=self.recorder,
             checker=self._check_profile if self.aws.enabled else None,
+            dns_recheck_seconds=cfg.profile_dns_recheck_seconds,
         )
         serving = tls.server_context(
             client_ca=cfg.kubelet_client_ca_file,

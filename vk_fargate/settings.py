@@ -81,6 +81,12 @@ class ProviderSettings(pydantic_settings.BaseSettings):
         description="The cluster's Service ranges (a JSON list), refused in pods but for "
         "Services; unset: read from the cluster's ServiceCIDR objects.",
     )
+    profile_dns_recheck_seconds: float = pydantic.Field(
+        default=60.0,
+        gt=0,
+        description="(AWS) How often a profile whose VPC has DNS off is checked again; "
+        "CoreDNS's pods stay Pending until it is on.",
+    )
     scheduler_name: str = pydantic.Field(
         default="fargate-scheduler",
         description="The schedulerName the webhook sets and whose pods this provider places.",

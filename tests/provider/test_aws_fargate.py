@@ -1,7 +1,8 @@
 """Fargate's AWS-side behaviours through moto's server and a real provider process: a VPC
-without DNS warns on the profile, a pod's lines reach CloudWatch Logs in order through
-the grep filter of filters.conf (and a provider restart sends none twice), and a node
-whose pod execution role is not mapped in aws-auth is NotReady until it is."""
+without DNS warns on the profile and keeps CoreDNS Pending until it is on, a pod's
+lines reach CloudWatch Logs in order through the grep filter of filters.conf (and a
+provider restart sends none twice), and a node whose pod execution role is not mapped
+in aws-auth is NotReady until it is."""
 
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
     ec2.modify_vpc_attribute(VpcId=world["vpc_id"], EnableDnsHostnames={"Value": False})
     port = processes.free_ports(1)[0]
     env = {**devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER), **aws.env()}
+    env["VK_FARGATE_PROFILE_DNS_RECHECK_SECONDS"] = "2"
     provider = devprovider.Provider(env, tmp_path / "provider.log")
     api = await client.connect(local.kubeconfig)
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
@@ -118,7 +120,10 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
             api,
             "talk",
             {
-                "selectors": [{"namespace": NS}],
+                "selectors": [
+                    {"namespace": NS},
+                    {"namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+                ],
                 "subnets": world["private_subnets"],
                 "podExecutionRoleARN": world["role_arn"],
             },
@@ -146,6 +151,43 @@ async def test_dns_warning_logs_in_cloudwatch_and_aws_auth_readiness(
             e.reason == "VpcDnsDisabled" and e.type == "Warning" and "CoreDNS" in e.message
             for e in events.items
         )
+
+        # The seed's case: CoreDNS's pods stay Pending, saying why, until the VPC's DNS
+        # is on; then they run.
+        coredns: Any = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "coredns-probe", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "dns", "image": "busybox", "command": ["sleep", "3600"]}],
+            },
+        }
+        await core.create_namespaced_pod("kube-system", coredns)
+
+        async def held() -> str | None:
+            listed = await core.list_namespaced_event(
+                "kube-system", field_selector="involvedObject.name=coredns-probe"
+            )
+            found = [e.message for e in listed.items if e.reason == "FailedScheduling"]
+            return found[0] if found else None
+
+        message = await waiting.until(held, what="CoreDNS held Pending")
+        assert message.startswith("CoreDNS cannot run on Fargate here: VPC ")
+        assert "enableDnsHostnames off" in message and world["vpc_id"] in message
+        assert (
+            await core.read_namespaced_pod("coredns-probe", "kube-system")
+        ).spec.node_name is None
+        ec2.modify_vpc_attribute(VpcId=world["vpc_id"], EnableDnsHostnames={"Value": True})
+
+        async def coredns_running() -> bool:
+            pod = await core.read_namespaced_pod("coredns-probe", "kube-system")
+            return pod.status.phase == "Running"
+
+        await waiting.until(coredns_running, timeout=120, what="CoreDNS Running once DNS is on")
+        dns = await waiting.until(dns_condition, what="the VpcDnsReady condition")
+        assert dns["status"] == "True"
+        await core.delete_namespaced_pod("coredns-probe", "kube-system")
 
         await waiting.until(lambda: _has_default_sa(core), what="the default ServiceAccount")
         talker: Any = {

@@ -81,8 +81,12 @@ def _common(target: Target, path: str, ca_bundle: bytes) -> kube.JSON:
 
 
 def excluded_namespaces(provider_namespace: str = PROVIDER_NAMESPACE) -> list[str]:
-    """The namespaces whose pods the API server never sends to the pod webhook."""
-    return sorted({"kube-system", provider_namespace})
+    """The namespaces whose pods the API server never sends to the pod webhook: the
+    provider's own, so it never places itself on Fargate. kube-system is not one: as
+    on EKS, a profile may select its pods (CoreDNS's, ``k8s-app: kube-dns``); the
+    webhook changes only pods a profile selects, and does not block the others
+    (``failurePolicy: Ignore``)."""
+    return [provider_namespace]
 
 
 def mutating(

@@ -8,7 +8,9 @@ or an unusable pod execution role make it ``FAILED`` with a message naming the c
 (it still selects its pods, which fargate-scheduler then refuses with EKS's
 ``Misconfigured Fargate Profile`` text, so they never fall through to another
 scheduler); a VPC without DNS support sets the ``VpcDnsReady`` condition False and
-records a warning event. AWS being unreachable changes nothing and is retried.
+records a warning event, and is asked about again every ``dns_recheck_seconds`` until
+it is fixed (fargate-scheduler keeps CoreDNS's pods Pending meanwhile, as EKS does).
+AWS being unreachable changes nothing and is retried.
 
 A deleted profile goes ``DELETING``: its pods (labelled
 ``eks.amazonaws.com/fargate-profile=<name>`` by the webhook) are deleted, and once none
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,12 +52,15 @@ class ProfileController:
         *,
         recorder: events.Recorder | None = None,
         checker: Checker | None = None,
+        dns_recheck_seconds: float = 60.0,
     ) -> None:
         self.api = api
         self.world = state
         self.recorder = recorder
         self.checker = checker  # with an AWS backend: what AWS says of a profile
         self.checked: set[str] = set()  # profile UIDs checked by this process
+        self.recheck_at: dict[str, float] = {}  # when a profile's VPC DNS is asked again
+        self.dns_recheck_seconds = dns_recheck_seconds
         self.static = {p.name: p for p in static}
         # Parsed cluster profiles by (name, resourceVersion): the webhook reads them per pod.
         self._parsed: dict[tuple[str, str], fargate_profiles.Profile | None] = {}
@@ -104,8 +110,18 @@ class ProfileController:
             except pydantic.ValidationError:
                 self._parsed[key] = None  # reconcile marks it FAILED, saying why
             else:
+                dns: dict[str, Any] = next(
+                    (c for c in status.get("conditions") or [] if c.get("type") == DNS_CONDITION),
+                    {},
+                )
                 self._parsed[key] = profile.model_copy(
-                    update={"status": status["status"], "message": status.get("message") or ""}
+                    update={
+                        "status": status["status"],
+                        "message": status.get("message") or "",
+                        "vpc_dns_problem": (dns.get("message") or DNS_CONDITION)
+                        if dns.get("status") == "False"
+                        else "",
+                    }
                 )
         return self._parsed[key]
 
@@ -143,7 +159,10 @@ class ProfileController:
             await k8s_profiles.set_status(self.api, name, "CREATING")
             return
         if self.checker is not None and meta["uid"] not in self.checked:
-            if not await self._check(obj, profile):
+            wait = self.recheck_at.get(meta["uid"], 0.0) - time.monotonic()
+            if wait > 0:  # its VPC's DNS was off: asked again then (an add drops timers)
+                self.queue.later(name, wait)
+            elif not await self._check(obj, profile):
                 return
         elif status == "CREATING":
             await k8s_profiles.set_status(self.api, name, "ACTIVE")
@@ -162,6 +181,10 @@ class ProfileController:
             # A new profile stays CREATING until AWS answers; an old one keeps its verdict.
             return current.get("status") != "CREATING"
         self.checked.add(meta["uid"])
+        if verdict.dns_warnings:  # asked again until the VPC's DNS is on
+            self.checked.discard(meta["uid"])
+            self.recheck_at[meta["uid"]] = time.monotonic() + self.dns_recheck_seconds
+            self.queue.later(meta["name"], self.dns_recheck_seconds)
         state, message = ("FAILED", verdict.problem) if verdict.problem else ("ACTIVE", "")
         conditions = dns_conditions(verdict, current.get("conditions") or [])
         if (current.get("status"), current.get("message") or "") == (state, message) and _same(

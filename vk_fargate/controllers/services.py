@@ -82,7 +82,7 @@ class ServiceTables:
             since, self._dirty_since = self._dirty_since, None
             try:
                 await self._put(since)
-            except (errors.FleetError, OSError) as exc:
+            except (errors.FleetUnavailable, OSError) as exc:
                 log.warning("service table of %s not put: %s; retrying", self.cluster, exc)
                 self._dirty_since = since
                 await backoff.sleep()
@@ -102,10 +102,12 @@ class ServiceTables:
             return  # a change that changed nothing the pods see
         try:
             await self.fleet.put_services(self.cluster, table)
-        except (errors.InvalidSpec, errors.Conflict, errors.NotFound) as exc:
-            # Not a passing trouble: a range the fleet cannot route, or a fleet without
-            # Services (404). Said loudly, tried again at the next change or resync;
-            # pods are placed regardless.
+        except errors.FleetError as exc:
+            # Not a passing trouble (FleetUnavailable is): a range the fleet cannot
+            # route, or a fleet without Services (404). Said loudly, tried again at the
+            # next change or resync; pods are placed regardless.
+            if isinstance(exc, errors.FleetUnavailable):
+                raise
             log.error("the fleet refused the service table of %s: %s", self.cluster, exc)
             self.first.set()
             return

@@ -48,6 +48,8 @@ class Profile(pydantic.BaseModel):
     selectors: list[Selector] = pydantic.Field(min_length=1, max_length=MAX_SELECTORS)
     status: ProfileState = "ACTIVE"
     message: str = ""
+    # The message of a False ``VpcDnsReady`` condition: the VPC's DNS is off (AWS only).
+    vpc_dns_problem: str = ""
 
 
 def _glob(pattern: str, value: str) -> bool:
@@ -63,6 +65,14 @@ def selector_matches(selector: Selector, namespace: str, labels: dict[str, str])
         if not any(_glob(key, k) and _glob(value, v) for k, v in labels.items()):
             return False
     return True
+
+
+def cluster_dns(pod: dict[str, Any]) -> bool:
+    """Whether ``pod`` is one of the cluster's DNS servers (CoreDNS's ``k8s-app:
+    kube-dns`` pods in kube-system), which a VPC without DNS keeps Pending on EKS."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    return meta.get("namespace") == "kube-system" and labels.get("k8s-app") == "kube-dns"
 
 
 def matches(profile: Profile, namespace: str, labels: dict[str, str]) -> bool:

@@ -101,6 +101,14 @@ class Scheduler:
                     ),
                 )
                 return
+            if profile.vpc_dns_problem and fargate_profiles.cluster_dns(pod):
+                # The seed's case: CoreDNS stays Pending while its VPC has no DNS.
+                message = f"CoreDNS cannot run on Fargate here: {profile.vpc_dns_problem}"
+                await self.recorder.record(
+                    pod, "FailedScheduling", message, warning=True, component=SCHEDULER
+                )
+                await self._later(pod, message)
+                return
             vm = await self._create_microvm(pod, size, profile)
             if vm is None:
                 return

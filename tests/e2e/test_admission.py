@@ -225,7 +225,7 @@ async def test_registering_again_changes_nothing(webhook: Webhook) -> None:
         {
             "key": "kubernetes.io/metadata.name",
             "operator": "NotIn",
-            "values": ["kube-system", "vk-fargate-system"],
+            "values": ["vk-fargate-system"],
         }
     ]
     assert [r["resources"] for r in (pods["rules"][0], limit["rules"][0])] == [

@@ -282,7 +282,9 @@ def test_dev_up_aws_status_profile_demo_down(
         assert '[✔]  created Fargate profile "fargate"' in create.stdout, create.stdout
         listed = _cli(state_dir, *profile, "get", "-o", "json")
         assert listed.returncode == 0, listed.stderr
-        [view] = json.loads(listed.stdout)
+        views = {v["name"]: v for v in json.loads(listed.stdout)}
+        assert set(views) == {"coredns", "fargate"}  # dev up's own, for CoreDNS
+        view = views["fargate"]
         assert view["status"] == "ACTIVE"
         assert view["subnets"] == world["private_subnets"]
         assert view["podExecutionRoleARN"] == world["role_arn"]

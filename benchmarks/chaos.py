@@ -196,6 +196,11 @@ class Chaos:
         node_pods = collections.Counter(
             (n.metadata.annotations or {}).get(fargate_nodes.POD_UID_ANNOTATION) for n in nodes
         )
+        # Nodes are cluster-wide: `dev up`'s CoreDNS pods (kube-system) have theirs too.
+        everywhere = (
+            await retried(lambda: self.core.list_pod_for_all_namespaces(), what="all pods")
+        ).items
+        node_uids = {p.metadata.uid for p in everywhere}
         leases = (
             await retried(
                 lambda: self.leases.list_namespaced_lease("kube-node-lease"), what="leases"
@@ -205,7 +210,7 @@ class Chaos:
         live_node_names = {
             n.metadata.name
             for n in nodes
-            if (n.metadata.annotations or {}).get(fargate_nodes.POD_UID_ANNOTATION) in uids
+            if (n.metadata.annotations or {}).get(fargate_nodes.POD_UID_ANNOTATION) in node_uids
         }
         fargate_leases = [x for x in leases if x.metadata.name.startswith("fargate-ip-")]
         expected = {p.metadata.name for p in pods if p.metadata.labels.get("app") == "web"}
@@ -225,7 +230,7 @@ class Chaos:
             "bare pods lost": sum(1 for name in self.alive if name not in by_name),
             "microVMs without a pod": sum(1 for uid in per_pod if uid not in uids),
             "pods with 2+ microVMs": sum(1 for n in per_pod.values() if n > 1),
-            "nodes without a pod": sum(1 for uid in node_pods if uid not in uids),
+            "nodes without a pod": sum(1 for uid in node_pods if uid not in node_uids),
             "pods with 2+ nodes": sum(1 for n in node_pods.values() if n > 1),
             "Leases without a node": sum(
                 1

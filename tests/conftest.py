@@ -1,9 +1,11 @@
 """Shared fixtures: the control-plane binaries and one real cluster per test session.
 
 e2e tests need etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
-from hack/controlplane. When they are missing they are built (Go needed); where Go is
-missing the e2e tests are skipped with that reason, unless VK_FARGATE_REQUIRE_E2E=1
-(as in CI), where a missing binary fails the run instead of hiding it.
+from hack/controlplane, and CoreDNS from hack/coredns (`vk-fargate dev up` deploys it;
+the registry holds its image). When they are missing they are built (Go needed); where
+Go is missing the e2e tests are skipped with that reason, unless
+VK_FARGATE_REQUIRE_E2E=1 (as in CI), where a missing binary fails the run instead of
+hiding it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vk_fargate import errors, settings
-from vk_fargate.devcluster import binaries, cluster, images
+from vk_fargate.devcluster import binaries, cluster, coredns, images
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import registry as devregistry
 from vk_fargate.fleet import client as fleet_api
@@ -28,7 +30,24 @@ def _required() -> bool:
 
 
 @pytest.fixture(scope="session")
-def control_plane_binaries() -> binaries.Binaries:
+def coredns_binary() -> Path | None:
+    """CoreDNS's binary, built once per machine (None where it cannot be built, unless
+    required: tests that need it skip themselves then)."""
+    config = settings.load()
+    try:
+        if coredns.binary(config.cache) is None and binaries.go_available():
+            coredns.build(config, log=config.cache / "logs" / coredns.LOG_NAME)
+    except errors.BinariesError:
+        if _required():
+            raise
+    found = coredns.binary(config.cache)
+    if found is None and _required():
+        raise errors.BinariesError("find CoreDNS", "not built, and Go is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def control_plane_binaries(coredns_binary: Path | None) -> binaries.Binaries:
     config = settings.load()
     try:
         if binaries.missing(binaries.default_dir(config)) and binaries.go_available():
@@ -64,8 +83,11 @@ def kubeconfig(local_cluster: cluster.Cluster) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[devregistry.Registry]:
-    """A real registry on loopback holding the local images (busybox, nginx)."""
+async def registry(
+    tmp_path_factory: pytest.TempPathFactory, coredns_binary: Path | None
+) -> AsyncIterator[devregistry.Registry]:
+    """A real registry on loopback holding the local images (busybox, nginx, and
+    CoreDNS's once built)."""
     running = await devregistry.start_filled(
         tmp_path_factory.mktemp("registry"), settings.load().cache
     )

@@ -3,7 +3,8 @@
 ``dev`` manages the local cluster the demo and tests run against (like ``kind``):
 ``dev up`` starts it in the background and returns (``--aws``: with a fake AWS, moto's
 server on loopback, whose VPC gives pods their ENIs), ``dev status`` describes it,
-``dev down`` stops it, ``dev build`` builds the control-plane binaries once per machine.
+``dev down`` stops it, ``dev build`` builds the control-plane binaries and CoreDNS once
+per machine.
 ``cost`` prices a what-if or the running Fargate pods (``vk_fargate.costcli``).
 Errors are printed as one line naming the failed step and its log; exit code 1.
 """
@@ -21,9 +22,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vk_fargate import __version__, app, costcli, errors, profilecli, settings
-from vk_fargate.devcluster import binaries, demo, restart, stack, state
+from vk_fargate.devcluster import binaries, clusterdns, coredns, demo, restart, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
 
@@ -43,7 +45,24 @@ def _ensure_binaries(config: settings.Settings) -> binaries.Binaries:
         began = time.monotonic()
         binaries.build(config, log=log)
         _say(f"built in {time.monotonic() - began:.0f}s into {folder}")
+    _ensure_coredns(config)
     return binaries.locate(config)
+
+
+def _ensure_coredns(config: settings.Settings) -> Path:
+    """CoreDNS's binary (for the local ``coredns`` image), built once per machine."""
+    found = coredns.binary(config.cache)
+    if found is not None:
+        return found
+    log = config.cache / "logs" / coredns.LOG_NAME
+    _say(
+        f"building CoreDNS {coredns.VERSION} from the Go module proxy, once per machine "
+        f"(a few minutes on 2 cores; log: {log})"
+    )
+    began = time.monotonic()
+    built = coredns.build(config, log=log)
+    _say(f"built in {time.monotonic() - began:.0f}s: {built}")
+    return built
 
 
 def _export_hint(status: dict[str, object]) -> None:
@@ -99,6 +118,8 @@ def _dev_status(config: settings.Settings, *, as_json: bool) -> int:
     for name, ok in alive.items():
         recorded["components"][name]["running"] = ok
     recorded["running"] = all(alive.values())
+    if recorded["running"] and "coredns" in recorded:
+        recorded["coredns"]["pods"] = clusterdns.pods(Path(recorded["kubeconfig"]))
     if as_json:
         print(json.dumps(recorded, indent=2))
     else:
@@ -112,7 +133,21 @@ def _dev_status(config: settings.Settings, *, as_json: bool) -> int:
             print(f"  private subnets {', '.join(aws['private_subnets'])}")
             print(f"  public subnets  {', '.join(aws['public_subnets'])}")
             print(f"  pod execution role {aws['role_arn']}")
+        if "pods" in recorded.get("coredns", {}):
+            _coredns_status(recorded["coredns"])
     return 0 if recorded["running"] else 1
+
+
+def _coredns_status(recorded: dict[str, Any]) -> None:
+    found = recorded["pods"]
+    ready = sum(1 for pod in found if pod["ready"])
+    print(
+        f"coredns: {ready}/{len(found)} Ready, {recorded['image']}, "
+        f"Service kube-dns {recorded['service_ip']}"
+    )
+    for pod in found:
+        word = "Ready" if pod["ready"] else "not ready"
+        print(f"  {pod['name']:<32} {pod['phase']:<10} {word:<10} {pod['node']}")
 
 
 def _dev_down(config: settings.Settings, *, keep_files: bool) -> int:
@@ -151,6 +186,7 @@ async def _dev_restart(config: settings.Settings, name: str, *, kill: bool) -> i
 def _dev_build(config: settings.Settings) -> int:
     bins = _ensure_binaries(config)
     print(bins.kube_apiserver.parent)
+    print(coredns.default_dir(config.cache))
     return 0
 
 
@@ -247,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
     restarting.add_argument(
         "--kill", action="store_true", help="SIGKILL it, as a crash would (default: SIGTERM)"
     )
-    dev_commands.add_parser("build", help="build the control-plane binaries (once per machine)")
+    dev_commands.add_parser(
+        "build", help="build the control-plane binaries and CoreDNS (once per machine)"
+    )
     dev_commands.add_parser("demo", help="replay the seed's walkthrough on the running stack")
     commands.add_parser(
         "run", help="run the provider (settings from VK_FARGATE_* environment variables)"

@@ -11,6 +11,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +20,7 @@ import pytest
 from tests import vkcli
 from vk_fargate import errors
 from vk_fargate.aws import devaws, session
-from vk_fargate.devcluster import binaries, cluster, processes
+from vk_fargate.devcluster import binaries, cluster, coredns, processes
 
 pytestmark = pytest.mark.e2e
 
@@ -123,9 +124,10 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
             "fleetd",
             "provider",
         }
+        host = described["registry"]["url"].removeprefix("http://")
         assert described["registry"]["images"] == [
-            f"{described['registry']['url'].removeprefix('http://')}/library/{name}"
-            for name in ("busybox:latest", "busybox:nonroot", "nginx:latest")
+            *(f"{host}/library/{n}" for n in ("busybox:latest", "busybox:nonroot", "nginx:latest")),
+            f"{host}/coredns/coredns:{coredns.VERSION}",
         ]
         fleet = described["fleet"]
         token = Path(fleet["token_file"]).read_text().strip()
@@ -179,6 +181,7 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
         assert float(usage.split("memory working set ")[1].split("Mi")[0]) > 0, usage
         if os.geteuid() == 0:
             assert "<title>Welcome to nginx!</title>" in demo.stdout
+        _coredns_runs_on_fargate(state_dir)
     finally:
         down = _cli(state_dir, "dev", "down")
     assert down.returncode == 0, down.stderr
@@ -189,6 +192,28 @@ def test_dev_up_status_down(control_plane_binaries: binaries.Binaries, tmp_path:
     gone = _cli(state_dir, "dev", "status")
     assert gone.returncode == 1
     assert "no dev cluster" in gone.stderr
+
+
+def _coredns_runs_on_fargate(state_dir: Path) -> None:
+    """`dev up` deployed CoreDNS as EKS does and both replicas are Ready on Fargate nodes
+    of their own: the kubernetes plugin synced through the `kubernetes` Service."""
+    deadline = time.monotonic() + 120
+    pods: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        status = _cli(state_dir, "dev", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        dns = json.loads(status.stdout)["coredns"]
+        pods = dns["pods"]
+        if len(pods) == 2 and all(p["ready"] and p["phase"] == "Running" for p in pods):
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"CoreDNS not 2/2 Ready in 120 s: {pods}")
+    assert (dns["image"], dns["service_ip"]) == (coredns.IMAGE, "10.96.0.10")
+    nodes = {str(p["node"]) for p in pods}
+    assert len(nodes) == 2 and all(n.startswith("fargate-ip-") for n in nodes), nodes
+    shown = _cli(state_dir, "dev", "status")
+    assert "coredns: 2/2 Ready" in shown.stdout, shown.stdout
 
 
 def test_dev_up_aws_status_profile_demo_down(
@@ -257,7 +282,9 @@ def test_dev_up_aws_status_profile_demo_down(
         assert '[✔]  created Fargate profile "fargate"' in create.stdout, create.stdout
         listed = _cli(state_dir, *profile, "get", "-o", "json")
         assert listed.returncode == 0, listed.stderr
-        [view] = json.loads(listed.stdout)
+        views = {v["name"]: v for v in json.loads(listed.stdout)}
+        assert set(views) == {"coredns", "fargate"}  # dev up's own, for CoreDNS
+        view = views["fargate"]
         assert view["status"] == "ACTIVE"
         assert view["subnets"] == world["private_subnets"]
         assert view["podExecutionRoleARN"] == world["role_arn"]

@@ -3,7 +3,9 @@ unpacked by umoci and run by runc in a root filesystem of their own.
 
 The configs are Docker Hub's (busybox: no Entrypoint, ``Cmd ["sh"]``; nginx: ``nginx -g
 'daemon off;'``), the two share their base layer blob, and nginx is self-contained: the
-binary and the libraries it links are in the image, not borrowed from the host.
+binary and the libraries it links are in the image, not borrowed from the host. CoreDNS's
+is upstream's shape (``Entrypoint ["/coredns"]``, nothing else in it) and its static
+binary runs in it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from vk_fargate.devcluster import images
+from vk_fargate.devcluster import coredns, images
 from vk_fargate.devcluster import registry as devregistry
 
 pytestmark = pytest.mark.e2e
@@ -34,20 +36,29 @@ def skopeo(*argv: str) -> str:
     return done.stdout
 
 
-def inspect(registry: devregistry.Registry, name: str, *, config: bool = False) -> Any:
+def inspect(
+    registry: devregistry.Registry, name: str, *, config: bool = False, path: str | None = None
+) -> Any:
+    """The manifest (or ``config``) of ``library/NAME:latest``, or of ``path`` (repo:tag)."""
     extra = ["--config"] if config else ["--raw"]
-    ref = f"docker://{registry.host}/library/{name}:latest"
+    ref = f"docker://{registry.host}/{path or f'library/{name}:latest'}"
     return json.loads(skopeo("inspect", "--tls-verify=false", *extra, ref))
 
 
 def run_image(
-    registry: devregistry.Registry, name: str, argv: list[str], tmp: Path
+    registry: devregistry.Registry,
+    name: str,
+    argv: list[str],
+    tmp: Path,
+    *,
+    path: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Pull ``name`` back from the registry, unpack it, and run ``argv`` in it with runc."""
+    """Pull ``name`` (``library/NAME:latest``, or ``path``) back from the registry, unpack
+    it, and run ``argv`` in it with runc."""
     layout, bundle = tmp / "pulled", tmp / f"bundle-{uuid.uuid4().hex[:8]}"
     skopeo(
         "copy", "--quiet", "--src-tls-verify=false",
-        f"docker://{registry.host}/library/{name}:latest", f"oci:{layout}:{name}",
+        f"docker://{registry.host}/{path or f'library/{name}:latest'}", f"oci:{layout}:{name}",
     )  # fmt: skip
     subprocess.run(
         ["umoci", "unpack", "--image", f"{layout}:{name}", str(bundle)], check=True, timeout=120
@@ -117,6 +128,28 @@ def test_nginx_is_self_contained(filled: devregistry.Registry, tmp_path: Path) -
     assert "test is successful" in done.stderr
     page = run_image(filled, "nginx", ["cat", "/usr/share/nginx/html/index.html"], tmp_path)
     assert "<title>Welcome to nginx!</title>" in page.stdout
+
+
+def test_coredns_is_upstreams_shape_and_its_static_binary_runs_alone(
+    filled: devregistry.Registry, coredns_binary: Path | None, tmp_path: Path
+) -> None:
+    if coredns_binary is None:
+        pytest.skip("CoreDNS is not built here (Go is missing)")
+    path = f"{coredns.REPOSITORY}:{coredns.VERSION}"
+    assert f"{filled.host}/{path}" in filled.images
+    config = inspect(filled, "coredns", config=True, path=path)["config"]
+    assert config["Entrypoint"] == ["/coredns"]
+    assert not config.get("Cmd")
+    assert config["ExposedPorts"] == {"53/tcp": {}, "53/udp": {}}
+    assert len(inspect(filled, "coredns", path=path)["layers"]) == 1  # the binary alone
+    number = coredns.VERSION.removeprefix("v")
+    assert coredns.version_line(coredns_binary) == f"CoreDNS-{number}"
+    done = run_image(filled, "coredns", ["/coredns", "-version"], tmp_path, path=path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"CoreDNS-{number}"
+    listing = run_image(filled, "coredns", ["/coredns", "-plugins"], tmp_path, path=path)
+    for plugin in ("kubernetes", "forward", "health", "ready", "loop", "prometheus"):
+        assert plugin in listing.stdout.split(), plugin
 
 
 def test_the_layout_is_built_once_per_machine(tmp_path: Path) -> None:

@@ -5,9 +5,12 @@ The two webhooks fail differently on purpose. The pod mutation is ``failurePolic
 Ignore``: it sees every pod created in the cluster, and a provider outage must not
 block them all (a pod created meanwhile is simply not steered to Fargate). The profile
 limit is ``Fail``: a profile admitted unchecked cannot be taken back, and profiles are
-created rarely, by hand. Pods in ``kube-system`` and in the provider's own namespace
-are never sent (the provider must be able to start while its webhook is down); the
-profile webhook has no such exclusion, which would be a way around the limit.
+created rarely, by hand. Pods in the provider's own namespace are never sent (the
+provider must be able to start while its webhook is down); the profile webhook has no
+such exclusion, which would be a way around the limit. ``kube-system`` is sent, as on
+EKS: a profile selecting ``kube-system`` ``k8s-app=kube-dns`` is how CoreDNS runs on a
+Fargate-only cluster; its other pods pass unchanged (no profile selects them,
+DaemonSet pods never go to Fargate, and ``Ignore`` lets them through an outage).
 
 ``caBundle`` is the serving certificate's PEM (self-signed, see ``kubelet/tls.py``):
 the API server trusts exactly that certificate for this webhook.

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate import errors, settings
@@ -87,37 +88,55 @@ def go_available() -> bool:
 def build(config: settings.Settings, *, log: Path) -> Path:
     """Build the binaries into ``default_dir`` (a no-op for those already there)."""
     folder = default_dir(config)
-    if not missing(folder):
-        return folder
-    if not BUILD_SCRIPT.is_file():
+    run_build_script(
+        config,
+        BUILD_SCRIPT,
+        folder,
+        what="control-plane binaries",
+        done=lambda: not missing(folder),
+        log=log,
+    )
+    return folder
+
+
+def run_build_script(
+    config: settings.Settings,
+    script: Path,
+    folder: Path,
+    *,
+    what: str,
+    done: Callable[[], bool],
+    log: Path,
+) -> None:
+    """Run a ``hack/*/build.sh`` into ``folder`` unless ``done()``, one build per folder
+    per machine: a second caller (``dev build``, a test session) waits for the first,
+    then finds the result there."""
+    if done():
+        return
+    step = f"build {what}"
+    if not script.is_file():
         raise errors.BinariesError(
-            "build control-plane binaries",
-            f"{BUILD_SCRIPT} not found: building needs a source checkout of vk-fargate",
+            step, f"{script} not found: building needs a source checkout of vk-fargate"
         )
     if not go_available():
-        raise errors.BinariesError(
-            "build control-plane binaries", "Go is not installed (`go` is not on PATH)"
-        )
+        raise errors.BinariesError(step, "Go is not installed (`go` is not on PATH)")
     log.parent.mkdir(parents=True, exist_ok=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "VK_FARGATE_CACHE": str(config.cache)}
-    # One build at a time per machine: a second `dev build` (or a test session) waits
-    # for the first, then finds the binaries there.
     with (folder.parent / f"{folder.name}.lock").open("w") as lock, log.open("ab") as out:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not missing(folder):
-            return folder
-        done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), str(folder)],
+        if done():
+            return
+        finished = subprocess.run(
+            ["bash", str(script), str(folder)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             check=False,
         )
-    if done.returncode != 0:
+    if finished.returncode != 0:
         raise errors.BinariesError(
-            "build control-plane binaries",
-            f"build.sh exited with {done.returncode} (is the Go module proxy reachable?)",
+            step,
+            f"build.sh exited with {finished.returncode} (is the Go module proxy reachable?)",
             log=log,
         )
-    return folder

@@ -3,8 +3,9 @@
 The generated config has two hosts in two zones with a private /24 each, picked so it
 overlaps no route of this machine (checked against ``ip route``), a short restart
 back-off, and the registries containers' images come from (the local registry as
-docker.io's mirror). fleetd runs with ``--stop-on-exit``, so stopping it removes every
-microVM, namespace and bridge.
+docker.io's and registry.k8s.io's mirror: the local CoreDNS image goes by upstream's
+name). fleetd runs with ``--stop-on-exit``, so stopping it removes every microVM,
+namespace and bridge.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def write_config(
     over TLS with ``tls`` (a certificate for 127.0.0.1 and its key, written beside it).
 
     With ``registry`` (host:port of a plain-HTTP registry) containers run from their
-    images, pulled from there for docker.io (a mirror) and for the registry itself;
+    images, pulled from there for docker.io and registry.k8s.io (a mirror) and for the
+    registry itself;
     ``private_registries`` are reachable by their own names too.
 
     ``subnets`` (id, cidr, zone) mirror a VPC's private subnets when pods get ENIs;
@@ -133,6 +135,7 @@ def write_config(
         mirror = {"mirror": f"http://{registry}"}
         document["registries"] = {
             "docker.io": mirror,
+            "registry.k8s.io": mirror,
             registry: mirror,
             **{host: {"mirror": f"http://{host}"} for host in private_registries},
         }

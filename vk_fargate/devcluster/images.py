@@ -1,7 +1,7 @@
 """Real container images for the local stack and the tests, built from this machine's
 Debian packages: nothing can come from a public registry here.
 
-Two images share one base layer, as images of one distribution do:
+busybox and nginx share one base layer, as images of one distribution do:
 
 - ``busybox``: Debian's static busybox with every applet linked in ``/bin``, and
   ``/etc/passwd``/``group``; no Entrypoint and ``Cmd ["sh"]``, as Docker Hub's busybox,
@@ -10,10 +10,16 @@ Two images share one base layer, as images of one distribution do:
   its own (port 80, logs to the container's stdout and stderr) and the welcome page;
   ``Cmd ["nginx", "-g", "daemon off;"]``, ``StopSignal SIGQUIT``, port 80, as Docker
   Hub's nginx.
+- ``coredns/coredns:<version>`` (once ``coredns`` has built the binary): the static
+  CoreDNS binary as ``/coredns`` alone, ``Entrypoint ["/coredns"]``, ports 53/udp and
+  53/tcp, as upstream's ``registry.k8s.io/coredns/coredns``. Unlike upstream's it runs
+  as root (upstream: user nonroot and a file capability to bind port 53); the
+  Deployment drops every capability but ``NET_BIND_SERVICE`` either way.
 
 umoci writes them into one OCI image layout (blobs content-addressed, so the shared
-layer is stored once) under the cache, keyed by the packages' versions and
-``RECIPE``: built once per machine, in well under a second. skopeo then pushes them to
+layer is stored once) under the cache, keyed by the packages' versions, CoreDNS's
+version and ``RECIPE``: built once per machine, in about a second (a few more to
+compress CoreDNS's binary). skopeo then pushes them to
 a registry under the names users write (``nginx``, ``docker.io/library/nginx`` and
 ``nginx:latest`` are all ``library/nginx:latest`` there).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -29,8 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate import errors
+from vk_fargate.devcluster import coredns
 
-RECIPE = "3"  # bump when an image's content or configuration changes
+RECIPE = "4"  # bump when an image's content or configuration changes
+REF_NAME = "org.opencontainers.image.ref.name"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGES = ("busybox-static", "nginx", "libc6")
 BUSYBOX = Path("/usr/bin/busybox")
@@ -83,6 +92,12 @@ class Image:
 
     ports: tuple[str, ...] = ()
     stop_signal: str | None = None
+    entrypoint: tuple[str, ...] = ()
+    repository: str | None = None  # its path in a registry; None: library/<name>
+
+    @property
+    def path(self) -> str:
+        return self.repository or f"library/{self.name}"
 
 
 def _base(root: Path) -> None:
@@ -150,6 +165,43 @@ IMAGES = (
 )
 
 
+def _coredns_layer(binary: Path) -> Callable[[Path], None]:
+    def layer(root: Path) -> None:
+        shutil.copy2(binary, root / "coredns")
+        (root / "coredns").chmod(0o755)
+
+    return layer
+
+
+CORE_DNS = Image(  # its layer: the binary, found in the cache when building
+    "coredns",
+    None,
+    cmd=(),
+    tag=coredns.VERSION,
+    entrypoint=("/coredns",),
+    ports=("53/tcp", "53/udp"),
+    repository=coredns.REPOSITORY,
+)
+
+
+def wanted(cache: Path) -> tuple[Image, ...]:
+    """``IMAGES``, and the CoreDNS image when its binary has been built under ``cache``."""
+    binary = coredns.binary(cache)
+    if binary is None:
+        return IMAGES
+    return (*IMAGES, dataclasses.replace(CORE_DNS, layer=_coredns_layer(binary)))
+
+
+def tags(layout: Path) -> set[str]:
+    """The image keys (tags) a built layout holds."""
+    index = json.loads((layout / "index.json").read_text())
+    return {
+        m["annotations"][REF_NAME]
+        for m in index.get("manifests") or []
+        if REF_NAME in (m.get("annotations") or {})
+    }
+
+
 def _run(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
@@ -166,14 +218,16 @@ def _versions() -> str:
     return _run(["dpkg-query", "-W", "-f", "${Package}=${Version}\\n", *PACKAGES])
 
 
-def cache_key() -> str:
-    """What the built layout depends on: the recipe and the Debian packages' versions."""
-    return hashlib.sha256(f"{RECIPE}\n{_versions()}".encode()).hexdigest()[:16]
+def cache_key(cache: Path | None = None) -> str:
+    """What the built layout depends on: the recipe, the Debian packages' versions and
+    the CoreDNS version when its binary is in ``cache``."""
+    dns = f"coredns={coredns.VERSION}\n" if cache and coredns.binary(cache) else ""
+    return hashlib.sha256(f"{RECIPE}\n{_versions()}{dns}".encode()).hexdigest()[:16]
 
 
 def build(cache: Path) -> Path:
-    """The OCI layout with every image of ``IMAGES`` (tag = name), built if missing."""
-    layout = cache / "images" / cache_key() / "layout"
+    """The OCI layout with every image of ``wanted`` (tag = key), built if missing."""
+    layout = cache / "images" / cache_key(cache) / "layout"
     if (layout / "index.json").exists():
         return layout
     layout.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +235,7 @@ def build(cache: Path) -> Path:
         work = Path(scratch)
         built = work / "layout"
         _run(["umoci", "init", "--layout", str(built)])
-        for image in IMAGES:
+        for image in wanted(cache):
             _build_image(built, image, work / image.key)
         try:
             built.replace(layout)  # whole or not at all
@@ -204,6 +258,8 @@ def _build_image(layout: Path, image: Image, work: Path) -> None:
     config += ["--config.env", PATH_ENV, "--clear=config.cmd"]
     for word in image.cmd:
         config += ["--config.cmd", word]
+    for word in image.entrypoint:
+        config += ["--config.entrypoint", word]
     for port in image.ports:
         config += ["--config.exposedports", port]
     if image.stop_signal:
@@ -216,11 +272,14 @@ def _build_image(layout: Path, image: Image, work: Path) -> None:
 
 
 def push(layout: Path, registry: str) -> list[str]:
-    """Push every image to ``registry`` (host:port, plain HTTP) as ``library/NAME:TAG``;
-    the references pushed."""
+    """Push every image ``layout`` holds to ``registry`` (host:port, plain HTTP) as
+    ``library/NAME:TAG`` (or its ``repository``); the references pushed."""
     pushed = []
-    for image in IMAGES:
-        target = f"{registry}/library/{image.name}:{image.tag}"
+    held = tags(layout)
+    for image in (*IMAGES, CORE_DNS):
+        if image.key not in held:
+            continue
+        target = f"{registry}/{image.path}:{image.tag}"
         argv = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
         _run([*argv, f"oci:{layout}:{image.key}", f"docker://{target}"])
         pushed.append(target)

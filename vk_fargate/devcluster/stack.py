@@ -1,6 +1,7 @@
 """The whole local stack behind `vk-fargate dev up`: control plane, an image registry
 holding the local images, fleetd, provider, and with ``--aws`` a fake AWS (moto's
-server, seeded by ``vk_fargate.aws.devaws``).
+server, seeded by ``vk_fargate.aws.devaws``); then CoreDNS on Fargate, as on a
+Fargate-only EKS cluster (``clusterdns``).
 
 Everything is started detached (it outlives `dev up`) and recorded in the state file
 as one component each, so `dev status` and `dev down` see and stop all of it, last
@@ -20,7 +21,7 @@ from typing import Any
 
 from vk_fargate import errors
 from vk_fargate.aws import devaws
-from vk_fargate.devcluster import binaries, cluster, processes, state
+from vk_fargate.devcluster import binaries, cluster, clusterdns, coredns, processes, state
 from vk_fargate.devcluster import fleet as devfleet
 from vk_fargate.devcluster import provider as devprovider
 from vk_fargate.devcluster import registry as devregistry
@@ -106,6 +107,24 @@ async def _start_registry(
     return registry
 
 
+async def _deploy_coredns(
+    kubeconfig: Path, registry: devregistry.Registry, status: dict[str, Any], progress: Progress
+) -> None:
+    if not any(ref.endswith(f"/{coredns.REPOSITORY}:{coredns.VERSION}") for ref in registry.images):
+        raise errors.HarnessError(
+            "deploy CoreDNS",
+            f"the registry has no CoreDNS {coredns.VERSION} image: its binary is not built "
+            "(`vk-fargate dev build` builds it)",
+        )
+    progress(f"deploying CoreDNS {coredns.VERSION} on Fargate (profile {clusterdns.PROFILE_NAME})")
+    await clusterdns.deploy(kubeconfig)
+    status["coredns"] = {"image": coredns.IMAGE, "service_ip": clusterdns.service_ip()}
+    progress(
+        f"CoreDNS applied: 2 replicas, Service kube-system/kube-dns at "
+        f"{clusterdns.service_ip()} (`vk-fargate dev status` shows its pods)"
+    )
+
+
 async def up(
     bins: binaries.Binaries,
     root: Path,
@@ -152,6 +171,8 @@ async def up(
         status["provider"] = {"kubelet_url": provider.url, "cluster_name": CLUSTER_NAME}
         state.save(root, status)
         progress(f"provider serving the kubelet API at {provider.url}")
+        await _deploy_coredns(local.kubeconfig, registry, status, progress)
+        state.save(root, status)
     except BaseException:
         state.stop_all(status)
         raise

@@ -115,7 +115,7 @@ webhooks:
         - key: kubernetes.io/metadata.name
           operator: NotIn
           values:
-            {{- list "kube-system" $root.Release.Namespace | uniq | sortAlpha | toYaml | nindent 12 }}
+            {{- list $root.Release.Namespace | toYaml | nindent 12 }}
     failurePolicy: Ignore
     reinvocationPolicy: Never
     sideEffects: None

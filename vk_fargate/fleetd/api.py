@@ -118,6 +118,15 @@ def _vm_id(request: web.Request) -> str:
     return vm_id
 
 
+def _cluster(request: web.Request) -> str:
+    cluster = request.match_info["cluster"]
+    try:
+        pydantic.TypeAdapter(models.MicroVMId).validate_python(cluster)
+    except pydantic.ValidationError:
+        raise errors.BadRequest(f"{cluster!r} is not a valid cluster name") from None
+    return cluster
+
+
 def _dump(model: pydantic.BaseModel, status: int = 200) -> web.Response:
     return web.json_response(text=model.model_dump_json(), status=status)
 
@@ -168,6 +177,19 @@ async def put_volume(request: web.Request) -> web.Response:
         raise _invalid(exc) from exc
     await fleet.put_volume(vm_id, request.match_info["volume"], files)
     return web.Response(status=204)
+
+
+async def put_services(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    try:
+        table = models.ServiceTable.model_validate(await _json(request), strict=True)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc) from exc
+    return _dump(await request.app[FLEET].put_services(cluster, table))
+
+
+async def get_services(request: web.Request) -> web.Response:
+    return _dump(request.app[FLEET].get_services(_cluster(request)))
 
 
 async def get_microvm(request: web.Request) -> web.Response:
@@ -325,6 +347,8 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/exec", exec_stream)
     app.router.add_get("/v1/microvms/{microvm_id}/ports/{port}", port_stream)
+    app.router.add_put("/v1/clusters/{cluster}/services", put_services)
+    app.router.add_get("/v1/clusters/{cluster}/services", get_services)
     app.router.add_get("/v1/events", watch_events)
     attachapi.register(app)
     return app

@@ -1,0 +1,199 @@
+"""kube-proxy's job for a fleet's pods: each cluster's Service table, kept, routed on
+the host and programmed into the network namespace of each of its microVMs.
+
+A pod on a ``process`` host has no node of its own with a kube-proxy, so the daemon
+does it. ``PUT /v1/clusters/{cluster}/services`` hands over a cluster's whole table;
+it is stored before anything else (a restart finds it), each Service range gets an
+``unreachable`` route on the host (nothing for it leaves through the default route),
+then each namespace of the cluster's microVMs gets its rules (``servicerules``),
+8 at a time, one failure logged and never fatal. A namespace whose text has not
+changed since it was last written is skipped (a digest per namespace), so the same
+table again costs nothing. A new microVM gets its rules as its namespace is made,
+before its containers start (``provision``). The service routes' relays (``relay``)
+are part of the same rules. Without root (``nominal`` networking) tables are kept and
+answered, nothing is programmed; ``microvm`` guests get no rules.
+
+The host routes this daemon made are recorded (key ``ROUTES``), so a restart removes
+those no table lists any more and a Service range never shadows a route it did not
+make: such a range, or one overlapping a subnet of the fleet, is refused (Conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+from pathlib import Path
+
+from vk_fargate import errors
+from vk_fargate.fargate import nodes as fargate_nodes
+from vk_fargate.fleet import models
+from vk_fargate.fleetd import network, relay, servicerules, store
+
+log = logging.getLogger(__name__)
+
+TABLES = "services/"  # key prefix of the stored tables, by cluster
+ROUTES = "service-routes"  # the host's unreachable routes this daemon made
+PARALLEL = 8  # namespaces programmed at once
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A microVM's namespace to program: its sandbox key, the microVM, its gateway."""
+
+    key: str
+    vm: models.MicroVM
+    gateway: str
+
+
+def cluster_of(vm: models.MicroVM) -> str | None:
+    return vm.spec.labels.get(fargate_nodes.CLUSTER_LABEL)
+
+
+class Services:
+    """The tables by cluster, the rules in force by namespace, the host's routes."""
+
+    def __init__(
+        self,
+        db: store.Store,
+        *,
+        networking: network.Mode,
+        subnets: dict[str, ipaddress.IPv4Network],
+    ) -> None:
+        self._db = db
+        self._networking = networking
+        self._subnets = subnets
+        self.relays = relay.Relays()
+        self._tables = {
+            cluster: models.ServiceTable.model_validate(doc)
+            for cluster, doc in db.docs(TABLES).items()
+        }
+        self._applied: dict[str, str] = {}  # sandbox key -> digest of its rules in force
+        self._locks: dict[str, asyncio.Lock] = {}  # one writer per namespace
+        self._gate = asyncio.Semaphore(PARALLEL)
+        self._routes_lock = asyncio.Lock()
+
+    def get(self, cluster: str) -> models.ServiceTable:
+        return self._tables.get(cluster) or models.ServiceTable()
+
+    async def put(
+        self, cluster: str, table: models.ServiceTable, targets: list[Target]
+    ) -> models.ServiceTable:
+        """Keep ``table`` as ``cluster``'s, route its ranges nowhere on the host, and
+        program ``targets`` (the cluster's microVMs) with it; Conflict for a range that
+        overlaps a subnet of the fleet or a route the daemon did not make."""
+        async with self._routes_lock:
+            await self._check(table)
+            self._tables[cluster] = table
+            self._db.put_doc(TABLES + cluster, table.model_dump(mode="json"))
+            await self._sync_routes()
+        await self.program_all(targets)
+        return table
+
+    async def restore(self, targets: list[Target]) -> None:
+        """After a restart: the host routes of the stored tables, and the rules of the
+        namespaces that survived (their relays listening again)."""
+        async with self._routes_lock:
+            await self._sync_routes()
+        await self.program_all(targets)
+
+    async def program_all(self, targets: list[Target]) -> None:
+        async def one(target: Target) -> None:
+            async with self._gate:
+                try:
+                    await self.program(target)
+                except (errors.VkFargateError, OSError) as exc:
+                    log.warning("microVM %s: its service rules: %s", target.vm.id, exc)
+
+        await asyncio.gather(*(one(t) for t in targets))
+
+    async def program(self, target: Target, *, fresh: bool = False) -> None:
+        """Write ``target``'s rules into its namespace, unless they are in force already
+        (``fresh``: the namespace was just made, so it has none). A namespace that does
+        not exist (yet, or any more) is skipped: its provisioning programs it."""
+        if self._networking != "netns":
+            return
+        lock = self._locks.setdefault(target.key, asyncio.Lock())
+        async with lock:
+            if fresh:
+                self._applied[target.key] = servicerules.EMPTY
+            elif not Path(network.netns_path(target.key)).exists():
+                return
+            relays = await self.relay_rules(target.vm, target.gateway)
+            cluster = cluster_of(target.vm)
+            table = self.get(cluster) if cluster else models.ServiceTable()
+            text = servicerules.render(relays, table)
+            digest = servicerules.digest(text)
+            if self._applied.get(target.key) == digest:
+                return
+            self._applied.pop(target.key, None)  # unknown until iptables-restore answers
+            await network.apply_rules(target.key, text)
+            self._applied[target.key] = digest
+
+    async def relay_rules(self, vm: models.MicroVM, gateway: str) -> list[servicerules.Relay]:
+        """The DNAT rules for ``vm``'s service routes, their relays listening."""
+        return [
+            (r.cluster_ip, r.port, gateway, await self.relays.ensure(gateway, r.endpoint))
+            for r in vm.spec.service_routes
+        ]
+
+    def forget(self, key: str) -> None:
+        """The namespace ``key`` is gone."""
+        self._applied.pop(key, None)
+        self._locks.pop(key, None)
+
+    async def close(self, *, remove_routes: bool) -> None:
+        """Stop the relays; with ``remove_routes`` also take back the host routes (the
+        tables stay: the next start routes them again)."""
+        await self.relays.close()
+        if remove_routes and self._networking == "netns":
+            async with self._routes_lock:
+                await self._sync_routes(keep=False)
+
+    # the host's routes
+
+    def _made(self) -> set[str]:
+        return set((self._db.get_doc(ROUTES) or {}).get("cidrs", []))
+
+    async def _check(self, table: models.ServiceTable) -> None:
+        made = self._made()
+        for cidr in table.service_cidrs:
+            net = ipaddress.IPv4Network(cidr)
+            for subnet_id, subnet in self._subnets.items():
+                if net.overlaps(subnet):
+                    raise errors.Conflict(
+                        f"service CIDR {cidr} overlaps the fleet's subnet {subnet_id} ({subnet})"
+                    )
+            if self._networking == "netns":
+                found = await asyncio.to_thread(network.foreign_route, net, made)
+                if found is not None:
+                    raise errors.Conflict(f"service CIDR {cidr} overlaps the host's {found}")
+
+    async def _sync_routes(self, *, keep: bool = True) -> None:
+        """An unreachable route for each range of a table (``keep``), none for any
+        other this daemon made. Recorded before it is made, so a crash halfway leaves
+        nothing unknown to the next run."""
+        if self._networking != "netns":
+            return
+        made = self._made()
+        wanted = {c for t in self._tables.values() for c in t.service_cidrs} if keep else set()
+        for cidr in sorted(wanted - made):  # new, or taken back by a stop of the daemon
+            net = ipaddress.IPv4Network(cidr)
+            found = await asyncio.to_thread(network.foreign_route, net, made)
+            if found is not None:
+                log.error("service CIDR %s is not routed: it overlaps the host's %s", cidr, found)
+                wanted.discard(cidr)
+        self._db.put_doc(ROUTES, {"cidrs": sorted(made | wanted)})
+        await asyncio.to_thread(_route, sorted(wanted), sorted(made - wanted))
+        self._db.put_doc(ROUTES, {"cidrs": sorted(wanted)})
+
+
+def _route(add: list[str], remove: list[str]) -> None:
+    for cidr in add:
+        try:
+            network.add_unreachable(cidr)
+        except errors.VkFargateError as exc:
+            log.error("service CIDR %s is not routed: %s", cidr, exc)
+    for cidr in remove:
+        network.remove_unreachable(cidr)

@@ -158,7 +158,7 @@ class Services:
 
     async def _check(self, table: models.ServiceTable) -> None:
         made = self._made()
-        for cidr in table.service_cidrs:
+        for cidr in set(table.service_cidrs) - made:  # those made were checked before
             net = ipaddress.IPv4Network(cidr)
             for subnet_id, subnet in self._subnets.items():
                 if net.overlaps(subnet):
@@ -178,6 +178,8 @@ class Services:
             return
         made = self._made()
         wanted = {c for t in self._tables.values() for c in t.service_cidrs} if keep else set()
+        if wanted == made:  # routed already (``replace`` would be a no-op)
+            return
         for cidr in sorted(wanted - made):  # new, or taken back by a stop of the daemon
             net = ipaddress.IPv4Network(cidr)
             found = await asyncio.to_thread(network.foreign_route, net, made)

@@ -95,7 +95,7 @@ class Services:
         """After a restart: the host routes of the stored tables, and the rules of the
         namespaces that survived (their relays listening again)."""
         async with self._routes_lock:
-            await self._sync_routes()
+            await self._sync_routes(force=True)  # a reboot of the host took them all
         await self.program_all(targets)
 
     async def program_all(self, targets: list[Target]) -> None:
@@ -170,7 +170,7 @@ class Services:
                 if found is not None:
                     raise errors.Conflict(f"service CIDR {cidr} overlaps the host's {found}")
 
-    async def _sync_routes(self, *, keep: bool = True) -> None:
+    async def _sync_routes(self, *, keep: bool = True, force: bool = False) -> None:
         """An unreachable route for each range of a table (``keep``), none for any
         other this daemon made. Recorded before it is made, so a crash halfway leaves
         nothing unknown to the next run."""
@@ -178,7 +178,7 @@ class Services:
             return
         made = self._made()
         wanted = {c for t in self._tables.values() for c in t.service_cidrs} if keep else set()
-        if wanted == made:  # routed already (``replace`` would be a no-op)
+        if wanted == made and not force:  # routed already, as recorded
             return
         for cidr in sorted(wanted - made):  # new, or taken back by a stop of the daemon
             net = ipaddress.IPv4Network(cidr)

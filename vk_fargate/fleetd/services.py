@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TABLES = "services/"  # key prefix of the stored tables, by cluster
 ROUTES = "service-routes"  # the host's unreachable routes this daemon made
 PARALLEL = 8  # namespaces programmed at once
+EMPTY_TABLE = models.ServiceTable()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +72,15 @@ class Services:
         }
         self._applied: dict[str, str] = {}  # sandbox key -> digest of its rules in force
         self._locks: dict[str, asyncio.Lock] = {}  # one writer per namespace
+        self._texts: dict[
+            tuple[str | None, tuple[servicerules.Relay, ...]],
+            tuple[models.ServiceTable, str, str],
+        ] = {}  # the rules rendered last, by cluster and relays
         self._gate = asyncio.Semaphore(PARALLEL)
         self._routes_lock = asyncio.Lock()
 
     def get(self, cluster: str) -> models.ServiceTable:
-        return self._tables.get(cluster) or models.ServiceTable()
+        return self._tables.get(cluster) or EMPTY_TABLE
 
     async def put(
         self, cluster: str, table: models.ServiceTable, targets: list[Target]
@@ -86,6 +91,7 @@ class Services:
         async with self._routes_lock:
             await self._check(table)
             self._tables[cluster] = table
+            self._texts = {k: v for k, v in self._texts.items() if k[0] != cluster}
             self._db.put_doc(TABLES + cluster, table.model_dump(mode="json"))
             await self._sync_routes()
         await self.program_all(targets)
@@ -120,16 +126,25 @@ class Services:
                 self._applied[target.key] = servicerules.EMPTY
             elif not Path(network.netns_path(target.key)).exists():
                 return
-            relays = await self.relay_rules(target.vm, target.gateway)
-            cluster = cluster_of(target.vm)
-            table = self.get(cluster) if cluster else models.ServiceTable()
-            text = servicerules.render(relays, table)
-            digest = servicerules.digest(text)
+            text, digest = self._text(
+                cluster_of(target.vm), await self.relay_rules(target.vm, target.gateway)
+            )
             if self._applied.get(target.key) == digest:
                 return
             self._applied.pop(target.key, None)  # unknown until iptables-restore answers
             await network.apply_rules(target.key, text)
             self._applied[target.key] = digest
+
+    def _text(self, cluster: str | None, relays: list[servicerules.Relay]) -> tuple[str, str]:
+        """The rules of a namespace and their digest, rendered once per table and
+        relays (the namespaces of a cluster on one subnet share them)."""
+        table = self._tables.get(cluster or "") or EMPTY_TABLE
+        key = (cluster, tuple(relays))
+        cached = self._texts.get(key)
+        if cached is None or cached[0] is not table:
+            text = servicerules.render(relays, table)
+            cached = self._texts[key] = (table, text, servicerules.digest(text))
+        return cached[1], cached[2]
 
     async def relay_rules(self, vm: models.MicroVM, gateway: str) -> list[servicerules.Relay]:
         """The DNAT rules for ``vm``'s service routes, their relays listening."""

@@ -133,7 +133,8 @@ class Services:
                 return
             self._applied.pop(target.key, None)  # unknown until iptables-restore answers
             await network.apply_rules(target.key, text)
-            self._applied[target.key] = digest
+            if self._locks.get(target.key) is lock:  # not forgotten meanwhile
+                self._applied[target.key] = digest
 
     def _text(self, cluster: str | None, relays: list[servicerules.Relay]) -> tuple[str, str]:
         """The rules of a namespace and their digest, rendered once per table and

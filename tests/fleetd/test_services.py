@@ -299,6 +299,19 @@ async def test_bad_tables_are_refused_and_ranges_are_routed_nowhere(stack: Stack
     assert await _get(stack, CLUSTER) == table  # nothing refused was kept
 
 
+async def test_a_big_clusters_table_of_several_mib_is_taken(stack: Stack) -> None:
+    ports = [
+        {"name": f"ns/svc-{i}:p", "cluster_ip": stack.ip(2 + i % 250), "port": 1 + i,
+         "endpoints": ["192.0.2.10:8080", "192.0.2.11:8080"]}
+        for i in range(12000)
+    ]  # fmt: skip
+    big = models.ServiceTable.model_validate({"service_cidrs": [str(stack.cidr)], "ports": ports})
+    assert len(big.model_dump_json()) > 1.5 * 2**20  # past aiohttp's default 1 MiB
+    assert await stack.api.put_services("big-cluster", big) == big  # no microVM of it
+    assert await _get(stack, "big-cluster") == big
+    await stack.api.put_services("big-cluster", models.ServiceTable())
+
+
 async def test_the_table_outlives_a_sigkill_of_fleetd_and_reaches_new_microvms(
     stack: Stack,
 ) -> None:

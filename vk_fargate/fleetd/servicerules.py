@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from collections.abc import Sequence
 
 from vk_fargate.fleet import models
@@ -49,6 +50,17 @@ def svc_chain(port: models.ServicePort) -> str:
 
 def sep_chain(port: models.ServicePort, endpoint: str) -> str:
     return _chain("KUBE-SEP-", *_key(port), endpoint)
+
+
+def _endpoint(endpoint: str) -> str:
+    """``address:port`` as iptables reads it (the model lets ``port`` be any digits)."""
+    host, _, port = endpoint.rpartition(":")
+    return f"{ipaddress.IPv4Address(host)}:{int(port)}"
+
+
+def cidr_text(cidr: str) -> str:
+    """A Service range as ``ip`` and iptables read it (``a.b.c.d/len``)."""
+    return str(ipaddress.IPv4Network(cidr))
 
 
 def _ordered(table: models.ServiceTable) -> list[models.ServicePort]:
@@ -80,7 +92,7 @@ def _nat(relays: Sequence[Relay], ports: list[models.ServicePort]) -> list[str]:
             f"-A KUBE-SERVICES -d {p.cluster_ip}/32 -p {proto} "
             f'-m comment --comment "{p.name} cluster IP" -m {proto} --dport {p.port} -j {svc}'
         )
-        endpoints = sorted(set(p.endpoints))
+        endpoints = sorted({_endpoint(e) for e in p.endpoints})
         seps = [sep_chain(p, e) for e in endpoints]
         chains.extend(seps)
         if p.affinity_seconds:
@@ -117,7 +129,7 @@ def _filter(table: models.ServiceTable, ports: list[models.ServicePort]) -> list
                 f'-m comment --comment "{p.name} has no endpoints" '
                 f"-m {proto} --dport {p.port} {REJECT}"
             )
-    for cidr in table.service_cidrs:
+    for cidr in map(cidr_text, table.service_cidrs):
         rules.append(
             f"-A KUBE-SERVICES -d {cidr} "
             f'-m comment --comment "service range {cidr}: no such service port" {REJECT}'

@@ -174,7 +174,7 @@ class Services:
 
     async def _check(self, table: models.ServiceTable) -> None:
         made = self._made()
-        for cidr in set(table.service_cidrs) - made:  # those made were checked before
+        for cidr in {servicerules.cidr_text(c) for c in table.service_cidrs} - made:
             net = ipaddress.IPv4Network(cidr)
             for subnet_id, subnet in self._subnets.items():
                 if net.overlaps(subnet):
@@ -193,7 +193,8 @@ class Services:
         if self._networking != "netns":
             return
         made = self._made()
-        wanted = {c for t in self._tables.values() for c in t.service_cidrs} if keep else set()
+        every = (c for t in self._tables.values() for c in t.service_cidrs)
+        wanted = {servicerules.cidr_text(c) for c in every} if keep else set()
         if wanted == made and not force:  # routed already, as recorded
             return
         for cidr in sorted(wanted - made):  # new, or taken back by a stop of the daemon

@@ -171,3 +171,11 @@ def test_a_namespace_without_routes_or_table_has_the_digest_of_a_new_one() -> No
     assert servicerules.digest(servicerules.render([], models.ServiceTable())) == (
         servicerules.EMPTY
     )
+
+
+def test_addresses_are_written_as_iptables_reads_them() -> None:
+    p = port(endpoints=["192.168.20.5:0080", "192.168.20.5:80", "192.168.20.6:\u0668\u0660"])
+    text = servicerules.render([], table(p, cidrs=("10.96.0.0/255.255.255.0",)))
+    dnats = [r.rpartition(" ")[2] for r in text.splitlines() if "DNAT" in r]
+    assert dnats == ["192.168.20.5:80", "192.168.20.6:80"]
+    assert "-d 10.96.0.0/24 " in text and "255.255.255.0" not in text

@@ -9,7 +9,8 @@ then each namespace of the cluster's microVMs gets its rules (``servicerules``),
 8 at a time, one failure logged and never fatal. A namespace whose text has not
 changed since it was last written is skipped (a digest per namespace), so the same
 table again costs nothing. A new microVM gets its rules as its namespace is made,
-before its containers start (``provision``). The service routes' relays (``relay``)
+before its containers start (``provision``); the digests are stored, so a restart
+rewrites only what changed. The service routes' relays (``relay``)
 are part of the same rules. Without root (``nominal`` networking) tables are kept and
 answered, nothing is programmed; ``microvm`` guests get no rules.
 
@@ -34,6 +35,7 @@ from vk_fargate.fleetd import network, relay, servicerules, store
 log = logging.getLogger(__name__)
 
 TABLES = "services/"  # key prefix of the stored tables, by cluster
+RULES = "service-rules/"  # key prefix of the digests of the namespaces' rules, by key
 ROUTES = "service-routes"  # the host's unreachable routes this daemon made
 PARALLEL = 8  # namespaces programmed at once
 EMPTY_TABLE = models.ServiceTable()
@@ -70,7 +72,9 @@ class Services:
             cluster: models.ServiceTable.model_validate(doc)
             for cluster, doc in db.docs(TABLES).items()
         }
-        self._applied: dict[str, str] = {}  # sandbox key -> digest of its rules in force
+        # sandbox key -> digest of its rules in force, stored too: a restart rewrites
+        # no namespace whose rules it already has
+        self._applied = {key: str(doc["digest"]) for key, doc in db.docs(RULES).items()}
         self._locks: dict[str, asyncio.Lock] = {}  # one writer per namespace
         self._texts: dict[
             tuple[str | None, tuple[servicerules.Relay, ...]],
@@ -102,6 +106,8 @@ class Services:
         namespaces that survived (their relays listening again)."""
         async with self._routes_lock:
             await self._sync_routes(force=True)  # a reboot of the host took them all
+        for key in set(self._applied) - {t.key for t in targets}:  # namespaces gone
+            self.forget(key)
         await self.program_all(targets)
 
     async def program_all(self, targets: list[Target]) -> None:
@@ -123,7 +129,7 @@ class Services:
         lock = self._locks.setdefault(target.key, asyncio.Lock())
         async with lock:
             if fresh:
-                self._applied[target.key] = servicerules.EMPTY
+                self._remember(target.key, servicerules.EMPTY)
             elif not Path(network.netns_path(target.key)).exists():
                 return
             text, digest = self._text(
@@ -134,7 +140,11 @@ class Services:
             self._applied.pop(target.key, None)  # unknown until iptables-restore answers
             await network.apply_rules(target.key, text)
             if self._locks.get(target.key) is lock:  # not forgotten meanwhile
-                self._applied[target.key] = digest
+                self._remember(target.key, digest)
+
+    def _remember(self, key: str, digest: str) -> None:
+        self._applied[key] = digest
+        self._db.put_doc(RULES + key, {"digest": digest})
 
     def _text(self, cluster: str | None, relays: list[servicerules.Relay]) -> tuple[str, str]:
         """The rules of a namespace and their digest, rendered once per table and
@@ -156,7 +166,8 @@ class Services:
 
     def forget(self, key: str) -> None:
         """The namespace ``key`` is gone."""
-        self._applied.pop(key, None)
+        if self._applied.pop(key, None) is not None:
+            self._db.delete_doc(RULES + key)
         self._locks.pop(key, None)
 
     async def close(self, *, remove_routes: bool) -> None:

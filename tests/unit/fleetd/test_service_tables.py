@@ -93,6 +93,22 @@ async def test_a_table_is_kept_routed_and_written_once_per_namespace(
     assert make(db).get("c2") == models.ServiceTable()
 
 
+async def test_a_restart_rewrites_only_the_namespaces_without_their_rules(
+    db: store.Store, host: Host, tmp_path: Path
+) -> None:
+    targets = [target(tmp_path / "netns", n) for n in range(3)]
+    await make(db).put("c1", TABLE, targets)
+    host.writes.clear()
+    gone = target(tmp_path / "netns", 9)
+    db.put_doc(services.RULES + gone.key, {"digest": "of a namespace gone meanwhile"})
+    again = make(db)  # the daemon restarted
+    await again.restore(targets[:2])
+    assert host.writes == []
+    assert set(db.docs(services.RULES)) == {"k0", "k1"}  # k2 and k9 not among the survivors
+    await again.program(targets[2], fresh=True)  # provisioned again: its namespace is new
+    assert [k for k, _ in host.writes] == ["k2"]
+
+
 async def test_one_namespace_failing_leaves_the_others_programmed(
     db: store.Store, host: Host, tmp_path: Path
 ) -> None:

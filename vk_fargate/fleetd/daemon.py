@@ -254,7 +254,8 @@ class Fleet:
         return self.host.services.get(cluster)
 
     async def put_services(self, cluster: str, table: models.ServiceTable) -> models.ServiceTable:
-        return await self.host.services.put(cluster, table, self._service_targets(cluster))
+        targets = functools.partial(self._service_targets, cluster)
+        return await self.host.services.put(cluster, table, targets)
 
     def _service_targets(self, cluster: str | None) -> list[services.Target]:
         """The namespaces to program: of every ``process`` microVM holding resources

@@ -5,14 +5,16 @@ A pod on a ``process`` host has no node of its own with a kube-proxy, so the dae
 does it. ``PUT /v1/clusters/{cluster}/services`` hands over a cluster's whole table;
 it is stored before anything else (a restart finds it), each Service range gets an
 ``unreachable`` route on the host (nothing for it leaves through the default route),
-then each namespace of the cluster's microVMs gets its rules (``servicerules``),
-8 at a time, one failure logged and never fatal. A namespace whose text has not
-changed since it was last written is skipped (a digest per namespace), so the same
-table again costs nothing. A new microVM gets its rules as its namespace is made,
-before its containers start (``provision``); the digests are stored, so a restart
-rewrites only what changed. The service routes' relays (``relay``)
-are part of the same rules. Without root (``nominal`` networking) tables are kept and
-answered, nothing is programmed; ``microvm`` guests get no rules.
+then each namespace of the cluster's microVMs gets its rules (``servicerules``), 8 at
+a time, one failure logged and never fatal. The PUT answers once they are all written,
+or after ``PUT_WAIT`` seconds while the rest goes on (many pods, a big table); tables
+put meanwhile are written together by the next pass. A namespace whose text has not
+changed since it was last written is skipped (a digest per namespace, stored, so a
+restart rewrites only what changed), so the same table again costs nothing. A new
+microVM gets its rules as its namespace is made, before its containers start
+(``provision``). The service routes' relays (``relay``) are part of the same rules.
+Without root (``nominal`` networking) tables are kept and answered, nothing is
+programmed; ``microvm`` guests get no rules.
 
 The host routes this daemon made are recorded (key ``ROUTES``), so a restart removes
 those no table lists any more and a Service range never shadows a route it did not
@@ -22,9 +24,11 @@ make: such a range, or one overlapping a subnet of the fleet, is refused (Confli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from vk_fargate import errors
@@ -38,6 +42,7 @@ TABLES = "services/"  # key prefix of the stored tables, by cluster
 RULES = "service-rules/"  # key prefix of the digests of the namespaces' rules, by key
 ROUTES = "service-routes"  # the host's unreachable routes this daemon made
 PARALLEL = 8  # namespaces programmed at once
+PUT_WAIT = 10.0  # seconds a PUT waits for its namespaces (a client gives up at 30)
 EMPTY_TABLE = models.ServiceTable()
 
 
@@ -81,25 +86,51 @@ class Services:
             tuple[models.ServiceTable, str, str],
         ] = {}  # the rules rendered last, by cluster and relays
         self._gate = asyncio.Semaphore(PARALLEL)
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}  # puts, by cluster
+        self._runners: dict[str, asyncio.Task[None]] = {}  # their passes, by cluster
         self._routes_lock = asyncio.Lock()
 
     def get(self, cluster: str) -> models.ServiceTable:
         return self._tables.get(cluster) or EMPTY_TABLE
 
     async def put(
-        self, cluster: str, table: models.ServiceTable, targets: list[Target]
+        self, cluster: str, table: models.ServiceTable, targets: Callable[[], list[Target]]
     ) -> models.ServiceTable:
         """Keep ``table`` as ``cluster``'s, route its ranges nowhere on the host, and
-        program ``targets`` (the cluster's microVMs) with it; Conflict for a range that
-        overlaps a subnet of the fleet or a route the daemon did not make."""
+        program ``targets()`` (the cluster's microVMs) with it, waiting for that at most
+        ``PUT_WAIT`` seconds; Conflict for a range that overlaps a subnet of the fleet
+        or a route the daemon did not make."""
         async with self._routes_lock:
             await self._check(table)
             self._tables[cluster] = table
             self._texts = {k: v for k, v in self._texts.items() if k[0] != cluster}
             self._db.put_doc(TABLES + cluster, table.model_dump(mode="json"))
             await self._sync_routes()
-        await self.program_all(targets)
+        with contextlib.suppress(TimeoutError):  # the rest goes on in the background
+            await asyncio.wait_for(asyncio.shield(self._pass(cluster, targets)), PUT_WAIT)
         return table
+
+    def _pass(self, cluster: str, targets: Callable[[], list[Target]]) -> asyncio.Future[None]:
+        """A pass over ``cluster``'s namespaces that starts after this call, done when
+        the future is. Passes of a cluster run one at a time, and the puts that came
+        during one share the next: a burst of tables costs two passes, not one each."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(cluster, []).append(done)
+        runner = self._runners.get(cluster)
+        if runner is None or runner.done():
+            self._runners[cluster] = asyncio.create_task(
+                self._run_passes(cluster, targets), name=f"services-{cluster}"
+            )
+        return done
+
+    async def _run_passes(self, cluster: str, targets: Callable[[], list[Target]]) -> None:
+        while waiting := self._waiting.pop(cluster, []):
+            try:
+                await self.program_all(targets())
+            finally:
+                for done in waiting:
+                    if not done.done():
+                        done.set_result(None)
 
     async def restore(self, targets: list[Target]) -> None:
         """After a restart: the host routes of the stored tables, and the rules of the
@@ -173,6 +204,9 @@ class Services:
     async def close(self, *, remove_routes: bool) -> None:
         """Stop the relays; with ``remove_routes`` also take back the host routes (the
         tables stay: the next start routes them again)."""
+        for runner in self._runners.values():
+            runner.cancel()
+        await asyncio.gather(*self._runners.values(), return_exceptions=True)
         await self.relays.close()
         if remove_routes and self._networking == "netns":
             async with self._routes_lock:

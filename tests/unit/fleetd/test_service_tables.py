@@ -34,6 +34,7 @@ class Host:
         self.running = 0
         self.most_at_once = 0
         self.foreign: str | None = None
+        self.delay = 0.01  # seconds one iptables-restore takes
         netns.mkdir()
         monkeypatch.setattr(network, "netns_path", lambda key: str(netns / key))
         monkeypatch.setattr(network, "apply_rules", self.apply)
@@ -44,7 +45,7 @@ class Host:
     async def apply(self, key: str, text: str) -> None:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(self.delay)
         self.running -= 1
         if key in self.failing:
             raise errors.VkFargateError(f"iptables-restore failed in {key}")
@@ -82,12 +83,12 @@ async def test_a_table_is_kept_routed_and_written_once_per_namespace(
 ) -> None:
     table = make(db)
     targets = [target(tmp_path / "netns", n) for n in range(20)]
-    assert await table.put("c1", TABLE, targets) == TABLE
+    assert await table.put("c1", TABLE, lambda: targets) == TABLE
     assert host.routes == {"10.96.0.0/24"}
     assert sorted(k for k, _ in host.writes) == sorted(t.key for t in targets)
     assert all("10.96.0.50/32" in text for _, text in host.writes)
     assert 1 < host.most_at_once <= services.PARALLEL
-    await table.put("c1", TABLE, targets)  # the same again: nothing written
+    await table.put("c1", TABLE, lambda: targets)  # the same again: nothing written
     assert len(host.writes) == 20
     assert make(db).get("c1") == TABLE  # a restarted daemon has it
     assert make(db).get("c2") == models.ServiceTable()
@@ -97,7 +98,7 @@ async def test_a_restart_rewrites_only_the_namespaces_without_their_rules(
     db: store.Store, host: Host, tmp_path: Path
 ) -> None:
     targets = [target(tmp_path / "netns", n) for n in range(3)]
-    await make(db).put("c1", TABLE, targets)
+    await make(db).put("c1", TABLE, lambda: targets)
     host.writes.clear()
     gone = target(tmp_path / "netns", 9)
     db.put_doc(services.RULES + gone.key, {"digest": "of a namespace gone meanwhile"})
@@ -114,7 +115,7 @@ async def test_one_namespace_failing_leaves_the_others_programmed(
 ) -> None:
     targets = [target(tmp_path / "netns", n) for n in range(3)]
     host.failing = {"k1"}
-    await make(db).put("c1", TABLE, targets)
+    await make(db).put("c1", TABLE, lambda: targets)
     assert sorted(k for k, _ in host.writes) == ["k0", "k2"]
 
 
@@ -124,7 +125,7 @@ async def test_a_namespace_not_made_yet_is_left_to_its_provisioning(
     early = target(tmp_path / "netns", 0)
     (tmp_path / "netns" / early.key).unlink()
     table = make(db)
-    await table.put("c1", TABLE, [early])
+    await table.put("c1", TABLE, lambda: [early])
     assert host.writes == []
     await table.program(early, fresh=True)  # as ``provision`` calls it
     assert [k for k, _ in host.writes] == ["k0"]
@@ -141,11 +142,11 @@ async def test_ranges_no_table_lists_any_more_are_unrouted(
     db: store.Store, host: Host, tmp_path: Path
 ) -> None:
     table = make(db)
-    await table.put("c1", TABLE, [])
+    await table.put("c1", TABLE, list)
     other = TABLE.model_copy(update={"service_cidrs": ["10.96.0.0/24", "10.100.0.0/16"]})
-    await table.put("c2", other, [])
+    await table.put("c2", other, list)
     assert host.routes == {"10.96.0.0/24", "10.100.0.0/16"}
-    await table.put("c2", models.ServiceTable(), [])
+    await table.put("c2", models.ServiceTable(), list)
     assert host.routes == {"10.96.0.0/24"}  # c1 still lists it
     host.routes.clear()  # a reboot of the host
     await make(db).restore([])
@@ -160,7 +161,7 @@ async def test_a_range_overlapping_a_subnet_of_the_fleet_is_a_conflict_and_not_k
 ) -> None:
     table = make(db)
     with pytest.raises(errors.Conflict, match="subnet-a"):
-        await table.put("c1", models.ServiceTable(service_cidrs=[cidr]), [])
+        await table.put("c1", models.ServiceTable(service_cidrs=[cidr]), list)
     assert table.get("c1") == models.ServiceTable()
     assert host.routes == set()
 
@@ -170,13 +171,46 @@ async def test_a_range_overlapping_a_route_of_the_host_is_a_conflict(
 ) -> None:
     host.foreign = "route to 10.96.0.0/12 (eth1)"
     with pytest.raises(errors.Conflict, match="eth1"):
-        await make(db).put("c1", TABLE, [])
+        await make(db).put("c1", TABLE, list)
 
 
 async def test_without_root_tables_are_kept_and_nothing_is_programmed(
     db: store.Store, host: Host, tmp_path: Path
 ) -> None:
     table = make(db, "nominal")
-    assert await table.put("c1", TABLE, [target(tmp_path / "netns", 0)]) == TABLE
+    assert await table.put("c1", TABLE, lambda: [target(tmp_path / "netns", 0)]) == TABLE
     assert table.get("c1") == TABLE
     assert host.routes == set() and host.writes == []
+
+
+async def test_a_put_waits_for_its_namespaces_only_so_long_the_rest_goes_on(
+    db: store.Store, host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "PUT_WAIT", 0.05)
+    host.delay = 0.04  # 40 namespaces, 8 at a time: 0.2 s
+    targets = [target(tmp_path / "netns", n) for n in range(40)]
+    table = make(db)
+    began = asyncio.get_running_loop().time()
+    await table.put("c1", TABLE, lambda: targets)
+    assert asyncio.get_running_loop().time() - began < 0.15
+    assert len(host.writes) < 40
+    while len(host.writes) < 40:
+        await asyncio.sleep(0.01)
+    await table.close(remove_routes=False)
+
+
+async def test_tables_put_during_a_pass_are_written_together_by_the_next(
+    db: store.Store, host: Host, tmp_path: Path
+) -> None:
+    host.delay = 0.02
+    targets = [target(tmp_path / "netns", n) for n in range(8)]
+    table = make(db)
+    versions = [
+        TABLE.model_copy(update={"ports": [TABLE.ports[0].model_copy(update={"port": 80 + n})]})
+        for n in range(6)
+    ]
+    await asyncio.gather(*(table.put("c1", v, lambda: targets) for v in versions))
+    written = [text for key, text in host.writes if key == "k0"]
+    assert 1 <= len(written) <= 2, len(written)  # not one write per put
+    assert "--dport 85 " in written[-1]  # the last table put
+    assert all(text == written[-1] for key, text in host.writes[-8:])

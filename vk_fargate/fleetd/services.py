@@ -197,8 +197,8 @@ class Services:
 
     def forget(self, key: str) -> None:
         """The namespace ``key`` is gone."""
-        if self._applied.pop(key, None) is not None:
-            self._db.delete_doc(RULES + key)
+        self._applied.pop(key, None)
+        self._db.delete_doc(RULES + key)
         self._locks.pop(key, None)
 
     async def close(self, *, remove_routes: bool) -> None:

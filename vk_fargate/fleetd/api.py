@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 FLEET: web.AppKey[daemon.Fleet] = web.AppKey("fleet", daemon.Fleet)
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 HEARTBEAT_SECONDS = 5.0
+# A cluster's whole Service table is one body: thousands of ports with their endpoints.
+TABLE_BYTES = 64 * 2**20
 # The error of a refused WebSocket upgrade, in headers (the message percent-encoded).
 ERROR_CODE, ERROR_MESSAGE = "X-Fleet-Error-Code", "X-Fleet-Error-Message"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,15 +80,30 @@ def _authorized(request: web.Request) -> bool:
     )
 
 
-async def _json(request: web.Request) -> Any:
+async def _json(request: web.Request, *, limit: int | None = None) -> Any:
     """The body as JSON; 400 for what is not, including nesting deeper than the parser's
-    recursion limit and integers longer than Python's 4300 digits."""
+    recursion limit and integers longer than Python's 4300 digits. ``limit``: bytes
+    allowed beyond aiohttp's 1 MiB (a 400 past them)."""
     try:
-        return await request.json()
+        if limit is None:
+            return await request.json()
+        return json.loads(await _body(request, limit))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise errors.BadRequest(f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise errors.BadRequest("the body is not valid JSON: nested too deeply") from exc
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    if (request.content_length or 0) > limit:
+        raise errors.BadRequest(f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    while chunk := await request.content.read(2**16):
+        size += len(chunk)
+        if size > limit:
+            raise errors.BadRequest(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _int(request: web.Request, name: str, *, minimum: int) -> int | None:
@@ -116,6 +133,15 @@ def _vm_id(request: web.Request) -> str:
     except pydantic.ValidationError:
         raise errors.BadRequest(f"{vm_id!r} is not a valid microVM id") from None
     return vm_id
+
+
+def _cluster(request: web.Request) -> str:
+    cluster = request.match_info["cluster"]
+    try:
+        pydantic.TypeAdapter(models.MicroVMId).validate_python(cluster)
+    except pydantic.ValidationError:
+        raise errors.BadRequest(f"{cluster!r} is not a valid cluster name") from None
+    return cluster
 
 
 def _dump(model: pydantic.BaseModel, status: int = 200) -> web.Response:
@@ -168,6 +194,20 @@ async def put_volume(request: web.Request) -> web.Response:
         raise _invalid(exc) from exc
     await fleet.put_volume(vm_id, request.match_info["volume"], files)
     return web.Response(status=204)
+
+
+async def put_services(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    try:
+        body = await _json(request, limit=TABLE_BYTES)
+        table = models.ServiceTable.model_validate(body, strict=True)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc) from exc
+    return _dump(await request.app[FLEET].put_services(cluster, table))
+
+
+async def get_services(request: web.Request) -> web.Response:
+    return _dump(request.app[FLEET].get_services(_cluster(request)))
 
 
 async def get_microvm(request: web.Request) -> web.Response:
@@ -325,6 +365,8 @@ def application(fleet: daemon.Fleet, token: str) -> web.Application:
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/logs", container_logs)
     app.router.add_get("/v1/microvms/{microvm_id}/containers/{container}/exec", exec_stream)
     app.router.add_get("/v1/microvms/{microvm_id}/ports/{port}", port_stream)
+    app.router.add_put("/v1/clusters/{cluster}/services", put_services)
+    app.router.add_get("/v1/clusters/{cluster}/services", get_services)
     app.router.add_get("/v1/events", watch_events)
     attachapi.register(app)
     return app

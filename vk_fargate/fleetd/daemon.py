@@ -47,9 +47,9 @@ from vk_fargate.fleetd import (
     placement,
     portstreams,
     provision,
-    relay,
     rootfs,
     sandbox,
+    services,
     shims,
     specdiff,
     stats,
@@ -93,7 +93,11 @@ class Fleet:
             f"{state_key}-",
             store,
             supervisor.Spawner(),
-            relay.Relays(),
+            services.Services(
+                db,
+                networking=self.networking,
+                subnets={p.id: p.cidr for p in self.pools.values()},
+            ),
         )
         self._place_lock = asyncio.Lock()
         self._volume_lock = asyncio.Lock()  # one swap of files at a time
@@ -124,13 +128,9 @@ class Fleet:
         if self.networking == "netns":  # namespaces of microVMs that did not survive
             live = {self.host.sandbox_key(i) for i, r in self.vms.items() if r.shim is not None}
             await network.sweep(self.host.netns_prefix, live)
-            for record in self.vms.values():  # their namespaces' rules point at these relays
-                if record.shim is not None and record.vm.status.subnet in self.pools:
-                    gateway = str(self.pools[record.vm.status.subnet].gateway)
-                    try:
-                        await provision.relay_rules(self.host, record.vm, gateway)
-                    except OSError as exc:
-                        log.error("microVM %s: its service routes: %s", record.vm.id, exc)
+        # The host's routes for the stored Service tables, and the rules of the
+        # namespaces that survived (pointing at relays that listen again).
+        await self.host.services.restore(self._service_targets(None))
         deletions = self.db.docs(DELETING)  # asked for before the restart: finish them
         for record in unfinished:  # after the sweep, which would take their namespaces
             if record.vm.id not in deletions:
@@ -195,7 +195,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.spawner.close()
-        await self.host.relays.close()
+        await self.host.services.close(remove_routes=stop_microvms)
         if self.networking == "netns" and stop_microvms:
             await network.sweep(self.host.netns_prefix, set())
         if self.networking == "netns":
@@ -247,6 +247,30 @@ class Fleet:
         if found is None:
             raise errors.Conflict(f"microVM {vm_id} has no stats: this host has no cgroups")
         return found
+
+    # Services (``services``)
+
+    def get_services(self, cluster: str) -> models.ServiceTable:
+        return self.host.services.get(cluster)
+
+    async def put_services(self, cluster: str, table: models.ServiceTable) -> models.ServiceTable:
+        targets = functools.partial(self._service_targets, cluster)
+        return await self.host.services.put(cluster, table, targets)
+
+    def _service_targets(self, cluster: str | None) -> list[services.Target]:
+        """The namespaces to program: of every ``process`` microVM holding resources
+        (of ``cluster``, if given) that got past ``pending``."""
+        return [
+            services.Target(
+                self.host.sandbox_key(r.vm.id), r.vm, str(self.pools[r.vm.status.subnet].gateway)
+            )
+            for r in self.vms.values()
+            if r.holds_resources
+            and r.state != "pending"
+            and r.vm.status.subnet in self.pools
+            and self._runtime(r) == "process"
+            and (cluster is None or services.cluster_of(r.vm) == cluster)
+        ]
 
     # exec and port sessions (``streams``), by the microVM's runtime
 

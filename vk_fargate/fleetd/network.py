@@ -158,32 +158,57 @@ async def create_sandbox(
     return netns_path(vm_id)
 
 
-async def route_services(vm_id: str, rules: list[tuple[str, int, str, int]]) -> None:
-    """In the sandbox of ``vm_id``, send TCP for each ``(cluster_ip, port)`` to
-    ``(gateway, relay_port)`` (see ``relay``): one DNAT rule each, made in one
-    ``iptables-restore`` with the namespace (so rules never pile up)."""
-    if not rules:
-        return
+async def apply_rules(vm_id: str, text: str) -> None:
+    """Replace the ``nat`` and ``filter`` tables of ``vm_id``'s namespace with ``text``
+    (``servicerules``) in one ``iptables-restore``: atomic, and nothing piles up."""
     if shutil.which("iptables-restore") is None:
         raise errors.VkFargateError(
-            "service routes need iptables on the host (Debian package iptables)"
+            "service rules need iptables on the host (Debian package iptables)"
         )
-    lines = ["*nat"]
-    for cluster_ip, port, gateway, relay_port in rules:
-        lines.append(
-            f"-A OUTPUT -d {cluster_ip}/32 -p tcp -m tcp --dport {port} "
-            f"-j DNAT --to-destination {gateway}:{relay_port}"
-        )
-    lines.append("COMMIT")
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns_name(vm_id), "iptables-restore", "--noflush",
+        "ip", "netns", "exec", netns_name(vm_id), "iptables-restore", "-w", "10",
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await proc.communicate("\n".join(lines).encode() + b"\n")
+    try:
+        async with asyncio.timeout(30):
+            out, _ = await proc.communicate(text.encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise errors.VkFargateError(f"iptables-restore in {netns_name(vm_id)} took 30 s") from None
     if proc.returncode != 0:
         raise errors.VkFargateError(
-            f"service routes in {netns_name(vm_id)}: {out.decode(errors='replace').strip()}"
+            f"service rules in {netns_name(vm_id)}: {out.decode(errors='replace').strip()}"
         )
+
+
+def foreign_route(cidr: ipaddress.IPv4Network, ours: set[str]) -> str | None:
+    """The host's route that overlaps ``cidr``, said in words, unless it is one of the
+    unreachable routes ``ours`` (CIDRs) this daemon made; None when there is none."""
+    for route in _routes():
+        dst = route.get("dst", "")
+        if dst in ("", "default"):
+            continue
+        try:
+            other = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if route.get("type") == "unreachable" and str(other) in ours:
+            continue
+        if other.version == 4 and other.overlaps(cidr):
+            how = route.get("dev") or route.get("type") or "unknown"
+            return f"{route.get('type', 'unicast')} route to {dst} ({how})"
+    return None
+
+
+def add_unreachable(cidr: str) -> None:
+    """Route ``cidr`` nowhere on the host (idempotent): no packet for it leaves."""
+    _check(_ip("route", "replace", "unreachable", cidr), f"unreachable route {cidr}")
+
+
+def remove_unreachable(cidr: str) -> None:
+    """Remove the unreachable route to ``cidr`` (a no-op when there is none)."""
+    _ip("route", "del", "unreachable", cidr)
 
 
 async def sweep(prefix: str, keep: set[str]) -> list[str]:

@@ -26,9 +26,9 @@ from vk_fargate.fleetd import (
     imagestore,
     ipam,
     network,
-    relay,
     rootfs,
     sandbox,
+    services,
     shims,
     supervisor,
     volumes,
@@ -76,7 +76,7 @@ class Host:
     netns_prefix: str  # names this fleet's network namespaces apart from other fleets'
     images: imagestore.ImageStore  # the host's image service: pulls, unpacks, GC
     spawner: supervisor.Spawner  # forks the shims
-    relays: relay.Relays  # from subnet gateways to the service routes' endpoints
+    services: services.Services  # the rules of the namespaces, the relays among them
 
     @property
     def runc_root(self) -> Path:
@@ -125,9 +125,8 @@ async def provision(
                 gateway=pool.gateway,
                 bridge=bridge,
             )
-            await network.route_services(
-                host.sandbox_key(vm.id), await relay_rules(host, vm, str(pool.gateway))
-            )
+            target = services.Target(host.sandbox_key(vm.id), vm, str(pool.gateway))
+            await host.services.program(target, fresh=True)  # before any container
     if volumes.waiting_for(record.dir, vm.spec):  # as the kubelet: no pull before them
         creating = {"state": "waiting", "reason": "ContainerCreating", "restart_count": 0}
         (report or (lambda _init, _app: None))(
@@ -164,16 +163,6 @@ async def provision(
         cgroup_parent=cgroups.relative(host.limits, vm.id),
     )
     record.shim = await supervisor.launch(record.dir, spec, host.spawner)
-
-
-async def relay_rules(
-    host: Host, vm: models.MicroVM, gateway: str
-) -> list[tuple[str, int, str, int]]:
-    """The DNAT rules for ``vm``'s service routes, their relays listening."""
-    return [
-        (r.cluster_ip, r.port, gateway, await host.relays.ensure(gateway, r.endpoint))
-        for r in vm.spec.service_routes
-    ]
 
 
 SECRETS = "secrets.json"
@@ -218,4 +207,5 @@ async def release(record: Record, host: Host) -> None:
     rootfs.unmount(record.dir / "bundles")
     if host.networking == "netns":
         await network.delete_sandbox(host.sandbox_key(record.vm.id))
+        host.services.forget(host.sandbox_key(record.vm.id))
     cgroups.remove(host.limits, record.vm.id)

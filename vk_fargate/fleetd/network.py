@@ -3,7 +3,8 @@ namespace per microVM, joined by a veth pair.
 
 Invariants: a subnet's bridge (holding the gateway address, hence the route) exists
 before any address of the subnet is handed out, so no packet for a pod IP ever
-leaves the machine; a subnet that overlaps a route this daemon did not make is
+leaves the machine; the host forwards between the fleet's bridges and from them to
+nowhere else (``forwarding``); a subnet that overlaps a route this daemon did not make is
 refused, so we never shadow a real network. Without root (or ``ip``) networking is
 ``nominal``: addresses are allocated and reported but nothing answers on them.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from vk_fargate import errors
+from vk_fargate.fleetd import forwarding
 
 Mode = Literal["netns", "nominal"]
 NETNS_DIR = "/run/netns"
@@ -106,6 +108,7 @@ def ensure_bridge(
     if address not in _ip("-br", "addr", "show", name).stdout:
         _check(_ip("addr", "add", address, "dev", name), f"address bridge {name}")
     _check(_ip("link", "set", name, "up"), f"bring up bridge {name}")
+    forwarding.forward_between_bridges(name)
     return name
 
 

@@ -1,7 +1,8 @@
 """Services and cluster DNS for Fargate pods, end to end on a cluster of its own: the
 seed's "CoreDNS Pending" case, then CoreDNS on Fargate answering a Fargate client that
 reaches a Deployment through its Service by name, over UDP (DNS) and TCP (HTTP),
-spread over every replica and following a scale-down within seconds; an address of the
+spread over every replica and following a scale-down within seconds, and a headless
+Service by DNS alone; an address of the
 Service range that no Service holds fails at once and sends nothing to the host.
 """
 
@@ -161,6 +162,11 @@ async def shop(
             "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]},
         },
     )
+    headless = {
+        "metadata": {"name": "web-pods"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    await core.create_namespaced_service(NS, headless)
     client_pod = {
         "metadata": {"name": "client"},
         "spec": {
@@ -223,7 +229,7 @@ async def _requests(local: cluster.Cluster, count: int, url: str) -> None:
 async def test_a_fargate_client_resolves_names_and_reaches_every_replica(
     dns_cluster: tuple[cluster.Cluster, k8s.ApiClient], shop: tuple[str, list[str]]
 ) -> None:
-    local, _ = dns_cluster
+    local, api = dns_cluster
     cluster_ip, pods = shop
     code, resolv, err = await _exec(local, "cat /etc/resolv.conf")
     assert code == 0, err
@@ -242,6 +248,11 @@ async def test_a_fargate_client_resolves_names_and_reaches_every_replica(
     # (busybox's nslookup asks for the name as given, which CoreDNS forwards upstream).
     code, out, err = await _exec(local, "ping -c 1 -W 1 kubernetes.default 2>&1 | head -1")
     assert out.startswith(f"PING kubernetes.default ({kubernetes_ip})"), (out, err)
+
+    # A headless Service is DNS's alone: CoreDNS answers every ready pod's address.
+    code, out, err = await _exec(local, f"nslookup web-pods.{NS}.svc.cluster.local")
+    listed = await k8s.CoreV1Api(api).list_namespaced_pod(NS, label_selector="app=web")
+    assert code == 0 and all(f"Address: {p.status.pod_ip}" in out for p in listed.items), out
 
     await _requests(local, 60, "http://web/")
     counts = await _served(local, pods)

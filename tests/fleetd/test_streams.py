@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +171,21 @@ async def test_a_tty_session_with_a_resize(fleet_client: client.FleetClient, pod
             while b"33 99" not in seen:
                 await ws.send_bytes(streams.frame(streams.STDIN, b"go\r"))
                 seen += streams.unframe(await ws.receive_bytes())[1]
-    async with fleet_client.exec(pod, "app", ["sh"], stdin=True, tty=True) as ws:
-        await ws.send_bytes(streams.frame(streams.STDIN, b"echo $((6*7))\n"))
-        seen = b""
+    seen = b""
+    async with (
+        fleet_client.exec(pod, "app", ["sh"], stdin=True, tty=True) as ws,
+        _telling(lambda: seen),
+    ):
         async with asyncio.timeout(30):
-            while b"42\r\n/ $ " not in seen:  # the answer, then the next prompt
+            # Typed at the prompt, as at a keyboard: typeahead sent before the shell has
+            # set its terminal up may be flushed by it (TCSAFLUSH), on any kubelet.
+            while b"/ $ " not in seen:
+                seen += streams.unframe(await ws.receive_bytes())[1]
+            await ws.send_bytes(streams.frame(streams.STDIN, b"echo $((6*7))\n"))
+            # The answer, then the next prompt. runc clears ONLCR on the container's
+            # console once it has it, racing the command's start: a shell that saw it
+            # set first keeps it, and its lines end "\r\r\n" (the same on a screen).
+            while b"42\r\n/ $ " not in seen.replace(b"\r\r\n", b"\r\n"):
                 channel, payload = streams.unframe(await ws.receive_bytes())
                 assert channel == streams.STDOUT
                 seen += payload
@@ -183,6 +193,15 @@ async def test_a_tty_session_with_a_resize(fleet_client: client.FleetClient, pod
             await ws.send_bytes(streams.frame(streams.CLOSE, bytes((streams.STDIN,))))
             ended = await _read(ws, Result())
     assert ended.end == {"exit_code": 0}
+
+
+@contextlib.asynccontextmanager
+async def _telling(seen: Callable[[], bytes]) -> AsyncIterator[None]:
+    """A timeout inside says what the terminal showed by then."""
+    try:
+        yield
+    except TimeoutError:
+        raise AssertionError(f"the terminal showed {seen()!r}") from None
 
 
 async def test_closing_the_session_kills_the_command(

@@ -106,10 +106,11 @@ class ExecSession:
                 return
             stdio = self._theirs * 3 if self._tty else self._theirs
             try:
+                what = await self._sized_process() if self._tty else []
                 self._proc = await asyncio.create_subprocess_exec(
                     *self._runc, "--log", str(self._log_file), "--log-format", "json",
-                    "exec", *(["--tty"] if self._tty else []), "--pid-file", str(self._pid_file),
-                    self._id, *self._command,
+                    "exec", *what, "--pid-file", str(self._pid_file),
+                    self._id, *([] if what[:1] == ["--process"] else self._command),
                     stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                     start_new_session=True,
                 )  # fmt: skip
@@ -117,6 +118,30 @@ class ExecSession:
                 for fd in self._theirs:
                     os.close(fd)
                 self._theirs = []
+
+    async def _sized_process(self) -> list[str]:
+        """``runc exec``'s arguments for a TTY: ``--process`` with the container's own
+        process (its user, env, cwd, capabilities, from its ``config.json``), our
+        command, and ``consoleSize`` set to our pty's size, so runc sizes the
+        container's console before the command starts (its later resize races the
+        command: ``stty size`` could see 0x0). ``--tty`` when that cannot be made."""
+        rows, cols = _size(self._outputs[0][1]) if self._outputs else (0, 0)
+        state = await asyncio.create_subprocess_exec(
+            *self._runc, "state", self._id,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await state.communicate()
+        try:
+            bundle = Path(json.loads(out)["bundle"])
+            process = json.loads((bundle / "config.json").read_text())["process"]
+        except (ValueError, KeyError, TypeError, OSError):
+            return ["--tty"]
+        process.update(args=self._command, terminal=True)
+        if rows and cols:
+            process["consoleSize"] = {"height": rows, "width": cols}
+        path = self._scratch / "process.json"
+        path.write_text(json.dumps(process))
+        return ["--process", str(path)]
 
     async def send(self, channel: int, payload: bytes) -> None:
         if channel == streams.RESIZE and self._tty:
@@ -260,6 +285,15 @@ class ExecSession:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._outputs, self._input, self._theirs = [], None, []
+
+
+def _size(fd: int) -> tuple[int, int]:
+    """Rows and columns of the terminal ``fd``; (0, 0) when it has none."""
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return 0, 0
+    return rows, cols
 
 
 def runc_error(log: Path) -> str | None:

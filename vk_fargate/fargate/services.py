@@ -6,7 +6,9 @@ As kube-proxy: a Service without a cluster IP (headless, ExternalName) gets no r
 (headless ones are served by DNS alone); each port lists the ready endpoints of the
 Service's IPv4 EndpointSlices whose port has the same name and protocol (an endpoint
 with no ``ready`` condition counts as ready, as the API says); ``sessionAffinity:
-ClientIP`` keeps a pod on one endpoint for ``timeoutSeconds`` (10800 by default).
+ClientIP`` keeps a pod on one endpoint for ``timeoutSeconds`` (10800 by default);
+``internalTrafficPolicy: Local`` leaves a port no endpoint, as every Fargate pod is
+alone on its node.
 The ``kubernetes`` Service is left to the pods' own route to the API server (its
 endpoints are the API server's addresses, which the fleet relays). SCTP ports and
 IPv6 addresses are not carried: Fargate pods are IPv4, TCP and UDP.
@@ -67,7 +69,10 @@ def table(
         if ip is None or not any(ipaddress.ip_address(ip) in r for r in ranges):
             continue
         affinity = _affinity(spec)
-        slices = slices_of(key(meta["namespace"], meta["name"]))
+        # Local: only endpoints on the client's node, and a Fargate pod's node holds no
+        # other pod: kube-proxy's "no local endpoints", refused (it drops).
+        local = spec.get("internalTrafficPolicy") == "Local"
+        slices = [] if local else slices_of(key(meta["namespace"], meta["name"]))
         for port in spec.get("ports") or []:
             protocol: Literal["TCP", "UDP"] = "UDP" if port.get("protocol") == "UDP" else "TCP"
             if (

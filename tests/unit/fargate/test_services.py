@@ -125,3 +125,10 @@ def test_the_fleet_models_refuse_a_table_it_could_not_route() -> None:
         models.ServiceTable(
             service_cidrs=CIDRS, ports=[{"name": "a/b:1", "cluster_ip": "10.1.0.1", "port": 1}]
         )
+
+
+def test_internal_traffic_policy_local_has_no_endpoint_on_a_node_of_one_pod() -> None:
+    local = service("local", "10.96.0.53", {"port": 80}, internalTrafficPolicy="Local")
+    slices = [endpoint_slice("local", [{"port": 80}], ("192.168.0.7", True))]
+    (port,) = table([local], slices).ports
+    assert port.endpoints == []

@@ -66,7 +66,8 @@ def kubectl(local_cluster: cluster.Cluster) -> list[str]:
 
 
 async def namespace(api: k8s.ApiClient, prefix: str) -> str:
-    """A fresh namespace, once its default ServiceAccount exists (pods need it)."""
+    """A fresh namespace, once its default ServiceAccount and kube-root-ca.crt exist
+    (every pod needs them)."""
     core = k8s.CoreV1Api(api)
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     await core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
@@ -75,7 +76,14 @@ async def namespace(api: k8s.ApiClient, prefix: str) -> str:
         accounts = await core.list_namespaced_service_account(name)
         return any(sa.metadata.name == "default" for sa in accounts.items)
 
+    async def root_ca() -> bool:
+        maps = await core.list_namespaced_config_map(name)
+        return any(m.metadata.name == "kube-root-ca.crt" for m in maps.items)
+
     await waiting.until(default_sa, what=f"the default ServiceAccount of {name}")
+    # Every pod's kube-api-access volume reads it: a pod made before the controller has
+    # published it waits in FailedMount, as on any cluster.
+    await waiting.until(root_ca, what=f"kube-root-ca.crt in {name}")
     return name
 
 

@@ -7,6 +7,7 @@ so it never touches what other tests' providers own."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,14 @@ SCHEDULER = "scenario-scheduler"
 CLUSTER = "scenario"
 
 
+# Each module's fleet hands out addresses of its own: a pod another module left behind
+# (its namespace still going) keeps its node, and a node name is a pod's address.
+_SUBNETS = itertools.count(200)
+
+
 @pytest.fixture(scope="module")
 async def fake() -> AsyncIterator[fakebackend.FakeMicroVMs]:
-    backend = fakebackend.FakeMicroVMs()
+    backend = fakebackend.FakeMicroVMs(subnet=f"10.{next(_SUBNETS) % 250}")
     try:
         yield backend
     finally:

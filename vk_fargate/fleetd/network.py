@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from vk_fargate import errors
-from vk_fargate.fleetd import forwarding
+from vk_fargate.fleetd import forwarding, sandbox
 
 Mode = Literal["netns", "nominal"]
 NETNS_DIR = "/run/netns"
@@ -87,7 +87,12 @@ def _routes() -> list[dict[str, str]]:
 def ensure_bridge(
     subnet_id: str, cidr: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address
 ) -> str:
-    """Create the subnet's bridge with the gateway address (and so its route)."""
+    """Create the subnet's bridge with the gateway address (and so its route).
+
+    Its MAC is set, from the gateway's address: a bridge left to take its lowest
+    port's MAC changes it whenever that pod goes, and every pod's neighbour entry for
+    the gateway would then be stale (as the host's for a reused pod address, were a
+    pod's MAC not fixed by its address: ``sandbox.mac_address``)."""
     name = bridge_name(subnet_id)
     for route in _routes():
         dst = route.get("dst", "")
@@ -104,6 +109,8 @@ def ensure_bridge(
             )
     if _ip("link", "show", name).returncode != 0:
         _check(_ip("link", "add", "name", name, "type", "bridge"), f"create bridge {name}")
+    mac = sandbox.mac_address(str(gateway))
+    _check(_ip("link", "set", name, "address", mac), f"set the MAC of bridge {name}")
     address = f"{gateway}/{cidr.prefixlen}"
     if address not in _ip("-br", "addr", "show", name).stdout:
         _check(_ip("addr", "add", address, "dev", name), f"address bridge {name}")
@@ -144,7 +151,8 @@ async def create_sandbox(
     await _batch(
         [
             f"netns add {ns}",
-            f"link add {veth} type veth peer name eth0 netns {ns}",
+            f"link add {veth} type veth peer name eth0 address {sandbox.mac_address(str(ip))} "
+            f"netns {ns}",
             f"link set {veth} master {bridge}",
             f"link set {veth} up",
         ]

@@ -55,6 +55,17 @@ class ShimNetwork(TypedDict):
     tap: NotRequired[str]
 
 
+def mac_address(ip: str) -> str:
+    """The MAC of the interface that holds pod address ``ip``: ``0a:58`` and the
+    address's four bytes, as OVN-Kubernetes derives its pods' (locally administered,
+    unicast). A freed address goes to a new pod in time; with a MAC of its own, the
+    neighbour entries the host and other pods keep for that address would still name
+    the old pod's MAC, and the new pod would stay unreachable from them until those
+    expire (minutes, while other ports keep the bridge up). Fixed by the address, the
+    MAC is the same for every pod that holds it, so no entry is ever stale."""
+    return ":".join(f"{b:02x}" for b in (0x0A, 0x58, *(int(part) for part in ip.split("."))))
+
+
 class ShimSpec(TypedDict):
     id: str
     runtime: Literal["process", "microvm"]

@@ -90,12 +90,6 @@ def default_tap(vm_id: str) -> str:
     return TAP_PREFIX + hashlib.sha256(vm_id.encode()).hexdigest()[:11]
 
 
-def mac_address(vm_id: str) -> str:
-    """A stable, locally administered unicast MAC for the VM's NIC."""
-    digest = hashlib.sha256(b"mac:" + vm_id.encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
 def qemu_argv(
     assets: guest.Assets, spec: sandbox.ShimSpec, initrd: Path, tap: str | None
 ) -> list[str]:
@@ -115,9 +109,10 @@ def qemu_argv(
     argv += ["-device", "virtio-serial-device,id=vser0"]
     argv += ["-chardev", f"socket,id=agent,path={AGENT_SOCKET},server=on,wait=off"]
     argv += ["-device", f"virtserialport,bus=vser0.0,chardev=agent,name={guest.AGENT_PORT}"]
-    if tap is not None:
+    if tap is not None and spec["network"] is not None:
+        mac = sandbox.mac_address(spec["network"]["ip"])
         argv += ["-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no"]
-        argv += ["-device", f"virtio-net-device,netdev=net0,mac={mac_address(spec['id'])}"]
+        argv += ["-device", f"virtio-net-device,netdev=net0,mac={mac}"]
     setpriv = shutil.which("setpriv")  # QEMU dies with the shim, even a SIGKILLed one
     return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else argv
 

@@ -218,8 +218,9 @@ httpd -p 8080 -h /www
             return events.texts("FailedPreStopHook") or None
 
         await waiting.until(recorded, timeout=30, what="the FailedPreStopHook event")
-    assert web == "up\nquit via http kube-lifecycle/1.36\nterm\n"
-    assert other == "up\nterm\n"
+    seen = f"events: {[(e.container, e.reason, e.message) for e in events.found]}"
+    assert web == "up\nquit via http kube-lifecycle/1.36\nterm\n", seen
+    assert other == "up\nterm\n", seen
     assert events.texts("FailedPreStopHook") == ["PreStopHook failed"]
     assert [e.container for e in events.found if e.reason == "FailedPreStopHook"] == ["other"]
 

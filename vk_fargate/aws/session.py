@@ -7,21 +7,26 @@ inside botocore), and connect/read timeouts so a hung call cannot hang a pod for
 
 Each client is made from its own ``boto3.session.Session``: sessions are not thread-safe,
 clients are, and our calls run in worker threads (``asyncio.to_thread``).
+
+boto3 and ``botocore.config`` are imported when the first client is made, not with this
+module: loading them takes 23 MiB, and a provider with AWS off (the default) never
+makes a client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import pydantic
 import pydantic_settings
 
 from vk_fargate import settings
+
+if TYPE_CHECKING:
+    import botocore.config
 
 Client = Any
 """A boto3 client. boto3 generates them at run time and we install no stubs for them."""
@@ -69,6 +74,8 @@ class AwsSettings(pydantic_settings.BaseSettings):
 
 
 def client_config(aws: AwsSettings) -> botocore.config.Config:
+    import botocore.config  # with the first client: see the docstring
+
     return botocore.config.Config(
         retries={"max_attempts": aws.max_attempts, "mode": "standard"},
         connect_timeout=aws.connect_timeout,
@@ -89,6 +96,8 @@ def make_client(
     ``region`` overrides ``aws.region``, e.g. for a logging output in another region.
     ``credentials`` (key id, secret) replace boto3's chain; only fakes need that.
     """
+    import boto3.session  # with the first client: see the docstring
+
     if credentials is None:
         session = boto3.session.Session()
     else:

@@ -72,7 +72,12 @@ class Indexer:
         return self.cache.get(key_)
 
     def store(self, obj: kube.JSON) -> None:
-        """Cache ``obj`` (an add or update), unless the cache has a later version of it."""
+        """Cache ``obj`` (an add or update), unless the cache has a later version of it.
+
+        Its ``managedFields`` are dropped first, as controller-runtime's caches drop
+        them: nothing here reads them, they are often the larger part of a pod or node,
+        and an update sent without them keeps the server's own."""
+        obj["metadata"].pop("managedFields", None)
         name = key(obj)
         old = self.cache.get(name)
         if old is not None and _ahead(old, obj):

@@ -87,3 +87,18 @@ def test_the_world_views_pods_and_nodes_through_the_indexes() -> None:
     assert "u-a" not in state.pods and "u-a2" in state.pods
     state.node_cache.remove(node)
     assert "u-a" not in state.nodes_by_pod and not state.nodes
+
+
+def test_cached_objects_keep_no_managed_fields() -> None:
+    cache = informers.Indexer()
+    pod = _pod("a", "u-a", 1)
+    pod["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    cache.store(pod)
+    written = _pod("a", "u-a", 2)
+    written["metadata"]["managedFields"] = [{"manager": "vk-fargate"}]
+    cache.wrote(written)
+    cached = cache.get("ns/a")
+    assert cached is not None
+    assert cached["metadata"] == {
+        "name": "a", "namespace": "ns", "uid": "u-a", "resourceVersion": "2"
+    }  # fmt: skip

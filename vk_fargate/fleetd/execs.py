@@ -106,11 +106,15 @@ class ExecSession:
                 return
             stdio = self._theirs * 3 if self._tty else self._theirs
             try:
-                what = await self._sized_process() if self._tty else []
+                sized = await self._sized_process() if self._tty else None
+                options, command = (
+                    (["--process", str(sized)], [])  # the command is in the process file
+                    if sized is not None
+                    else (["--tty"] if self._tty else [], self._command)
+                )
                 self._proc = await asyncio.create_subprocess_exec(
                     *self._runc, "--log", str(self._log_file), "--log-format", "json",
-                    "exec", *what, "--pid-file", str(self._pid_file),
-                    self._id, *([] if what[:1] == ["--process"] else self._command),
+                    "exec", *options, "--pid-file", str(self._pid_file), self._id, *command,
                     stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                     start_new_session=True,
                 )  # fmt: skip
@@ -119,12 +123,12 @@ class ExecSession:
                     os.close(fd)
                 self._theirs = []
 
-    async def _sized_process(self) -> list[str]:
-        """``runc exec``'s arguments for a TTY: ``--process`` with the container's own
+    async def _sized_process(self) -> Path | None:
+        """A process file for ``runc exec --process`` on a TTY: the container's own
         process (its user, env, cwd, capabilities, from its ``config.json``), our
         command, and ``consoleSize`` set to our pty's size, so runc sizes the
         container's console before the command starts (its later resize races the
-        command: ``stty size`` could see 0x0). ``--tty`` when that cannot be made."""
+        command: ``stty size`` could see 0x0). None when it cannot be made (``--tty``)."""
         rows, cols = _size(self._outputs[0][1]) if self._outputs else (0, 0)
         state = await asyncio.create_subprocess_exec(
             *self._runc, "state", self._id,
@@ -135,13 +139,13 @@ class ExecSession:
             bundle = Path(json.loads(out)["bundle"])
             process = json.loads((bundle / "config.json").read_text())["process"]
         except (ValueError, KeyError, TypeError, OSError):
-            return ["--tty"]
+            return None
         process.update(args=self._command, terminal=True)
         if rows and cols:
             process["consoleSize"] = {"height": rows, "width": cols}
         path = self._scratch / "process.json"
         path.write_text(json.dumps(process))
-        return ["--process", str(path)]
+        return path
 
     async def send(self, channel: int, payload: bytes) -> None:
         if channel == streams.RESIZE and self._tty:

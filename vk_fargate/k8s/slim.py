@@ -57,8 +57,7 @@ def _deferred(name: str) -> types.ModuleType:
         except ModuleNotFoundError as exc:
             if exc.name != f"{name}.{attribute}":
                 raise
-        if module.__dict__.pop("__getattr__", None) is None:  # ran already: truly absent
-            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
+        del module.__dict__["__getattr__"]  # once: a name still lacking is then absent
         loader.exec_module(module)
         return getattr(module, attribute)
 

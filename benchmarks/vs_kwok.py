@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/vs_kwok.py [--bursts 100,300] [--rates 5,10,20]
                                     [--steady-seconds 60] [--rest-seconds 60]
+                                    [--fleet-nice 19]
 
 Why: KWOK (sigs.k8s.io/kwok) fakes nodes and pods with nothing behind them, so it is
 the floor of what giving a cluster nodes costs: what the API server, etcd and the
@@ -29,7 +30,8 @@ until the watch shows it gone. The work runs interleaved, vk-fargate then KWOK, 
   node per pod: the benchmark deletes each node once its pod is gone);
 - after the largest burst, writes to the API server at rest (``apiserver_request_total``
   of write verbs over ``--rest-seconds``, 10 s after the burst, per node per minute; a
-  first window with no nodes shows what the control plane writes alone) and the
+  first window with no nodes shows what the control plane writes alone; the provider's
+  own metrics say which of vk-fargate's it sent itself) and the
   provider's and kwok's RSS per pod (before the burst and after the rest window; KWOK's
   includes making its N nodes);
 - steady rates of R pods/s for D seconds: create->Running p50/p99 (KWOK on a pool of
@@ -199,6 +201,19 @@ class Api:
                     if labels.get("subresource"):
                         resource += "/" + labels["subresource"]
                     counts[resource] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
+
+    async def own_writes(self, metrics_url: str) -> Counter[str]:
+        """Write requests the provider has sent so far, by resource (its own metrics)."""
+        async with self.http.get(metrics_url) as response:
+            response.raise_for_status()
+            text = await response.text()
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            if line.startswith("vkfargate_kube_requests_total{"):
+                labels = dict(LABEL.findall(line.split("}", 1)[0]))
+                if labels.get("verb") in WRITE_VERBS:
+                    counts[labels.get("resource", "")] += int(float(line.rsplit(" ", 1)[1]))
         return counts
 
     async def admission(self) -> dict[float, float]:
@@ -460,15 +475,21 @@ class Bench:
             run.values["nodes"] = max(gone) - first
         return run
 
-    async def at_rest(self, seconds: float, *, settle: float = 0.0) -> Counter[str]:
+    async def at_rest(
+        self, seconds: float, *, settle: float = 0.0, own: str | None = None
+    ) -> tuple[Counter[str], Counter[str]]:
         """Writes the API server served in a window of ``seconds`` with nothing changing,
-        after ``settle`` seconds for the events of what came before to be written."""
+        after ``settle`` seconds for the events of what came before to be written; and
+        of them, those the provider at metrics URL ``own`` sent (empty without it)."""
         await asyncio.sleep(settle)
         before = await self.api.writes()
+        own_before = await self.api.own_writes(own) if own else Counter[str]()
         await asyncio.sleep(seconds)
         after = await self.api.writes()
+        own_after = await self.api.own_writes(own) if own else Counter[str]()
         after.subtract(before)
-        return +after
+        own_after.subtract(own_before)
+        return +after, +own_after
 
     def add(self, label: str, unit: str, key: str, vk: Run, kwok: Run) -> None:
         self.rows.append(Row(label, unit, key, vk, kwok))
@@ -481,9 +502,10 @@ async def bench(
     steady_seconds: float,
     rest_seconds: float,
     pids: dict[str, int],
+    provider_metrics: str,
 ) -> None:
     print(f"rest window with no nodes ({rest_seconds:.0f}s) ...", flush=True)
-    base = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
+    base, _ = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
     b.notes.append(
         f"writes at rest with no nodes (counted in the rows, not subtracted): "
         f"{sum(base.values()) / rest_seconds * 60:.0f}/min "
@@ -501,7 +523,9 @@ async def bench(
         vk = await b.create(VK, [f"vk-{x}" for x in names])
         if n == largest:
             vk_rest_load = os.getloadavg()[0]
-            vk_rest = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
+            vk_rest, vk_own = await b.at_rest(
+                rest_seconds, settle=SETTLE_SECONDS, own=provider_metrics
+            )
             vk_rss = (procstat.status_kib(pids["vk"], "VmRSS") - rss_vk) / n
             rss = f"RSS before -> after burst {n}: provider {rss_vk / 1024:.0f} -> "
             rss += f"{rss_vk / 1024 + vk_rss * n / 1024:.0f} MiB"
@@ -514,7 +538,7 @@ async def bench(
         first = await b.create(KWOK, [f"first-{x}" for x in names])
         if n == largest:
             kwok_rest_load = os.getloadavg()[0]
-            kwok_rest = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
+            kwok_rest, _ = await b.at_rest(rest_seconds, settle=SETTLE_SECONDS)
             kwok_rss = (procstat.status_kib(pids["kwok"], "VmRSS") - rss_kwok) / n
             rss += f", kwok {rss_kwok / 1024:.0f} -> {rss_kwok / 1024 + kwok_rss * n / 1024:.0f}"
             b.notes.append(rss + " MiB (a heap grown by an earlier burst may not grow again)")
@@ -545,6 +569,12 @@ async def bench(
     for side, writes in (("vk-fargate", vk_rest), ("KWOK", kwok_rest)):
         top = ", ".join(f"{r} {c}" for r, c in writes.most_common(4))
         b.notes.append(f"writes at rest, {side}: {top} in {rest_seconds:.0f}s")
+    top = ", ".join(f"{r} {c}" for r, c in vk_own.most_common(4))
+    b.notes.append(
+        f"writes at rest, vk-fargate's provider itself: {top} in {rest_seconds:.0f}s, "
+        f"{per_node_minute(vk_own, nodes_vk):.2f} per node per minute (the rest are the "
+        "control plane's)"
+    )
     b.add(
         f"RSS per pod ({largest} pods, provider / kwok)",
         "KiB",
@@ -615,6 +645,10 @@ async def main(arguments: argparse.Namespace) -> None:
             cluster.Cluster(bins) as local,
             devfleet.with_images(root, cfg.cache, hosts=hosts, subnets=subnets) as fleet,
         ):
+            if arguments.fleet_nice:
+                # Children inherit it: every shim and container started from now on.
+                os.setpriority(os.PRIO_PROCESS, fleet.process.pid, arguments.fleet_nice)
+                print(f"fleetd and its pods at nice {arguments.fleet_nice}", flush=True)
             port = processes.free_ports(1)[0]
             env = devprovider.environment(local, fleet, port=port, cluster_name=CLUSTER_NAME)
             env["VK_FARGATE_PROFILES_FILE"] = str(devprovider.profiles_file(root, VK))
@@ -639,6 +673,7 @@ async def main(arguments: argparse.Namespace) -> None:
                         arguments.steady_seconds,
                         arguments.rest_seconds,
                         {"vk": provider.process.pid, "kwok": kwok_process.pid},
+                        f"http://127.0.0.1:{env['VK_FARGATE_METRICS_PORT']}/metrics",
                     )
                 finally:
                     for task in watches:
@@ -674,6 +709,13 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=numbers(float), default=[5.0, 10.0, 20.0])
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--rest-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--fleet-nice",
+        type=int,
+        default=0,
+        help="run fleetd, its shims and containers at this nice level (19: as if the pods "
+        "ran on other machines, the control side getting the CPU first)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds a run may take before it is cut"
     )

@@ -26,7 +26,7 @@ import pydantic
 import yaml
 from aiohttp import web
 
-from vk_fargate import errors, metrics, observability, settings, supervision, world
+from vk_fargate import errors, memory, metrics, observability, settings, supervision, world
 from vk_fargate.admission import registration, worker
 from vk_fargate.admission import server as admission_server
 from vk_fargate.aws import profilecheck
@@ -294,6 +294,7 @@ class Provider:
         self.tasks.forever("node-endpoints", self.endpoints.run)
         await self._serve_metrics()
         await self._start_webhooks()
+        self.tasks.forever("heap-trim", memory.trim_forever)
         self.tasks.forever("watch-pods", self.pod_informer.run)
         self.tasks.forever("watch-nodes", self.node_informer.run)
         self.tasks.forever("watch-services", self.service_informer.run)

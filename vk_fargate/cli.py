@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vk_fargate import __version__, app, costcli, errors, profilecli, settings
+from vk_fargate import __version__, app, costcli, errors, memory, profilecli, settings
 from vk_fargate.devcluster import binaries, clusterdns, coredns, demo, restart, stack, state
 from vk_fargate.fleetd import config as fleet_config
 from vk_fargate.fleetd import server
@@ -241,15 +241,18 @@ def _cost(args: argparse.Namespace, config: settings.Settings) -> int:
     )
 
 
-def _logging() -> None:
+def _daemon() -> None:
+    """What the long-running commands (``run``, ``fleetd``) set up first: their logs and
+    the read buffer of each TLS connection they will hold (``memory``)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    memory.small_tls_buffers()
 
 
 def _fleetd(path: Path, *, stop_on_exit: bool) -> int:
-    _logging()
+    _daemon()
     asyncio.run(server.serve(fleet_config.load(path), stop_microvms=stop_on_exit))
     return 0
 
@@ -345,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = settings.load()
     try:
         if args.command == "run":
-            _logging()
+            _daemon()
             return asyncio.run(app.run(settings.provider()))
         if args.command == "profile":
             return asyncio.run(_profile(args, config))

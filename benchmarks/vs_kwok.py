@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,32 +189,33 @@ class Api:
 
     async def writes(self) -> Counter[str]:
         """Write requests the API server has served so far, by resource."""
-        async with self.http.get(self.server + "/metrics") as response:
-            response.raise_for_status()
-            text = await response.text()
         counts: Counter[str] = Counter()
-        for line in text.splitlines():
-            if line.startswith("apiserver_request_total{"):
-                labels = dict(LABEL.findall(line.split("}", 1)[0]))
-                if labels.get("verb") in WRITE_VERBS:
-                    resource = labels.get("resource", "")
-                    if labels.get("subresource"):
-                        resource += "/" + labels["subresource"]
-                    counts[resource] += int(float(line.rsplit(" ", 1)[1]))
+        async for labels, value in self._samples(
+            self.server + "/metrics", "apiserver_request_total"
+        ):
+            if labels.get("verb") in WRITE_VERBS:
+                resource = labels.get("resource", "")
+                if labels.get("subresource"):
+                    resource += "/" + labels["subresource"]
+                counts[resource] += int(value)
         return counts
 
     async def own_writes(self, metrics_url: str) -> Counter[str]:
         """Write requests the provider has sent so far, by resource (its own metrics)."""
-        async with self.http.get(metrics_url) as response:
+        counts: Counter[str] = Counter()
+        async for labels, value in self._samples(metrics_url, "vkfargate_kube_requests_total"):
+            if labels.get("verb") in WRITE_VERBS:
+                counts[labels.get("resource", "")] += int(value)
+        return counts
+
+    async def _samples(self, url: str, metric: str) -> AsyncIterator[tuple[dict[str, str], float]]:
+        """Each sample of ``metric`` that ``url`` (Prometheus text) has: labels, value."""
+        async with self.http.get(url) as response:
             response.raise_for_status()
             text = await response.text()
-        counts: Counter[str] = Counter()
         for line in text.splitlines():
-            if line.startswith("vkfargate_kube_requests_total{"):
-                labels = dict(LABEL.findall(line.split("}", 1)[0]))
-                if labels.get("verb") in WRITE_VERBS:
-                    counts[labels.get("resource", "")] += int(float(line.rsplit(" ", 1)[1]))
-        return counts
+            if line.startswith(metric + "{"):
+                yield dict(LABEL.findall(line.split("}", 1)[0])), float(line.rsplit(" ", 1)[1])
 
     async def admission(self) -> dict[float, float]:
         """The API server's admission-webhook histogram for pod creates, summed over

@@ -10,15 +10,17 @@ import sys
 
 from vk_fargate import memory
 
-# In a fresh interpreter: 60 MiB of 1 KiB objects (glibc's heap, not Python's arenas),
-# every 64th kept, as a burst leaves the pods' state among its freed garbage.
-BURST = """
-import sys
-from vk_fargate import memory
-
+# What both scripts below start with: this interpreter's RSS in KiB.
+RSS = """
 def rss() -> int:
     with open("/proc/self/status") as status:
         return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+"""
+
+# In a fresh interpreter: 60 MiB of 1 KiB objects (glibc's heap, not Python's arenas),
+# every 64th kept, as a burst leaves the pods' state among its freed garbage.
+BURST = """
+from vk_fargate import memory
 
 objects = [bytes(1024) for _ in range(60 * 1024)]
 kept = objects[::64]
@@ -36,10 +38,6 @@ from aiohttp import web
 import aiohttp
 from vk_fargate import listening, memory
 from vk_fargate.kubelet import tls
-
-def rss() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
 
 async def main() -> None:
     if sys.argv[1] == "small":
@@ -66,11 +64,14 @@ asyncio.run(main())
 """
 
 
+def _run(script: str, *args: str) -> str:
+    """What ``script`` prints, run in a fresh interpreter (with ``rss()``)."""
+    command = [sys.executable, "-c", RSS + script, *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
 def _connections_kib(mode: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", CONNECTIONS, mode], check=True, capture_output=True, text=True
-    )
-    return int(out.stdout)
+    return int(_run(CONNECTIONS, mode))
 
 
 def test_small_tls_buffers_make_a_connection_cost_less_than_half() -> None:
@@ -79,10 +80,7 @@ def test_small_tls_buffers_make_a_connection_cost_less_than_half() -> None:
 
 
 def test_trimming_gives_a_burst_s_freed_heap_back() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", BURST], check=True, capture_output=True, text=True
-    ).stdout
-    before, after, _ = (int(x) for x in out.split())
+    before, after, _ = (int(x) for x in _run(BURST).split())
     assert before - after > 40 * 1024, f"RSS {before} -> {after} KiB"
 
 
